@@ -1,0 +1,1 @@
+"""The platform's own contracts: pure data, importable by any service, plugin or outside client."""

@@ -1,0 +1,47 @@
+"""The message shapes every transport speaks: a thin, broker-neutral view of an AMQP message."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class Message:
+    body: bytes
+    routing_key: str = ""
+    headers: dict[str, Any] = field(default_factory=dict)
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    content_type: str | None = "application/json"
+    expiration_ms: int | None = None
+    message_id: str | None = None
+    persistent: bool = False
+    redelivered: bool = False
+
+
+class Delivery(Protocol):
+    """A message taken from a queue; consumers that do not use no_ack must settle it."""
+
+    message: Message
+
+    async def ack(self) -> None: ...
+
+    async def reject(self, *, requeue: bool) -> None: ...
+
+
+DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+ReplyHandler = Callable[[Message], None]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue and the routing patterns that bind it to the mesh exchange."""
+
+    name: str
+    bindings: tuple[str, ...] = ()
+    durable: bool = False
+    auto_delete: bool = True
+    exclusive: bool = False
+    arguments: tuple[tuple[str, Any], ...] = ()

@@ -1,0 +1,363 @@
+"""The RabbitMQ transport, on aio-pika.
+
+aio-pika opens the connection and channels; the hot path (publish, deliver, ack) talks to the
+channel underneath (aiormq) directly, so a message costs no wrapper objects. The transport
+remembers the queues and consumers it was asked for and, when the connection drops, reconnects
+with backoff and declares them again: callers above never see a reconnect, only a short wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
+from pamqp import commands as spec
+
+from mesh.bus.message import DeliveryHandler, Message, QueueSpec, ReplyHandler
+from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
+
+log = structlog.get_logger("mesh.bus")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+_CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
+                   ConnectionError, RuntimeError)
+
+
+def _properties(message: Message) -> spec.Basic.Properties:
+    return spec.Basic.Properties(
+        content_type=message.content_type,
+        headers=message.headers or None,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        expiration=str(message.expiration_ms) if message.expiration_ms is not None else None,
+        message_id=message.message_id,
+        delivery_mode=2 if message.persistent else 1,
+    )
+
+
+def _message(delivered: DeliveredMessage) -> Message:
+    props = delivered.header.properties
+    expiration = props.expiration
+    return Message(
+        body=delivered.body,
+        routing_key=delivered.routing_key or "",
+        headers=dict(props.headers) if props.headers else {},
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        content_type=props.content_type,
+        expiration_ms=int(expiration) if expiration else None,
+        message_id=props.message_id,
+        persistent=props.delivery_mode == 2,
+        redelivered=bool(getattr(delivered.delivery, "redelivered", False)),
+    )
+
+
+class _RabbitDelivery:
+    __slots__ = ("_channel", "_consumer", "_tag", "message")
+
+    def __init__(
+        self, message: Message, channel: aiormq.abc.AbstractChannel, tag: int,
+        consumer: _RabbitConsumer,
+    ) -> None:
+        self.message = message
+        self._channel = channel
+        self._tag = tag
+        self._consumer = consumer
+
+    async def ack(self) -> None:
+        try:
+            await self._channel.basic_ack(self._tag)
+        except _CHANNEL_ERRORS:
+            pass  # the channel is gone, so the broker has requeued the message already
+        finally:
+            self._consumer.settled(self._channel)
+
+    async def reject(self, *, requeue: bool) -> None:
+        try:
+            await self._channel.basic_reject(self._tag, requeue=requeue)
+        except _CHANNEL_ERRORS:
+            pass
+        finally:
+            self._consumer.settled(self._channel)
+
+
+class _RabbitConsumer(Consumer):
+    """A consumer on a channel of its own, so prefetch is per consumer and cancel is clean."""
+
+    def __init__(
+        self, transport: RabbitTransport, queue: str, handler: DeliveryHandler,
+        prefetch: int, no_ack: bool,
+    ) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.handler = handler
+        self.prefetch = prefetch
+        self.no_ack = no_ack
+        self._channel: AbstractChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._tag: str | None = None
+        self._unsettled = 0
+        self._cancelled = False
+
+    async def open(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel(publisher_confirms=False)
+        raw = await channel.get_underlay_channel()
+        await raw.basic_qos(prefetch_count=self.prefetch)
+        ok = await raw.basic_consume(self.queue, self._on_message, no_ack=self.no_ack)
+        self._channel, self._raw, self._tag, self._unsettled = channel, raw, ok.consumer_tag, 0
+
+    async def _on_message(self, delivered: DeliveredMessage) -> None:
+        raw = delivered.channel
+        if not self.no_ack:
+            self._unsettled += 1
+        tag = delivered.delivery.delivery_tag  # type: ignore[union-attr]
+        await self.handler(_RabbitDelivery(_message(delivered), raw, tag or 0, self))
+
+    def settled(self, channel: aiormq.abc.AbstractChannel) -> None:
+        if channel is not self._raw:
+            return
+        self._unsettled -= 1
+        if self._cancelled and self._unsettled <= 0:
+            self.transport.spawn(self._close_channel())
+
+    async def cancel(self) -> None:
+        if self._cancelled:
+            return
+        self._cancelled = True
+        self.transport.forget_consumer(self)
+        if self._raw is not None and self._tag is not None:
+            with contextlib.suppress(*_CHANNEL_ERRORS):
+                await self._raw.basic_cancel(self._tag)
+        if self.no_ack or self._unsettled <= 0:
+            await self._close_channel()
+
+    async def _close_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(*_CHANNEL_ERRORS):
+                await channel.close()
+
+
+class RabbitTransport(Transport):
+    kind = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str,
+        exchange: str,
+        *,
+        connection_name: str = "mesh",
+        connect_timeout: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        super().__init__(exchange)
+        self.url = url
+        self.connection_name = connection_name
+        self.connect_timeout = connect_timeout
+        self.max_backoff = max_backoff
+        self._connection: AbstractConnection | None = None
+        self._confirm: aiormq.abc.AbstractChannel | None = None
+        self._plain: aiormq.abc.AbstractChannel | None = None
+        self._queues: dict[str, QueueSpec] = {}
+        self._consumers: list[_RabbitConsumer] = []
+        self._reply_handler: ReplyHandler | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.reconnects = 0
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def forget_consumer(self, consumer: _RabbitConsumer) -> None:
+        with contextlib.suppress(ValueError):
+            self._consumers.remove(consumer)
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._closing = False
+        await self._open()
+
+    async def _open(self) -> None:
+        connection = await aio_pika.connect(
+            self.url,
+            timeout=self.connect_timeout,
+            client_properties={"connection_name": self.connection_name},
+        )
+        try:
+            confirm_channel = await connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            plain_channel = await connection.channel(publisher_confirms=False)
+            confirm = await confirm_channel.get_underlay_channel()
+            plain = await plain_channel.get_underlay_channel()
+            await plain.exchange_declare(
+                exchange=self.exchange, exchange_type="topic", durable=True
+            )
+            for queue in self._queues.values():
+                await self._declare(plain, queue)
+            if self._reply_handler is not None:
+                await confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            for consumer in list(self._consumers):
+                await consumer.open(connection)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection, self._confirm, self._plain = connection, confirm, plain
+        connection.close_callbacks.add(self._on_connection_closed)
+        for channel in (confirm_channel, plain_channel):
+            channel.close_callbacks.add(self._on_channel_closed)
+        self._connected.set()
+
+    def _on_channel_closed(self, channel: Any, exc: BaseException | None = None) -> None:
+        # A channel error (say, a queue redeclared with other arguments) kills the channel;
+        # starting over from a fresh connection is the one recovery path we need to trust.
+        if not self._closing and self._connection is not None and self._connected.is_set():
+            log.warning("bus.channel_closed", error=str(exc))
+            connection = self._connection
+            self.spawn(connection.close())
+
+    def _on_connection_closed(self, sender: Any, exc: BaseException | None = None) -> None:
+        if self._closing or not self._connected.is_set():
+            return
+        self._connected.clear()
+        self._confirm = self._plain = None
+        log.warning("bus.connection_lost", error=str(exc) if exc else None)
+        self._notify_lost()
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.1
+        attempt = 0
+        while not self._closing:
+            attempt += 1
+            try:
+                await self._open()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("bus.reconnect_failed", attempt=attempt, error=str(exc) or repr(exc))
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.reconnects += 1
+            log.info("bus.reconnected", attempt=attempt)
+            return
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+        self._connected.clear()
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(*_CHANNEL_ERRORS):
+                await connection.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _ready(self) -> None:
+        if self._closing:
+            raise TransportClosed("transport is closed")
+        if not self._connected.is_set():
+            await self._connected.wait()
+
+    # -- topology -------------------------------------------------------------------------
+
+    async def _declare(self, channel: aiormq.abc.AbstractChannel, queue: QueueSpec) -> None:
+        await channel.queue_declare(
+            queue=queue.name,
+            durable=queue.durable,
+            auto_delete=queue.auto_delete,
+            exclusive=queue.exclusive,
+            arguments=dict(queue.arguments) or None,
+        )
+        for pattern in queue.bindings:
+            await channel.queue_bind(queue=queue.name, exchange=self.exchange, routing_key=pattern)
+
+    async def declare_queue(self, spec_: QueueSpec) -> None:
+        await self._ready()
+        assert self._plain is not None
+        known = self._queues.get(spec_.name)
+        if known is not None:
+            spec_ = QueueSpec(
+                spec_.name, tuple(dict.fromkeys(known.bindings + spec_.bindings)),
+                spec_.durable, spec_.auto_delete, spec_.exclusive, spec_.arguments,
+            )
+        self._queues[spec_.name] = spec_
+        await self._declare(self._plain, spec_)
+
+    async def delete_queue(self, name: str) -> None:
+        await self._ready()
+        assert self._plain is not None
+        self._queues.pop(name, None)
+        await self._plain.queue_delete(queue=name)
+
+    async def consume(
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
+    ) -> Consumer:
+        await self._ready()
+        assert self._connection is not None
+        consumer = _RabbitConsumer(self, queue, handler, prefetch, no_ack)
+        await consumer.open(self._connection)
+        self._consumers.append(consumer)
+        return consumer
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def publish(self, message: Message, *, mandatory: bool = False) -> None:
+        await self._ready()
+        channel = self._confirm if mandatory else self._plain
+        if channel is None:
+            raise TransportClosed("connection lost")
+        try:
+            result = await channel.basic_publish(
+                message.body,
+                exchange=self.exchange,
+                routing_key=message.routing_key,
+                properties=_properties(message),
+                mandatory=mandatory,
+            )
+        except aiormq.exceptions.PublishError as exc:
+            raise Unroutable(message.routing_key) from exc
+        except _CHANNEL_ERRORS as exc:
+            raise TransportClosed(str(exc) or "connection lost") from exc
+        if isinstance(result, spec.Basic.Nack):
+            raise TransportClosed("the broker refused the message (nack)")
+
+    async def send_reply(self, reply_to: str, message: Message) -> None:
+        await self._ready()
+        if self._plain is None:
+            raise TransportClosed("connection lost")
+        try:
+            await self._plain.basic_publish(
+                message.body, exchange="", routing_key=reply_to, properties=_properties(message)
+            )
+        except _CHANNEL_ERRORS as exc:
+            raise TransportClosed(str(exc) or "connection lost") from exc
+
+    async def listen_for_replies(self, handler: ReplyHandler) -> str:
+        await self._ready()
+        first = self._reply_handler is None
+        self._reply_handler = handler
+        if first and self._confirm is not None:
+            await self._confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        return DIRECT_REPLY_TO
+
+    async def _on_reply(self, delivered: DeliveredMessage) -> None:
+        if self._reply_handler is not None:
+            self._reply_handler(_message(delivered))

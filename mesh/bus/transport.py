@@ -1,0 +1,73 @@
+"""The interface every bus transport implements: the RabbitMQ one and the in-process one.
+
+The conformance suite (tests/conformance) runs the same tests against both, so code above this
+line never needs to know which it has.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+from mesh.bus.message import DeliveryHandler, Message, QueueSpec, ReplyHandler
+
+
+class Unroutable(Exception):
+    """A mandatory message matched no queue."""
+
+
+class TransportClosed(Exception):
+    """The transport is closed, or its connection was lost and has not come back."""
+
+
+class Consumer(abc.ABC):
+    @abc.abstractmethod
+    async def cancel(self) -> None:
+        """Stop deliveries; messages delivered but not settled are returned to the queue."""
+
+
+class Transport(abc.ABC):
+    """One connection to the bus, bound to one topic exchange."""
+
+    kind: str
+
+    def __init__(self, exchange: str) -> None:
+        self.exchange = exchange
+        self._lost_listeners: list[Callable[[], None]] = []
+
+    def on_connection_lost(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever the connection drops (in-flight replies are gone then)."""
+        self._lost_listeners.append(listener)
+
+    def _notify_lost(self) -> None:
+        for listener in list(self._lost_listeners):
+            listener()
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def declare_queue(self, spec: QueueSpec) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_queue(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def consume(
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
+    ) -> Consumer: ...
+
+    @abc.abstractmethod
+    async def publish(self, message: Message, *, mandatory: bool = False) -> None:
+        """Publish on the exchange; with `mandatory`, raise Unroutable if no queue matches."""
+
+    @abc.abstractmethod
+    async def send_reply(self, reply_to: str, message: Message) -> None:
+        """Send an RPC reply to the address a request named in reply_to."""
+
+    @abc.abstractmethod
+    async def listen_for_replies(self, handler: ReplyHandler) -> str:
+        """Start receiving replies; returns the address to put in reply_to."""

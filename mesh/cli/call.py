@@ -1,0 +1,95 @@
+"""`mesh call plugin.rpc '{json}'`: join the bus as a short-lived caller and print the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from mesh.contract import Contract, Rpc
+from mesh.errors import RpcError
+from mesh.plugin.discovery import discover, import_entry
+from mesh.rpc.client import RpcClient, field_errors
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def find_rpc(target: str) -> Rpc[Any, Any]:
+    plugin, _, name = target.partition(".")
+    if not plugin or not name:
+        raise fail(f"name the RPC as plugin.rpc, not {target!r}")
+    sources = {s.name: s for s in discover()}
+    source = sources.get(plugin)
+    if source is None:
+        raise fail(f"unknown plugin {plugin!r} (installed: {', '.join(sorted(sources)) or 'none'})")
+    if source.manifest is None:
+        raise fail(f"plugin {plugin!r} is broken: {source.error}")
+    if source.manifest.contract is None:
+        raise fail(f"plugin {plugin!r} declares no contract, so it has no RPCs")
+    try:
+        contract = import_entry(source.manifest.contract, Contract)
+    except (ImportError, TypeError) as exc:
+        raise fail(f"cannot load {plugin}'s contract: {exc}", 1) from None
+    rpc = contract.get_rpc(name)
+    if rpc is None:
+        raise fail(f"plugin {plugin!r} has no RPC {name!r} "
+                   f"(its RPCs: {', '.join(sorted(contract.rpcs)) or 'none'})")
+    return rpc
+
+
+def call_command(
+    target: Annotated[str, typer.Argument(help="plugin.rpc, e.g. noop.echo")],
+    payload: Annotated[str, typer.Argument(help="The request as JSON.")] = "{}",
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds (default: the contract's).")
+    ] = None,
+) -> None:
+    """Call an RPC and print its typed reply as JSON."""
+    from mesh.cli.main import settings_or_exit
+
+    rpc = find_rpc(target)
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise fail(f"the payload is not JSON: {exc}") from None
+    try:
+        request = rpc.request.model_validate(data)
+    except ValidationError as exc:
+        typer.echo(f"error: the request does not match {rpc.request.__name__}:", err=True)
+        for err in field_errors(exc):
+            typer.echo(f"  {'.'.join(map(str, err['loc'])) or '(body)'}: {err['msg']}", err=True)
+        raise typer.Exit(2) from None
+    settings = settings_or_exit()
+    if not settings.broker_url:
+        raise fail("set MESH_BROKER_URL so `mesh call` can join the bus")
+    try:
+        reply = asyncio.run(_call(settings.broker_url, settings.exchange, rpc, request, timeout))
+    except RpcError as exc:
+        typer.echo(f"error: {exc.code}: {exc.message}", err=True)
+        if exc.details:
+            typer.echo(json.dumps(exc.details, indent=2), err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        raise fail(f"cannot reach the broker: {exc}", 1) from None
+    typer.echo(reply)
+
+
+async def _call(url: str, exchange: str, rpc: Rpc[Any, Any], request: Any,
+                timeout: float | None) -> str:
+    from mesh.bus.rabbitmq import RabbitTransport
+
+    transport = RabbitTransport(url, exchange, connection_name="mesh-cli", connect_timeout=5)
+    await transport.connect()
+    try:
+        client = RpcClient(transport, "cli")
+        await client.start()
+        reply = await client.call(rpc, request, timeout=timeout)
+        return reply.model_dump_json(indent=2)
+    finally:
+        await transport.close()

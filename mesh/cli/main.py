@@ -1,0 +1,93 @@
+"""The `mesh` command. Exit codes: 0 success, 1 the call or service failed, 2 bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from mesh.cli.call import call_command
+from mesh.cli.plugins import plugin_app
+from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.log import configure_logging
+
+app = typer.Typer(
+    help="mesh: a plugin platform on a RabbitMQ service mesh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(plugin_app, name="plugin")
+app.command("call")(call_command)
+
+
+def settings_or_exit() -> MeshSettings:
+    try:
+        return MeshSettings()
+    except Exception as exc:  # pydantic's ValidationError, a broken mesh.toml
+        typer.echo(f"error: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def up() -> None:
+    """Run the whole mesh: embedded in one process, or four processes with MESH_BROKER_URL."""
+    settings = settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.broker_url:
+        from mesh.supervisor import supervise
+
+        raise typer.Exit(asyncio.run(supervise(settings)))
+    from mesh.embedded import run_embedded
+
+    asyncio.run(run_embedded(settings))
+
+
+@app.command()
+def run(
+    service: Annotated[str, typer.Argument(help="server, client, agent or worker")],
+) -> None:
+    """Run one service against the broker at MESH_BROKER_URL."""
+    if service not in SERVICE_KINDS:
+        typer.echo(f"error: unknown service {service!r}; choose one of "
+                   f"{', '.join(SERVICE_KINDS)}", err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+    if not settings.broker_url:
+        typer.echo("error: `mesh run` joins a broker: set MESH_BROKER_URL "
+                   "(or use `mesh up` for the embedded mesh)", err=True)
+        raise typer.Exit(2)
+    configure_logging(settings.log_level, settings.log_format)
+    from mesh.bus import rabbit_transport
+    from services import SERVICES
+
+    cls = SERVICES[service]
+    instance = settings.instance_id
+    svc = cls(settings, rabbit_transport(settings, f"mesh-{service}"), instance_id=instance)
+    try:
+        asyncio.run(svc.run_until_signalled())
+    except (OSError, ConnectionError) as exc:
+        typer.echo(f"error: cannot join the bus: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def version() -> None:
+    """Print mesh's version."""
+    from mesh import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,64 @@
+"""Platform settings: MESH_* environment variables, then an optional mesh.toml, then defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SERVICE_KINDS: tuple[str, ...] = ("server", "client", "agent", "worker")
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("MESH_CONFIG", "mesh.toml"))
+
+
+class MeshSettings(BaseSettings):
+    """Everything a service needs to join the mesh; see docs/operations.md for the reference."""
+
+    model_config = SettingsConfigDict(env_prefix="MESH_", extra="ignore")
+
+    broker_url: str | None = Field(
+        default=None,
+        description="amqp:// URL of RabbitMQ. Unset: the embedded in-process bus.",
+    )
+    exchange: str = Field(
+        default="mesh",
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="Name of the topic exchange; every queue name is prefixed with it.",
+    )
+    data_dir: Path = Field(default=Path(".mesh"), description="Where mesh keeps local state.")
+    disabled_plugins: list[str] = Field(
+        default_factory=list, description="Plugins discovered but not loaded."
+    )
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    rpc_concurrency: int = Field(
+        default=64, gt=0, description="RPC calls one plugin's queue runs at once per instance."
+    )
+    shutdown_timeout: float = Field(
+        default=10.0, ge=0, description="How long in-flight handlers may run after SIGTERM."
+    )
+    connect_timeout: float = Field(default=10.0, gt=0)
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: str = "INFO"
+    instance_id: str | None = Field(default=None, description="Defaults to host-pid-random.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)

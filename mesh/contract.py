@@ -1,0 +1,144 @@
+"""Contract helpers: what a contract module imports besides pydantic.
+
+A contract is a class listing a plugin's RPCs as data. Instantiating the class with a caller
+gives a typed stub, so `await NoopContract(caller).echo(EchoRequest(text="hi"))` is an
+`EchoReply` to mypy and at run time. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload
+
+from pydantic import BaseModel
+
+from mesh.errors import RpcError
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+SERVICES = frozenset({"server", "client", "agent", "worker"})
+CALLER_KINDS = SERVICES | {"cli"}
+
+ReqT = TypeVar("ReqT", bound=BaseModel)
+RepT = TypeVar("RepT", bound=BaseModel)
+ContractT = TypeVar("ContractT", bound="Contract")
+
+
+class Empty(BaseModel):
+    """A request or reply that carries nothing."""
+
+
+class RpcCaller(Protocol):
+    """What a stub needs to make calls: the bus's RPC client provides it."""
+
+    def call(
+        self, rpc: Rpc[ReqT, RepT], request: ReqT, *, timeout: float | None = None
+    ) -> Awaitable[RepT]: ...
+
+
+@dataclass(eq=False)
+class Rpc(Generic[ReqT, RepT]):
+    """One RPC of a contract. `plugin` and `name` are filled in by the contract class."""
+
+    request: type[ReqT]
+    reply: type[RepT]
+    service: str
+    callers: frozenset[str] | None = None
+    timeout: float = 10.0
+    errors: tuple[type[RpcError], ...] = ()
+    doc: str = ""
+    plugin: str = field(default="", init=False)
+    name: str = field(default="", init=False)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.plugin}.{self.name}"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"RPC name {name!r} must match {NAME_PATTERN.pattern}")
+        self.name = name
+
+    def allows(self, caller: str) -> bool:
+        return self.callers is None or caller in self.callers
+
+    def error_class(self, code: str) -> type[RpcError] | None:
+        for cls in self.errors:
+            if cls.code == code:
+                return cls
+        return None
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Rpc[ReqT, RepT]: ...
+
+    @overload
+    def __get__(self, instance: Contract, owner: type) -> BoundRpc[ReqT, RepT]: ...
+
+    def __get__(
+        self, instance: Contract | None, owner: type
+    ) -> Rpc[ReqT, RepT] | BoundRpc[ReqT, RepT]:
+        if instance is None:
+            return self
+        return BoundRpc(self, instance._caller)
+
+
+class BoundRpc(Generic[ReqT, RepT]):
+    """An RPC bound to a caller: awaiting it sends the request and returns the typed reply."""
+
+    __slots__ = ("_caller", "rpc")
+
+    def __init__(self, rpc: Rpc[ReqT, RepT], caller: RpcCaller) -> None:
+        self.rpc = rpc
+        self._caller = caller
+
+    def __call__(self, request: ReqT, *, timeout: float | None = None) -> Awaitable[RepT]:
+        return self._caller.call(self.rpc, request, timeout=timeout)
+
+
+def rpc(
+    request: type[ReqT],
+    reply: type[RepT],
+    *,
+    service: str,
+    callers: Iterable[str] | None = None,
+    timeout: float = 10.0,
+    errors: Iterable[type[RpcError]] = (),
+    doc: str = "",
+) -> Rpc[ReqT, RepT]:
+    """Declare an RPC served by `service`; `callers=None` lets every service call it."""
+    if service not in SERVICES:
+        raise ValueError(f"service must be one of {sorted(SERVICES)}, not {service!r}")
+    allowed = None if callers is None else frozenset(callers)
+    if allowed is not None and not allowed <= CALLER_KINDS:
+        unknown = sorted(allowed - CALLER_KINDS)
+        raise ValueError(f"unknown caller kinds {unknown}; known: {sorted(CALLER_KINDS)}")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc)
+
+
+class Contract:
+    """Base of every contract class: `class NoopContract(Contract, plugin="noop")`."""
+
+    plugin: ClassVar[str]
+    rpcs: ClassVar[Mapping[str, Rpc[Any, Any]]]
+
+    def __init_subclass__(cls, *, plugin: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not NAME_PATTERN.match(plugin):
+            raise ValueError(f"plugin name {plugin!r} must match {NAME_PATTERN.pattern}")
+        cls.plugin = plugin
+        found: dict[str, Rpc[Any, Any]] = {}
+        for name, value in vars(cls).items():
+            if isinstance(value, Rpc):
+                value.plugin = plugin
+                found[name] = value
+        cls.rpcs = found
+
+    def __init__(self, caller: RpcCaller) -> None:
+        self._caller = caller
+
+    @classmethod
+    def get_rpc(cls, name: str) -> Rpc[Any, Any] | None:
+        return cls.rpcs.get(name)

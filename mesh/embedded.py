@@ -1,0 +1,56 @@
+"""The embedded default: all four services in one process over the in-process bus."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from mesh import __version__
+from mesh.bus.memory import MemoryBroker
+from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.plugin.discovery import discover
+from mesh.service import Service
+
+
+def banner(services: list[Service], where: str) -> str:
+    lines = [f"mesh {__version__} — {where}"]
+    for service in services:
+        plugins = ", ".join(
+            f"{name}" + ("" if record.state == "started" else f" ({record.state})")
+            for name, record in sorted(service.host.records.items())
+        ) or "no plugins"
+        lines.append(f"  {service.kind:<7} {service.instance:<40} {plugins}")
+    return "\n".join(lines)
+
+
+async def run_embedded(settings: MeshSettings, *, ready: asyncio.Event | None = None) -> None:
+    from services import SERVICES
+
+    broker = MemoryBroker()
+    sources = discover()
+    services = [
+        SERVICES[kind](settings, broker.connect(settings.exchange), sources=sources)
+        for kind in SERVICE_KINDS
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        print(
+            banner(services, "embedded: all four services in this process on the in-process "
+                             "bus (set MESH_BROKER_URL to use RabbitMQ)"),
+            file=sys.stdout, flush=True,
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        for service in reversed(started):
+            await service.stop()
+

@@ -1,0 +1,219 @@
+"""Runs the plugins of one service instance: load → start in dependency order, stop → unload in
+reverse, and isolation: a plugin that raises is logged, marked failed and everything it
+registered is removed, while the other plugins and the service carry on."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from mesh.bus.transport import Transport
+from mesh.errors import PluginError
+from mesh.plugin.discovery import PluginSource, import_entry
+from mesh.plugin.manifest import PluginManifest
+from mesh.plugin.ordering import LoadPlan, plan_load_order
+from mesh.plugin.part import PluginContext, PluginPart
+from mesh.rpc.client import RpcClient
+from mesh.rpc.endpoint import RpcEndpoint
+
+
+class PluginState(StrEnum):
+    DISABLED = "disabled"
+    REFUSED = "refused"
+    LOADED = "loaded"
+    STARTED = "started"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(eq=False)
+class PluginRecord:
+    name: str
+    manifest: PluginManifest | None
+    state: PluginState
+    error: str | None = None
+    part: PluginPart | None = None
+    ctx: PluginContext | None = None
+    endpoint: RpcEndpoint | None = None
+
+
+class PluginHost:
+    def __init__(
+        self,
+        *,
+        service: str,
+        instance: str,
+        transport: Transport,
+        rpc_client: RpcClient,
+        sources: list[PluginSource],
+        disabled: set[str] | frozenset[str] = frozenset(),
+        rpc_concurrency: int = 64,
+    ) -> None:
+        self.service = service
+        self.instance = instance
+        self.transport = transport
+        self.rpc_client = rpc_client
+        self.rpc_concurrency = rpc_concurrency
+        self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
+        manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
+        broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
+        self.plan: LoadPlan = plan_load_order(manifests, disabled=disabled, broken=broken)
+        self.order = self.plan.for_service(service, manifests)
+        self.records: dict[str, PluginRecord] = {}
+        for source in sources:
+            manifest = source.manifest
+            if manifest is not None and service not in manifest.services:
+                continue
+            if source.name in self.plan.disabled:
+                state, error = PluginState.DISABLED, "disabled by configuration"
+            elif source.name in self.plan.refused:
+                state, error = PluginState.REFUSED, self.plan.refused[source.name]
+            else:
+                state, error = PluginState.STOPPED, None
+            self.records[source.name] = PluginRecord(source.name, manifest, state, error)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def state(self, name: str) -> PluginState:
+        return self.records[name].state
+
+    def published_api(self, name: str) -> object | None:
+        record = self.records.get(name)
+        if record is None or record.ctx is None:
+            return None
+        if record.state not in (PluginState.LOADED, PluginState.STARTED):
+            return None
+        return record.ctx.api_object
+
+    def dependents(self, name: str) -> list[str]:
+        """Plugins on this service that need `name`, directly or not, in reverse load order."""
+        needed = {name}
+        for other in self.order:
+            record = self.records[other]
+            if record.manifest and needed & record.manifest.depends.keys():
+                needed.add(other)
+        return [n for n in reversed(self.order) if n in needed and n != name]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start_all(self) -> None:
+        for name in self.order:
+            if self.records[name].state is PluginState.STOPPED:
+                await self.start(name)
+
+    async def start(self, name: str) -> bool:
+        record = self.records.get(name)
+        if record is None or record.manifest is None:
+            raise PluginError(f"no plugin {name!r} on the {self.service}")
+        if record.state is PluginState.STARTED:
+            return True
+        if record.state in (PluginState.REFUSED, PluginState.DISABLED):
+            return False
+        manifest = record.manifest
+        for dep in manifest.depends:
+            dep_record = self.records.get(dep)
+            if dep_record is not None and dep_record.state is not PluginState.STARTED:
+                record.state = PluginState.REFUSED
+                record.error = f"depends on {dep}, which is {dep_record.state} on this service"
+                self.log.warning("plugin.refused", plugin=name, reason=record.error)
+                return False
+
+        record.error = None
+        ctx = PluginContext(self, manifest)
+        record.ctx = ctx
+        phase = "import"
+        try:
+            part_class = import_entry(manifest.services[self.service], PluginPart)  # type: ignore[index]
+            record.part = part = part_class(ctx)
+            phase = "load"
+            await part.load()
+            for rpc, handler in part.marked_handlers():
+                ctx.serve(rpc, handler)
+            record.state = PluginState.LOADED
+            phase = "start"
+            await part.start()
+            endpoint = RpcEndpoint(
+                self.transport, service=self.service, instance=self.instance, plugin=name,
+                concurrency=self.rpc_concurrency,
+            )
+            for rpc, handler in ctx.handlers:
+                endpoint.add(rpc, handler)
+            record.endpoint = endpoint
+            await endpoint.start()
+        except Exception as exc:
+            self.log.exception("plugin.failed", plugin=name, phase=phase)
+            await self._teardown(record, started=phase == "start", loaded=phase != "import")
+            record.state = PluginState.FAILED
+            record.error = f"{phase} failed: {type(exc).__name__}: {exc}"
+            return False
+        record.state = PluginState.STARTED
+        self.log.info("plugin.started", plugin=name, version=manifest.version,
+                      rpcs=sorted(r.name for r, _ in ctx.handlers))
+        return True
+
+    async def stop(self, name: str, *, timeout: float = 10.0) -> list[str]:
+        """Stop `name` and, first, every running plugin that depends on it. Returns them all."""
+        if name not in self.records:
+            raise PluginError(f"no plugin {name!r} on the {self.service}")
+        stopped = []
+        for other in [*self.dependents(name), name]:
+            if self.records[other].state in (PluginState.STARTED, PluginState.LOADED):
+                await self._stop_one(self.records[other], timeout)
+                stopped.append(other)
+        return stopped
+
+    async def stop_all(self, *, timeout: float = 10.0) -> None:
+        """Stop taking calls everywhere, drain them together, then stop plugins in reverse."""
+        running = [self.records[n] for n in self.order
+                   if self.records[n].state in (PluginState.STARTED, PluginState.LOADED)]
+        endpoints = [r.endpoint for r in running if r.endpoint is not None]
+        for endpoint in endpoints:
+            await endpoint.stop_taking()
+        cut = await asyncio.gather(*(e.drain(timeout) for e in endpoints))
+        if sum(cut):
+            self.log.warning("service.drain_cut", cancelled=sum(cut), timeout=timeout)
+        for record in reversed(running):
+            await self._stop_one(record, timeout)
+
+    async def _stop_one(self, record: PluginRecord, timeout: float) -> None:
+        failed = await self._teardown(record, started=True, loaded=True, timeout=timeout)
+        if failed:
+            record.state, record.error = PluginState.FAILED, failed
+        else:
+            record.state = PluginState.STOPPED
+            self.log.info("plugin.stopped", plugin=record.name)
+
+    async def _teardown(
+        self, record: PluginRecord, *, started: bool, loaded: bool, timeout: float = 10.0
+    ) -> str | None:
+        """Undo everything `record`'s plugin set up; returns the first error a hook raised."""
+        error: str | None = None
+        if record.endpoint is not None:
+            await record.endpoint.stop_taking()
+            await record.endpoint.drain(timeout)
+            record.endpoint = None
+        ctx = record.ctx
+        if ctx is not None and ctx.tasks:
+            for task in list(ctx.tasks):
+                task.cancel()
+            await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        part = record.part
+        hooks: list[tuple[str, Any]] = []
+        if part is not None:
+            if started:
+                hooks.append(("stop", part.stop))
+            if loaded:
+                hooks.append(("unload", part.unload))
+        for phase, hook in hooks:
+            try:
+                await hook()
+            except Exception as exc:
+                self.log.exception("plugin.failed", plugin=record.name, phase=phase)
+                error = error or f"{phase} failed: {type(exc).__name__}: {exc}"
+        record.part = None
+        record.ctx = None
+        return error

@@ -1,0 +1,94 @@
+"""The plugin manifest: a static `plugin.toml` in the plugin's package, read without importing."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MANIFEST_FILE = "plugin.toml"
+ServiceKind = Literal["server", "client", "agent", "worker"]
+NAME = r"^[a-z][a-z0-9_]{0,63}$"
+ENTRY = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+class PluginManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME, description="Unique plugin name; also its bus namespace.")
+    title: str = Field(min_length=1)
+    version: str
+    description: str = ""
+    contract: str | None = Field(
+        default=None, pattern=ENTRY, description="module:Class of the plugin's contract."
+    )
+    services: dict[ServiceKind, str] = Field(
+        min_length=1, description="The part to run on each service, as module:Class."
+    )
+    depends: dict[str, str] = Field(
+        default_factory=dict, description="Other plugins this one needs, with PEP 440 ranges."
+    )
+    storage: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _pep440_version(cls, value: str) -> str:
+        try:
+            Version(value)
+        except InvalidVersion:
+            raise ValueError(f"{value!r} is not a PEP 440 version") from None
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _entries(cls, value: dict[str, str]) -> dict[str, str]:
+        for service, entry in value.items():
+            if not re.match(ENTRY, entry):
+                raise ValueError(f"services.{service} must be 'module:Class', not {entry!r}")
+        return value
+
+    @field_validator("depends")
+    @classmethod
+    def _ranges(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, spec in value.items():
+            if not re.match(NAME, name):
+                raise ValueError(f"dependency name {name!r} is not a valid plugin name")
+            try:
+                SpecifierSet(spec)
+            except InvalidSpecifier:
+                raise ValueError(f"depends.{name}: {spec!r} is not a PEP 440 range") from None
+        return value
+
+    def requirement(self, dependency: str) -> SpecifierSet:
+        return SpecifierSet(self.depends[dependency])
+
+
+class ManifestError(Exception):
+    """A manifest is missing, is not TOML, or does not validate; the message says where."""
+
+
+def read_manifest(path: Path) -> PluginManifest:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"no {MANIFEST_FILE} at {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path} is not valid TOML: {exc}") from None
+    return parse_manifest(data, source=str(path))
+
+
+def parse_manifest(data: dict[str, Any], *, source: str = "manifest") -> PluginManifest:
+    try:
+        return PluginManifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ManifestError(f"{source}: {problems}") from None

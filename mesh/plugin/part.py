@@ -1,0 +1,128 @@
+"""What a plugin author writes: a `PluginPart` per service, and `handles` to mark RPC handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import structlog
+
+from mesh.contract import Contract, Rpc
+from mesh.errors import PluginError
+
+if TYPE_CHECKING:
+    from mesh.plugin.host import PluginHost
+    from mesh.plugin.manifest import PluginManifest
+
+ContractT = TypeVar("ContractT", bound=Contract)
+ApiT = TypeVar("ApiT")
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
+
+_RPC_MARK = "__mesh_rpc__"
+
+
+def handles(rpc: Rpc[Any, Any]) -> Callable[[HandlerT], HandlerT]:
+    """Mark a method of a PluginPart as the handler of `rpc`; the host registers it on load."""
+
+    def mark(method: HandlerT) -> HandlerT:
+        setattr(method, _RPC_MARK, rpc)
+        return method
+
+    return mark
+
+
+class PluginContext:
+    """A plugin's handle on its service. Everything registered through it is owned by the host
+    and removed when the plugin stops, so a plugin can be stopped and started again."""
+
+    def __init__(self, host: PluginHost, manifest: PluginManifest) -> None:
+        self._host = host
+        self.manifest = manifest
+        self.plugin = manifest.name
+        self.service = host.service
+        self.instance = host.instance
+        self.log = structlog.get_logger(f"mesh.plugin.{self.plugin}").bind(
+            service=self.service, instance=self.instance, plugin=self.plugin
+        )
+        self.handlers: list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
+        self.api_object: object | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def stub(self, contract: type[ContractT]) -> ContractT:
+        """A typed stub that calls `contract`'s RPCs as this service."""
+        return contract(self._host.rpc_client)
+
+    def serve(self, rpc: Rpc[Any, Any], handler: Callable[[Any], Awaitable[Any]]) -> None:
+        if rpc.plugin != self.plugin:
+            raise PluginError(f"{self.plugin} cannot serve {rpc.qualname}: it is another "
+                              "plugin's RPC")
+        if rpc.service != self.service:
+            raise PluginError(f"{rpc.qualname} is served by the {rpc.service}, not the "
+                              f"{self.service}")
+        if any(existing.name == rpc.name for existing, _ in self.handlers):
+            raise PluginError(f"{rpc.qualname} has a handler already")
+        self.handlers.append((rpc, handler))
+
+    def publish_api(self, api: object) -> None:
+        """Offer `api` to other plugins on this service (Peek's publishedServerApi)."""
+        self.api_object = api
+
+    def api(self, plugin: str, kind: type[ApiT]) -> ApiT:
+        """The API `plugin` published on this service, checked against the type it exports."""
+        if plugin not in self.manifest.depends:
+            raise PluginError(f"{self.plugin} uses {plugin}'s API but does not list {plugin} "
+                              "in its manifest's depends")
+        api = self._host.published_api(plugin)
+        if api is None:
+            raise PluginError(f"{plugin} has published no API on the {self.service}")
+        if not isinstance(api, kind):
+            raise PluginError(f"{plugin}'s API is {type(api).__name__}, not a {kind.__name__}")
+        return api
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
+        """Run `coro` in the background for as long as the plugin runs; cancelled on stop."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("plugin.task_failed", task=task.get_name(), exc_info=task.exception())
+
+
+class PluginPart:
+    """Base of a plugin's part on one service. Override what you need; all hooks are async.
+
+    load: register handlers and publish APIs (nothing is served yet).
+    start: begin work; the host starts serving this part's RPCs right after.
+    stop: the host has stopped serving and drained in-flight calls; release what start took.
+    unload: undo load.
+    """
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def load(self) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def unload(self) -> None:
+        pass
+
+    def marked_handlers(self) -> list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]]:
+        found = []
+        for attr in dir(type(self)):
+            rpc = getattr(getattr(type(self), attr, None), _RPC_MARK, None)
+            if isinstance(rpc, Rpc):
+                found.append((rpc, getattr(self, attr)))
+        return found

@@ -1,0 +1,119 @@
+"""Making RPC calls: many in flight on one connection, matched to replies by correlation id."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from mesh.bus.message import Message
+from mesh.bus.transport import Transport, TransportClosed, Unroutable
+from mesh.contract import RepT, ReqT, Rpc
+from mesh.errors import InvalidReply, InvalidRequest, RpcTimeout, Unavailable
+from mesh.names import rpc_key
+from mesh.rpc import wire
+from mesh.rpc.context import current_call
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors without the input values (which may hold secrets)."""
+    return [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+class RpcClient:
+    """Calls RPCs as the service `caller`. No lock: calls proceed independently."""
+
+    def __init__(self, transport: Transport, caller: str) -> None:
+        self.transport = transport
+        self.caller = caller
+        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count(1)
+        self._reply_to: str | None = None
+
+    async def start(self) -> None:
+        self._reply_to = await self.transport.listen_for_replies(self._on_reply)
+        self.transport.on_connection_lost(self._fail_pending)
+
+    def _on_reply(self, message: Message) -> None:
+        future = self._pending.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(
+                    Unavailable("the connection to the broker was lost; the call may have run")
+                )
+
+    async def call(
+        self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], *,
+        timeout: float | None = None,
+    ) -> RepT:
+        where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
+        if not isinstance(request, rpc.request):
+            if not isinstance(request, dict | BaseModel):
+                raise TypeError(f"{rpc.qualname} takes {rpc.request.__name__}, not "
+                                f"{type(request).__name__}")
+            try:
+                data = request.model_dump() if isinstance(request, BaseModel) else request
+                request = rpc.request.model_validate(data)
+            except ValidationError as exc:
+                raise InvalidRequest(
+                    f"request does not match {rpc.request.__name__}",
+                    details=field_errors(exc), **where,
+                ) from None
+        budget = rpc.timeout if timeout is None else timeout
+        parent = current_call()
+        if parent is not None:
+            budget = min(budget, parent.remaining())
+        if budget <= 0:
+            raise RpcTimeout(f"the deadline passed before {rpc.qualname} was called", **where)
+        if self._reply_to is None:
+            raise Unavailable("the RPC client is not started", **where)
+
+        correlation_id = f"{self._prefix}.{next(self._ids)}"
+        millis = max(1, math.ceil(budget * 1000))
+        message = Message(
+            body=request.model_dump_json().encode(),
+            routing_key=rpc_key(rpc.service, rpc.plugin, rpc.name),
+            headers={wire.HEADER_CALLER: self.caller, wire.HEADER_TIMEOUT_MS: millis},
+            correlation_id=correlation_id,
+            reply_to=self._reply_to,
+            content_type=wire.CONTENT_TYPE,
+            expiration_ms=millis,
+        )
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            async with asyncio.timeout(budget):
+                await self.transport.publish(message, mandatory=True)
+                reply = await future
+        except TimeoutError:
+            raise RpcTimeout(
+                f"no reply to {rpc.qualname} from the {rpc.service} within {budget:.3g}s", **where
+            ) from None
+        except Unroutable:
+            raise Unavailable(f"no {rpc.service} instance serves {rpc.qualname}", **where) from None
+        except TransportClosed as exc:
+            raise Unavailable(f"cannot reach the broker: {exc}", **where) from None
+        finally:
+            self._pending.pop(correlation_id, None)
+
+        if wire.is_error(reply):
+            raise wire.decode_error(reply, rpc.error_class)
+        try:
+            return rpc.reply.model_validate_json(reply.body)
+        except ValidationError as exc:
+            raise InvalidReply(
+                f"reply does not match {rpc.reply.__name__}", details=field_errors(exc), **where
+            ) from None

@@ -1,0 +1,33 @@
+"""The call in progress, carried in a context variable so deadlines follow the call chain."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    rpc: str
+    caller: str
+    correlation_id: str | None
+    deadline: float  # time.monotonic() value
+    redelivered: bool = False
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+_current: ContextVar[CallInfo | None] = ContextVar("mesh_current_call", default=None)
+
+
+def current_call() -> CallInfo | None:
+    """The RPC this handler is serving, or None outside a handler."""
+    return _current.get()
+
+
+def remaining_time() -> float | None:
+    """Seconds left before the current call's deadline, or None outside a handler."""
+    call = _current.get()
+    return None if call is None else call.remaining()

@@ -1,0 +1,208 @@
+"""Serving RPCs: one queue per (service, plugin), shared by all replicas as competing consumers.
+
+Each request is acknowledged when its handler starts (at most once: a crashed handler is not run
+again behind the caller's back; requests still in the queue go to another replica). Handlers run
+concurrently up to the prefetch limit, under the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from mesh.bus.message import Delivery, Message, QueueSpec
+from mesh.bus.transport import Consumer, Transport, TransportClosed
+from mesh.contract import Rpc
+from mesh.errors import (
+    BadMessage,
+    InternalError,
+    InvalidRequest,
+    NotAllowed,
+    RpcError,
+    RpcTimeout,
+    UnknownRpc,
+)
+from mesh.names import parse_rpc_key, rpc_pattern, rpc_queue
+from mesh.rpc import wire
+from mesh.rpc.client import field_errors
+from mesh.rpc.context import CallInfo, _current
+
+Handler = Callable[[Any], Awaitable[BaseModel]]
+
+
+class RpcEndpoint:
+    """The RPC handlers one plugin registered on one service instance."""
+
+    def __init__(
+        self, transport: Transport, *, service: str, instance: str, plugin: str,
+        concurrency: int,
+    ) -> None:
+        self.transport = transport
+        self.service = service
+        self.instance = instance
+        self.plugin = plugin
+        self.concurrency = concurrency
+        self.handlers: dict[str, tuple[Rpc[Any, Any], Handler]] = {}
+        self.queue = rpc_queue(transport.exchange, service, plugin)
+        self._consumer: Consumer | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.log = structlog.get_logger("mesh.rpc").bind(
+            service=service, instance=instance, plugin=plugin
+        )
+
+    def add(self, rpc: Rpc[Any, Any], handler: Handler) -> None:
+        if rpc.name in self.handlers:
+            raise ValueError(f"{rpc.qualname} already has a handler")
+        self.handlers[rpc.name] = (rpc, handler)
+
+    @property
+    def consuming(self) -> bool:
+        return self._consumer is not None
+
+    async def start(self) -> None:
+        if self._consumer is not None or not self.handlers:
+            return
+        await self.transport.declare_queue(
+            QueueSpec(self.queue, (rpc_pattern(self.service, self.plugin),))
+        )
+        self._consumer = await self.transport.consume(
+            self.queue, self._on_delivery, prefetch=self.concurrency
+        )
+
+    async def stop_taking(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.cancel()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for in-flight handlers; past `timeout`, cancel them. Returns how many were cut."""
+        if not self._inflight:
+            return 0
+        _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            await delivery.ack()
+            await self._serve(delivery.message)
+        finally:
+            self._inflight.discard(task)
+
+    async def _serve(self, message: Message) -> None:
+        started = time.monotonic()
+        correlation_id = message.correlation_id
+        log = self.log.bind(correlation_id=correlation_id)
+        structlog.contextvars.bind_contextvars(
+            service=self.service, instance=self.instance, plugin=self.plugin,
+            correlation_id=correlation_id,
+        )
+        parsed = parse_rpc_key(message.routing_key)
+        name = parsed[2] if parsed else message.routing_key
+        qualname = f"{self.plugin}.{name}"
+        try:
+            reply = await self._run(message, name, qualname, started)
+        except RpcError as error:
+            error.rpc = error.rpc or qualname
+            if error.service is None:
+                error.service, error.plugin, error.instance = (
+                    self.service, self.plugin, self.instance,
+                )
+            log.info("rpc.error", rpc=qualname, code=error.code, error=error.message)
+            reply = wire.reply_error(error, correlation_id)
+        except asyncio.CancelledError:
+            error = RpcError("the service is shutting down", code="unavailable", rpc=qualname,
+                             service=self.service, plugin=self.plugin, instance=self.instance)
+            await self._send(message, wire.reply_error(error, correlation_id), log)
+            raise
+        except Exception as exc:
+            reference = uuid.uuid4().hex[:12]
+            log.exception("rpc.handler_failed", rpc=qualname, reference=reference)
+            error = InternalError(
+                f"{type(exc).__name__} in {qualname} (reference {reference} in the service log)",
+                rpc=qualname, service=self.service, plugin=self.plugin, instance=self.instance,
+            )
+            reply = wire.reply_error(error, correlation_id)
+        await self._send(message, reply, log)
+
+    async def _send(self, request: Message, reply: Message, log: Any) -> None:
+        if not request.reply_to:
+            return
+        try:
+            await self.transport.send_reply(request.reply_to, reply)
+        except TransportClosed as exc:
+            log.warning("rpc.reply_lost", error=str(exc))
+
+    async def _run(self, message: Message, name: str, qualname: str, started: float) -> Message:
+        entry = self.handlers.get(name)
+        if entry is None:
+            raise UnknownRpc(f"{self.service} has no handler for {qualname}")
+        rpc, handler = entry
+        caller = message.headers.get(wire.HEADER_CALLER)
+        caller = caller.decode() if isinstance(caller, bytes) else caller
+        if not isinstance(caller, str) or not rpc.allows(caller):
+            allowed = ", ".join(sorted(rpc.callers or ()))
+            raise NotAllowed(f"{caller or 'an unnamed caller'} may not call {qualname} "
+                             f"(allowed: {allowed})")
+        if message.content_type not in (None, "", wire.CONTENT_TYPE):
+            raise BadMessage(f"content type {message.content_type!r} is not {wire.CONTENT_TYPE}")
+        try:
+            request = rpc.request.model_validate_json(message.body)
+        except ValidationError as exc:
+            errors = field_errors(exc)
+            if any(e["type"] == "json_invalid" for e in errors):
+                self.log.warning(
+                    "rpc.bad_message", rpc=qualname, correlation_id=message.correlation_id
+                )
+                raise BadMessage("the request body is not valid JSON", details=errors) from None
+            raise InvalidRequest(
+                f"request does not match {rpc.request.__name__}", details=errors
+            ) from None
+
+        budget = _budget(message, rpc.timeout) - (time.monotonic() - started)
+        if budget <= 0:
+            raise RpcTimeout(f"{qualname} arrived after its deadline")
+        token = _current.set(
+            CallInfo(qualname, caller, message.correlation_id, time.monotonic() + budget,
+                     message.redelivered)
+        )
+        try:
+            async with asyncio.timeout(budget):
+                result = await handler(request)
+        except TimeoutError:
+            raise RpcTimeout(f"{qualname} did not finish before the caller's deadline") from None
+        finally:
+            _current.reset(token)
+        if not isinstance(result, rpc.reply):
+            try:
+                result = rpc.reply.model_validate(
+                    result.model_dump() if isinstance(result, BaseModel) else result
+                )
+            except ValidationError as exc:
+                self.log.error("rpc.bad_reply", rpc=qualname, errors=field_errors(exc))
+                raise InternalError(f"{qualname} returned a reply that is not "
+                                    f"{rpc.reply.__name__}") from None
+        return wire.reply_ok(result.model_dump_json().encode(), message.correlation_id)
+
+
+def _budget(message: Message, default: float) -> float:
+    raw = message.headers.get(wire.HEADER_TIMEOUT_MS)
+    try:
+        millis = int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        millis = None
+    return default if millis is None or millis <= 0 else millis / 1000

@@ -1,0 +1,59 @@
+"""The RPC wire format: headers, request and reply encoding. docs/protocol.md is its spec."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from mesh.bus.message import Message
+from mesh.errors import BUILTIN_ERRORS, RpcError
+
+CONTENT_TYPE = "application/json"
+HEADER_CALLER = "x-mesh-caller"
+HEADER_TIMEOUT_MS = "x-mesh-timeout-ms"
+HEADER_STATUS = "x-mesh-status"
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+def reply_ok(body: bytes, correlation_id: str | None) -> Message:
+    return Message(
+        body=body, correlation_id=correlation_id, headers={HEADER_STATUS: STATUS_OK},
+        content_type=CONTENT_TYPE,
+    )
+
+
+def reply_error(error: RpcError, correlation_id: str | None) -> Message:
+    return Message(
+        body=json.dumps(error.to_wire()).encode(),
+        correlation_id=correlation_id,
+        headers={HEADER_STATUS: STATUS_ERROR},
+        content_type=CONTENT_TYPE,
+    )
+
+
+def is_error(message: Message) -> bool:
+    return message.headers.get(HEADER_STATUS) == STATUS_ERROR
+
+
+def decode_error(
+    message: Message, lookup: Callable[[str], type[RpcError] | None] | None = None
+) -> RpcError:
+    """Rebuild the typed error from an error reply; a garbled one is a BadMessage."""
+    try:
+        data = json.loads(message.body)
+        code = str(data["code"])
+    except (ValueError, KeyError, TypeError):
+        return RpcError("undecodable error reply", code="bad_message")
+    cls = (lookup(code) if lookup else None) or BUILTIN_ERRORS.get(code) or RpcError
+    error = cls(
+        str(data.get("message") or ""),
+        details=data.get("details"),
+        rpc=data.get("rpc"),
+        service=data.get("service"),
+        plugin=data.get("plugin"),
+        instance=data.get("instance"),
+    )
+    if cls is RpcError:
+        error.code = code  # type: ignore[misc]
+    return error

@@ -1,0 +1,1 @@
+"""The greeter plugin: the smallest plugin that uses another plugin's API."""
