@@ -1,0 +1,156 @@
+"""Shared fixtures: a bus of either kind, services on it, and isolated exchanges on RabbitMQ.
+
+RabbitMQ tests never skip: if the broker is down the fixture fails with the command that
+starts it (`make test` runs scripts/ensure-services first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from mesh.bus.memory import MemoryBroker
+from mesh.bus.rabbitmq import RabbitTransport
+from mesh.bus.transport import Transport
+from mesh.config import MeshSettings
+from mesh.plugin.discovery import PluginSource, discover
+from mesh.service import Service
+
+BROKER_URL = os.environ.get("MESH_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1/")
+FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(BROKER_URL)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 5).close()
+    except OSError as exc:
+        pytest.fail(
+            f"RabbitMQ is not reachable at {BROKER_URL} ({exc!r}); start it with "
+            "`rabbitmq-server -detached` or run `make test`, which does.",
+            pytrace=False,
+        )
+    return BROKER_URL
+
+
+async def delete_exchange(url: str, exchange: str) -> None:
+    connection = await aio_pika.connect(url, timeout=5)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
+class Bus:
+    """A bus for one test: transports on it share an exchange (and a broker, in memory)."""
+
+    def __init__(self, kind: str, url: str | None) -> None:
+        self.kind = kind
+        self.url = url
+        self.exchange = f"mesh-test-{uuid.uuid4().hex[:10]}"
+        self.memory = MemoryBroker()
+        self.transports: list[Transport] = []
+        self.services: list[Service] = []
+
+    def transport(self, name: str = "test") -> Transport:
+        transport: Transport
+        if self.kind == "memory":
+            transport = self.memory.connect(self.exchange)
+        else:
+            assert self.url is not None
+            transport = RabbitTransport(self.url, self.exchange, connection_name=name,
+                                        connect_timeout=5, max_backoff=0.5)
+        self.transports.append(transport)
+        return transport
+
+    async def connected(self, name: str = "test") -> Transport:
+        transport = self.transport(name)
+        await transport.connect()
+        return transport
+
+    def settings(self, **overrides: Any) -> MeshSettings:
+        values: dict[str, Any] = {
+            "exchange": self.exchange, "heartbeat_interval": 0.5, "shutdown_timeout": 5.0,
+        }
+        values.update(overrides)
+        return MeshSettings(**values)
+
+    async def service(
+        self, kind: str, *, sources: Iterable[PluginSource] | None = None, start: bool = True,
+        **settings: Any,
+    ) -> Service:
+        from services import SERVICES
+
+        service = SERVICES[kind](
+            self.settings(**settings), self.transport(f"test-{kind}"),
+            sources=list(discover() if sources is None else sources),
+        )
+        self.services.append(service)
+        if start:
+            await service.start()
+        return service
+
+    async def close(self) -> None:
+        for service in reversed(self.services):
+            await service.stop()
+        for transport in self.transports:
+            await transport.close()
+        if self.kind == "rabbitmq" and self.url:
+            await delete_exchange(self.url, self.exchange)
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    """The same test on the in-process bus and on RabbitMQ: the conformance suite's fixture."""
+    url = request.getfixturevalue("broker_url") if request.param == "rabbitmq" else None
+    bus = Bus(request.param, url)
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+async def rabbit_bus(broker_url: str) -> AsyncIterator[Bus]:
+    bus = Bus("rabbitmq", broker_url)
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+async def memory_bus() -> AsyncIterator[Bus]:
+    bus = Bus("memory", None)
+    yield bus
+    await bus.close()
+
+
+def fixture_source(name: str) -> PluginSource:
+    """A plugin from tests/fixtures/plugins, as discovery would find it if it were installed."""
+    from mesh.plugin.discovery import source_from_package
+
+    return source_from_package(name, f"mesh_fixture_{name}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fixture_plugins_on_path() -> None:
+    import sys
+
+    if str(FIXTURE_PLUGINS) not in sys.path:
+        sys.path.insert(0, str(FIXTURE_PLUGINS))
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `check()` holds; fail the test after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)

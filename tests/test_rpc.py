@@ -1,0 +1,171 @@
+"""RPC end to end on both transports: typed stubs, errors, deadlines, callers, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mesh_noop.contract import (
+    EchoReply,
+    EchoRequest,
+    FailRequest,
+    NoopContract,
+    NoopRefused,
+    SlowRequest,
+)
+
+from mesh.bus.message import Message
+from mesh.contract import Empty
+from mesh.errors import (
+    BadMessage,
+    InternalError,
+    InvalidRequest,
+    NotAllowed,
+    RpcTimeout,
+    Unavailable,
+    UnknownRpc,
+)
+from mesh.names import rpc_key
+from mesh.rpc import wire
+from mesh.rpc.client import RpcClient
+from tests.conftest import Bus
+
+
+async def caller(bus: Bus, kind: str = "client") -> NoopContract:
+    transport = await bus.connected(f"caller-{kind}")
+    client = RpcClient(transport, kind)
+    await client.start()
+    return NoopContract(client)
+
+
+async def test_echo_returns_typed_reply(bus: Bus) -> None:
+    server = await bus.service("server")
+    noop = await caller(bus)
+    reply = await noop.echo(EchoRequest(text="hi"))
+    assert isinstance(reply, EchoReply)
+    assert reply == EchoReply(text="hi", served_by=server.instance)
+
+
+async def test_declared_error_arrives_typed_with_origin(bus: Bus) -> None:
+    server = await bus.service("server")
+    noop = await caller(bus)
+    with pytest.raises(NoopRefused) as info:
+        await noop.fail(FailRequest(message="no, thanks"))
+    err = info.value
+    assert (err.code, err.message) == ("noop.refused", "no, thanks")
+    assert (err.service, err.plugin, err.rpc, err.instance) == (
+        "server", "noop", "noop.fail", server.instance)
+
+
+async def test_undeclared_exception_is_internal_and_leaks_nothing(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus)
+    with pytest.raises(InternalError) as info:
+        await noop.fail(FailRequest(internal=True))
+    assert "hunter2" not in str(info.value) and "hunter2" not in repr(info.value.details)
+    assert "Traceback" not in info.value.message
+    assert "RuntimeError" in info.value.message and "reference" in info.value.message
+
+
+async def test_timeout_names_rpc_and_target(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus)
+    with pytest.raises(RpcTimeout) as info:
+        await noop.slow(SlowRequest(seconds=5), timeout=0.2)
+    assert info.value.rpc == "noop.slow" and info.value.service == "server"
+    assert "noop.slow" in str(info.value) and "server" in str(info.value)
+
+
+async def test_caller_not_in_allowed_list_is_refused(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus, "client")
+    from mesh_noop.contract import AgentReport
+
+    with pytest.raises(NotAllowed, match="client may not call noop.report"):
+        await noop.report(AgentReport(agent="a", text="b"))
+
+
+async def test_no_instance_serving_is_unavailable_at_once(bus: Bus) -> None:
+    noop = await caller(bus)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Unavailable, match="no server instance serves noop.echo"):
+        await noop.echo(EchoRequest(text="x"), timeout=5)
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_relay_passes_remaining_deadline_down_the_chain(bus: Bus) -> None:
+    await bus.service("server")
+    await bus.service("agent")
+    noop = await caller(bus)
+    reply = await noop.relay(EchoRequest(text="down"), timeout=2.0)
+    assert reply.text == "down"
+    assert 0 < reply.budget_ms <= 2000
+
+
+async def test_invalid_request_dict_is_refused_locally(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus)
+    with pytest.raises(InvalidRequest) as info:
+        await noop.echo({"text": 5})  # type: ignore[arg-type]
+    assert info.value.details[0]["loc"] == ["text"]
+
+
+async def raw_call(bus: Bus, body: bytes, *, key: str, caller_kind: str = "cli",
+                   content_type: str = "application/json") -> Message:
+    """Publish a hand-made request, as a client in another language would."""
+    transport = await bus.connected("raw")
+    replies: asyncio.Queue[Message] = asyncio.Queue()
+    address = await transport.listen_for_replies(replies.put_nowait)
+    await transport.publish(Message(
+        body=body, routing_key=key, correlation_id="raw-1", reply_to=address,
+        headers={wire.HEADER_CALLER: caller_kind, wire.HEADER_TIMEOUT_MS: 3000},
+        content_type=content_type,
+    ), mandatory=True)
+    return await asyncio.wait_for(replies.get(), 5)
+
+
+async def test_server_refuses_invalid_request_before_handler(bus: Bus) -> None:
+    server = await bus.service("server")
+    reply = await raw_call(bus, b'{"text": 12}', key=rpc_key("server", "noop", "echo"))
+    error = wire.decode_error(reply)
+    assert isinstance(error, InvalidRequest)
+    assert error.details[0]["loc"] == ["text"]
+    part = server.host.records["noop"].part
+    assert part is not None and part.echoes == 0  # type: ignore[attr-defined]
+
+
+async def test_undecodable_message_is_refused_and_service_carries_on(bus: Bus) -> None:
+    await bus.service("server")
+    reply = await raw_call(bus, b"\xff not json", key=rpc_key("server", "noop", "echo"))
+    assert isinstance(wire.decode_error(reply), BadMessage)
+    noop = await caller(bus)
+    assert (await noop.echo(EchoRequest(text="still here"))).text == "still here"
+
+
+async def test_unknown_rpc_on_a_served_plugin(bus: Bus) -> None:
+    await bus.service("server")
+    reply = await raw_call(bus, b"{}", key=rpc_key("server", "noop", "nosuch"))
+    assert isinstance(wire.decode_error(reply), UnknownRpc)
+
+
+async def test_many_calls_in_flight_on_one_connection(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus)
+    replies = await asyncio.gather(*(noop.echo(EchoRequest(text=str(i))) for i in range(200)))
+    assert [r.text for r in replies] == [str(i) for i in range(200)]
+
+
+async def test_calls_run_concurrently_not_one_by_one(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(*(noop.slow(SlowRequest(seconds=0.3)) for _ in range(20)))
+    assert loop.time() - started < 2.0  # one by one would take 6 s
+
+
+async def test_empty_request_model(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus)
+    stats = await noop.stats(Empty())
+    assert stats.echoes == 0
