@@ -49,7 +49,10 @@ class MeshSettings(BaseSettings):
     connect_timeout: float = Field(default=10.0, gt=0)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
-    instance_id: str | None = Field(default=None, description="Defaults to host-pid-random.")
+    instance_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]+$",
+        description="Names this instance on the bus; defaults to service-host-pid-random.",
+    )
 
     @classmethod
     def settings_customise_sources(

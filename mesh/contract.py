@@ -134,6 +134,12 @@ class Contract:
             if isinstance(value, Rpc):
                 value.plugin = plugin
                 found[name] = value
+                for error in value.errors:
+                    if not error.code.startswith(f"{plugin}."):
+                        raise ValueError(
+                            f"{plugin}.{name} declares {error.__name__} with code "
+                            f"{error.code!r}; a declared code must start with '{plugin}.'"
+                        )
         cls.rpcs = found
 
     def __init__(self, caller: RpcCaller) -> None:

@@ -75,7 +75,8 @@ class NotAllowed(RpcError):
 
 
 class UnknownRpc(RpcError):
-    """No such plugin or RPC, or the serving instance has no handler for it."""
+    """The serving instance has no handler for this RPC (a key no queue is bound to is
+    `Unavailable` instead: the broker cannot tell a missing plugin from a stopped one)."""
 
     code = "unknown_rpc"
 

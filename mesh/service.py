@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import time
@@ -26,7 +27,9 @@ from mesh.rpc.client import RpcClient
 
 
 def new_instance_id(service: str) -> str:
-    return f"{service}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    """service-host-pid-random, with no dots: it is one word of a routing key."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+    return f"{service}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Service:

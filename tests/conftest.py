@@ -11,7 +11,6 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -25,7 +24,6 @@ from mesh.plugin.discovery import PluginSource, discover
 from mesh.service import Service
 
 BROKER_URL = os.environ.get("MESH_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1/")
-FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
 
 @pytest.fixture(scope="session")
@@ -139,14 +137,6 @@ def fixture_source(name: str) -> PluginSource:
     from mesh.plugin.discovery import source_from_package
 
     return source_from_package(name, f"mesh_fixture_{name}")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _fixture_plugins_on_path() -> None:
-    import sys
-
-    if str(FIXTURE_PLUGINS) not in sys.path:
-        sys.path.insert(0, str(FIXTURE_PLUGINS))
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

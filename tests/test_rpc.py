@@ -111,14 +111,14 @@ async def test_invalid_request_dict_is_refused_locally(bus: Bus) -> None:
 
 
 async def raw_call(bus: Bus, body: bytes, *, key: str, caller_kind: str = "cli",
-                   content_type: str = "application/json") -> Message:
+                   content_type: str = "application/json", timeout_ms: object = 3000) -> Message:
     """Publish a hand-made request, as a client in another language would."""
     transport = await bus.connected("raw")
     replies: asyncio.Queue[Message] = asyncio.Queue()
     address = await transport.listen_for_replies(replies.put_nowait)
     await transport.publish(Message(
         body=body, routing_key=key, correlation_id="raw-1", reply_to=address,
-        headers={wire.HEADER_CALLER: caller_kind, wire.HEADER_TIMEOUT_MS: 3000},
+        headers={wire.HEADER_CALLER: caller_kind, wire.HEADER_TIMEOUT_MS: timeout_ms},
         content_type=content_type,
     ), mandatory=True)
     return await asyncio.wait_for(replies.get(), 5)
@@ -169,3 +169,109 @@ async def test_empty_request_model(bus: Bus) -> None:
     noop = await caller(bus)
     stats = await noop.stats(Empty())
     assert stats.echoes == 0
+
+
+async def test_concurrency_is_bounded_per_instance(bus: Bus) -> None:
+    await bus.service("server", rpc_concurrency=2)
+    noop = await caller(bus)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(*(noop.slow(SlowRequest(seconds=0.25)) for _ in range(6)))
+    assert loop.time() - started >= 0.7  # three waves of two, not one wave of six
+
+
+async def test_charset_parameter_is_accepted_other_types_are_not(bus: Bus) -> None:
+    await bus.service("server")
+    key = rpc_key("server", "noop", "echo")
+    ok = await raw_call(bus, b'{"text": "x"}', key=key,
+                        content_type="application/json; charset=utf-8")
+    assert wire.status(ok) == "ok"
+    bad = await raw_call(bus, b'{"text": "x"}', key=key, content_type="text/plain")
+    assert isinstance(wire.decode_error(bad), BadMessage)
+
+
+async def test_request_without_caller_is_refused_clearly(bus: Bus) -> None:
+    await bus.service("server")
+    reply = await raw_call(bus, b'{"text": "x"}', key=rpc_key("server", "noop", "echo"),
+                           caller_kind="")
+    error = wire.decode_error(reply)
+    assert isinstance(error, NotAllowed)
+    assert error.message == "the request names no caller (header x-mesh-caller)"
+
+
+async def test_reply_without_status_is_an_invalid_reply(memory_bus: Bus) -> None:
+    from mesh.bus.message import QueueSpec
+    from mesh.errors import InvalidReply
+    from mesh.names import rpc_pattern, rpc_queue
+
+    impostor = await memory_bus.connected("impostor")
+    queue = rpc_queue(memory_bus.exchange, "server", "noop")
+    await impostor.declare_queue(QueueSpec(queue, (rpc_pattern("server", "noop"),)))
+
+    async def answer(delivery) -> None:  # type: ignore[no-untyped-def]
+        await delivery.ack()
+        request = delivery.message
+        await impostor.send_reply(request.reply_to, Message(
+            body=b'{"text": "x", "served_by": "?"}', correlation_id=request.correlation_id))
+
+    await impostor.consume(queue, answer, prefetch=1)
+    noop = await caller(memory_bus)
+    with pytest.raises(InvalidReply, match="x-mesh-status"):
+        await noop.echo(EchoRequest(text="x"))
+
+
+async def test_handler_raising_timeouterror_is_internal_not_a_deadline(memory_bus: Bus) -> None:
+    from pydantic import BaseModel
+
+    from mesh.contract import Contract, rpc
+    from mesh.rpc.endpoint import RpcEndpoint
+
+    class Ping(BaseModel):
+        pass
+
+    class TimeoutContract(Contract, plugin="tmo"):
+        ping = rpc(Ping, Ping, service="server")
+
+    async def handler(request: Ping) -> Ping:
+        raise TimeoutError("a socket timed out inside the handler")
+
+    endpoint = RpcEndpoint(await memory_bus.connected("srv"), service="server",
+                           instance="srv-1", plugin="tmo", concurrency=4)
+    endpoint.add(TimeoutContract.ping, handler)
+    await endpoint.start()
+    client = RpcClient(await memory_bus.connected("cli"), "client")
+    await client.start()
+    with pytest.raises(InternalError, match="TimeoutError in tmo.ping"):
+        await TimeoutContract(client).ping(Ping())
+
+
+def test_declared_error_codes_must_carry_the_plugin_prefix() -> None:
+    from mesh.contract import Contract, rpc
+    from mesh.errors import RpcError
+
+    class Clash(RpcError):
+        code = "timeout"
+
+    with pytest.raises(ValueError, match="must start with 'bad.'"):
+        class BadContract(Contract, plugin="bad"):
+            op = rpc(Empty, Empty, service="server", errors=[Clash])
+
+
+def test_instance_ids_are_one_routing_key_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from mesh.service import new_instance_id
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "web.example.org")
+    instance = new_instance_id("server")
+    assert "." not in instance and instance.startswith("server-web-example-org-")
+
+
+@pytest.mark.parametrize(("timeout_ms", "error"), [("soon", BadMessage), (0, RpcTimeout),
+                                                   (-5, RpcTimeout)])
+async def test_bad_or_spent_timeout_header(bus: Bus, timeout_ms: object,
+                                           error: type[Exception]) -> None:
+    await bus.service("server")
+    reply = await raw_call(bus, b'{"text": "x"}', key=rpc_key("server", "noop", "echo"),
+                           timeout_ms=timeout_ms)
+    assert isinstance(wire.decode_error(reply), error)

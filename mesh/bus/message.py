@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +22,9 @@ class Message:
 
 
 class Delivery(Protocol):
-    """A message taken from a queue; consumers that do not use no_ack must settle it."""
+    """A message taken from a queue. Unless consumed with no_ack, the handler must settle it
+    (ack or reject) before it returns; an unsettled message goes back to the queue when the
+    consumer's channel closes."""
 
     message: Message
 
@@ -31,7 +33,7 @@ class Delivery(Protocol):
     async def reject(self, *, requeue: bool) -> None: ...
 
 
-DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
 ReplyHandler = Callable[[Message], None]
 
 

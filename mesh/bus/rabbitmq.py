@@ -60,36 +60,28 @@ def _message(delivered: DeliveredMessage) -> Message:
 
 
 class _RabbitDelivery:
-    __slots__ = ("_channel", "_consumer", "_tag", "message")
+    __slots__ = ("_channel", "_tag", "message")
 
-    def __init__(
-        self, message: Message, channel: aiormq.abc.AbstractChannel, tag: int,
-        consumer: _RabbitConsumer,
-    ) -> None:
+    def __init__(self, message: Message, channel: aiormq.abc.AbstractChannel, tag: int) -> None:
         self.message = message
         self._channel = channel
         self._tag = tag
-        self._consumer = consumer
 
     async def ack(self) -> None:
-        try:
+        with contextlib.suppress(*_CHANNEL_ERRORS):  # channel gone: the broker requeued it
             await self._channel.basic_ack(self._tag)
-        except _CHANNEL_ERRORS:
-            pass  # the channel is gone, so the broker has requeued the message already
-        finally:
-            self._consumer.settled(self._channel)
 
     async def reject(self, *, requeue: bool) -> None:
-        try:
+        with contextlib.suppress(*_CHANNEL_ERRORS):
             await self._channel.basic_reject(self._tag, requeue=requeue)
-        except _CHANNEL_ERRORS:
-            pass
-        finally:
-            self._consumer.settled(self._channel)
 
 
 class _RabbitConsumer(Consumer):
-    """A consumer on a channel of its own, so prefetch is per consumer and cancel is clean."""
+    """A consumer on a channel of its own, so prefetch is per consumer and cancel is clean.
+
+    aiormq cancels the handler tasks of a channel when it closes, so after `cancel` the channel
+    stays open until the handlers already running have returned (they settle their messages).
+    """
 
     def __init__(
         self, transport: RabbitTransport, queue: str, handler: DeliveryHandler,
@@ -103,7 +95,7 @@ class _RabbitConsumer(Consumer):
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
-        self._unsettled = 0
+        self._running = 0
         self._cancelled = False
 
     async def open(self, connection: AbstractConnection) -> None:
@@ -111,21 +103,17 @@ class _RabbitConsumer(Consumer):
         raw = await channel.get_underlay_channel()
         await raw.basic_qos(prefetch_count=self.prefetch)
         ok = await raw.basic_consume(self.queue, self._on_message, no_ack=self.no_ack)
-        self._channel, self._raw, self._tag, self._unsettled = channel, raw, ok.consumer_tag, 0
+        self._channel, self._raw, self._tag = channel, raw, ok.consumer_tag
 
     async def _on_message(self, delivered: DeliveredMessage) -> None:
-        raw = delivered.channel
-        if not self.no_ack:
-            self._unsettled += 1
         tag = delivered.delivery.delivery_tag  # type: ignore[union-attr]
-        await self.handler(_RabbitDelivery(_message(delivered), raw, tag or 0, self))
-
-    def settled(self, channel: aiormq.abc.AbstractChannel) -> None:
-        if channel is not self._raw:
-            return
-        self._unsettled -= 1
-        if self._cancelled and self._unsettled <= 0:
-            self.transport.spawn(self._close_channel())
+        self._running += 1
+        try:
+            await self.handler(_RabbitDelivery(_message(delivered), delivered.channel, tag or 0))
+        finally:
+            self._running -= 1
+            if self._cancelled and self._running == 0:
+                self.transport.spawn(self._close_channel())
 
     async def cancel(self) -> None:
         if self._cancelled:
@@ -135,7 +123,7 @@ class _RabbitConsumer(Consumer):
         if self._raw is not None and self._tag is not None:
             with contextlib.suppress(*_CHANNEL_ERRORS):
                 await self._raw.basic_cancel(self._tag)
-        if self.no_ack or self._unsettled <= 0:
+        if self._running == 0:
             await self._close_channel()
 
     async def _close_channel(self) -> None:

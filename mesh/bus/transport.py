@@ -23,7 +23,7 @@ class TransportClosed(Exception):
 class Consumer(abc.ABC):
     @abc.abstractmethod
     async def cancel(self) -> None:
-        """Stop deliveries; messages delivered but not settled are returned to the queue."""
+        """Stop deliveries. Handlers already running finish and settle their messages."""
 
 
 class Transport(abc.ABC):

@@ -62,11 +62,11 @@ def run(
         raise typer.Exit(2)
     configure_logging(settings.log_level, settings.log_format)
     from mesh.bus import rabbit_transport
+    from mesh.service import new_instance_id
     from services import SERVICES
 
-    cls = SERVICES[service]
-    instance = settings.instance_id
-    svc = cls(settings, rabbit_transport(settings, f"mesh-{service}"), instance_id=instance)
+    instance = settings.instance_id or new_instance_id(service)
+    svc = SERVICES[service](settings, rabbit_transport(settings, instance), instance_id=instance)
     try:
         asyncio.run(svc.run_until_signalled())
     except (OSError, ConnectionError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 
@@ -68,8 +68,14 @@ class PluginContext:
         """Offer `api` to other plugins on this service (Peek's publishedServerApi)."""
         self.api_object = api
 
-    def api(self, plugin: str, kind: type[ApiT]) -> ApiT:
-        """The API `plugin` published on this service, checked against the type it exports."""
+    def api(self, plugin: str, kind: Callable[..., ApiT]) -> ApiT:
+        """The API `plugin` published on this service, checked against the type it exports.
+
+        `kind` is the ABC or runtime-checkable Protocol the plugin exports; it is typed as a
+        callable only so that mypy accepts abstract classes here.
+        """
+        if not isinstance(kind, type):
+            raise TypeError("kind must be the API's class")
         if plugin not in self.manifest.depends:
             raise PluginError(f"{self.plugin} uses {plugin}'s API but does not list {plugin} "
                               "in its manifest's depends")
@@ -78,7 +84,7 @@ class PluginContext:
             raise PluginError(f"{plugin} has published no API on the {self.service}")
         if not isinstance(api, kind):
             raise PluginError(f"{plugin}'s API is {type(api).__name__}, not a {kind.__name__}")
-        return api
+        return cast(ApiT, api)
 
     def spawn(
         self, coro: Coroutine[Any, Any, Any], *, name: str | None = None

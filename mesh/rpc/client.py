@@ -109,8 +109,11 @@ class RpcClient:
         finally:
             self._pending.pop(correlation_id, None)
 
-        if wire.is_error(reply):
+        reply_status = wire.status(reply)
+        if reply_status == wire.STATUS_ERROR:
             raise wire.decode_error(reply, rpc.error_class)
+        if reply_status != wire.STATUS_OK:
+            raise InvalidReply(f"the reply has no valid {wire.HEADER_STATUS} header", **where)
         try:
             return rpc.reply.model_validate_json(reply.body)
         except ValidationError as exc:

@@ -1,8 +1,9 @@
 """Serving RPCs: one queue per (service, plugin), shared by all replicas as competing consumers.
 
 Each request is acknowledged when its handler starts (at most once: a crashed handler is not run
-again behind the caller's back; requests still in the queue go to another replica). Handlers run
-concurrently up to the prefetch limit, under the caller's deadline.
+again behind the caller's back, while requests not yet started go back to the queue for another
+replica). At most `concurrency` handlers run at once per endpoint, and as many more requests may
+wait their turn locally (the prefetch); each handler runs under the caller's deadline.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mesh.errors import (
     NotAllowed,
     RpcError,
     RpcTimeout,
+    Unavailable,
     UnknownRpc,
 )
 from mesh.names import parse_rpc_key, rpc_pattern, rpc_queue
@@ -52,8 +54,7 @@ class RpcEndpoint:
         self.queue = rpc_queue(transport.exchange, service, plugin)
         self._consumer: Consumer | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._slots = asyncio.Semaphore(concurrency)
         self.log = structlog.get_logger("mesh.rpc").bind(
             service=service, instance=instance, plugin=plugin
         )
@@ -98,8 +99,9 @@ class RpcEndpoint:
         assert task is not None
         self._inflight.add(task)
         try:
-            await delivery.ack()
-            await self._serve(delivery.message)
+            async with self._slots:
+                await delivery.ack()
+                await self._serve(delivery.message)
         finally:
             self._inflight.discard(task)
 
@@ -125,18 +127,18 @@ class RpcEndpoint:
             log.info("rpc.error", rpc=qualname, code=error.code, error=error.message)
             reply = wire.reply_error(error, correlation_id)
         except asyncio.CancelledError:
-            error = RpcError("the service is shutting down", code="unavailable", rpc=qualname,
-                             service=self.service, plugin=self.plugin, instance=self.instance)
-            await self._send(message, wire.reply_error(error, correlation_id), log)
+            gone = Unavailable("the service is shutting down", rpc=qualname,
+                               service=self.service, plugin=self.plugin, instance=self.instance)
+            await self._send(message, wire.reply_error(gone, correlation_id), log)
             raise
         except Exception as exc:
             reference = uuid.uuid4().hex[:12]
             log.exception("rpc.handler_failed", rpc=qualname, reference=reference)
-            error = InternalError(
+            internal = InternalError(
                 f"{type(exc).__name__} in {qualname} (reference {reference} in the service log)",
                 rpc=qualname, service=self.service, plugin=self.plugin, instance=self.instance,
             )
-            reply = wire.reply_error(error, correlation_id)
+            reply = wire.reply_error(internal, correlation_id)
         await self._send(message, reply, log)
 
     async def _send(self, request: Message, reply: Message, log: Any) -> None:
@@ -154,11 +156,12 @@ class RpcEndpoint:
         rpc, handler = entry
         caller = message.headers.get(wire.HEADER_CALLER)
         caller = caller.decode() if isinstance(caller, bytes) else caller
-        if not isinstance(caller, str) or not rpc.allows(caller):
+        if not isinstance(caller, str) or not caller:
+            raise NotAllowed(f"the request names no caller (header {wire.HEADER_CALLER})")
+        if not rpc.allows(caller):
             allowed = ", ".join(sorted(rpc.callers or ()))
-            raise NotAllowed(f"{caller or 'an unnamed caller'} may not call {qualname} "
-                             f"(allowed: {allowed})")
-        if message.content_type not in (None, "", wire.CONTENT_TYPE):
+            raise NotAllowed(f"{caller} may not call {qualname} (allowed: {allowed})")
+        if not wire.is_json(message.content_type):
             raise BadMessage(f"content type {message.content_type!r} is not {wire.CONTENT_TYPE}")
         try:
             request = rpc.request.model_validate_json(message.body)
@@ -180,10 +183,13 @@ class RpcEndpoint:
             CallInfo(qualname, caller, message.correlation_id, time.monotonic() + budget,
                      message.redelivered)
         )
+        deadline = asyncio.timeout(budget)
         try:
-            async with asyncio.timeout(budget):
+            async with deadline:
                 result = await handler(request)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # the handler's own TimeoutError: an internal error like any other
             raise RpcTimeout(f"{qualname} did not finish before the caller's deadline") from None
         finally:
             _current.reset(token)
@@ -200,9 +206,11 @@ class RpcEndpoint:
 
 
 def _budget(message: Message, default: float) -> float:
+    """Seconds the caller gave this call: its header, or the contract's default if absent."""
     raw = message.headers.get(wire.HEADER_TIMEOUT_MS)
+    if raw is None:
+        return default
     try:
-        millis = int(raw) if raw is not None else None
+        return int(raw) / 1000
     except (TypeError, ValueError):
-        millis = None
-    return default if millis is None or millis <= 0 else millis / 1000
+        raise BadMessage(f"{wire.HEADER_TIMEOUT_MS} must be an integer, not {raw!r}") from None

@@ -32,8 +32,18 @@ def reply_error(error: RpcError, correlation_id: str | None) -> Message:
     )
 
 
-def is_error(message: Message) -> bool:
-    return message.headers.get(HEADER_STATUS) == STATUS_ERROR
+def status(message: Message) -> str | None:
+    value = message.headers.get(HEADER_STATUS)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json, with or without parameters; a missing type is taken to be JSON."""
+    if not content_type:
+        return True
+    media, _, params = content_type.partition(";")
+    charset = params.strip().lower().removeprefix("charset=") if params.strip() else "utf-8"
+    return media.strip().lower() == CONTENT_TYPE and charset in ("utf-8", "utf8")
 
 
 def decode_error(

@@ -1,0 +1,99 @@
+"""Server processes for benchmarks: started in the background, always stopped again.
+
+The servers run in processes of their own so that the caller and the server do not share an
+event loop (or a core) and the figures are those of a real deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from typing import IO
+
+from bench.stats import Call
+
+
+class ServerFailed(RuntimeError):
+    """A server process exited, or never started serving."""
+
+
+class ServerProcess:
+    """A child process whose output goes to a temporary file, shown only if it fails."""
+
+    def __init__(
+        self, name: str, argv: list[str], env: Mapping[str, str], output: IO[bytes]
+    ) -> None:
+        self.name = name
+        self._output = output
+        # A session of its own: Ctrl-C reaches only us, and we stop the server in order.
+        self.process = subprocess.Popen(
+            argv, env=dict(env), stdin=subprocess.DEVNULL, stdout=self._output,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def output(self, limit: int = 4000) -> str:
+        self._output.seek(0)
+        return self._output.read().decode(errors="replace")[-limit:]
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise ServerFailed(f"{self.name} exited with code {code}:\n{self.output()}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM (a graceful shutdown), then SIGKILL if it takes longer than `grace`."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def server_process(
+    name: str, argv: list[str], env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    with tempfile.TemporaryFile() as output:
+        server = ServerProcess(name, argv, os.environ if env is None else env, output)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+async def wait_until_serving(
+    server: ServerProcess, call: Call, *, timeout: float = 30.0, attempt_timeout: float = 1.0
+) -> None:
+    """Retry `call` until it succeeds: the server is up once it answers, not when it starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        server.check_alive()
+        try:
+            async with asyncio.timeout(attempt_timeout):
+                await call()
+            return
+        except Exception as exc:  # not yet declared, not yet consuming, not yet connected
+            if time.monotonic() > deadline:
+                raise ServerFailed(
+                    f"{server.name} did not answer within {timeout:g}s (last error: {exc!r}):\n"
+                    f"{server.output()}"
+                ) from None
+        await asyncio.sleep(0.1)
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so `finally` blocks stop servers and delete queues."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

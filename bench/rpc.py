@@ -1,0 +1,233 @@
+"""mesh RPC round trips against a plain aio-pika request/reply baseline.
+
+Both sides call an echo server in a process of its own over the same RabbitMQ, with the same
+JSON payload, at 1 and at 64 calls in flight: mesh calls noop.echo on a real `mesh run server`
+through RpcClient and the typed NoopContract stub (as a "client"); the baseline uses aio-pika
+directly with direct reply-to. Rounds alternate the two sides (ABBA) so machine noise hits both
+alike; calls/s is the median over rounds, p50/p99 come from every call's latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from mesh_noop.contract import EchoRequest, NoopContract
+
+from bench.baseline import BaselineClient
+from bench.broker import delete_topology, display_url
+from bench.procs import ServerFailed, ServerProcess, server_process, wait_until_serving
+from bench.stats import Call, Run, Summary, drive, summarize
+from mesh.bus.rabbitmq import RabbitTransport
+from mesh.names import rpc_queue
+from mesh.plugin.discovery import discover
+from mesh.rpc.client import RpcClient
+
+NAME = "rpc"
+HELP = "RPC round trips: mesh vs plain aio-pika, at 1 and 64 calls in flight"
+LEVELS = (1, 64)
+SIDES = ("mesh", "baseline")
+PHASE_TIMEOUT = 300.0  # one batch of calls; only hit if a server stops answering
+
+Results = dict[str, dict[int, list[Run]]]
+
+
+@dataclass(frozen=True)
+class Options:
+    url: str
+    calls: int
+    warmup: int
+    rounds: int
+    text: str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calls", type=_positive, default=3000, metavar="N",
+                        help="timed calls per side and concurrency level, spread over the rounds "
+                             "(default: %(default)s)")
+    parser.add_argument("--warmup", type=_non_negative, default=200, metavar="N",
+                        help="untimed calls per side and level before the first round "
+                             "(default: %(default)s)")
+    parser.add_argument("--rounds", type=_positive, default=3, metavar="N",
+                        help="alternating rounds the calls are split into (default: %(default)s)")
+    parser.add_argument("--size", type=_positive, default=64, metavar="CHARS",
+                        help="length of the echoed text (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.size > 10_000:
+        raise SystemExit("error: --size is at most 10000 (noop.echo's limit)")
+    options = Options(args.url, args.calls, args.warmup, min(args.rounds, args.calls),
+                      ("mesh bench " * (args.size // 11 + 1))[: args.size])
+    results = measure(options)
+    report = to_json(results)
+    print(json.dumps(report) if args.json else render(report, options))
+    return 0
+
+
+def measure(options: Options) -> Results:
+    """Start both servers, run the rounds, and always stop the servers and delete the queues."""
+    exchange = f"bench-rpc-{uuid.uuid4().hex[:10]}"
+    baseline_queue = f"{exchange}.baseline"
+    mesh_env = {
+        **os.environ,
+        "MESH_BROKER_URL": options.url,
+        "MESH_EXCHANGE": exchange,
+        "MESH_LOG_LEVEL": "WARNING",
+        "MESH_INSTANCE_ID": "bench-server",
+    }
+    try:
+        with (
+            server_process("mesh server", [sys.executable, "-m", "mesh", "run", "server"],
+                           mesh_env) as mesh_server,
+            server_process("baseline server", [sys.executable, "-m", "bench.baseline_server",
+                                               options.url, baseline_queue]) as baseline_server,
+        ):
+            return asyncio.run(
+                _measure(options, exchange, baseline_queue, mesh_server, baseline_server)
+            )
+    finally:
+        asyncio.run(delete_topology(options.url, exchange, [*_mesh_queues(exchange),
+                                                             baseline_queue]))
+
+
+def _mesh_queues(exchange: str) -> list[str]:
+    """Every RPC queue a server declares here (they are auto-delete; this is for a killed run)."""
+    return [
+        rpc_queue(exchange, "server", source.name) for source in discover()
+        if source.manifest is not None and "server" in source.manifest.services
+    ]
+
+
+async def _measure(
+    options: Options, exchange: str, baseline_queue: str,
+    mesh_server: ServerProcess, baseline_server: ServerProcess,
+) -> Results:
+    async with (
+        _mesh_caller(options.url, exchange) as noop,
+        _baseline_caller(options.url, baseline_queue) as baseline,
+    ):
+        text = options.text
+        calls: dict[str, Call] = {
+            "mesh": lambda: noop.echo(EchoRequest(text=text)),
+            "baseline": lambda: baseline.echo(text),
+        }
+        await wait_until_serving(mesh_server, calls["mesh"])
+        await wait_until_serving(baseline_server, calls["baseline"])
+        await _check_echo(noop, baseline, text)
+
+        if options.warmup:
+            for level in LEVELS:
+                for side in SIDES:
+                    await _timed(calls[side], options.warmup, level)
+
+        results: Results = {side: {level: [] for level in LEVELS} for side in SIDES}
+        for number, size in enumerate(_split(options.calls, options.rounds)):
+            order = SIDES if number % 2 == 0 else SIDES[::-1]
+            for level in LEVELS:
+                for side in order:
+                    results[side][level].append(await _timed(calls[side], size, level))
+        return results
+
+
+async def _timed(call: Call, calls: int, level: int) -> Run:
+    gc.collect()  # so one side's garbage is not collected on the other side's clock
+    async with asyncio.timeout(PHASE_TIMEOUT):
+        return await drive(call, calls, level)
+
+
+async def _check_echo(noop: NoopContract, baseline: BaselineClient, text: str) -> None:
+    """Both servers must really echo, or we would be timing something else."""
+    mesh_reply = await noop.echo(EchoRequest(text=text))
+    baseline_reply = await baseline.echo(text)
+    if mesh_reply.text != text or baseline_reply.get("text") != text:
+        raise ServerFailed(f"an echo server did not echo: {mesh_reply!r}, {baseline_reply!r}")
+
+
+@contextlib.asynccontextmanager
+async def _mesh_caller(url: str, exchange: str) -> AsyncIterator[NoopContract]:
+    transport = RabbitTransport(url, exchange, connection_name="bench-mesh-client",
+                                connect_timeout=10)
+    try:
+        await transport.connect()
+        client = RpcClient(transport, "client")
+        await client.start()
+        yield NoopContract(client)
+    finally:
+        await transport.close()
+
+
+@contextlib.asynccontextmanager
+async def _baseline_caller(url: str, queue: str) -> AsyncIterator[BaselineClient]:
+    client = BaselineClient(url, queue)
+    try:
+        await client.connect()
+        yield client
+    finally:
+        await client.close()
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """`total` calls over `parts` rounds, as evenly as possible."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def to_json(results: Results) -> dict[str, dict[str, object]]:
+    """The --json shape: mesh/baseline → c1/c64 → figures, and the calls/s ratios."""
+    summaries: dict[str, dict[int, Summary]] = {
+        side: {level: summarize(runs) for level, runs in by_level.items()}
+        for side, by_level in results.items()
+    }
+    report: dict[str, dict[str, object]] = {
+        side: {f"c{level}": summary.as_dict() for level, summary in by_level.items()}
+        for side, by_level in summaries.items()
+    }
+    report["ratio"] = {
+        f"c{level}": round(
+            summaries["mesh"][level].calls_per_s / summaries["baseline"][level].calls_per_s, 3
+        )
+        for level in LEVELS
+    }
+    return report
+
+
+def render(report: dict[str, dict[str, object]], options: Options) -> str:
+    lines = [
+        f"mesh RPC vs plain aio-pika, {display_url(options.url)}: {options.calls} calls per side "
+        f"and level in {options.rounds} rounds, {len(options.text)}-char text",
+        "",
+        f"{'':<14}{'calls/s':>10}{'p50 ms':>10}{'p99 ms':>10}",
+    ]
+    for level in LEVELS:
+        for side in SIDES:
+            figures = report[side][f"c{level}"]
+            assert isinstance(figures, dict)
+            lines.append(
+                f"{side:<9}{f'c{level}':<5}{figures['calls_per_s']:>10,.0f}"
+                f"{figures['p50_ms']:>10.3f}{figures['p99_ms']:>10.3f}"
+            )
+    ratios = ", ".join(f"{key} {value:.2f}" for key, value in report["ratio"].items())
+    lines += ["", f"ratio mesh/baseline (calls/s): {ratios}  (target: >= 1.00)"]
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value

@@ -1,0 +1,83 @@
+"""Run mesh services as real processes in tests, and drop their broker connections."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class MeshProcess:
+    """`mesh <args>` in a child process, its JSON log lines in a file the test can read."""
+
+    def __init__(self, args: list[str], log_dir: Path, name: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("w")
+        full_env = {**os.environ, "MESH_LOG_FORMAT": "json", "MESH_LOG_LEVEL": "INFO", **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mesh", *args], env=full_env,
+            stdout=self._log, stderr=subprocess.STDOUT, text=True,
+        )
+
+    def text(self) -> str:
+        return self.log_path.read_text()
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.text().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    found.append(json.loads(line))
+        return found
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                     f"{self.text()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: no {what} within {timeout}s:\n{self.text()[-3000:]}")
+
+    def wait_for_event(self, event: str, timeout: float = 20.0) -> None:
+        self.wait_for(lambda p: any(e.get("event") == event for e in p.events()), timeout, event)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def drop_connections(name_part: str) -> int:
+    """Make the broker close every connection whose connection_name contains `name_part`."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_connections", "pid", "client_properties", "-q",
+         "--no-table-headers"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines()
+            if '{"connection_name","' in line and name_part in line]
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "close_connection", pid, "test: broker drops it"],
+                       capture_output=True, check=True, timeout=30)
+    return len(pids)

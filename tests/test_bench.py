@@ -1,0 +1,49 @@
+"""`python -m bench rpc --json` runs end to end and prints the documented shape.
+
+Only the shape is checked: timing assertions would make the suite flaky on a busy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.stats import percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = {"calls_per_s", "p50_ms", "p99_ms"}
+LEVELS = {"c1", "c64"}
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(180)
+def test_rpc_bench_prints_figures_for_both_sides(broker_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "rpc", "--json", "--calls", "200", "--warmup", "20",
+         "--url", broker_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    assert set(report) == {"mesh", "baseline", "ratio"}
+    for side in ("mesh", "baseline"):
+        assert set(report[side]) == LEVELS
+        for level in LEVELS:
+            figures = report[side][level]
+            assert set(figures) == FIGURES
+            assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
+            assert figures["p50_ms"] <= figures["p99_ms"]
+    assert set(report["ratio"]) == LEVELS
+    assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [float(n) for n in range(1, 101)]
+    assert (percentile(samples, 50), percentile(samples, 99), percentile(samples, 100)) == (
+        50.0, 99.0, 100.0)
+    assert percentile([7.0], 99) == 7.0
