@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from mesh.contract import Contract, Rpc
 from mesh.errors import RpcError
 from mesh.plugin.discovery import discover, import_entry
-from mesh.rpc.client import RpcClient, field_errors
+from mesh.rpc.client import field_errors
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -69,7 +69,7 @@ def call_command(
     if not settings.broker_url:
         raise fail("set MESH_BROKER_URL so `mesh call` can join the bus")
     try:
-        reply = asyncio.run(_call(settings.broker_url, settings.exchange, rpc, request, timeout))
+        reply = asyncio.run(_call(settings.broker_url, rpc, request, timeout))
     except RpcError as exc:
         typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         if exc.details:
@@ -80,16 +80,9 @@ def call_command(
     typer.echo(reply)
 
 
-async def _call(url: str, exchange: str, rpc: Rpc[Any, Any], request: Any,
-                timeout: float | None) -> str:
-    from mesh.bus.rabbitmq import RabbitTransport
+async def _call(url: str, rpc: Rpc[Any, Any], request: Any, timeout: float | None) -> str:
+    from mesh.client import connect
 
-    transport = RabbitTransport(url, exchange, connection_name="mesh-cli", connect_timeout=5)
-    await transport.connect()
-    try:
-        client = RpcClient(transport, "cli")
-        await client.start()
-        reply = await client.call(rpc, request, timeout=timeout)
+    async with connect(url) as mesh:
+        reply = await mesh.rpc.call(rpc, request, timeout=timeout)
         return reply.model_dump_json(indent=2)
-    finally:
-        await transport.close()
