@@ -112,6 +112,9 @@ async def test_service_reconnects_after_the_broker_drops_it(spawn: Spawn,
             await asyncio.sleep(0.1)
     assert recovered_after is not None, server.text()[-2000:]
     await asyncio.to_thread(server.wait_for_event, "bus.reconnected")
+    events = server.events()
+    assert events and all(e.get("service") == "server" and e.get("instance") == server.name
+                          for e in events), "every log line names its service and instance"
     replies = await asyncio.gather(*(noop.echo(EchoRequest(text=str(i))) for i in range(50)))
     assert len(replies) == 50
 

@@ -161,6 +161,7 @@ class RabbitTransport(Transport):
         self._reconnecting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
+        self.log = log.bind(connection=connection_name)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -212,7 +213,7 @@ class RabbitTransport(Transport):
         # A channel error (say, a queue redeclared with other arguments) kills the channel;
         # starting over from a fresh connection is the one recovery path we need to trust.
         if not self._closing and self._connection is not None and self._connected.is_set():
-            log.warning("bus.channel_closed", error=str(exc))
+            self.log.warning("bus.channel_closed", error=str(exc))
             connection = self._connection
             self.spawn(connection.close())
 
@@ -221,7 +222,7 @@ class RabbitTransport(Transport):
             return
         self._connected.clear()
         self._confirm = self._plain = None
-        log.warning("bus.connection_lost", error=str(exc) if exc else None)
+        self.log.warning("bus.connection_lost", error=str(exc) if exc else None)
         self._notify_lost()
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
@@ -236,12 +237,14 @@ class RabbitTransport(Transport):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("bus.reconnect_failed", attempt=attempt, error=str(exc) or repr(exc))
+                self.log.warning(
+                    "bus.reconnect_failed", attempt=attempt, error=str(exc) or repr(exc)
+                )
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.max_backoff)
                 continue
             self.reconnects += 1
-            log.info("bus.reconnected", attempt=attempt)
+            self.log.info("bus.reconnected", attempt=attempt)
             return
 
     async def close(self) -> None:

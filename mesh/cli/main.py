@@ -61,11 +61,14 @@ def run(
                    "(or use `mesh up` for the embedded mesh)", err=True)
         raise typer.Exit(2)
     configure_logging(settings.log_level, settings.log_format)
+    import structlog
+
     from mesh.bus import rabbit_transport
     from mesh.service import new_instance_id
     from services import SERVICES
 
     instance = settings.instance_id or new_instance_id(service)
+    structlog.contextvars.bind_contextvars(service=service, instance=instance)  # every line
     svc = SERVICES[service](settings, rabbit_transport(settings, instance), instance_id=instance)
     try:
         asyncio.run(svc.run_until_signalled())
