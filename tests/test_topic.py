@@ -127,7 +127,7 @@ async def test_topic_matches_agrees_with_rabbitmq(broker_url: str) -> None:
     keys = list(dict.fromkeys(k for _, k, _ in CASES))
     connection = await aio_pika.connect(broker_url, timeout=5)
     try:
-        channel = await channel_with_confirms(connection)
+        channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(
             f"mesh-test-topic-{uuid.uuid4().hex[:10]}", aio_pika.ExchangeType.TOPIC,
             auto_delete=True,
@@ -159,8 +159,3 @@ async def test_topic_matches_agrees_with_rabbitmq(broker_url: str) -> None:
     finally:
         await asyncio.wait_for(connection.close(), 5)
 
-
-async def channel_with_confirms(connection: aio_pika.abc.AbstractConnection) -> aio_pika.Channel:
-    channel = await connection.channel(publisher_confirms=True)
-    assert isinstance(channel, aio_pika.Channel)
-    return channel

@@ -30,7 +30,7 @@ from pamqp import encode as amqp_encode
 
 from mesh.bus.message import DeliveryHandler, Message, QueueSpec, ReplyHandler
 from mesh.bus.topic import topic_matches
-from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
+from mesh.bus.transport import ChannelError, Consumer, Transport, TransportClosed, Unroutable
 
 log = structlog.get_logger("mesh.bus")
 
@@ -41,15 +41,6 @@ CHECKED_ARGUMENTS = (
     "x-max-length-bytes", "x-max-priority", "x-message-ttl", "x-overflow", "x-queue-mode",
     "x-queue-type", "x-queue-version", "x-single-active-consumer",
 )
-
-
-class ChannelError(Exception):
-    """The broker refused an operation, as RabbitMQ does with a channel error (code and text)."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(f"{text} ({code})")
-        self.code = code
-        self.text = text
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +55,9 @@ class _Wire:
         """Fix `message` as published; raises what the RabbitMQ transport raises for bad input."""
         if len(routing_key.encode()) > MAX_SHORTSTR:
             raise ValueError(f"Routing key too long (max {MAX_SHORTSTR} bytes)")
-        headers = amqp_encode.field_table(message.headers or None)  # TypeError if not AMQP
+        if message.expiration_ms is not None and message.expiration_ms < 0:
+            raise ValueError(f"invalid expiration {message.expiration_ms}: it must be >= 0")
+        headers = amqp_encode.field_table(message.headers)  # TypeError if not AMQP
         fixed = replace(
             message,
             body=bytes(message.body),
@@ -140,8 +133,9 @@ class _MemoryConsumer(Consumer):
             self.close_channel()
 
     def settle(self, delivery: _MemoryDelivery, *, requeue: bool) -> None:
-        # Settling twice, or after the channel closed (the message is back in the queue), is a
-        # no-op, as on the RabbitMQ transport.
+        # Settling after the channel closed (the message is back in the queue) is a no-op, as on
+        # the RabbitMQ transport; so is settling twice, which the contract asks of both (RabbitMQ
+        # itself would close the channel over the unknown delivery tag).
         if delivery not in self.unacked:
             return
         del self.unacked[delivery]

@@ -21,7 +21,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
 from mesh.bus.message import DeliveryHandler, Message, QueueSpec, ReplyHandler
-from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
+from mesh.bus.transport import ChannelError, Consumer, Transport, TransportClosed, Unroutable
 
 log = structlog.get_logger("mesh.bus")
 
@@ -31,6 +31,8 @@ _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalid
 
 
 def _properties(message: Message) -> spec.Basic.Properties:
+    if message.expiration_ms is not None and message.expiration_ms < 0:
+        raise ValueError(f"expiration_ms must not be negative, not {message.expiration_ms}")
     return spec.Basic.Properties(
         content_type=message.content_type,
         headers=message.headers or None,
@@ -59,19 +61,34 @@ def _message(delivered: DeliveredMessage) -> Message:
     )
 
 
+def _channel_error(exc: aiormq.exceptions.AMQPChannelError) -> ChannelError:
+    frame = exc.args[0] if exc.args else None
+    code = getattr(frame, "reply_code", 0) or 0
+    text = getattr(frame, "reply_text", None) or str(exc)
+    return ChannelError(code, text)
+
+
 class _RabbitDelivery:
-    __slots__ = ("_channel", "_tag", "message")
+    __slots__ = ("_channel", "_settled", "_tag", "message")
 
     def __init__(self, message: Message, channel: aiormq.abc.AbstractChannel, tag: int) -> None:
         self.message = message
         self._channel = channel
         self._tag = tag
+        self._settled = False
 
     async def ack(self) -> None:
+        # A second settlement would be a channel error that kills the consumer: ignore it.
+        if self._settled:
+            return
+        self._settled = True
         with contextlib.suppress(*_CHANNEL_ERRORS):  # channel gone: the broker requeued it
             await self._channel.basic_ack(self._tag)
 
     async def reject(self, *, requeue: bool) -> None:
+        if self._settled:
+            return
+        self._settled = True
         with contextlib.suppress(*_CHANNEL_ERRORS):
             await self._channel.basic_reject(self._tag, requeue=requeue)
 
@@ -101,8 +118,11 @@ class _RabbitConsumer(Consumer):
     async def open(self, connection: AbstractConnection) -> None:
         channel = await connection.channel(publisher_confirms=False)
         raw = await channel.get_underlay_channel()
-        await raw.basic_qos(prefetch_count=self.prefetch)
-        ok = await raw.basic_consume(self.queue, self._on_message, no_ack=self.no_ack)
+        try:
+            await raw.basic_qos(prefetch_count=self.prefetch)
+            ok = await raw.basic_consume(self.queue, self._on_message, no_ack=self.no_ack)
+        except aiormq.exceptions.AMQPChannelError as exc:
+            raise _channel_error(exc) from None
         self._channel, self._raw, self._tag = channel, raw, ok.consumer_tag
 
     async def _on_message(self, delivered: DeliveredMessage) -> None:
@@ -119,7 +139,7 @@ class _RabbitConsumer(Consumer):
         if self._cancelled:
             return
         self._cancelled = True
-        self.transport.forget_consumer(self)
+        self.transport.forget_consumer(self, self.queue)
         if self._raw is not None and self._tag is not None:
             with contextlib.suppress(*_CHANNEL_ERRORS):
                 await self._raw.basic_cancel(self._tag)
@@ -161,6 +181,7 @@ class RabbitTransport(Transport):
         self._reconnecting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
+        self._id_locks: dict[str, asyncio.Lock] = {}
         self.log = log.bind(connection=connection_name)
 
     def spawn(self, coro: Any) -> None:
@@ -168,9 +189,15 @@ class RabbitTransport(Transport):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def forget_consumer(self, consumer: _RabbitConsumer) -> None:
+    def forget_consumer(self, consumer: _RabbitConsumer, queue: str) -> None:
         with contextlib.suppress(ValueError):
             self._consumers.remove(consumer)
+        spec_ = self._queues.get(queue)
+        if (spec_ is not None and spec_.auto_delete
+                and not any(c.queue == queue for c in self._consumers)):
+            # The broker deletes the queue now; replaying it on reconnect would bring back a
+            # queue no one consumes, where calls would wait instead of failing fast.
+            del self._queues[queue]
 
     # -- connection lifecycle -------------------------------------------------------------
 
@@ -281,22 +308,32 @@ class RabbitTransport(Transport):
             await channel.queue_bind(queue=queue.name, exchange=self.exchange, routing_key=pattern)
 
     async def declare_queue(self, spec_: QueueSpec) -> None:
-        await self._ready()
-        assert self._plain is not None
         known = self._queues.get(spec_.name)
         if known is not None:
             spec_ = QueueSpec(
                 spec_.name, tuple(dict.fromkeys(known.bindings + spec_.bindings)),
                 spec_.durable, spec_.auto_delete, spec_.exclusive, spec_.arguments,
             )
-        self._queues[spec_.name] = spec_
-        await self._declare(self._plain, spec_)
+        await self._on_own_channel(lambda channel: self._declare(channel, spec_))
+        self._queues[spec_.name] = spec_  # replayed on reconnect only once the broker agreed
 
     async def delete_queue(self, name: str) -> None:
-        await self._ready()
-        assert self._plain is not None
+        await self._on_own_channel(lambda channel: channel.queue_delete(queue=name))
         self._queues.pop(name, None)
-        await self._plain.queue_delete(queue=name)
+
+    async def _on_own_channel(self, operation: Any) -> None:
+        """Run a topology operation on a short-lived channel: a refusal closes only that."""
+        await self._ready()
+        assert self._connection is not None
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            await operation(await channel.get_underlay_channel())
+        except aiormq.exceptions.AMQPChannelError as exc:
+            raise _channel_error(exc) from None
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*_CHANNEL_ERRORS):
+                    await channel.close()
 
     async def consume(
         self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
@@ -311,16 +348,35 @@ class RabbitTransport(Transport):
     # -- messages -------------------------------------------------------------------------
 
     async def publish(self, message: Message, *, mandatory: bool = False) -> None:
+        properties = _properties(message)
         await self._ready()
-        channel = self._confirm if mandatory else self._plain
+        # Direct reply-to only works on the channel that consumes it: the confirm channel.
+        confirmed = mandatory or message.reply_to == DIRECT_REPLY_TO
+        channel = self._confirm if confirmed else self._plain
         if channel is None:
             raise TransportClosed("connection lost")
+        if mandatory and message.message_id:
+            # aiormq matches a return to its publish by message_id: one at a time per id.
+            lock = self._id_locks.setdefault(message.message_id, asyncio.Lock())
+            try:
+                async with lock:
+                    await self._publish(channel, message, properties, mandatory)
+            finally:
+                if not lock.locked():
+                    self._id_locks.pop(message.message_id, None)
+            return
+        await self._publish(channel, message, properties, mandatory)
+
+    async def _publish(
+        self, channel: aiormq.abc.AbstractChannel, message: Message,
+        properties: spec.Basic.Properties, mandatory: bool,
+    ) -> None:
         try:
             result = await channel.basic_publish(
                 message.body,
                 exchange=self.exchange,
                 routing_key=message.routing_key,
-                properties=_properties(message),
+                properties=properties,
                 mandatory=mandatory,
             )
         except aiormq.exceptions.PublishError as exc:

@@ -1,7 +1,7 @@
 """The interface every bus transport implements: the RabbitMQ one and the in-process one.
 
-The conformance suite (tests/conformance) runs the same tests against both, so code above this
-line never needs to know which it has.
+The conformance suite (tests/test_bus_conformance.py) runs the same tests against both, so
+code above this line never needs to know which it has.
 """
 
 from __future__ import annotations
@@ -14,6 +14,16 @@ from mesh.bus.message import DeliveryHandler, Message, QueueSpec, ReplyHandler
 
 class Unroutable(Exception):
     """A mandatory message matched no queue."""
+
+
+class ChannelError(Exception):
+    """The broker refused an operation (a queue redeclared with other properties, an exclusive
+    queue of another connection, a missing queue), with AMQP's reply code and text."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{text} ({code})")
+        self.code = code
+        self.text = text
 
 
 class TransportClosed(Exception):

@@ -1,0 +1,713 @@
+"""The transport conformance suite: every test runs on the in-process bus and on RabbitMQ.
+
+The in-process transport must route and deliver exactly as RabbitMQ does, so code tested on it
+behaves the same in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aio_pika
+import pytest
+
+from mesh.bus.message import Delivery, Message, QueueSpec
+from mesh.bus.rabbitmq import RabbitTransport
+from mesh.bus.transport import ChannelError, Transport, Unroutable
+from tests.conftest import Bus, delete_exchange, eventually
+
+QUIET = 0.25  # how long "nothing more arrives" is watched for
+# What a refused declare or consume raises: the interface has no broker-neutral error for it yet.
+REFUSED = (ChannelError,)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Held:
+    delivery: Delivery
+    order: asyncio.Future[bool | None]  # None: ack; else reject with that requeue
+    done: asyncio.Future[None]
+
+
+@dataclass(eq=False)
+class Inbox:
+    """A consumer's handler that records what it is given.
+
+    mode "ack" acks at once; "hold" keeps each handler running with its message unsettled until
+    the test calls ack() or reject() (the handler then settles it itself, as the Delivery contract
+    asks); "leave" returns without settling.
+    """
+
+    mode: Literal["ack", "hold", "leave"] = "ack"
+    messages: list[Message] = field(default_factory=list)
+    held: list[_Held] = field(default_factory=list)
+    cancelled: int = 0
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [m.body for m in self.messages]
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.messages.append(delivery.message)
+        if self.mode == "ack":
+            await delivery.ack()
+        if self.mode != "hold":
+            return
+        loop = asyncio.get_running_loop()
+        held = _Held(delivery, loop.create_future(), loop.create_future())
+        self.held.append(held)
+        try:
+            requeue = await held.order
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if requeue is None:
+            await delivery.ack()
+        else:
+            await delivery.reject(requeue=requeue)
+        held.done.set_result(None)
+
+    async def ack(self, index: int) -> None:
+        await self._settle(index, None)
+
+    async def reject(self, index: int, *, requeue: bool) -> None:
+        await self._settle(index, requeue)
+
+    async def _settle(self, index: int, requeue: bool | None) -> None:
+        held = self.held[index]
+        held.order.set_result(requeue)
+        await asyncio.wait_for(held.done, 5)
+
+    async def count(self, n: int) -> None:
+        """Wait until exactly `n` messages arrived and no more come."""
+        await counts({self: n})
+
+
+async def counts(expected: dict[Inbox, int]) -> None:
+    """Wait until each inbox got exactly its number of messages, and no more come."""
+    await eventually(lambda: all(len(i.messages) >= n for i, n in expected.items()))
+    await asyncio.sleep(QUIET)
+    assert {i: len(i.messages) for i in expected} == expected
+
+
+def name(bus: Bus, suffix: str) -> str:
+    """A queue name no other test (or run) uses."""
+    return f"{bus.exchange}.{suffix}"
+
+
+@pytest.fixture
+async def kept_queues(bus: Bus) -> AsyncIterator[list[str]]:
+    """Names of queues that do not delete themselves; removed from RabbitMQ after the test."""
+    names: list[str] = []
+    yield names
+    if bus.kind == "rabbitmq" and names:
+        assert bus.url is not None
+        connection = await aio_pika.connect(bus.url, timeout=5)
+        try:
+            channel = await connection.channel()
+            for queue in names:
+                await channel.queue_delete(queue)
+        finally:
+            await connection.close()
+
+
+async def kept_queue(transport: Transport, kept: list[str], queue: str, *bindings: str) -> str:
+    """Declare a queue that survives its consumers (auto_delete=False), deleted at teardown."""
+    kept.append(queue)
+    await transport.declare_queue(QueueSpec(queue, bindings, auto_delete=False))
+    return queue
+
+
+async def bound_inbox(
+    transport: Transport, queue: str, *bindings: str, mode: Literal["ack", "hold", "leave"] = "ack",
+    prefetch: int = 10,
+) -> Inbox:
+    """An auto-delete queue with `bindings`, and a consumer on it."""
+    await transport.declare_queue(QueueSpec(queue, bindings))
+    inbox = Inbox(mode)
+    await transport.consume(queue, inbox, prefetch=prefetch)
+    return inbox
+
+
+# -- routing ------------------------------------------------------------------------------------
+
+
+async def test_topic_routing_with_star_and_hash(bus: Bus) -> None:
+    transport = await bus.connected()
+    patterns = {
+        "one": "orders.*", "any": "orders.#", "created": "*.created", "deep": "#.created",
+        "exact": "orders.eu.created", "single": "*", "everything": "#",
+    }
+    inboxes = {k: await bound_inbox(transport, name(bus, k), p) for k, p in patterns.items()}
+    keys = ["orders", "orders.created", "orders.eu.created", "users.created", "created",
+            "orders.", "ordersx.created", ""]
+    for key in keys:
+        await transport.publish(Message(key.encode(), key))
+    expected = {
+        "one": ["orders.created", "orders."],
+        "any": ["orders", "orders.created", "orders.eu.created", "orders."],
+        "created": ["orders.created", "users.created", "ordersx.created"],
+        "deep": ["orders.created", "orders.eu.created", "users.created", "created",
+                 "ordersx.created"],
+        "exact": ["orders.eu.created"],
+        "single": ["orders", "created"],  # not "": the empty key has no words
+        "everything": keys,
+    }
+    await counts({inbox: len(expected[queue]) for queue, inbox in inboxes.items()})
+    for queue, inbox in inboxes.items():
+        assert sorted(m.routing_key for m in inbox.messages) == sorted(expected[queue]), queue
+
+
+async def test_fan_out_gives_each_matching_queue_one_copy(bus: Bus) -> None:
+    transport = await bus.connected()
+    first = await bound_inbox(transport, name(bus, "a"), "fan.out")
+    second = await bound_inbox(transport, name(bus, "b"), "fan.*")
+    twice = await bound_inbox(transport, name(bus, "c"), "fan.#", "#.out")  # two bindings match
+    other = await bound_inbox(transport, name(bus, "d"), "fan.in")
+    await transport.publish(Message(b"hello", "fan.out", headers={"tag": "original"}))
+    await counts({first: 1, second: 1, twice: 1, other: 0})
+    assert first.bodies == second.bodies == twice.bodies == [b"hello"]
+    # copies, not one shared object: a receiver changing its message changes no other one
+    first.messages[0].headers["tag"] = "changed"
+    assert second.messages[0].headers == {"tag": "original"}
+
+
+async def test_a_published_message_is_a_snapshot(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(QueueSpec(queue, ("snap",)))
+    message = Message(b"before", "snap", headers={"step": 1})
+    await transport.publish(message)
+    message.headers["step"] = 2
+    message.body = b"after"
+    inbox = Inbox()
+    await transport.consume(queue, inbox, prefetch=1)
+    await inbox.count(1)
+    assert (inbox.messages[0].body, inbox.messages[0].headers) == (b"before", {"step": 1})
+
+
+async def test_exchanges_do_not_share_bindings(bus: Bus) -> None:
+    main = await bus.connected()
+    other_exchange = f"{bus.exchange}-other"
+    other: Transport
+    if bus.kind == "memory":
+        other = bus.memory.connect(other_exchange)
+    else:
+        assert bus.url is not None
+        other = RabbitTransport(bus.url, other_exchange, connect_timeout=5, max_backoff=0.5)
+    await other.connect()
+    try:
+        on_main = await bound_inbox(main, name(bus, "main"), "k.#")
+        on_other = await bound_inbox(other, name(bus, "other"), "k.#")
+        # one queue bound on both exchanges, with a different pattern on each
+        both_queue = name(bus, "both")
+        await main.declare_queue(QueueSpec(both_queue, ("main.*",)))
+        await other.declare_queue(QueueSpec(both_queue, ("other.*",)))
+        both = Inbox()
+        await main.consume(both_queue, both, prefetch=10)
+
+        await main.publish(Message(b"1", "k.1"))
+        await other.publish(Message(b"2", "k.2"))
+        await main.publish(Message(b"3", "main.x"))
+        await other.publish(Message(b"4", "other.x"))
+        await other.publish(Message(b"5", "main.x"))  # bound on main only
+        await main.publish(Message(b"6", "other.x"))  # bound on other only
+        await counts({on_main: 1, on_other: 1, both: 2})
+        assert (on_main.bodies, on_other.bodies, sorted(both.bodies)) == (
+            [b"1"], [b"2"], [b"3", b"4"])
+        with pytest.raises(Unroutable):
+            await other.publish(Message(b"7", "main.y"), mandatory=True)
+    finally:
+        await other.close()
+        if bus.kind == "rabbitmq":
+            assert bus.url is not None
+            await delete_exchange(bus.url, other_exchange)
+
+
+# -- consumers, prefetch, settling --------------------------------------------------------------
+
+
+async def test_competing_consumers_share_a_queue(bus: Bus) -> None:
+    server_a, server_b, client = [await bus.connected(n) for n in ("a", "b", "client")]
+    queue = name(bus, "work")
+    await server_a.declare_queue(QueueSpec(queue, ("work",)))
+    await server_b.declare_queue(QueueSpec(queue, ("work",)))
+    a, b = Inbox(), Inbox()
+    await server_a.consume(queue, a, prefetch=10)
+    await server_b.consume(queue, b, prefetch=10)
+    sent = [str(i).encode() for i in range(20)]
+    for body in sent:
+        await client.publish(Message(body, "work"))
+    await eventually(lambda: len(a.messages) + len(b.messages) >= len(sent))
+    await asyncio.sleep(QUIET)
+    assert a.messages and b.messages, "both consumers take a share"
+    assert sorted(a.bodies + b.bodies) == sorted(sent), "each message delivered exactly once"
+    assert not any(m.redelivered for m in a.messages + b.messages)
+
+
+async def test_prefetch_splits_held_messages_evenly(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(QueueSpec(queue, ("k",)))
+    a, b = Inbox("hold"), Inbox("hold")
+    await transport.consume(queue, a, prefetch=3)
+    await transport.consume(queue, b, prefetch=3)
+    for i in range(6):
+        await transport.publish(Message(str(i).encode(), "k"))
+    await counts({a: 3, b: 3})
+    assert sorted(a.bodies + b.bodies) == [str(i).encode() for i in range(6)]
+
+
+async def test_prefetch_bounds_unacked_deliveries(bus: Bus) -> None:
+    transport = await bus.connected()
+    inbox = await bound_inbox(transport, name(bus, "q"), "k", mode="hold", prefetch=2)
+    for i in range(5):
+        await transport.publish(Message(str(i).encode(), "k"))
+    await inbox.count(2)
+    assert inbox.bodies == [b"0", b"1"]
+    await inbox.ack(0)
+    await inbox.count(3)
+    await inbox.ack(1)
+    await inbox.ack(2)
+    await inbox.count(5)
+    assert inbox.bodies == [str(i).encode() for i in range(5)]
+
+
+async def test_prefetch_zero_means_unbounded(bus: Bus) -> None:
+    transport = await bus.connected()
+    inbox = await bound_inbox(transport, name(bus, "q"), "k", mode="hold", prefetch=0)
+    for i in range(5):
+        await transport.publish(Message(str(i).encode(), "k"))
+    await inbox.count(5)
+
+
+async def test_reject_with_requeue_redelivers_flagged(bus: Bus) -> None:
+    transport = await bus.connected()
+    inbox = await bound_inbox(transport, name(bus, "q"), "k", mode="hold", prefetch=1)
+    await transport.publish(Message(b"again", "k"))
+    await inbox.count(1)
+    assert inbox.messages[0].redelivered is False
+    await inbox.reject(0, requeue=True)
+    await inbox.count(2)
+    assert (inbox.bodies[1], inbox.messages[1].redelivered) == (b"again", True)
+    await inbox.ack(1)
+    await inbox.count(2)
+
+
+async def test_reject_without_requeue_drops(bus: Bus) -> None:
+    transport = await bus.connected()
+    inbox = await bound_inbox(transport, name(bus, "q"), "k", mode="hold", prefetch=1)
+    await transport.publish(Message(b"bad", "k"))
+    await inbox.count(1)
+    await inbox.reject(0, requeue=False)
+    await transport.publish(Message(b"good", "k"))
+    await inbox.count(2)
+    assert inbox.bodies == [b"bad", b"good"]
+    assert inbox.messages[1].redelivered is False
+
+
+async def test_requeued_messages_keep_their_place(bus: Bus, kept_queues: list[str]) -> None:
+    transport = await bus.connected()
+    queue = await kept_queue(transport, kept_queues, name(bus, "q"), "k")
+    holder = Inbox("hold")
+    consumer = await transport.consume(queue, holder, prefetch=3)
+    for i in range(5):
+        await transport.publish(Message(str(i).encode(), "k"))
+    await holder.count(3)
+    await consumer.cancel()  # the held messages stay with their handlers
+    for index in (2, 0, 1):  # put back out of order
+        await holder.reject(index, requeue=True)
+    after = Inbox()
+    await transport.consume(queue, after, prefetch=10)
+    await after.count(5)
+    assert after.bodies == [str(i).encode() for i in range(5)]
+    assert [m.redelivered for m in after.messages] == [True, True, True, False, False]
+
+
+async def test_settling_twice_is_harmless(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(QueueSpec(queue, ("k",)))
+    seen: list[bytes] = []
+
+    async def twice(delivery: Delivery) -> None:
+        seen.append(delivery.message.body)
+        await delivery.ack()
+        await delivery.ack()
+
+    await transport.consume(queue, twice, prefetch=1)
+    await transport.publish(Message(b"1", "k"))
+    await eventually(lambda: len(seen) == 1)
+    await transport.publish(Message(b"2", "k"))
+    await eventually(lambda: len(seen) == 2, timeout=1)
+
+
+# -- publishing -----------------------------------------------------------------------------------
+
+
+async def test_mandatory_publish_to_an_unbound_key_is_unroutable(bus: Bus) -> None:
+    transport = await bus.connected()
+    inbox = await bound_inbox(transport, name(bus, "q"), "bound.*")
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"x", "unbound"), mandatory=True)
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"x", "bound"), mandatory=True)  # '*' needs a word
+    await transport.publish(Message(b"lost", "unbound"))  # not mandatory: silently dropped
+    await transport.publish(Message(b"ok", "bound.1"), mandatory=True)
+    await inbox.count(1)
+    assert inbox.bodies == [b"ok"]
+
+
+async def test_mandatory_returns_match_their_publish(
+    bus: Bus,
+) -> None:
+    transport = await bus.connected()
+    inbox = await bound_inbox(transport, name(bus, "q"), "bound")
+    results = await asyncio.gather(
+        transport.publish(Message(b"1", "unbound", message_id="same"), mandatory=True),
+        transport.publish(Message(b"2", "bound", message_id="same"), mandatory=True),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Unroutable)
+    assert results[1] is None
+    await inbox.count(1)
+
+
+async def test_properties_survive_the_trip(bus: Bus) -> None:
+    sender, receiver = await bus.connected("sender"), await bus.connected("receiver")
+    inbox = await bound_inbox(receiver, name(bus, "q"), "props.#")
+    headers = {
+        "text": "héllo", "empty": "", "int": 42, "negative": -7, "big": 2**40, "yes": True,
+        "ratio": 0.5, "nothing": None, "nested": {"k": [1, "two"]},
+    }
+    sent = [
+        Message(b"\x00\xffbinary", "props.full", headers=headers, correlation_id="corr-1",
+                reply_to="somewhere", content_type="application/x-custom", message_id="m-1",
+                persistent=True, expiration_ms=60_000),
+        Message(b"{}", "props.plain", content_type=None, redelivered=True),
+    ]
+    for message in sent:
+        await sender.publish(message)
+    await inbox.count(2)
+    full, plain = sorted(inbox.messages, key=lambda m: m.routing_key)
+    assert full == Message(
+        b"\x00\xffbinary", "props.full", headers=headers, correlation_id="corr-1",
+        reply_to="somewhere", content_type="application/x-custom", message_id="m-1",
+        persistent=True, expiration_ms=60_000, redelivered=False,
+    )
+    assert (plain.headers, plain.correlation_id, plain.reply_to, plain.content_type) == (
+        {}, None, None, None)
+    assert (plain.persistent, plain.expiration_ms, plain.redelivered) == (False, None, False)
+    # the RabbitMQ client (aiormq) gives every message an id, so the in-process bus does too
+    assert isinstance(plain.message_id, str) and len(plain.message_id) == 32
+
+
+async def test_what_amqp_cannot_carry_is_refused_at_publish(bus: Bus) -> None:
+    transport = await bus.connected()
+    for bad in ({"raw": b"bytes"}, {"pair": (1, 2)}, {"thing": object()}, {"huge": 2**70}):
+        with pytest.raises(TypeError):
+            await transport.publish(Message(b"x", "k", headers=bad))
+    with pytest.raises(ValueError, match="too long"):
+        await transport.publish(Message(b"x", "k" * 256))
+    inbox = await bound_inbox(transport, name(bus, "q"), "k")  # the transport still works
+    await transport.publish(Message(b"fine", "k"))
+    await inbox.count(1)
+
+
+# -- expiry ---------------------------------------------------------------------------------------
+
+
+async def test_a_message_past_its_expiry_is_never_delivered(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(QueueSpec(queue, ("k",)))
+    await transport.publish(Message(b"stale", "k", expiration_ms=50))
+    await transport.publish(Message(b"fresh", "k", expiration_ms=60_000))
+    await transport.publish(Message(b"forever", "k"))
+    await asyncio.sleep(0.2)
+    inbox = Inbox()
+    await transport.consume(queue, inbox, prefetch=10)
+    await inbox.count(2)
+    assert inbox.bodies == [b"fresh", b"forever"]
+
+
+async def test_queue_ttl_applies_to_every_message(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(
+        QueueSpec(queue, ("k",), arguments=(("x-message-ttl", 50),))
+    )
+    await transport.publish(Message(b"stale", "k"))
+    await transport.publish(Message(b"short", "k", expiration_ms=60_000))  # the lower TTL wins
+    await asyncio.sleep(0.2)
+    await transport.publish(Message(b"fresh", "k"))
+    inbox = Inbox()
+    await transport.consume(queue, inbox, prefetch=10)
+    await inbox.count(1)
+    assert inbox.bodies == [b"fresh"]
+
+
+async def test_expiry_zero_means_now_or_never(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(QueueSpec(queue, ("k",)))
+    await transport.publish(Message(b"nobody-there", "k", expiration_ms=0))
+    await asyncio.sleep(0.1)
+    inbox = Inbox()
+    await transport.consume(queue, inbox, prefetch=10)
+    await transport.publish(Message(b"taken-at-once", "k", expiration_ms=0))
+    await inbox.count(1)
+    assert inbox.bodies == [b"taken-at-once"]
+
+
+async def test_a_requeued_message_keeps_its_expiry(bus: Bus) -> None:
+    transport = await bus.connected()
+    inbox = await bound_inbox(transport, name(bus, "q"), "k", mode="hold", prefetch=1)
+    await transport.publish(Message(b"short-lived", "k", expiration_ms=100))
+    await inbox.count(1)
+    await asyncio.sleep(0.2)  # expires while held
+    await inbox.reject(0, requeue=True)
+    await transport.publish(Message(b"next", "k"))
+    await inbox.count(2)
+    assert inbox.bodies == [b"short-lived", b"next"]
+
+
+async def test_a_negative_expiry_is_refused_at_publish(
+    bus: Bus,
+) -> None:
+    transport = await bus.connected()
+    lost: list[None] = []
+    transport.on_connection_lost(lambda: lost.append(None))
+    with pytest.raises(ValueError, match="expiration"):
+        await transport.publish(Message(b"x", "k", expiration_ms=-1))
+    await asyncio.sleep(QUIET)
+    assert lost == []
+
+
+# -- queue lifetime -------------------------------------------------------------------------------
+
+
+async def test_auto_delete_queue_goes_with_its_last_consumer(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(QueueSpec(queue, ("k",), auto_delete=True))
+    # never consumed: it stays
+    await transport.publish(Message(b"kept", "k"), mandatory=True)
+    first = await transport.consume(queue, Inbox(), prefetch=1)
+    second = await transport.consume(queue, Inbox(), prefetch=1)
+    await first.cancel()
+    await transport.publish(Message(b"still-there", "k"), mandatory=True)
+    await second.cancel()
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"gone", "k"), mandatory=True)
+
+
+async def test_a_stale_consumer_does_not_delete_a_new_queue(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "q")
+    await transport.declare_queue(QueueSpec(queue, ("k",), auto_delete=True))
+    stale = await transport.consume(queue, Inbox(), prefetch=1)
+    await transport.delete_queue(queue)  # the broker cancels `stale`
+    await transport.declare_queue(QueueSpec(queue, ("k",), auto_delete=True))
+    await stale.cancel()
+    await transport.publish(Message(b"x", "k"), mandatory=True)  # the new queue is still there
+    await transport.delete_queue(queue)
+
+
+async def test_exclusive_queue_belongs_to_its_connection(bus: Bus) -> None:
+    owner, stranger = await bus.connected("owner"), await bus.connected("stranger")
+    queue = name(bus, "q")
+    await owner.declare_queue(QueueSpec(queue, ("k",), auto_delete=False, exclusive=True))
+    with pytest.raises(REFUSED):
+        await stranger.consume(queue, Inbox(), prefetch=1)
+    await stranger.publish(Message(b"x", "k"), mandatory=True)  # but anyone may publish to it
+    await owner.close()
+    with pytest.raises(Unroutable):
+        await stranger.publish(Message(b"x", "k"), mandatory=True)
+
+
+async def test_consuming_a_missing_queue_is_refused(bus: Bus) -> None:
+    transport = await bus.connected()
+    with pytest.raises(REFUSED):
+        await transport.consume(name(bus, "missing"), Inbox(), prefetch=1)
+    inbox = await bound_inbox(transport, name(bus, "q"), "k")  # the transport still works
+    await transport.publish(Message(b"x", "k"))
+    await inbox.count(1)
+
+
+async def test_redeclaring_with_other_properties_is_refused(
+    bus: Bus, kept_queues: list[str],
+) -> None:
+    first, second = await bus.connected("first"), await bus.connected("second")
+    queue = await kept_queue(first, kept_queues, name(bus, "q"), "k")
+    with pytest.raises(REFUSED):
+        await second.declare_queue(QueueSpec(queue, ("k",), durable=True, auto_delete=False))
+    inbox = Inbox()
+    await first.consume(queue, inbox, prefetch=1)
+    await asyncio.wait_for(second.publish(Message(b"still-working", "k")), 1)
+    await inbox.count(1)
+
+
+# -- cancel and close -----------------------------------------------------------------------------
+
+
+async def test_cancel_stops_deliveries_and_held_messages_can_still_be_acked(
+    bus: Bus, kept_queues: list[str],
+) -> None:
+    transport = await bus.connected()
+    queue = await kept_queue(transport, kept_queues, name(bus, "q"), "k")
+    inbox = Inbox("hold")
+    consumer = await transport.consume(queue, inbox, prefetch=1)
+    await transport.publish(Message(b"1", "k"))
+    await transport.publish(Message(b"2", "k"))
+    await inbox.count(1)
+    await consumer.cancel()
+    await inbox.ack(0)  # delivered before the cancel: settles normally
+    await transport.publish(Message(b"3", "k"))
+    await inbox.count(1)
+    rest = Inbox()
+    await transport.consume(queue, rest, prefetch=10)
+    await rest.count(2)
+    assert rest.bodies == [b"2", b"3"]  # "1" was acked, so it is not redelivered
+    assert not any(m.redelivered for m in rest.messages)
+
+
+async def test_cancel_returns_what_handlers_left_unsettled(
+    bus: Bus, kept_queues: list[str],
+) -> None:
+    transport = await bus.connected()
+    queue = await kept_queue(transport, kept_queues, name(bus, "q"), "k")
+    careless = Inbox("leave")
+    consumer = await transport.consume(queue, careless, prefetch=5)
+    await transport.publish(Message(b"forgotten", "k"))
+    await careless.count(1)
+    await consumer.cancel()
+    after = Inbox()
+    await transport.consume(queue, after, prefetch=5)
+    await after.count(1)
+    assert (after.bodies, after.messages[0].redelivered) == ([b"forgotten"], True)
+
+
+async def test_close_requeues_unacked_messages_to_another_consumer(
+    bus: Bus, kept_queues: list[str],
+) -> None:
+    stays, leaves = await bus.connected("stays"), await bus.connected("leaves")
+    queue = await kept_queue(stays, kept_queues, name(bus, "q"), "k")
+    held = Inbox("hold")
+    await leaves.consume(queue, held, prefetch=3)
+    for i in range(4):
+        await stays.publish(Message(str(i).encode(), "k"))
+    await held.count(3)
+    await leaves.close()
+    await eventually(lambda: held.cancelled == 3)  # the closed channel's handlers are cancelled
+    other = Inbox()
+    await stays.consume(queue, other, prefetch=10)
+    await other.count(4)
+    assert other.bodies == [b"0", b"1", b"2", b"3"]
+    assert [m.redelivered for m in other.messages] == [True, True, True, False]
+
+
+# -- replies --------------------------------------------------------------------------------------
+
+
+async def serve_echo(transport: Transport, queue: str, key: str) -> list[Message]:
+    """A server that answers every request on `key` with its body and headers reversed."""
+    requests: list[Message] = []
+
+    async def handle(delivery: Delivery) -> None:
+        await delivery.ack()
+        request = delivery.message
+        requests.append(request)
+        assert request.reply_to
+        await transport.send_reply(request.reply_to, Message(
+            request.body[::-1], headers={**request.headers, "served": 1},
+            correlation_id=request.correlation_id,
+        ))
+
+    await transport.declare_queue(QueueSpec(queue, (key,)))
+    await transport.consume(queue, handle, prefetch=10)
+    return requests
+
+
+async def test_reply_round_trip(bus: Bus) -> None:
+    server, caller = await bus.connected("server"), await bus.connected("caller")
+    requests = await serve_echo(server, name(bus, "rpc"), "svc.echo")
+    replies: list[Message] = []
+    address = await caller.listen_for_replies(replies.append)
+    for i in range(3):
+        await caller.publish(Message(
+            f"ping-{i}".encode(), "svc.echo", headers={"n": i, "who": "caller"},
+            correlation_id=f"c-{i}", reply_to=address,
+        ), mandatory=True)
+    await eventually(lambda: len(replies) == 3)
+    assert sorted((r.correlation_id, r.body, r.headers["n"]) for r in replies) == [
+        (f"c-{i}", f"{i}-gnip".encode(), i) for i in range(3)]
+    assert all(r.headers == {"n": r.headers["n"], "who": "caller", "served": 1} for r in replies)
+    assert all(r.redelivered is False for r in replies)
+    assert len(requests) == 3
+
+
+async def test_reply_to_a_gone_caller_is_dropped(bus: Bus) -> None:
+    server, caller = await bus.connected("server"), await bus.connected("caller")
+    requests = await serve_echo(server, name(bus, "rpc"), "svc.echo")
+    replies: list[Message] = []
+    address = await caller.listen_for_replies(replies.append)
+    await caller.publish(Message(b"1", "svc.echo", reply_to=address), mandatory=True)
+    await eventually(lambda: len(replies) == 1)
+    await caller.close()
+    assert requests[0].reply_to
+    await server.send_reply(requests[0].reply_to, Message(b"late"))  # no error
+    await asyncio.sleep(QUIET)
+    assert len(replies) == 1
+
+
+async def test_reply_to_a_queue_name_reaches_that_queue(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "replies")
+    inbox = await bound_inbox(transport, queue)  # no bindings: reachable by name only
+    await transport.send_reply(queue, Message(b"direct", correlation_id="c-1"))
+    await inbox.count(1)
+    assert (inbox.bodies, inbox.messages[0].correlation_id) == ([b"direct"], "c-1")
+
+
+async def test_request_published_without_mandatory_gets_its_reply(
+    bus: Bus,
+) -> None:
+    server, caller = await bus.connected("server"), await bus.connected("caller")
+    lost: list[None] = []
+    caller.on_connection_lost(lambda: lost.append(None))
+    await serve_echo(server, name(bus, "rpc"), "svc.echo")
+    replies: list[Message] = []
+    address = await caller.listen_for_replies(replies.append)
+    await caller.publish(Message(b"ping", "svc.echo", correlation_id="c-1", reply_to=address))
+    await eventually(lambda: len(replies) == 1, timeout=1)
+    assert replies[0].body == b"gnip"
+    assert lost == []
+
+
+@pytest.mark.rabbitmq
+async def test_reconnect_does_not_bring_back_a_queue_whose_consumers_left(rabbit_bus: Bus) -> None:
+    from tests.processes import drop_connections
+
+    name = f"revive-{rabbit_bus.exchange}"
+    transport = RabbitTransport(rabbit_bus.url or "", rabbit_bus.exchange,
+                                connection_name=name, max_backoff=0.3)
+    rabbit_bus.transports.append(transport)
+    await transport.connect()
+    queue = f"{rabbit_bus.exchange}.gone"
+    await transport.declare_queue(QueueSpec(queue, ("gone.*",)))
+
+    async def drop(delivery: Delivery) -> None:
+        await delivery.ack()
+
+    consumer = await transport.consume(queue, drop, prefetch=1)
+    await consumer.cancel()  # last consumer: the broker deletes the auto-delete queue
+    assert await asyncio.to_thread(drop_connections, name) == 1
+    await eventually(lambda: transport.reconnects == 1, timeout=10)
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"{}", routing_key="gone.x"), mandatory=True)
