@@ -12,8 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
+from aiormq.exceptions import AMQPConnectionError
+
 from bench import rpc
-from bench.broker import default_url
+from bench.broker import default_url, display_url
 from bench.procs import ServerFailed, install_sigterm_handler
 
 
@@ -58,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except ServerFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (AMQPConnectionError, OSError) as exc:
+        print(f"error: cannot use RabbitMQ at {display_url(args.url)}: {exc} "
+              "(is it up, and is the URL right? `rabbitmq-server -detached` starts it)",
+              file=sys.stderr)
         return 1
 
 

@@ -91,9 +91,15 @@ async def wait_until_serving(
 
 
 def install_sigterm_handler() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so `finally` blocks stop servers and delete queues."""
+    """Make SIGTERM act as Ctrl-C, so `finally` blocks stop the servers and delete the queues.
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    Re-raising SIGINT (rather than raising KeyboardInterrupt here) lets asyncio.run's own SIGINT
+    handling cancel the main task cleanly when the signal arrives inside the event loop.
+    """
 
-    signal.signal(signal.SIGTERM, interrupt)
+    def as_interrupt(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, as_interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a shell
+        signal.signal(signal.SIGINT, signal.default_int_handler)

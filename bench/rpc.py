@@ -19,6 +19,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from mesh_noop.contract import EchoRequest, NoopContract
 
@@ -38,6 +39,7 @@ SIDES = ("mesh", "baseline")
 PHASE_TIMEOUT = 300.0  # one batch of calls; only hit if a server stops answering
 
 Results = dict[str, dict[int, list[Run]]]
+Report = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -56,15 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=_non_negative, default=200, metavar="N",
                         help="untimed calls per side and level before the first round "
                              "(default: %(default)s)")
-    parser.add_argument("--rounds", type=_positive, default=3, metavar="N",
+    parser.add_argument("--rounds", type=_positive, default=6, metavar="N",
                         help="alternating rounds the calls are split into (default: %(default)s)")
-    parser.add_argument("--size", type=_positive, default=64, metavar="CHARS",
-                        help="length of the echoed text (default: %(default)s)")
+    parser.add_argument("--size", type=_text_size, default=64, metavar="CHARS",
+                        help="length of the echoed text, at most 10000 (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.size > 10_000:
-        raise SystemExit("error: --size is at most 10000 (noop.echo's limit)")
     options = Options(args.url, args.calls, args.warmup, min(args.rounds, args.calls),
                       ("mesh bench " * (args.size // 11 + 1))[: args.size])
     results = measure(options)
@@ -180,13 +180,13 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def to_json(results: Results) -> dict[str, dict[str, object]]:
+def to_json(results: Results) -> Report:
     """The --json shape: mesh/baseline → c1/c64 → figures, and the calls/s ratios."""
     summaries: dict[str, dict[int, Summary]] = {
         side: {level: summarize(runs) for level, runs in by_level.items()}
         for side, by_level in results.items()
     }
-    report: dict[str, dict[str, object]] = {
+    report: Report = {
         side: {f"c{level}": summary.as_dict() for level, summary in by_level.items()}
         for side, by_level in summaries.items()
     }
@@ -199,7 +199,7 @@ def to_json(results: Results) -> dict[str, dict[str, object]]:
     return report
 
 
-def render(report: dict[str, dict[str, object]], options: Options) -> str:
+def render(report: Report, options: Options) -> str:
     lines = [
         f"mesh RPC vs plain aio-pika, {display_url(options.url)}: {options.calls} calls per side "
         f"and level in {options.rounds} rounds, {len(options.text)}-char text",
@@ -209,7 +209,6 @@ def render(report: dict[str, dict[str, object]], options: Options) -> str:
     for level in LEVELS:
         for side in SIDES:
             figures = report[side][f"c{level}"]
-            assert isinstance(figures, dict)
             lines.append(
                 f"{side:<9}{f'c{level}':<5}{figures['calls_per_s']:>10,.0f}"
                 f"{figures['p50_ms']:>10.3f}{figures['p99_ms']:>10.3f}"
@@ -223,6 +222,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _text_size(text: str) -> int:
+    value = _positive(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError(f"noop.echo takes at most 10000 characters, not {value}")
     return value
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -83,7 +83,9 @@ class _RabbitDelivery:
             return
         self._settled = True
         with contextlib.suppress(*_CHANNEL_ERRORS):  # channel gone: the broker requeued it
-            await self._channel.basic_ack(self._tag)
+            # Queued, not awaited: the channel's writer is FIFO, so the ack still reaches the
+            # broker before anything the handler sends next (its reply, say).
+            await self._channel.basic_ack(self._tag, wait=False)
 
     async def reject(self, *, requeue: bool) -> None:
         if self._settled:
@@ -171,8 +173,8 @@ class RabbitTransport(Transport):
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
         self._connection: AbstractConnection | None = None
-        self._confirm: aiormq.abc.AbstractChannel | None = None
-        self._plain: aiormq.abc.AbstractChannel | None = None
+        self._confirm: aiormq.Channel | None = None
+        self._plain: aiormq.Channel | None = None
         self._queues: dict[str, QueueSpec] = {}
         self._consumers: list[_RabbitConsumer] = []
         self._reply_handler: ReplyHandler | None = None
@@ -216,8 +218,9 @@ class RabbitTransport(Transport):
                 publisher_confirms=True, on_return_raises=True
             )
             plain_channel = await connection.channel(publisher_confirms=False)
-            confirm = await confirm_channel.get_underlay_channel()
-            plain = await plain_channel.get_underlay_channel()
+            # The concrete aiormq channel: its basic_publish takes `wait`, the ABC's does not.
+            confirm = cast(aiormq.Channel, await confirm_channel.get_underlay_channel())
+            plain = cast(aiormq.Channel, await plain_channel.get_underlay_channel())
             await plain.exchange_declare(
                 exchange=self.exchange, exchange_type="topic", durable=True
             )
@@ -360,16 +363,16 @@ class RabbitTransport(Transport):
             lock = self._id_locks.setdefault(message.message_id, asyncio.Lock())
             try:
                 async with lock:
-                    await self._publish(channel, message, properties, mandatory)
+                    await self._publish(channel, message, properties, mandatory, confirmed)
             finally:
                 if not lock.locked():
                     self._id_locks.pop(message.message_id, None)
             return
-        await self._publish(channel, message, properties, mandatory)
+        await self._publish(channel, message, properties, mandatory, confirmed)
 
     async def _publish(
-        self, channel: aiormq.abc.AbstractChannel, message: Message,
-        properties: spec.Basic.Properties, mandatory: bool,
+        self, channel: aiormq.Channel, message: Message,
+        properties: spec.Basic.Properties, mandatory: bool, confirmed: bool,
     ) -> None:
         try:
             result = await channel.basic_publish(
@@ -378,6 +381,9 @@ class RabbitTransport(Transport):
                 routing_key=message.routing_key,
                 properties=properties,
                 mandatory=mandatory,
+                # A confirmed publish waits for the broker's confirm; waiting for the socket
+                # to drain as well would cost a loop turn per message for nothing.
+                wait=not confirmed,
             )
         except aiormq.exceptions.PublishError as exc:
             raise Unroutable(message.routing_key) from exc
@@ -391,8 +397,9 @@ class RabbitTransport(Transport):
         if self._plain is None:
             raise TransportClosed("connection lost")
         try:
-            await self._plain.basic_publish(
-                message.body, exchange="", routing_key=reply_to, properties=_properties(message)
+            await self._plain.basic_publish(  # fire and forget: the prefetch bounds replies
+                message.body, exchange="", routing_key=reply_to, properties=_properties(message),
+                wait=False,
             )
         except _CHANNEL_ERRORS as exc:
             raise TransportClosed(str(exc) or "connection lost") from exc
