@@ -25,3 +25,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	scripts/ensure-services
 	$(VENV)/bin/python -m bench rpc
+	$(VENV)/bin/python -m bench startup

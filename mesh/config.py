@@ -36,6 +36,10 @@ class MeshSettings(BaseSettings):
         description="Name of the topic exchange; every queue name is prefixed with it.",
     )
     data_dir: Path = Field(default=Path(".mesh"), description="Where mesh keeps local state.")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg:// URL. Unset: SQLite files in the data directory.",
+    )
     disabled_plugins: list[str] = Field(
         default_factory=list, description="Plugins discovered but not loaded."
     )

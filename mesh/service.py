@@ -24,6 +24,7 @@ from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
 from mesh.rpc.client import RpcClient
+from mesh.storage.database import Database, database_url
 
 
 def new_instance_id(service: str) -> str:
@@ -36,6 +37,7 @@ class Service:
     """Base of the four services; each subclass names its kind and adds what only it does."""
 
     kind: ClassVar[str]
+    uses_database: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -49,14 +51,17 @@ class Service:
         self.transport = transport
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
         self.rpc_client = RpcClient(transport, self.kind)
+        self.sources = list(discover() if sources is None else sources)
+        self.database = self._open_database() if self.uses_database else None
         self.host = PluginHost(
             service=self.kind,
             instance=self.instance,
             transport=transport,
             rpc_client=self.rpc_client,
-            sources=list(discover() if sources is None else sources),
+            sources=self.sources,
             disabled=set(settings.disabled_plugins),
             rpc_concurrency=settings.rpc_concurrency,
+            database=self.database,
         )
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
@@ -66,9 +71,16 @@ class Service:
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
 
+    def _open_database(self) -> Database:
+        return Database(database_url(self.settings))
+
+    async def prepare(self) -> None:
+        """What a service does after joining the bus and before starting plugins."""
+
     async def start(self) -> None:
         await self.transport.connect()
         await self.rpc_client.start()
+        await self.prepare()
         await self.host.start_all()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
         self.log.info("service.started", transport=self.transport.kind,
@@ -85,6 +97,8 @@ class Service:
         await self._send_heartbeat()
         await self.host.stop_all(timeout=self.settings.shutdown_timeout)
         await self.transport.close()
+        if self.database is not None:
+            await self.database.close()
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:

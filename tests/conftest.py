@@ -11,6 +11,8 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -24,6 +26,17 @@ from mesh.plugin.discovery import PluginSource, discover
 from mesh.service import Service
 
 BROKER_URL = os.environ.get("MESH_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1/")
+PG_ADMIN_URL = os.environ.get(
+    "MESH_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), 5).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -31,15 +44,57 @@ def broker_url() -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(BROKER_URL)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 5).close()
-    except OSError as exc:
+    if not reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
         pytest.fail(
-            f"RabbitMQ is not reachable at {BROKER_URL} ({exc!r}); start it with "
+            f"RabbitMQ is not reachable at {BROKER_URL}; start it with "
             "`rabbitmq-server -detached` or run `make test`, which does.",
             pytrace=False,
         )
     return BROKER_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_ADMIN_URL)
+    if not reachable(url.host or "127.0.0.1", url.port or 5432):
+        pytest.fail(
+            f"PostgreSQL is not reachable at {url.host}:{url.port}; start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or run "
+            "`make test`, which does.",
+            pytrace=False,
+        )
+    return PG_ADMIN_URL
+
+
+@asynccontextmanager
+async def fresh_postgres_database(admin_url: str) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = f"mesh_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The same test on SQLite files and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'db' / 'mesh.sqlite'}"
+        return
+    async with fresh_postgres_database(request.getfixturevalue("postgres_admin_url")) as url:
+        yield url
 
 
 async def delete_exchange(url: str, exchange: str) -> None:
@@ -54,8 +109,9 @@ async def delete_exchange(url: str, exchange: str) -> None:
 class Bus:
     """A bus for one test: transports on it share an exchange (and a broker, in memory)."""
 
-    def __init__(self, kind: str, url: str | None) -> None:
+    def __init__(self, kind: str, url: str | None, data_dir: Path) -> None:
         self.kind = kind
+        self.data_dir = data_dir
         self.url = url
         self.exchange = f"mesh-test-{uuid.uuid4().hex[:10]}"
         self.memory = MemoryBroker()
@@ -81,6 +137,7 @@ class Bus:
     def settings(self, **overrides: Any) -> MeshSettings:
         values: dict[str, Any] = {
             "exchange": self.exchange, "heartbeat_interval": 0.5, "shutdown_timeout": 5.0,
+            "data_dir": self.data_dir,
         }
         values.update(overrides)
         return MeshSettings(**values)
@@ -110,24 +167,24 @@ class Bus:
 
 
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
     """The same test on the in-process bus and on RabbitMQ: the conformance suite's fixture."""
     url = request.getfixturevalue("broker_url") if request.param == "rabbitmq" else None
-    bus = Bus(request.param, url)
+    bus = Bus(request.param, url, tmp_path / "data")
     yield bus
     await bus.close()
 
 
 @pytest.fixture
-async def rabbit_bus(broker_url: str) -> AsyncIterator[Bus]:
-    bus = Bus("rabbitmq", broker_url)
+async def rabbit_bus(broker_url: str, tmp_path: Path) -> AsyncIterator[Bus]:
+    bus = Bus("rabbitmq", broker_url, tmp_path / "data")
     yield bus
     await bus.close()
 
 
 @pytest.fixture
-async def memory_bus() -> AsyncIterator[Bus]:
-    bus = Bus("memory", None)
+async def memory_bus(tmp_path: Path) -> AsyncIterator[Bus]:
+    bus = Bus("memory", None, tmp_path / "data")
     yield bus
     await bus.close()
 

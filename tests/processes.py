@@ -20,7 +20,8 @@ class MeshProcess:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("w")
-        full_env = {**os.environ, "MESH_LOG_FORMAT": "json", "MESH_LOG_LEVEL": "INFO", **env}
+        full_env = {**os.environ, "MESH_LOG_FORMAT": "json", "MESH_LOG_LEVEL": "INFO",
+                    "MESH_DATA_DIR": str(log_dir / "data"), **env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mesh", *args], env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT, text=True,
@@ -81,3 +82,20 @@ def drop_connections(name_part: str) -> int:
         subprocess.run(["rabbitmqctl", "close_connection", pid, "test: broker drops it"],
                        capture_output=True, check=True, timeout=30)
     return len(pids)
+
+
+FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+
+
+def fixture_plugins_env(site: Path, *names: str) -> dict[str, str]:
+    """Environment for a child process that discovers the named fixture plugins as if they
+    were pip-installed: a minimal .dist-info per plugin carries its entry point."""
+    for name in names:
+        dist = site / f"mesh_fixture_{name}-1.0.0.dist-info"
+        dist.mkdir(parents=True, exist_ok=True)
+        (dist / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: mesh-fixture-{name}\nVersion: 1.0.0\n")
+        (dist / "entry_points.txt").write_text(
+            f"[mesh.plugins]\n{name} = mesh_fixture_{name}\n")
+    path = os.pathsep.join([str(site), str(FIXTURE_PLUGINS), os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": path.rstrip(os.pathsep)}

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mesh.cli.call import call_command
+from mesh.cli.db import db_app
 from mesh.cli.plugins import plugin_app
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.log import configure_logging
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(plugin_app, name="plugin")
+app.add_typer(db_app, name="db")
 app.command("call")(call_command)
 
 

@@ -19,6 +19,7 @@ from mesh.plugin.ordering import LoadPlan, plan_load_order
 from mesh.plugin.part import PluginContext, PluginPart
 from mesh.rpc.client import RpcClient
 from mesh.rpc.endpoint import RpcEndpoint
+from mesh.storage.database import Database
 
 
 class PluginState(StrEnum):
@@ -52,12 +53,14 @@ class PluginHost:
         sources: list[PluginSource],
         disabled: set[str] | frozenset[str] = frozenset(),
         rpc_concurrency: int = 64,
+        database: Database | None = None,
     ) -> None:
         self.service = service
         self.instance = instance
         self.transport = transport
         self.rpc_client = rpc_client
         self.rpc_concurrency = rpc_concurrency
+        self.database = database
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
         manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
         broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
@@ -97,6 +100,13 @@ class PluginHost:
             if record.manifest and needed & record.manifest.depends.keys():
                 needed.add(other)
         return [n for n in reversed(self.order) if n in needed and n != name]
+
+    def mark(self, name: str, state: PluginState, error: str) -> None:
+        """Fail or refuse a plugin before it starts (its migration failed, say)."""
+        record = self.records.get(name)
+        if record is not None and record.state is PluginState.STOPPED:
+            record.state, record.error = state, error
+            self.log.error(f"plugin.{state}", plugin=name, error=error)
 
     # -- lifecycle -------------------------------------------------------------------------
 

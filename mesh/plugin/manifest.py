@@ -17,6 +17,26 @@ NAME = r"^[a-z][a-z0-9_]{0,63}$"
 ENTRY = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
+class StorageSection(BaseModel):
+    """The plugin's database schema and where its Alembic migrations live."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_name: str | None = Field(
+        default=None, alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Defaults to pl_<plugin name>.",
+    )
+    migrations: str = Field(
+        default="migrations", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_/]*$",
+        description="Folder of Alembic revisions, relative to the plugin's package.",
+    )
+    metadata: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:attribute of the models' MetaData (or declarative base), used by "
+        "autogenerate and the drift check.",
+    )
+
+
 class PluginManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -33,7 +53,7 @@ class PluginManifest(BaseModel):
     depends: dict[str, str] = Field(
         default_factory=dict, description="Other plugins this one needs, with PEP 440 ranges."
     )
-    storage: dict[str, Any] | None = None
+    storage: StorageSection | None = None
     settings: dict[str, Any] | None = None
 
     @field_validator("version")
@@ -64,6 +84,12 @@ class PluginManifest(BaseModel):
             except InvalidSpecifier:
                 raise ValueError(f"depends.{name}: {spec!r} is not a PEP 440 range") from None
         return value
+
+    @property
+    def db_schema(self) -> str | None:
+        if self.storage is None:
+            return None
+        return self.storage.schema_name or f"pl_{self.name}"
 
     def requirement(self, dependency: str) -> SpecifierSet:
         return SpecifierSet(self.depends[dependency])

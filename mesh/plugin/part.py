@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
@@ -12,6 +13,8 @@ from mesh.contract import Contract, Rpc
 from mesh.errors import PluginError
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from mesh.plugin.host import PluginHost
     from mesh.plugin.manifest import PluginManifest
 
@@ -85,6 +88,16 @@ class PluginContext:
         if not isinstance(api, kind):
             raise PluginError(f"{plugin}'s API is {type(api).__name__}, not a {kind.__name__}")
         return cast(ApiT, api)
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """An async SQLAlchemy session on the plugin's database (server and worker only)."""
+        database = self._host.database
+        if database is None:
+            raise PluginError(f"the {self.service} has no database: plugins get sessions on "
+                              "the server and the worker only")
+        if self.manifest.db_schema is None:
+            raise PluginError(f"{self.plugin} declares no [storage] in its manifest")
+        return database.session(self.manifest.db_schema)
 
     def spawn(
         self, coro: Coroutine[Any, Any, Any], *, name: str | None = None

@@ -10,3 +10,4 @@ from mesh.service import Service
 
 class WorkerService(Service):
     kind = "worker"
+    uses_database = True

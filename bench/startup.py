@@ -1,0 +1,173 @@
+"""Server start-up with 20 plugins of 3 migrations each, against the same plugins without storage.
+
+Three starts of a server service are timed, on the in-process bus so that only storage
+differs: the first on an empty database (every plugin migrates), a second with everything at
+head (the fast path: read each plugin's revision, take no lock), and a start with the same
+plugins and no storage at all. Each start re-reads every plugin's revision files, as a new
+process would. `second_over_no_storage` is what the at-head check costs relative to no storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mesh.bus.memory import MemoryBroker
+from mesh.config import MeshSettings
+from mesh.plugin.discovery import PluginSource, source_from_package
+from mesh.storage import migrations
+from services.server import ServerService
+
+NAME = "startup"
+HELP = "server start-up: 20 plugins x 3 migrations, first start, at head, and no storage"
+DEFAULT_PG_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+MIGRATION = '''import sqlalchemy as sa
+from alembic import op
+
+revision = "{rev}"
+down_revision = {down}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+{body}
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugins", type=int, default=20, help="(default: %(default)s)")
+    parser.add_argument("--migrations", type=int, default=3, help="per plugin (default: 3)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="starts timed per kind; the median is reported (default: 5)")
+    parser.add_argument("--database", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument("--pg-admin-url", default=os.environ.get(
+        "MESH_TEST_DATABASE_URL", DEFAULT_PG_ADMIN),
+        help="PostgreSQL URL allowed to create and drop databases")
+
+
+def generate(root: Path, count: int, revisions: int, *, storage: bool) -> list[PluginSource]:
+    """Write `count` plugin packages under `root` and return them as discovery would."""
+    prefix = "bench_st" if storage else "bench_ns"
+    sources = []
+    for index in range(count):
+        name = f"{prefix}{index:02d}"
+        package = root / f"mesh_{name}"
+        (package / "migrations").mkdir(parents=True)
+        (package / "__init__.py").write_text(
+            "from mesh import PluginPart\n\n\nclass Part(PluginPart):\n    pass\n")
+        manifest = (f'name = "{name}"\ntitle = "{name}"\nversion = "1.0.0"\n\n'
+                    f'[services]\nserver = "mesh_{name}:Part"\n')
+        if storage:
+            manifest += "\n[storage]\n"
+            for rev in range(1, revisions + 1):
+                table = f'"t{rev}"'
+                body = (f'    op.create_table({table}, sa.Column("id", sa.Integer(), '
+                        f'primary_key=True), sa.Column("v", sa.String(20)), '
+                        f'schema="pl_{name}")')
+                down = f'"{rev - 1:04d}"' if rev > 1 else "None"
+                (package / "migrations" / f"{rev:04d}_t{rev}.py").write_text(
+                    MIGRATION.format(rev=f"{rev:04d}", down=down, body=body))
+        (package / "plugin.toml").write_text(manifest)
+        sources.append(source_from_package(name, f"mesh_{name}"))
+    return sources
+
+
+async def time_start(sources: list[PluginSource], settings: MeshSettings) -> float:
+    migrations._script.cache_clear()  # read revision files again, as a new process does
+    server = ServerService(settings, MemoryBroker().connect("bench"), sources=sources)
+    started = time.perf_counter()
+    await server.start()
+    elapsed = time.perf_counter() - started
+    failed = {n: r.error for n, r in server.host.records.items() if r.state != "started"}
+    await server.stop()
+    if failed:
+        raise RuntimeError(f"plugins did not start: {failed}")
+    return elapsed
+
+
+async def measure(kind: str, stored: list[PluginSource], bare: list[PluginSource],
+                  repeat: int, new_database: Callable[[], Any]) -> dict[str, float]:
+    firsts, seconds, nones = [], [], []
+    await time_start(bare, MeshSettings(data_dir=Path(tempfile.mkdtemp())))  # warm imports
+    for _ in range(repeat):
+        async with new_database() as (url, data_dir):
+            settings = MeshSettings(database_url=url, data_dir=data_dir)
+            firsts.append(await time_start(stored, settings))
+            seconds.append(await time_start(stored, settings))
+            nones.append(await time_start(bare, settings))
+    first, second, none = (statistics.median(x) for x in (firsts, seconds, nones))
+    return {
+        "first_start_s": round(first, 4),
+        "second_start_s": round(second, 4),
+        "no_storage_s": round(none, 4),
+        "second_over_no_storage": round(second / none, 3),
+        "second_minus_no_storage_ms": round((second - none) * 1000, 1),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import asynccontextmanager
+
+    root = Path(tempfile.mkdtemp(prefix="mesh-bench-startup-"))
+    sys.path.insert(0, str(root))
+    stored = generate(root, args.plugins, args.migrations, storage=True)
+    bare = generate(root, args.plugins, args.migrations, storage=False)
+
+    @asynccontextmanager
+    async def sqlite_database():  # type: ignore[no-untyped-def]
+        data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-db-"))
+        yield f"sqlite+aiosqlite:///{data_dir / 'mesh.sqlite'}", data_dir
+
+    @asynccontextmanager
+    async def postgres_database():  # type: ignore[no-untyped-def]
+        import uuid
+
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        name = f"mesh_bench_{uuid.uuid4().hex[:10]}"
+        admin = create_async_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = make_url(args.pg_admin_url).set(database=name)
+            yield url.render_as_string(hide_password=False), Path(tempfile.mkdtemp())
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            await admin.dispose()
+
+    kinds = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
+    factories = {"postgresql": postgres_database, "sqlite": sqlite_database}
+    report: dict[str, Any] = {"plugins": args.plugins, "migrations_per_plugin": args.migrations,
+                              "repeat": args.repeat}
+    for kind in kinds:
+        report[kind] = asyncio.run(measure(kind, stored, bare, args.repeat, factories[kind]))
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"server start-up, {args.plugins} plugins x {args.migrations} migrations, "
+          f"median of {args.repeat}")
+    print(f"{'':12}{'first (empty db)':>18}{'second (at head)':>18}{'no storage':>12}"
+          f"{'second/none':>13}")
+    for kind in kinds:
+        r = report[kind]
+        print(f"{kind:<12}{r['first_start_s'] * 1000:>16.1f}ms{r['second_start_s'] * 1000:>16.1f}"
+              f"ms{r['no_storage_s'] * 1000:>10.1f}ms{r['second_over_no_storage']:>12.2f}x")
+    return 0

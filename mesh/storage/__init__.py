@@ -1,0 +1,1 @@
+"""Storage: a database schema per plugin, each with its own Alembic history."""

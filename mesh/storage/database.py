@@ -1,0 +1,105 @@
+"""The database a service's plugins share: PostgreSQL, or SQLite files in the data directory.
+
+Each plugin's tables live in its own schema. PostgreSQL has schemas, and one engine serves them
+all. On SQLite each schema is a database file, attached under the schema's name to the
+connections of an engine of its own (SQLite attaches at most ten files to a connection, and a
+plugin only ever needs its own), so `pl_tutorial.string_int` means the same on both, and the
+same models and migrations run on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from mesh.config import MeshSettings
+
+MAIN_SQLITE_FILE = "mesh.sqlite"
+
+
+def database_url(settings: MeshSettings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return f"sqlite+aiosqlite:///{(settings.data_dir / MAIN_SQLITE_FILE).resolve()}"
+
+
+class Database:
+    """The engines of one service instance; sessions are handed to plugins by their host."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.echo = echo
+        if self.is_sqlite:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self._engines: dict[str | None, AsyncEngine] = {}
+        self._sessions: dict[str | None, async_sessionmaker[AsyncSession]] = {}
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.url.database or ".").resolve().parent
+
+    def schema_file(self, schema: str) -> Path:
+        return self.directory / f"{schema}.sqlite"
+
+    def engine(self, schema: str | None = None) -> AsyncEngine:
+        """The engine that reaches `schema` (None: the platform's own tables)."""
+        key = schema if self.is_sqlite else None
+        engine = self._engines.get(key)
+        if engine is None:
+            engine = self._engines[key] = self._create_engine(key)
+        return engine
+
+    def _create_engine(self, schema: str | None) -> AsyncEngine:
+        if not self.is_sqlite:
+            return create_async_engine(self.url, echo=self.echo, pool_size=5, max_overflow=10,
+                                       pool_pre_ping=True)
+        engine = create_async_engine(self.url, echo=self.echo, connect_args={"timeout": 30})
+        attach = None if schema is None else str(self.schema_file(schema))
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take over transactions from the driver so that DDL is transactional ("begin").
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if attach is not None:
+                cursor.execute(f'ATTACH DATABASE ? AS "{schema}"', (attach,))
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+        return engine
+
+    @asynccontextmanager
+    async def session(self, schema: str | None = None) -> AsyncIterator[AsyncSession]:
+        key = schema if self.is_sqlite else None
+        factory = self._sessions.get(key)
+        if factory is None:
+            factory = self._sessions[key] = async_sessionmaker(
+                self.engine(schema), expire_on_commit=False)
+        async with factory() as session:
+            yield session
+
+    async def close(self) -> None:
+        for engine in self._engines.values():
+            await engine.dispose()
+        self._engines.clear()
+        self._sessions.clear()

@@ -1,0 +1,1 @@
+"""The Alembic environment (env.py) and revision template mesh uses for every plugin."""
