@@ -87,7 +87,8 @@ def drop_connections(name_part: str) -> int:
 FIXTURE_PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
 
 
-def fixture_plugins_env(site: Path, *names: str) -> dict[str, str]:
+def fixture_plugins_env(site: Path, *names: str, plugins_dir: Path = FIXTURE_PLUGINS
+                        ) -> dict[str, str]:
     """Environment for a child process that discovers the named fixture plugins as if they
     were pip-installed: a minimal .dist-info per plugin carries its entry point."""
     for name in names:
@@ -97,5 +98,5 @@ def fixture_plugins_env(site: Path, *names: str) -> dict[str, str]:
             f"Metadata-Version: 2.1\nName: mesh-fixture-{name}\nVersion: 1.0.0\n")
         (dist / "entry_points.txt").write_text(
             f"[mesh.plugins]\n{name} = mesh_fixture_{name}\n")
-    path = os.pathsep.join([str(site), str(FIXTURE_PLUGINS), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(site), str(plugins_dir), os.environ.get("PYTHONPATH", "")])
     return {"PYTHONPATH": path.rstrip(os.pathsep)}
