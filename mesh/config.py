@@ -51,6 +51,15 @@ class MeshSettings(BaseSettings):
         default=10.0, ge=0, description="How long in-flight handlers may run after SIGTERM."
     )
     connect_timeout: float = Field(default=10.0, gt=0)
+    client_host: str = Field(default="127.0.0.1", description="Where the device gateway listens.")
+    client_port: int = Field(default=8000, ge=0, le=65535,
+                             description="The device gateway's port; 0 picks a free one.")
+    observable_linger: float = Field(
+        default=30.0, ge=0,
+        description="Seconds a client keeps a selector upstream after its last device left.",
+    )
+    device_max_frame_bytes: int = Field(default=64 * 1024, gt=0)
+    device_max_subscriptions: int = Field(default=200, gt=0)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "INFO"
     instance_id: str | None = Field(

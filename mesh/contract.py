@@ -1,8 +1,9 @@
 """Contract helpers: what a contract module imports besides pydantic.
 
-A contract is a class listing a plugin's RPCs as data. Instantiating the class with a caller
-gives a typed stub, so `await NoopContract(caller).echo(EchoRequest(text="hi"))` is an
-`EchoReply` to mypy and at run time. Nothing here touches the network.
+A contract is a class listing a plugin's RPCs, observable topics and actions as data.
+Instantiating the class with a caller gives a typed stub, so
+`await NoopContract(caller).echo(EchoRequest(text="hi"))` is an `EchoReply` to mypy and at run
+time. Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ CALLER_KINDS = SERVICES | {"cli"}
 
 ReqT = TypeVar("ReqT", bound=BaseModel)
 RepT = TypeVar("RepT", bound=BaseModel)
+SelT = TypeVar("SelT", bound=BaseModel)
+PayT = TypeVar("PayT", bound=BaseModel)
 ContractT = TypeVar("ContractT", bound="Contract")
 
 
@@ -48,6 +51,7 @@ class Rpc(Generic[ReqT, RepT]):
     timeout: float = 10.0
     errors: tuple[type[RpcError], ...] = ()
     doc: str = ""
+    devices: bool = False
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
 
@@ -96,6 +100,72 @@ class BoundRpc(Generic[ReqT, RepT]):
         return self._caller.call(self.rpc, request, timeout=timeout)
 
 
+@dataclass(eq=False)
+class Action(Rpc[ReqT, RepT]):
+    """Something a device does (Peek's TupleAction): pushed to the client service, processed
+    on the server, answered with a result or an error. On the bus it is an RPC."""
+
+
+class TopicSnapshot(BaseModel, Generic[PayT]):
+    """A topic's payload for one selector, with the version that orders it."""
+
+    version: int
+    payload: PayT
+
+
+@dataclass(eq=False)
+class Topic(Generic[SelT, PayT]):
+    """An observable topic: devices watch `payload` for a `selector`; the server provides it
+    and calls `notify` when it changes (Peek's TupleDataObservable)."""
+
+    selector: type[SelT]
+    payload: type[PayT]
+    timeout: float = 10.0
+    doc: str = ""
+    plugin: str = field(default="", init=False)
+    name: str = field(default="", init=False)
+    snapshot: Rpc[SelT, TopicSnapshot[PayT]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The current value is fetched like an RPC of the same name, served by the server.
+        self.snapshot = Rpc(self.selector, TopicSnapshot[self.payload],  # type: ignore[name-defined]
+                            "server", None, self.timeout, (), self.doc)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.plugin}.{self.name}"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"topic name {name!r} must match {NAME_PATTERN.pattern}")
+        self.name = self.snapshot.name = name
+
+
+def topic(
+    selector: type[SelT], payload: type[PayT], *, timeout: float = 10.0, doc: str = ""
+) -> Topic[SelT, PayT]:
+    """Declare an observable topic, provided on the server."""
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    return Topic(selector, payload, timeout, doc)
+
+
+def action(
+    model: type[ReqT],
+    result: type[RepT] | None = None,
+    *,
+    timeout: float = 10.0,
+    errors: Iterable[type[RpcError]] = (),
+    doc: str = "",
+) -> Action[ReqT, RepT]:
+    """Declare an action devices push; the server processes it and answers with `result`."""
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    reply = result if result is not None else Empty
+    return Action(model, reply, "server", frozenset({"client"}), timeout,  # type: ignore[arg-type]
+                  tuple(errors), doc, devices=True)
+
+
 def rpc(
     request: type[ReqT],
     reply: type[RepT],
@@ -105,8 +175,10 @@ def rpc(
     timeout: float = 10.0,
     errors: Iterable[type[RpcError]] = (),
     doc: str = "",
+    devices: bool = False,
 ) -> Rpc[ReqT, RepT]:
-    """Declare an RPC served by `service`; `callers=None` lets every service call it."""
+    """Declare an RPC served by `service`; `callers=None` lets every service call it.
+    `devices=True` lets devices call it through the client service's gateway."""
     if service not in SERVICES:
         raise ValueError(f"service must be one of {sorted(SERVICES)}, not {service!r}")
     allowed = None if callers is None else frozenset(callers)
@@ -115,7 +187,7 @@ def rpc(
         raise ValueError(f"unknown caller kinds {unknown}; known: {sorted(CALLER_KINDS)}")
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc)
+    return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc, devices)
 
 
 class Contract:
@@ -123,6 +195,7 @@ class Contract:
 
     plugin: ClassVar[str]
     rpcs: ClassVar[Mapping[str, Rpc[Any, Any]]]
+    topics: ClassVar[Mapping[str, Topic[Any, Any]]]
 
     def __init_subclass__(cls, *, plugin: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -130,7 +203,11 @@ class Contract:
             raise ValueError(f"plugin name {plugin!r} must match {NAME_PATTERN.pattern}")
         cls.plugin = plugin
         found: dict[str, Rpc[Any, Any]] = {}
+        topics: dict[str, Topic[Any, Any]] = {}
         for name, value in vars(cls).items():
+            if isinstance(value, Topic):
+                value.plugin = value.snapshot.plugin = plugin
+                topics[name] = value
             if isinstance(value, Rpc):
                 value.plugin = plugin
                 found[name] = value
@@ -141,6 +218,7 @@ class Contract:
                             f"{error.code!r}; a declared code must start with '{plugin}.'"
                         )
         cls.rpcs = found
+        cls.topics = topics
 
     def __init__(self, caller: RpcCaller) -> None:
         self._caller = caller
@@ -148,3 +226,7 @@ class Contract:
     @classmethod
     def get_rpc(cls, name: str) -> Rpc[Any, Any] | None:
         return cls.rpcs.get(name)
+
+    @classmethod
+    def actions(cls) -> dict[str, Action[Any, Any]]:
+        return {n: r for n, r in cls.rpcs.items() if isinstance(r, Action)}

@@ -24,3 +24,27 @@ def parse_rpc_key(routing_key: str) -> tuple[str, str, str] | None:
     if len(parts) != 4 or parts[0] != "rpc":
         return None
     return parts[1], parts[2], parts[3]
+
+
+def observable_key(plugin: str, topic: str, selector_key: str) -> str:
+    """Where a topic's payloads for one selector are published."""
+    return f"obs.{plugin}.{topic}.{selector_key}"
+
+
+def watch_key(plugin: str, topic: str) -> str:
+    """Where client services announce the selectors they watch."""
+    return f"obsctl.watch.{plugin}.{topic}"
+
+
+WATCH_PATTERN = "obsctl.watch.#"
+HELLO_KEY = "obsctl.hello"  # a server asking the client services to announce again
+
+
+def observer_queue(exchange: str, instance: str) -> str:
+    """A client instance's own queue of topic updates."""
+    return f"{exchange}.obs.{instance}"
+
+
+def watch_queue(exchange: str, instance: str) -> str:
+    """A server instance's own queue of watch announcements."""
+    return f"{exchange}.obsctl.{instance}"

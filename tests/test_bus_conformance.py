@@ -711,3 +711,26 @@ async def test_reconnect_does_not_bring_back_a_queue_whose_consumers_left(rabbit
     await eventually(lambda: transport.reconnects == 1, timeout=10)
     with pytest.raises(Unroutable):
         await transport.publish(Message(b"{}", routing_key="gone.x"), mandatory=True)
+
+
+async def test_bind_and_unbind_change_what_a_queue_receives(bus: Bus) -> None:
+    transport = await bus.connected("binder")
+    queue = f"{bus.exchange}.binds"
+    await transport.declare_queue(QueueSpec(queue, (), exclusive=True))
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def take(delivery: Delivery) -> None:
+        got.put_nowait(delivery.message.routing_key)
+
+    await transport.consume(queue, take, prefetch=10, no_ack=True)
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"{}", routing_key="obs.a.b.c"), mandatory=True)
+    await transport.bind(queue, "obs.a.#")
+    await transport.publish(Message(b"{}", routing_key="obs.a.b.c"), mandatory=True)
+    assert await asyncio.wait_for(got.get(), 5) == "obs.a.b.c"
+    await transport.unbind(queue, "obs.a.#")
+    await transport.unbind(queue, "never.bound")  # ignored
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"{}", routing_key="obs.a.b.c"), mandatory=True)
+    with pytest.raises(ChannelError):
+        await transport.bind(f"{bus.exchange}.nosuch", "x")

@@ -359,6 +359,21 @@ class MemoryTransport(Transport):
             queue.check_access(self)
             self.broker.delete_queue(queue)
 
+    def _queue(self, name: str) -> _Queue:
+        queue = self.broker.queues.get(name)
+        if queue is None:
+            raise ChannelError(404, f"NOT_FOUND - no queue '{name}'")
+        queue.check_access(self)
+        return queue
+
+    async def bind(self, queue: str, pattern: str) -> None:
+        self._check()
+        self._queue(queue).bindings.add((self.exchange, pattern))
+
+    async def unbind(self, queue: str, pattern: str) -> None:
+        self._check()
+        self._queue(queue).bindings.discard((self.exchange, pattern))
+
     async def consume(
         self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
     ) -> Consumer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from dataclasses import replace
 from typing import Any, cast
 
 import aio_pika
@@ -275,6 +276,7 @@ class RabbitTransport(Transport):
                 continue
             self.reconnects += 1
             self.log.info("bus.reconnected", attempt=attempt)
+            self._notify_reconnected()
             return
 
     async def close(self) -> None:
@@ -323,6 +325,21 @@ class RabbitTransport(Transport):
     async def delete_queue(self, name: str) -> None:
         await self._on_own_channel(lambda channel: channel.queue_delete(queue=name))
         self._queues.pop(name, None)
+
+    async def bind(self, queue: str, pattern: str) -> None:
+        await self._on_own_channel(lambda channel: channel.queue_bind(
+            queue=queue, exchange=self.exchange, routing_key=pattern))
+        known = self._queues.get(queue)
+        if known is not None and pattern not in known.bindings:
+            self._queues[queue] = replace(known, bindings=(*known.bindings, pattern))
+
+    async def unbind(self, queue: str, pattern: str) -> None:
+        await self._on_own_channel(lambda channel: channel.queue_unbind(
+            queue=queue, exchange=self.exchange, routing_key=pattern))
+        known = self._queues.get(queue)
+        if known is not None:
+            self._queues[queue] = replace(
+                known, bindings=tuple(b for b in known.bindings if b != pattern))
 
     async def _on_own_channel(self, operation: Any) -> None:
         """Run a topology operation on a short-lived channel: a refusal closes only that."""

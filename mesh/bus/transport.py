@@ -44,13 +44,23 @@ class Transport(abc.ABC):
     def __init__(self, exchange: str) -> None:
         self.exchange = exchange
         self._lost_listeners: list[Callable[[], None]] = []
+        self._back_listeners: list[Callable[[], None]] = []
 
     def on_connection_lost(self, listener: Callable[[], None]) -> None:
         """Call `listener` whenever the connection drops (in-flight replies are gone then)."""
         self._lost_listeners.append(listener)
 
+    def on_reconnected(self, listener: Callable[[], None]) -> None:
+        """Call `listener` once the connection is back and queues and consumers are restored
+        (messages published meanwhile to non-durable queues are gone)."""
+        self._back_listeners.append(listener)
+
     def _notify_lost(self) -> None:
         for listener in list(self._lost_listeners):
+            listener()
+
+    def _notify_reconnected(self) -> None:
+        for listener in list(self._back_listeners):
             listener()
 
     @abc.abstractmethod
@@ -64,6 +74,14 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def delete_queue(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def bind(self, queue: str, pattern: str) -> None:
+        """Bind a declared queue to the exchange with one more routing pattern."""
+
+    @abc.abstractmethod
+    async def unbind(self, queue: str, pattern: str) -> None:
+        """Remove one binding of a declared queue; unknown bindings are ignored."""
 
     @abc.abstractmethod
     async def consume(

@@ -12,7 +12,9 @@ from typing import Any
 import structlog
 
 from mesh.bus.transport import Transport
+from mesh.contract import Contract
 from mesh.errors import PluginError
+from mesh.observable.provider import ObservableServer
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.manifest import PluginManifest
 from mesh.plugin.ordering import LoadPlan, plan_load_order
@@ -54,6 +56,7 @@ class PluginHost:
         disabled: set[str] | frozenset[str] = frozenset(),
         rpc_concurrency: int = 64,
         database: Database | None = None,
+        observables: ObservableServer | None = None,
     ) -> None:
         self.service = service
         self.instance = instance
@@ -61,6 +64,7 @@ class PluginHost:
         self.rpc_client = rpc_client
         self.rpc_concurrency = rpc_concurrency
         self.database = database
+        self.observables = observables
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
         manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
         broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
@@ -152,6 +156,7 @@ class PluginHost:
             )
             for rpc, handler in ctx.handlers:
                 endpoint.add(rpc, handler)
+            self._add_topics_and_default_action(record, endpoint)
             record.endpoint = endpoint
             await endpoint.start()
         except Exception as exc:
@@ -164,6 +169,26 @@ class PluginHost:
         self.log.info("plugin.started", plugin=name, version=manifest.version,
                       rpcs=sorted(r.name for r, _ in ctx.handlers))
         return True
+
+    def _add_topics_and_default_action(self, record: PluginRecord, endpoint: RpcEndpoint) -> None:
+        ctx = record.ctx
+        assert ctx is not None and record.manifest is not None
+        for topic, provide in ctx.providers:
+            if self.observables is None:
+                raise PluginError(f"{topic.qualname}: this {self.service} serves no topics")
+            provider = self.observables.add(topic, provide)
+            endpoint.add(topic.snapshot, provider.snapshot)
+        if record.manifest.contract is None:
+            return
+        contract = import_entry(record.manifest.contract, Contract)
+        if ctx.default_action is not None:
+            for action in contract.actions().values():
+                if action.name not in endpoint.handlers:
+                    endpoint.add(action, ctx.default_action)
+        if self.service == "server":
+            provided = {t.name for t, _ in ctx.providers}
+            for name in contract.topics.keys() - provided:
+                self.log.warning("plugin.topic_without_provider", plugin=record.name, topic=name)
 
     async def stop(self, name: str, *, timeout: float = 10.0) -> list[str]:
         """Stop `name` and, first, every running plugin that depends on it. Returns them all."""
@@ -207,6 +232,9 @@ class PluginHost:
             await record.endpoint.drain(timeout)
             record.endpoint = None
         ctx = record.ctx
+        if ctx is not None and self.observables is not None:
+            for topic, _ in ctx.providers:
+                self.observables.remove(topic)
         if ctx is not None and ctx.tasks:
             for task in list(ctx.tasks):
                 task.cancel()

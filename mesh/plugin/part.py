@@ -8,8 +8,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
+from pydantic import BaseModel
 
-from mesh.contract import Contract, Rpc
+from mesh.contract import Contract, Rpc, Topic
 from mesh.errors import PluginError
 
 if TYPE_CHECKING:
@@ -25,11 +26,12 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
 _RPC_MARK = "__mesh_rpc__"
 
 
-def handles(rpc: Rpc[Any, Any]) -> Callable[[HandlerT], HandlerT]:
-    """Mark a method of a PluginPart as the handler of `rpc`; the host registers it on load."""
+def handles(spec: Rpc[Any, Any] | Topic[Any, Any]) -> Callable[[HandlerT], HandlerT]:
+    """Mark a method of a PluginPart as the handler of an RPC or action, or the provider of a
+    topic; the host registers it when the part loads."""
 
     def mark(method: HandlerT) -> HandlerT:
-        setattr(method, _RPC_MARK, rpc)
+        setattr(method, _RPC_MARK, spec)
         return method
 
     return mark
@@ -49,6 +51,8 @@ class PluginContext:
             service=self.service, instance=self.instance, plugin=self.plugin
         )
         self.handlers: list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
+        self.providers: list[tuple[Topic[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
+        self.default_action: Callable[[Any], Awaitable[Any]] | None = None
         self.api_object: object | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -56,7 +60,14 @@ class PluginContext:
         """A typed stub that calls `contract`'s RPCs as this service."""
         return contract(self._host.rpc_client)
 
-    def serve(self, rpc: Rpc[Any, Any], handler: Callable[[Any], Awaitable[Any]]) -> None:
+    def serve(self, spec: Rpc[Any, Any] | Topic[Any, Any],
+              handler: Callable[[Any], Awaitable[Any]]) -> None:
+        """Handle an RPC or action, or provide a topic: `handler` takes the request (or the
+        selector) and returns the reply (or the payload)."""
+        if isinstance(spec, Topic):
+            self._provide(spec, handler)
+            return
+        rpc = spec
         if rpc.plugin != self.plugin:
             raise PluginError(f"{self.plugin} cannot serve {rpc.qualname}: it is another "
                               "plugin's RPC")
@@ -66,6 +77,35 @@ class PluginContext:
         if any(existing.name == rpc.name for existing, _ in self.handlers):
             raise PluginError(f"{rpc.qualname} has a handler already")
         self.handlers.append((rpc, handler))
+
+    def _provide(self, topic: Topic[Any, Any], provide: Callable[[Any], Awaitable[Any]]) -> None:
+        if topic.plugin != self.plugin:
+            raise PluginError(f"{self.plugin} cannot provide {topic.qualname}: it is another "
+                              "plugin's topic")
+        if self.service != "server":
+            raise PluginError(f"topics are provided on the server, not the {self.service}")
+        if any(existing is topic for existing, _ in self.providers):
+            raise PluginError(f"{topic.qualname} has a provider already")
+        self.providers.append((topic, provide))
+
+    def serve_default_action(self, processor: Callable[[Any], Awaitable[Any]]) -> None:
+        """Process every action of this plugin's contract that has no processor of its own."""
+        if self.service != "server":
+            raise PluginError(f"actions are processed on the server, not the {self.service}")
+        self.default_action = processor
+
+    async def notify(self, topic: Topic[Any, Any], selector: BaseModel | None = None) -> None:
+        """Tell the watchers of `selector` (or of every selector of `topic`) that its data
+        changed: the provider runs once per watched selector and the new payload is published.
+        Returns once it is."""
+        if topic.plugin != self.plugin:
+            raise PluginError(f"{self.plugin} cannot notify {topic.qualname}: it is "
+                              f"{topic.plugin}'s topic; ask {topic.plugin}'s API to")
+        observables = self._host.observables
+        provider = observables.provider(topic) if observables is not None else None
+        if provider is None:
+            raise PluginError(f"{topic.qualname} has no provider on this {self.service}")
+        await provider.notify(selector)
 
     def publish_api(self, api: object) -> None:
         """Offer `api` to other plugins on this service (Peek's publishedServerApi)."""
@@ -138,10 +178,12 @@ class PluginPart:
     async def unload(self) -> None:
         pass
 
-    def marked_handlers(self) -> list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]]:
+    def marked_handlers(
+        self,
+    ) -> list[tuple[Rpc[Any, Any] | Topic[Any, Any], Callable[[Any], Awaitable[Any]]]]:
         found = []
         for attr in dir(type(self)):
-            rpc = getattr(getattr(type(self), attr, None), _RPC_MARK, None)
-            if isinstance(rpc, Rpc):
-                found.append((rpc, getattr(self, attr)))
+            spec = getattr(getattr(type(self), attr, None), _RPC_MARK, None)
+            if isinstance(spec, Rpc | Topic):
+                found.append((spec, getattr(self, attr)))
         return found

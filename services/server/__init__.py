@@ -5,6 +5,9 @@ Before it starts any plugin it brings every plugin's database schema to head.
 
 from __future__ import annotations
 
+from typing import Any
+
+from mesh.observable.provider import ObservableServer
 from mesh.plugin.host import PluginState
 from mesh.service import Service
 from mesh.storage.migrations import Migrator
@@ -14,7 +17,13 @@ class ServerService(Service):
     kind = "server"
     uses_database = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.observables = ObservableServer(self.transport, self.instance)
+        self.host.observables = self.observables
+
     async def prepare(self) -> None:
+        await self.observables.start()
         assert self.database is not None
         migrator = Migrator.for_sources(
             self.database, self.sources, self.host.plan.order,

@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from mesh.contract import Contract, Empty, rpc
+from mesh.contract import Contract, Empty, action, rpc, topic
 from mesh.errors import RpcError
 
 
@@ -41,15 +41,44 @@ class Setting(SettingKey):
     value: str
 
 
+class StringIntSelector(BaseModel):
+    """Which rows a device watches (Peek's TupleSelector)."""
+
+    prefix: str | None = Field(default=None, max_length=50,
+                               description="Only rows whose string1 starts so; all if unset.")
+
+
+class AddIntValue(BaseModel):
+    """Add `offset` to a row's int1 (Peek 8.9.14)."""
+
+    string_int_id: int
+    offset: int = Field(ge=-(2**31), lt=2**31)
+
+
+class StringCapToggle(BaseModel):
+    """Toggle a row's string1 between upper and lower case (Peek 8.9.14)."""
+
+    string_int_id: int
+
+
 class NotFound(RpcError):
     code = "tutorial.not_found"
 
 
+class OutOfRange(RpcError):
+    code = "tutorial.out_of_range"
+
+
 class TutorialContract(Contract, plugin="tutorial"):
+    string_ints = topic(StringIntSelector, StringIntList,
+                        doc="The StringInt rows, live, ordered by id.")
+    add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange])
+    string_cap_toggle = action(StringCapToggle, StringInt, errors=[NotFound])
     list_string_ints = rpc(StringIntQuery, StringIntList, service="server",
                            doc="The StringInt rows, ordered by id.")
-    add_string_int = rpc(StringIntFields, StringInt, service="server")
+    add_string_int = rpc(StringIntFields, StringInt, service="server", devices=True)
     change_string_int = rpc(StringIntChange, StringInt, service="server", errors=[NotFound])
-    delete_string_int = rpc(StringIntId, Empty, service="server", errors=[NotFound])
+    delete_string_int = rpc(StringIntId, Empty, service="server", errors=[NotFound],
+                            devices=True)
     get_setting = rpc(SettingKey, Setting, service="server", errors=[NotFound])
     put_setting = rpc(Setting, Setting, service="server")

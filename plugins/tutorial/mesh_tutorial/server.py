@@ -1,21 +1,28 @@
-"""The tutorial on the server: StringInt and settings, stored in its own schema."""
+"""The tutorial on the server: StringInt and settings in its own schema, the live StringInt
+topic, and the actions devices push to change rows."""
 
 from sqlalchemy import select
 
 from mesh import Empty, PluginPart, handles
 from mesh_tutorial.contract import (
+    AddIntValue,
     NotFound,
+    OutOfRange,
     Setting,
     SettingKey,
+    StringCapToggle,
     StringInt,
     StringIntChange,
     StringIntFields,
     StringIntId,
     StringIntList,
     StringIntQuery,
+    StringIntSelector,
     TutorialContract,
 )
 from mesh_tutorial.models import SettingRow, StringIntRow
+
+INT32 = range(-(2**31), 2**31)
 
 
 def as_contract(row: StringIntRow) -> StringInt:
@@ -23,6 +30,41 @@ def as_contract(row: StringIntRow) -> StringInt:
 
 
 class TutorialServer(PluginPart):
+    async def changed(self) -> None:
+        """Rows changed: every watched selector of the topic gets its new payload."""
+        await self.ctx.notify(TutorialContract.string_ints)
+
+    @handles(TutorialContract.string_ints)
+    async def provide_string_ints(self, selector: StringIntSelector) -> StringIntList:
+        return await self.list_string_ints(StringIntQuery(prefix=selector.prefix))
+
+    @handles(TutorialContract.add_int_value)
+    async def add_int_value(self, action: AddIntValue) -> StringInt:
+        async with self.ctx.session() as session:
+            row = await session.get(StringIntRow, action.string_int_id)
+            if row is None:
+                raise NotFound(f"no StringInt with id {action.string_int_id}")
+            if row.int1 + action.offset not in INT32:
+                raise OutOfRange(f"int1 {row.int1} + {action.offset} leaves the 32-bit range")
+            row.int1 += action.offset
+            await session.commit()
+            result = as_contract(row)
+        await self.changed()
+        return result
+
+    @handles(TutorialContract.string_cap_toggle)
+    async def string_cap_toggle(self, action: StringCapToggle) -> StringInt:
+        async with self.ctx.session() as session:
+            row = await session.get(StringIntRow, action.string_int_id)
+            if row is None:
+                raise NotFound(f"no StringInt with id {action.string_int_id}")
+            upper = row.string1.upper()
+            row.string1 = row.string1.lower() if row.string1 == upper else upper
+            await session.commit()
+            result = as_contract(row)
+        await self.changed()
+        return result
+
     @handles(TutorialContract.list_string_ints)
     async def list_string_ints(self, request: StringIntQuery) -> StringIntList:
         query = select(StringIntRow).order_by(StringIntRow.id)
@@ -38,7 +80,9 @@ class TutorialServer(PluginPart):
             row = StringIntRow(string1=request.string1, int1=request.int1)
             session.add(row)
             await session.commit()
-            return as_contract(row)
+            result = as_contract(row)
+        await self.changed()
+        return result
 
     @handles(TutorialContract.change_string_int)
     async def change_string_int(self, request: StringIntChange) -> StringInt:
@@ -51,7 +95,9 @@ class TutorialServer(PluginPart):
             if request.int1 is not None:
                 row.int1 = request.int1
             await session.commit()
-            return as_contract(row)
+            result = as_contract(row)
+        await self.changed()
+        return result
 
     @handles(TutorialContract.delete_string_int)
     async def delete_string_int(self, request: StringIntId) -> Empty:
@@ -61,6 +107,7 @@ class TutorialServer(PluginPart):
                 raise NotFound(f"no StringInt with id {request.id}")
             await session.delete(row)
             await session.commit()
+        await self.changed()
         return Empty()
 
     @handles(TutorialContract.get_setting)

@@ -1,0 +1,1 @@
+"""Observable topics: providers on the server, a cache with fan-out on the client service."""

@@ -1,0 +1,268 @@
+"""The device gateway over a real WebSocket: the protocol of docs/devices.md, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import websockets
+
+from mesh.plugin.discovery import discover
+from services.client import ClientService
+from services.server import ServerService
+from tests.conftest import Bus, fixture_source
+
+Frame = dict[str, Any]
+
+
+class Device:
+    """A device on the gateway: sends frames, and keeps every frame it receives."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+        self.frames: list[Frame] = []
+        self.arrived = asyncio.Event()
+        self.taken: set[int] = set()  # frames a test has already matched
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str) -> Device:
+        return cls(await websockets.connect(url, max_size=2**22))
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self.socket:
+                self.frames.append(json.loads(raw))
+                self.arrived.set()
+
+    async def send(self, frame: Frame | str | bytes) -> None:
+        await self.socket.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def expect(self, match: Callable[[Frame], bool], timeout: float = 5.0) -> Frame:
+        try:
+            return await self._expect(match, timeout)
+        except TimeoutError:
+            raise AssertionError(f"no such frame within {timeout}s; got: {self.rest()}") from None
+
+    def rest(self) -> list[Frame]:
+        """Frames no expect() has matched yet."""
+        return [f for i, f in enumerate(self.frames) if i not in self.taken]
+
+    async def _expect(self, match: Callable[[Frame], bool], timeout: float) -> Frame:
+        async with asyncio.timeout(timeout):
+            while True:
+                self.arrived.clear()  # before looking: a frame arriving meanwhile sets it again
+                for index, frame in enumerate(self.frames):
+                    if index not in self.taken and match(frame):
+                        self.taken.add(index)
+                        return frame
+                await self.arrived.wait()
+
+    async def answer(self, frame: Frame) -> Frame:
+        await self.send(frame)
+        return await self.expect(lambda f: f.get("id") == frame["id"] and f["type"] in (
+            "result", "error", "subscribed", "unsubscribed", "pong"))
+
+    async def close(self) -> None:
+        await self.socket.close()
+        self.reader.cancel()
+
+
+class Gateway:
+    def __init__(self, bus: Bus, server: ServerService, clients: list[ClientService]) -> None:
+        self.bus = bus
+        self.server = server
+        self.clients = clients
+        self.devices: list[Device] = []
+
+    def url(self, client: int = 0) -> str:
+        return f"ws://127.0.0.1:{self.clients[client].bound_port}/ws"
+
+    async def device(self, client: int = 0) -> Device:
+        device = await Device.connect(self.url(client))
+        self.devices.append(device)
+        return device
+
+    def provider_calls(self) -> int:
+        from mesh_fixture_devices.contract import DevicesContract
+
+        provider = self.server.observables.provider(DevicesContract.counter)
+        assert provider is not None
+        return provider.provider_calls
+
+
+@pytest.fixture
+async def gateway(bus: Bus) -> AsyncIterator[Gateway]:
+    sources = [*discover(), fixture_source("devices")]
+    server = await bus.service("server", sources=sources)
+    client = await bus.service("client", sources=sources, device_max_subscriptions=5,
+                               device_max_frame_bytes=4096)
+    assert isinstance(server, ServerService) and isinstance(client, ClientService)
+    gw = Gateway(bus, server, [client])
+    yield gw
+    for device in gw.devices:
+        await device.close()
+
+
+def of(kind: str, id_: Any = None) -> Callable[[Frame], bool]:
+    return lambda f: f["type"] == kind and (id_ is None or f.get("id") == id_)
+
+
+async def test_subscribe_snapshot_action_update_unsubscribe(gateway: Gateway) -> None:
+    device = await gateway.device()
+    reply = await device.answer({"type": "subscribe", "id": "c", "topic": "devices.counter",
+                                 "selector": {"name": "a"}})
+    assert reply == {"type": "subscribed", "id": "c"}
+    snapshot = await device.expect(of("snapshot", "c"))
+    assert snapshot["payload"] == {"name": "a", "value": 0}
+    assert snapshot["topic"] == "devices.counter"
+
+    result = await device.answer({"type": "action", "id": 1, "action": "devices.bump",
+                                  "payload": {"name": "a"}})
+    assert result == {"type": "result", "id": 1, "result": {"name": "a", "value": 1}}
+    update = await device.expect(of("update", "c"))
+    assert update["payload"]["value"] == 1 and update["version"] > snapshot["version"]
+
+    gone = await device.answer({"type": "unsubscribe", "id": 2, "subscription": "c"})
+    assert gone == {"type": "unsubscribed", "id": 2, "subscription": "c"}
+    await device.answer({"type": "action", "id": 3, "action": "devices.bump",
+                         "payload": {"name": "a"}})
+    await asyncio.sleep(0.2)
+    assert not [f for f in device.rest() if f["type"] == "update"]
+
+
+async def test_actions_results_and_their_errors(gateway: Gateway) -> None:
+    device = await gateway.device()
+    shouted = await device.answer({"type": "action", "id": 1, "action": "devices.shout",
+                                   "payload": {"text": "hey"}})
+    assert shouted["result"] == {"text": "HEY"}  # the plugin's default processor
+    slow = await device.answer({"type": "action", "id": 2, "action": "devices.nap",
+                                "payload": {"seconds": 3}})
+    assert slow["type"] == "error" and slow["error"]["code"] == "timeout"
+    assert "devices.nap" in slow["error"]["message"]
+    invalid = await device.answer({"type": "action", "id": 3, "action": "devices.nap",
+                                   "payload": {"seconds": "soon"}})
+    assert invalid["error"]["code"] == "invalid_action"
+    assert invalid["error"]["details"][0]["loc"] == ["seconds"]
+    unknown = await device.answer({"type": "action", "id": 4, "action": "devices.nope"})
+    assert unknown["error"]["code"] == "unknown_action"
+    not_found = await device.answer({"type": "action", "id": 5,
+                                     "action": "tutorial.add_int_value",
+                                     "payload": {"string_int_id": 999, "offset": 1}})
+    assert not_found["error"]["code"] == "tutorial.not_found"
+    assert not_found["error"]["message"] == "no StringInt with id 999"
+
+
+async def test_rpcs_open_to_devices_and_closed_ones(gateway: Gateway) -> None:
+    device = await gateway.device()
+    echoed = await device.answer({"type": "call", "id": 1, "rpc": "devices.echo",
+                                  "payload": {"text": "x"}})
+    assert echoed["result"] == {"text": "x"}
+    closed = await device.answer({"type": "call", "id": 2, "rpc": "devices.secret"})
+    assert closed["error"]["code"] == "unknown_rpc"
+    assert "devices.secret" not in closed["error"]["message"].split("known: ")[1]
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    ("{not json", "bad_frame"),
+    ("[1, 2]", "bad_frame"),
+    (json.dumps({"type": "subscribe", "topic": "devices.counter"}), "bad_frame"),  # no id
+    (json.dumps({"type": "dance", "id": 1}), "bad_frame"),
+    (json.dumps({"type": "ping", "id": {"no": 1}}), "bad_frame"),
+    (b"\x00binary", "bad_frame"),
+    ("x" * 5000, "frame_too_large"),
+    (json.dumps({"type": "subscribe", "id": 9, "topic": "devices.nope"}), "unknown_topic"),
+    (json.dumps({"type": "subscribe", "id": 9, "topic": "devices.counter",
+                 "selector": {"name": ""}}), "invalid_selector"),
+    (json.dumps({"type": "unsubscribe", "id": 9, "subscription": "never"}),
+     "unknown_subscription"),
+])
+async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
+    gateway: Gateway, frame: str | bytes, code: str
+) -> None:
+    device = await gateway.device()
+    await device.send(frame)
+    error = await device.expect(of("error"))
+    assert error["error"]["code"] == code, error
+    assert (await device.answer({"type": "ping", "id": "p"}))["type"] == "pong"
+
+
+async def test_subscription_limit_and_duplicate_ids(gateway: Gateway) -> None:
+    device = await gateway.device()
+    for i in range(5):
+        reply = await device.answer({"type": "subscribe", "id": i, "topic": "devices.counter",
+                                     "selector": {"name": f"n{i}"}})
+        assert reply["type"] == "subscribed"
+    over = await device.answer({"type": "subscribe", "id": 5, "topic": "devices.counter",
+                                "selector": {"name": "n5"}})
+    assert over["error"]["code"] == "too_many_subscriptions"
+    again = await device.answer({"type": "subscribe", "id": 0, "topic": "devices.counter",
+                                 "selector": {"name": "n0"}})
+    assert again["error"]["code"] == "bad_frame" and "exists already" in again["error"]["message"]
+
+
+async def test_many_devices_on_two_client_replicas_one_provider_run(gateway: Gateway) -> None:
+    second = await gateway.bus.service("client", sources=[*discover(), fixture_source("devices")])
+    assert isinstance(second, ClientService)
+    gateway.clients.append(second)
+    devices = [await gateway.device(i % 2) for i in range(30)]
+    for device in devices:
+        await device.answer({"type": "subscribe", "id": "s", "topic": "devices.counter",
+                             "selector": {"name": "shared"}})
+        await device.expect(of("snapshot", "s"))
+    assert [c.cache.upstream for c in gateway.clients] == [1, 1]
+    before = gateway.provider_calls()
+    await devices[0].answer({"type": "action", "id": 1, "action": "devices.bump",
+                             "payload": {"name": "shared"}})
+    for device in devices:
+        update = await device.expect(of("update", "s"))
+        assert update["payload"] == {"name": "shared", "value": 1}
+    assert gateway.provider_calls() - before == 1
+
+
+async def test_a_device_that_reconnects_gets_the_current_value(gateway: Gateway) -> None:
+    first = await gateway.device()
+    await first.answer({"type": "subscribe", "id": "c", "topic": "devices.counter",
+                        "selector": {"name": "r"}})
+    await first.answer({"type": "action", "id": 1, "action": "devices.bump",
+                        "payload": {"name": "r"}})
+    await first.close()
+    again = await gateway.device()
+    await again.answer({"type": "subscribe", "id": "c", "topic": "devices.counter",
+                        "selector": {"name": "r"}})
+    assert (await again.expect(of("snapshot", "c")))["payload"]["value"] == 1
+
+
+async def test_leaving_devices_release_their_subscriptions(gateway: Gateway) -> None:
+    client = gateway.clients[0]
+    client.cache.linger = 0.1
+    device = await gateway.device()
+    await device.answer({"type": "subscribe", "id": "c", "topic": "devices.counter",
+                         "selector": {"name": "bye"}})
+    await device.expect(of("snapshot", "c"))
+    assert client.cache.upstream == 1
+    await device.close()
+    async with asyncio.timeout(5):
+        while client.cache.upstream:
+            await asyncio.sleep(0.05)
+
+
+async def test_health_and_catalog_endpoints(gateway: Gateway) -> None:
+    import httpx
+
+    base = f"http://127.0.0.1:{gateway.clients[0].bound_port}"
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"{base}/healthz")).json()
+        catalog = (await http.get(f"{base}/catalog")).json()
+        script = await http.get(f"{base}/mesh.js")
+        page = await http.get(f"{base}/")
+    assert health["status"] == "ok"
+    assert "devices.counter" in catalog["topics"] and "devices.echo" in catalog["rpcs"]
+    assert "devices.secret" not in catalog["rpcs"]
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "export class Mesh" in script.text
+    assert "tutorial.string_ints" in page.text

@@ -1,0 +1,197 @@
+"""Observable topics: providers on the server, the client service's cache, versions, leases."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from mesh_tutorial.contract import (
+    AddIntValue,
+    StringCapToggle,
+    StringIntFields,
+    StringIntSelector,
+    TutorialContract,
+)
+
+from mesh.rpc.client import RpcClient
+from services.client import ClientService
+from services.server import ServerService
+from tests.conftest import Bus, eventually
+
+TOPIC = TutorialContract.string_ints
+
+
+class Watcher:
+    """A local listener on the client cache, recording what it is sent."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[int, str]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, version: int, payload: str) -> None:
+        self.values.append((version, payload))
+        self.changed.set()
+
+    async def next(self) -> str:
+        await asyncio.wait_for(self.changed.wait(), 5)
+        self.changed.clear()
+        return self.values[-1][1]
+
+
+async def mesh_of(bus: Bus, db_url: str, **settings: Any) -> tuple[ServerService, ClientService,
+                                                                  TutorialContract]:
+    server = await bus.service("server", database_url=db_url, **settings)
+    client = await bus.service("client", **settings)
+    caller = RpcClient(await bus.connected("caller"), "client")
+    await caller.start()
+    assert isinstance(server, ServerService) and isinstance(client, ClientService)
+    return server, client, TutorialContract(caller)
+
+
+def provider_calls(server: ServerService) -> int:
+    provider = server.observables.provider(TOPIC)
+    assert provider is not None
+    return provider.provider_calls
+
+
+async def test_snapshot_then_every_change_in_order(bus: Bus, db_url: str) -> None:
+    _server, client, tutorial = await mesh_of(bus, db_url)
+    row = await tutorial.add_string_int(StringIntFields(string1="abc", int1=1))
+    watcher = Watcher()
+    await client.cache.subscribe(TOPIC, StringIntSelector(), watcher)
+    assert '"int1":1' in await watcher.next()
+
+    for offset in (10, 100):
+        await tutorial.add_int_value(AddIntValue(string_int_id=row.id, offset=offset))
+    await eventually(lambda: '"int1":111' in watcher.values[-1][1])
+    versions = [v for v, _ in watcher.values]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    toggled = await tutorial.string_cap_toggle(StringCapToggle(string_int_id=row.id))
+    assert toggled.string1 == "ABC"
+    await eventually(lambda: '"string1":"ABC"' in watcher.values[-1][1])
+
+
+async def test_one_upstream_subscription_and_one_provider_run_per_selector(
+    bus: Bus, db_url: str
+) -> None:
+    server, client, tutorial = await mesh_of(bus, db_url)
+    watchers = [Watcher() for _ in range(20)]
+    for watcher in watchers:
+        await client.cache.subscribe(TOPIC, StringIntSelector(), watcher)
+    assert client.cache.upstream == 1
+    assert provider_calls(server) == 1  # the snapshot, fetched once for 20 listeners
+    before = provider_calls(server)
+    await tutorial.add_string_int(StringIntFields(string1="x", int1=1))
+    for watcher in watchers:
+        await eventually(lambda w=watcher: '"x"' in w.values[-1][1])
+    assert provider_calls(server) - before == 1
+
+
+async def test_distinct_selectors_each_get_their_own_payload(bus: Bus, db_url: str) -> None:
+    _server, client, tutorial = await mesh_of(bus, db_url)
+    apples, all_rows = Watcher(), Watcher()
+    await client.cache.subscribe(TOPIC, StringIntSelector(prefix="apple"), apples)
+    await client.cache.subscribe(TOPIC, StringIntSelector(), all_rows)
+    await tutorial.add_string_int(StringIntFields(string1="apple pie", int1=1))
+    await tutorial.add_string_int(StringIntFields(string1="banana", int1=2))
+    await eventually(lambda: "banana" in all_rows.values[-1][1])
+    await eventually(lambda: "apple pie" in apples.values[-1][1])
+    assert all("banana" not in payload for _, payload in apples.values)
+
+
+async def test_unsubscribe_drops_the_upstream_after_linger(bus: Bus, db_url: str) -> None:
+    server, client, tutorial = await mesh_of(bus, db_url, observable_linger=0.2)
+    watcher = Watcher()
+    unsubscribe = await client.cache.subscribe(TOPIC, StringIntSelector(), watcher)
+    await watcher.next()
+    unsubscribe()
+    assert client.cache.upstream == 1  # still there during the linger
+    await eventually(lambda: client.cache.upstream == 0)
+    # the server no longer counts it as watched: a change runs no provider
+    await eventually(lambda: not server.observables.registry.watched("tutorial", "string_ints"))
+    before = provider_calls(server)
+    await tutorial.add_string_int(StringIntFields(string1="y", int1=1))
+    assert provider_calls(server) == before
+
+
+async def test_resubscribing_within_linger_reuses_the_cache(bus: Bus, db_url: str) -> None:
+    server, client, _ = await mesh_of(bus, db_url, observable_linger=5)
+    first = Watcher()
+    unsubscribe = await client.cache.subscribe(TOPIC, StringIntSelector(), first)
+    unsubscribe()
+    second = Watcher()
+    calls = provider_calls(server)
+    await client.cache.subscribe(TOPIC, StringIntSelector(), second)
+    assert await second.next() and provider_calls(server) == calls
+
+
+async def test_older_payload_never_replaces_newer(memory_bus: Bus, db_url: str) -> None:
+    from mesh.bus.message import Message
+    from mesh.names import observable_key
+    from mesh.observable.keys import VERSION_HEADER, selector_key
+
+    _, client, _ = await mesh_of(memory_bus, db_url)
+    watcher = Watcher()
+    await client.cache.subscribe(TOPIC, StringIntSelector(), watcher)
+    await watcher.next()
+    current = watcher.values[-1][0]
+    publisher = await memory_bus.connected("stale")
+    key = observable_key("tutorial", "string_ints", selector_key(StringIntSelector()))
+    for version, marker in ((current - 1, "stale"), (current, "same"), (current + 1, "fresh")):
+        await publisher.publish(Message(body=b'{"items":[],"m":"%s"}' % marker.encode(),
+                                        routing_key=key, headers={VERSION_HEADER: version}))
+    await eventually(lambda: "fresh" in watcher.values[-1][1])
+    assert not any("stale" in p or "same" in p for _, p in watcher.values)
+
+
+async def test_a_second_client_replica_keeps_its_own_cache(bus: Bus, db_url: str) -> None:
+    server, first, tutorial = await mesh_of(bus, db_url)
+    second = await bus.service("client")
+    assert isinstance(second, ClientService)
+    a, b = Watcher(), Watcher()
+    await first.cache.subscribe(TOPIC, StringIntSelector(), a)
+    await second.cache.subscribe(TOPIC, StringIntSelector(), b)
+    before = provider_calls(server)
+    await tutorial.add_string_int(StringIntFields(string1="both", int1=1))
+    await eventually(lambda: "both" in a.values[-1][1] and "both" in b.values[-1][1])
+    assert provider_calls(server) - before == 1  # one run, published once, both replicas get it
+
+
+async def test_a_server_started_later_learns_the_watched_selectors(bus: Bus, db_url: str) -> None:
+    _first, client, _ = await mesh_of(bus, db_url)
+    await client.cache.subscribe(TOPIC, StringIntSelector(), Watcher())
+    late = await bus.service("server", database_url=db_url)
+    assert isinstance(late, ServerService)
+    await eventually(lambda: bool(late.observables.registry.watched("tutorial", "string_ints")))
+
+
+async def test_notify_runs_coalesce(memory_bus: Bus, db_url: str) -> None:
+    server, client, _tutorial = await mesh_of(memory_bus, db_url)
+    await client.cache.subscribe(TOPIC, StringIntSelector(), Watcher())
+    provider = server.observables.provider(TOPIC)
+    assert provider is not None
+    before = provider.provider_calls
+    await asyncio.gather(*(provider.notify() for _ in range(10)))
+    assert 1 <= provider.provider_calls - before <= 2  # one run, and at most one more after it
+
+
+async def test_notify_errors_are_clear(memory_bus: Bus, db_url: str) -> None:
+    from pydantic import BaseModel
+
+    from mesh.contract import Contract, topic
+    from mesh.errors import PluginError
+
+    class Nothing(BaseModel):
+        pass
+
+    class Unprovided(Contract, plugin="noop"):
+        ghost = topic(Nothing, Nothing)
+
+    server = await memory_bus.service("server", database_url=db_url)
+    ctx = server.host.records["noop"].ctx
+    assert ctx is not None
+    with pytest.raises(PluginError, match="it is tutorial's topic"):
+        await ctx.notify(TOPIC)
+    with pytest.raises(PluginError, match="noop.ghost has no provider on this server"):
+        await ctx.notify(Unprovided.ghost)
