@@ -18,6 +18,7 @@ up: $(STAMP)
 	$(VENV)/bin/mesh up
 
 test: $(STAMP)
+	scripts/install-system-deps
 	scripts/ensure-services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)

@@ -21,6 +21,9 @@ def banner(services: list[Service], where: str) -> str:
             for name, record in sorted(service.host.records.items())
         ) or "no plugins"
         lines.append(f"  {service.kind:<7} {service.instance:<40} {plugins}")
+        url = getattr(service, "url", None)
+        if url:
+            lines.append(f"          devices: {url}")
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ def planned_banner(settings: MeshSettings, pids: dict[str, int]) -> str:
     for kind in SERVICE_KINDS:
         plugins = ", ".join(plan.for_service(kind, manifests)) or "no plugins"
         lines.append(f"  {kind:<7} pid {pids[kind]:<8} {plugins}")
+    lines.append(f"  devices: http://{settings.client_host}:{settings.client_port}/")
     for name, reason in sorted(plan.refused.items()):
         lines.append(f"  refused {name}: {reason}")
     return "\n".join(lines)

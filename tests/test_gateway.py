@@ -266,3 +266,30 @@ async def test_health_and_catalog_endpoints(gateway: Gateway) -> None:
     assert script.headers["content-type"].startswith("text/javascript")
     assert "export class Mesh" in script.text
     assert "tutorial.string_ints" in page.text
+
+
+def doc_frames(heading: str) -> list[Frame]:
+    """The example frames under a heading of docs/devices.md."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "devices.md").read_text()
+    section = text.split(heading, 1)[1]
+    block = section.split("```json\n", 1)[1].split("```", 1)[0]
+    return [json.loads(line) for line in block.splitlines() if line.strip()]
+
+
+async def test_the_documented_device_frames_are_understood(gateway: Gateway) -> None:
+    from mesh_tutorial.contract import StringIntFields, TutorialContract
+
+    from mesh.rpc.client import RpcClient
+
+    caller = RpcClient(await gateway.bus.connected("seed"), "client")
+    await caller.start()
+    await TutorialContract(caller).add_string_int(StringIntFields(string1="a", int1=1))
+    device = await gateway.device()
+    for frame in doc_frames("### Device → gateway"):
+        answer = await device.answer(frame)
+        assert answer["type"] != "error", (frame, answer)
+    shapes = {f["type"] for f in doc_frames("### Gateway → device")}
+    assert shapes == {"subscribed", "snapshot", "update", "unsubscribed", "result", "error",
+                      "pong"}

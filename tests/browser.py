@@ -1,0 +1,35 @@
+"""Headless Chromium for tests, driven by Selenium with Debian's chromedriver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--window-size=1000,800"]
+
+
+def browser() -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in FLAGS:
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def wait_for(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], Any],
+             timeout: float = 10) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(check)
+
+
+def cells(driver: webdriver.Chrome) -> list[tuple[str, str]]:
+    """(string1, int1) of every row of the demo page's table."""
+    rows = driver.find_elements(By.CSS_SELECTOR, "#rows tr[data-id]")
+    return [(r.find_element(By.CLASS_NAME, "string1").text,
+             r.find_element(By.CLASS_NAME, "int1").text) for r in rows]
