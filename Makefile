@@ -27,3 +27,4 @@ bench: $(STAMP)
 	scripts/ensure-services
 	$(VENV)/bin/python -m bench rpc
 	$(VENV)/bin/python -m bench startup
+	$(VENV)/bin/python -m bench fanout

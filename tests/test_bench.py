@@ -6,6 +6,7 @@ Only the shape is checked: timing assertions would make the suite flaky on a bus
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,37 @@ def test_percentile_is_nearest_rank() -> None:
     assert (percentile(samples, 50), percentile(samples, 99), percentile(samples, 100)) == (
         50.0, 99.0, 100.0)
     assert percentile([7.0], 99) == 7.0
+
+
+def bench_json(*args: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-m", "bench", *args, "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240, check=False,
+                          env={**os.environ, "MESH_LOG_LEVEL": "WARNING"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_startup_bench_prints_figures(postgres_admin_url: str) -> None:
+    report = bench_json("startup", "--plugins", "3", "--migrations", "2", "--repeat", "1",
+                        "--pg-admin-url", postgres_admin_url)
+    for kind in ("postgresql", "sqlite"):
+        figures = report[kind]
+        assert isinstance(figures, dict)
+        assert {"first_start_s", "second_start_s", "no_storage_s",
+                "second_over_no_storage"} <= figures.keys()
+        assert all(v > 0 for v in figures.values())
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_fanout_bench_prints_rows(broker_url: str) -> None:
+    report = bench_json("fanout", "--subscribers", "5", "20", "--notifies", "3",
+                        "--url", broker_url)
+    rows = report["rows"]
+    assert isinstance(rows, list) and [r["subscribers"] for r in rows] == [5, 20]
+    for row in rows:
+        assert {"provider_calls_per_notify", "p50_ms", "p99_ms"} <= row.keys()
+        assert row["provider_calls_per_notify"] == 1.0  # per client service, never per device
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
