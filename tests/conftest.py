@@ -149,7 +149,7 @@ class Bus:
         from services import SERVICES
 
         service = SERVICES[kind](
-            self.settings(**settings), self.transport(f"test-{kind}"),
+            self.settings(**settings), self.transport(f"test-{kind}-{self.exchange}"),
             sources=list(discover() if sources is None else sources),
         )
         self.services.append(service)

@@ -195,3 +195,38 @@ async def test_notify_errors_are_clear(memory_bus: Bus, db_url: str) -> None:
         await ctx.notify(TOPIC)
     with pytest.raises(PluginError, match="noop.ghost has no provider on this server"):
         await ctx.notify(Unprovided.ghost)
+
+
+@pytest.mark.rabbitmq
+async def test_a_change_made_while_the_client_is_cut_off_still_reaches_it(
+    rabbit_bus: Bus, db_url: str
+) -> None:
+    from mesh.bus.rabbitmq import RabbitTransport
+    from tests.processes import drop_connections
+
+    server, client, tutorial = await mesh_of(rabbit_bus, db_url)
+    watcher = Watcher()
+    await client.cache.subscribe(TOPIC, StringIntSelector(), watcher)
+    await watcher.next()
+    transport = client.transport
+    assert isinstance(transport, RabbitTransport)
+    gate = asyncio.Event()  # hold the client's reconnect until the change is made
+    reopen = transport._open
+
+    async def gated_open() -> None:
+        await gate.wait()
+        await reopen()
+
+    transport._open = gated_open  # type: ignore[method-assign]
+    name = f"test-client-{rabbit_bus.exchange}"
+    assert await asyncio.to_thread(drop_connections, name) == 1
+    await eventually(lambda: not transport._connected.is_set(), timeout=10)
+    # published while the client's queue is gone: the update is lost on the bus, and only the
+    # client's resync after reconnecting can bring it
+    await tutorial.add_string_int(StringIntFields(string1="during the drop", int1=1))
+    gate.set()
+    await eventually(lambda: transport.reconnects == 1, timeout=15)
+    await eventually(lambda: "during the drop" in watcher.values[-1][1], timeout=10)
+    await tutorial.add_string_int(StringIntFields(string1="after the drop", int1=2))
+    await eventually(lambda: "after the drop" in watcher.values[-1][1], timeout=10)
+    await eventually(lambda: bool(server.observables.registry.watched("tutorial", "string_ints")))
