@@ -30,7 +30,7 @@ import websockets
 from mesh_tutorial.contract import StringIntFields, TutorialContract
 
 from bench.broker import delete_topology
-from bench.procs import server_process
+from bench.procs import ServerFailed, ServerProcess, server_process
 from bench.stats import percentile
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
@@ -47,6 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="notifies timed per row (default: %(default)s)")
     parser.add_argument("--rows", type=int, default=20,
                         help="StringInt rows in the payload (default: %(default)s)")
+
+
+async def wait_for_port(port: int, process: ServerProcess) -> None:
+    for _ in range(300):
+        process.check_alive()
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        await asyncio.sleep(0.1)
+    raise ServerFailed(f"{process.name} did not listen on port {port} within 30 s")
 
 
 def free_port() -> int:
@@ -124,12 +134,7 @@ async def mesh_side(url: str) -> AsyncIterator[tuple[ServerService, str, str]]:
     try:
         with server_process("client service", [sys.executable, "-m", "mesh", "run", "client"],
                             env) as client:
-            for _ in range(300):
-                client.check_alive()
-                with contextlib.suppress(OSError):
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                await asyncio.sleep(0.1)
+            await wait_for_port(port, client)
             yield server, f"ws://127.0.0.1:{port}/ws", exchange
     finally:
         await server.stop()
@@ -194,12 +199,7 @@ async def baseline_row(count: int, notifies: int, payload: str) -> dict[str, Any
     port = free_port()
     with server_process("baseline server", [sys.executable, "-c", BASELINE_SERVER, str(port),
                                             payload]) as process:
-        for _ in range(300):
-            process.check_alive()
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            await asyncio.sleep(0.1)
+        await wait_for_port(port, process)
         devices = Devices()
         await devices.connect(f"ws://127.0.0.1:{port}/ws", count, None)
         control = await websockets.connect(f"ws://127.0.0.1:{port}/control")

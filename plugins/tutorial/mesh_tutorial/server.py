@@ -2,6 +2,7 @@
 topic, and the actions devices push to change rows."""
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mesh import Empty, PluginPart, handles
 from mesh_tutorial.contract import (
@@ -29,6 +30,13 @@ def as_contract(row: StringIntRow) -> StringInt:
     return StringInt(id=row.id, string1=row.string1, int1=row.int1)
 
 
+async def get_row(session: AsyncSession, string_int_id: int) -> StringIntRow:
+    row = await session.get(StringIntRow, string_int_id)
+    if row is None:
+        raise NotFound(f"no StringInt with id {string_int_id}")
+    return row
+
+
 class TutorialServer(PluginPart):
     async def changed(self) -> None:
         """Rows changed: every watched selector of the topic gets its new payload."""
@@ -41,9 +49,7 @@ class TutorialServer(PluginPart):
     @handles(TutorialContract.add_int_value)
     async def add_int_value(self, action: AddIntValue) -> StringInt:
         async with self.ctx.session() as session:
-            row = await session.get(StringIntRow, action.string_int_id)
-            if row is None:
-                raise NotFound(f"no StringInt with id {action.string_int_id}")
+            row = await get_row(session, action.string_int_id)
             if row.int1 + action.offset not in INT32:
                 raise OutOfRange(f"int1 {row.int1} + {action.offset} leaves the 32-bit range")
             row.int1 += action.offset
@@ -55,9 +61,7 @@ class TutorialServer(PluginPart):
     @handles(TutorialContract.string_cap_toggle)
     async def string_cap_toggle(self, action: StringCapToggle) -> StringInt:
         async with self.ctx.session() as session:
-            row = await session.get(StringIntRow, action.string_int_id)
-            if row is None:
-                raise NotFound(f"no StringInt with id {action.string_int_id}")
+            row = await get_row(session, action.string_int_id)
             upper = row.string1.upper()
             row.string1 = row.string1.lower() if row.string1 == upper else upper
             await session.commit()
@@ -87,9 +91,7 @@ class TutorialServer(PluginPart):
     @handles(TutorialContract.change_string_int)
     async def change_string_int(self, request: StringIntChange) -> StringInt:
         async with self.ctx.session() as session:
-            row = await session.get(StringIntRow, request.id)
-            if row is None:
-                raise NotFound(f"no StringInt with id {request.id}")
+            row = await get_row(session, request.id)
             if request.string1 is not None:
                 row.string1 = request.string1
             if request.int1 is not None:
@@ -102,9 +104,7 @@ class TutorialServer(PluginPart):
     @handles(TutorialContract.delete_string_int)
     async def delete_string_int(self, request: StringIntId) -> Empty:
         async with self.ctx.session() as session:
-            row = await session.get(StringIntRow, request.id)
-            if row is None:
-                raise NotFound(f"no StringInt with id {request.id}")
+            row = await get_row(session, request.id)
             await session.delete(row)
             await session.commit()
         await self.changed()
