@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -58,6 +58,13 @@ class MeshSettings(BaseSettings):
         default=30.0, ge=0,
         description="Seconds a client keeps a selector upstream after its last device left.",
     )
+    admin_host: str = Field(default="127.0.0.1", description="Where the admin API listens.")
+    admin_port: int = Field(default=8010, ge=0, le=65535, description="0 picks a free one.")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the admin API; unset: generated once into the data dir.",
+    )
+    upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     device_max_frame_bytes: int = Field(default=64 * 1024, gt=0)
     device_max_subscriptions: int = Field(default=200, gt=0)
     log_format: Literal["auto", "console", "json"] = "auto"

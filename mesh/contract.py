@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from mesh.errors import RpcError
 
@@ -196,12 +196,24 @@ class Contract:
     plugin: ClassVar[str]
     rpcs: ClassVar[Mapping[str, Rpc[Any, Any]]]
     topics: ClassVar[Mapping[str, Topic[Any, Any]]]
+    settings_model: ClassVar[type[BaseModel] | None]
 
-    def __init_subclass__(cls, *, plugin: str, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, plugin: str, settings: type[BaseModel] | None = None, **kwargs: Any
+    ) -> None:
+        """`settings` is the plugin's settings model: administrators edit it, and every
+        service running the plugin gets the new values live. Every field needs a default."""
         super().__init_subclass__(**kwargs)
         if not NAME_PATTERN.match(plugin):
             raise ValueError(f"plugin name {plugin!r} must match {NAME_PATTERN.pattern}")
         cls.plugin = plugin
+        if settings is not None:
+            try:
+                settings()
+            except ValidationError:
+                raise ValueError(f"{plugin}'s settings model {settings.__name__} needs a "
+                                 "default for every field") from None
+        cls.settings_model = settings
         found: dict[str, Rpc[Any, Any]] = {}
         topics: dict[str, Topic[Any, Any]] = {}
         for name, value in vars(cls).items():

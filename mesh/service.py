@@ -15,11 +15,14 @@ from typing import ClassVar
 
 import structlog
 
-from contracts.platform import Heartbeat, PluginStatus
+from contracts.platform import Heartbeat, PlatformContract, PlatformState, PluginStatus
 from mesh import __version__
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
 from mesh.config import MeshSettings
+from mesh.contract import Empty
+from mesh.control import ControlChannel
+from mesh.errors import RpcError
 from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
@@ -63,6 +66,7 @@ class Service:
             rpc_concurrency=settings.rpc_concurrency,
             database=self.database,
         )
+        self.control = ControlChannel(transport, self.instance, self.host)
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
         )
@@ -77,11 +81,31 @@ class Service:
     async def prepare(self) -> None:
         """What a service does after joining the bus and before starting plugins."""
 
+    async def started(self) -> None:
+        """What a service does once its plugins are started."""
+
+    async def platform_state(self) -> PlatformState | None:
+        """Plugins switched off and settings, from the server; None if it cannot be reached
+        now (the server publishes its state on the control channel when it starts)."""
+        try:
+            return await PlatformContract(self.rpc_client).state(Empty())
+        except RpcError as exc:
+            self.log.warning("service.platform_state_unavailable", error=str(exc),
+                             hint="starting with the configured plugins")
+            return None
+
     async def start(self) -> None:
         await self.transport.connect()
         await self.rpc_client.start()
+        await self.control.start()
         await self.prepare()
+        state = await self.platform_state()
+        if state is not None:
+            self.host.runtime_disabled = set(state.disabled)
+            for name, values in state.settings.items():
+                await self.host.update_settings(name, values)
         await self.host.start_all()
+        await self.started()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
         self.log.info("service.started", transport=self.transport.kind,
                       plugins={n: str(r.state) for n, r in self.host.records.items()})

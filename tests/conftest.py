@@ -137,7 +137,7 @@ class Bus:
     def settings(self, **overrides: Any) -> MeshSettings:
         values: dict[str, Any] = {
             "exchange": self.exchange, "heartbeat_interval": 0.5, "shutdown_timeout": 5.0,
-            "data_dir": self.data_dir, "client_port": 0,
+            "data_dir": self.data_dir, "client_port": 0, "admin_port": 0,
         }
         values.update(overrides)
         return MeshSettings(**values)

@@ -21,7 +21,8 @@ class MeshProcess:
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("w")
         full_env = {**os.environ, "MESH_LOG_FORMAT": "json", "MESH_LOG_LEVEL": "INFO",
-                    "MESH_DATA_DIR": str(log_dir / "data"), "MESH_CLIENT_PORT": "0", **env}
+                    "MESH_DATA_DIR": str(log_dir / "data"), "MESH_CLIENT_PORT": "0",
+                    "MESH_ADMIN_PORT": "0", **env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mesh", *args], env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT, text=True,

@@ -314,12 +314,16 @@ class MemoryTransport(Transport):
     def __init__(self, broker: MemoryBroker, exchange: str) -> None:
         super().__init__(exchange)
         self.broker = broker
-        self.connected = False
+        self._open = False
         self._consumers: list[_MemoryConsumer] = []
         self._reply_address: str | None = None
 
+    @property
+    def connected(self) -> bool:
+        return self._open
+
     def _check(self) -> None:
-        if not self.connected:
+        if not self._open:
             raise TransportClosed("in-process transport is not connected")
 
     def forget(self, consumer: _MemoryConsumer) -> None:
@@ -328,12 +332,12 @@ class MemoryTransport(Transport):
 
     async def connect(self) -> None:
         self.broker.exchanges.add(self.exchange)
-        self.connected = True
+        self._open = True
 
     async def close(self) -> None:
         if not self.connected:
             return
-        self.connected = False
+        self._open = False
         for consumer in list(self._consumers):
             consumer.close_channel()
         for queue in list(self.broker.queues.values()):

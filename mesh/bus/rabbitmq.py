@@ -204,6 +204,10 @@ class RabbitTransport(Transport):
 
     # -- connection lifecycle -------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
     async def connect(self) -> None:
         self._closing = False
         await self._open()

@@ -63,6 +63,11 @@ class Transport(abc.ABC):
         for listener in list(self._back_listeners):
             listener()
 
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Joined the bus right now (False while reconnecting)."""
+
     @abc.abstractmethod
     async def connect(self) -> None: ...
 

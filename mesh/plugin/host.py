@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
+from pydantic import BaseModel, ValidationError
 
 from mesh.bus.transport import Transport
 from mesh.contract import Contract
@@ -65,6 +66,9 @@ class PluginHost:
         self.rpc_concurrency = rpc_concurrency
         self.database = database
         self.observables = observables
+        self.settings: dict[str, BaseModel] = {}
+        self.runtime_disabled: set[str] = set()
+        self._contracts: dict[str, type[Contract] | None] = {}
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
         manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
         broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
@@ -105,6 +109,92 @@ class PluginHost:
                 needed.add(other)
         return [n for n in reversed(self.order) if n in needed and n != name]
 
+    def contract(self, name: str) -> type[Contract] | None:
+        """The plugin's contract class, imported once (contracts are pure data)."""
+        if name not in self._contracts:
+            record = self.records.get(name)
+            entry = record.manifest.contract if record and record.manifest else None
+            try:
+                self._contracts[name] = import_entry(entry, Contract) if entry else None
+            except (ImportError, TypeError, ValueError) as exc:
+                self.log.error("plugin.contract_unloadable", plugin=name, error=str(exc))
+                self._contracts[name] = None
+        return self._contracts[name]
+
+    def settings_for(self, name: str) -> BaseModel | None:
+        """The plugin's current settings: the stored values over the model's defaults."""
+        if name in self.settings:
+            return self.settings[name]
+        contract = self.contract(name)
+        model = contract.settings_model if contract else None
+        return model() if model is not None else None
+
+    async def update_settings(self, name: str, values: dict[str, Any]) -> None:
+        """New settings for a plugin: kept, and handed to its part if it is running."""
+        contract = self.contract(name) if name in self.records else None
+        model = contract.settings_model if contract else None
+        if model is None:
+            return
+        try:
+            settings = model.model_validate(values)
+        except ValidationError as exc:
+            self.log.error("plugin.bad_settings", plugin=name,
+                           errors=exc.errors(include_url=False)[:5])
+            return
+        self.settings[name] = settings
+        record = self.records[name]
+        if record.state is PluginState.STARTED and record.part is not None:
+            try:
+                await record.part.on_settings(settings)
+            except Exception:
+                self.log.exception("plugin.settings_hook_failed", plugin=name)
+        self.log.info("plugin.settings_changed", plugin=name)
+
+    async def apply_state(self, disabled: set[str], settings: dict[str, dict[str, Any]]) -> None:
+        """Bring the plugins in line with the platform's state (a server's snapshot)."""
+        for name, values in settings.items():
+            if name in self.records:
+                await self.update_settings(name, values)
+        for name in reversed(self.order):
+            if name in disabled and name not in self.runtime_disabled:
+                await self.switch(name, False)
+        for name in self.order:
+            if name not in disabled and name in self.runtime_disabled:
+                await self.switch(name, True)
+
+    async def switch(self, name: str, enabled: bool) -> None:
+        """Start or stop a plugin at run time, as an administrator asked (over the bus)."""
+        record = self.records.get(name)
+        if record is None or record.manifest is None:
+            return  # not a plugin of this service
+        if name in self.plan.disabled:
+            self.log.warning("plugin.switch_ignored", plugin=name,
+                             reason="disabled by configuration (MESH_DISABLED_PLUGINS)")
+            return
+        if not enabled:
+            self.runtime_disabled.add(name)
+            if record.state in (PluginState.STARTED, PluginState.LOADED):
+                await self.stop(name)
+            if record.state is not PluginState.REFUSED or name not in self.plan.refused:
+                record.state, record.error = PluginState.DISABLED, "disabled by an administrator"
+            self.log.info("plugin.disabled", plugin=name)
+            return
+        self.runtime_disabled.discard(name)
+        if record.state is PluginState.DISABLED:
+            record.state, record.error = PluginState.STOPPED, None
+        await self._start_startable()
+        self.log.info("plugin.enabled", plugin=name)
+
+    async def _start_startable(self) -> None:
+        """Start, in order, every plugin that is stopped, or refused only because of a plugin
+        that is running again now."""
+        for name in self.order:
+            record = self.records[name]
+            if record.state is PluginState.REFUSED and name not in self.plan.refused:
+                record.state, record.error = PluginState.STOPPED, None
+            if record.state is PluginState.STOPPED and name not in self.runtime_disabled:
+                await self.start(name)
+
     def mark(self, name: str, state: PluginState, error: str) -> None:
         """Fail or refuse a plugin before it starts (its migration failed, say)."""
         record = self.records.get(name)
@@ -116,7 +206,10 @@ class PluginHost:
 
     async def start_all(self) -> None:
         for name in self.order:
-            if self.records[name].state is PluginState.STOPPED:
+            record = self.records[name]
+            if name in self.runtime_disabled and record.state is PluginState.STOPPED:
+                record.state, record.error = PluginState.DISABLED, "disabled by an administrator"
+            if record.state is PluginState.STOPPED:
                 await self.start(name)
 
     async def start(self, name: str) -> bool:

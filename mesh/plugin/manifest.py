@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MANIFEST_FILE = "plugin.toml"
 ServiceKind = Literal["server", "client", "agent", "worker"]
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
+RESERVED_NAMES = frozenset({"mesh"})
 ENTRY = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
@@ -55,6 +56,13 @@ class PluginManifest(BaseModel):
     )
     storage: StorageSection | None = None
     settings: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_NAMES:
+            raise ValueError(f"{value!r} is reserved for the platform")
+        return value
 
     @field_validator("version")
     @classmethod

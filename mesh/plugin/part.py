@@ -129,6 +129,11 @@ class PluginContext:
             raise PluginError(f"{plugin}'s API is {type(api).__name__}, not a {kind.__name__}")
         return cast(ApiT, api)
 
+    @property
+    def settings(self) -> Any:
+        """The plugin's current settings (its contract's settings model), or None."""
+        return self._host.settings_for(self.plugin)
+
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """An async SQLAlchemy session on the plugin's database (server and worker only)."""
         database = self._host.database
@@ -161,6 +166,7 @@ class PluginPart:
     start: begin work; the host starts serving this part's RPCs right after.
     stop: the host has stopped serving and drained in-flight calls; release what start took.
     unload: undo load.
+    on_settings: the plugin's settings changed while it runs.
     """
 
     def __init__(self, ctx: PluginContext) -> None:
@@ -177,6 +183,9 @@ class PluginPart:
 
     async def unload(self) -> None:
         pass
+
+    async def on_settings(self, settings: Any) -> None:
+        """An administrator changed the plugin's settings; `self.ctx.settings` has them too."""
 
     def marked_handlers(
         self,

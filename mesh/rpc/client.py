@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed, Unroutable
 from mesh.contract import RepT, ReqT, Rpc
-from mesh.errors import InvalidReply, InvalidRequest, RpcTimeout, Unavailable
+from mesh.errors import InvalidReply, InvalidRequest, RpcError, RpcTimeout, Unavailable
+from mesh.metrics import RPC_CALLS
 from mesh.names import rpc_key
 from mesh.rpc import wire
 from mesh.rpc.context import current_call
@@ -57,7 +58,21 @@ class RpcClient:
 
     async def call(
         self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], *,
-        timeout: float | None = None,
+        timeout: float | None = None, caller: str | None = None,
+    ) -> RepT:
+        """Call `rpc`; `caller` names who calls when it is not this service itself (the admin
+        API calls on a person's behalf as "cli")."""
+        try:
+            reply = await self._call(rpc, request, timeout, caller or self.caller)
+        except RpcError as exc:
+            RPC_CALLS.labels(rpc.qualname, exc.code).inc()
+            raise
+        RPC_CALLS.labels(rpc.qualname, "ok").inc()
+        return reply
+
+    async def _call(
+        self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], timeout: float | None,
+        caller: str,
     ) -> RepT:
         where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
         if not isinstance(request, rpc.request):
@@ -86,7 +101,7 @@ class RpcClient:
         message = Message(
             body=request.model_dump_json().encode(),
             routing_key=rpc_key(rpc.service, rpc.plugin, rpc.name),
-            headers={wire.HEADER_CALLER: self.caller, wire.HEADER_TIMEOUT_MS: millis},
+            headers={wire.HEADER_CALLER: caller, wire.HEADER_TIMEOUT_MS: millis},
             correlation_id=correlation_id,
             reply_to=self._reply_to,
             content_type=wire.CONTENT_TYPE,

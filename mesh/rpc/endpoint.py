@@ -30,6 +30,7 @@ from mesh.errors import (
     Unavailable,
     UnknownRpc,
 )
+from mesh.metrics import RPC_HANDLED, RPC_SECONDS
 from mesh.names import parse_rpc_key, rpc_pattern, rpc_queue
 from mesh.rpc import wire
 from mesh.rpc.client import field_errors
@@ -116,9 +117,12 @@ class RpcEndpoint:
         parsed = parse_rpc_key(message.routing_key)
         name = parsed[2] if parsed else message.routing_key
         qualname = f"{self.plugin}.{name}"
+        known = qualname if name in self.handlers else "unknown"  # bounded label values
         try:
             reply = await self._run(message, name, qualname, started)
+            RPC_HANDLED.labels(known, "ok").inc()
         except RpcError as error:
+            RPC_HANDLED.labels(known, error.code if known != "unknown" else "unknown_rpc").inc()
             error.rpc = error.rpc or qualname
             if error.service is None:
                 error.service, error.plugin, error.instance = (
@@ -132,6 +136,7 @@ class RpcEndpoint:
             await self._send(message, wire.reply_error(gone, correlation_id), log)
             raise
         except Exception as exc:
+            RPC_HANDLED.labels(known, "internal").inc()
             reference = uuid.uuid4().hex[:12]
             log.exception("rpc.handler_failed", rpc=qualname, reference=reference)
             internal = InternalError(
@@ -139,6 +144,7 @@ class RpcEndpoint:
                 rpc=qualname, service=self.service, plugin=self.plugin, instance=self.instance,
             )
             reply = wire.reply_error(internal, correlation_id)
+        RPC_SECONDS.labels(known).observe(time.monotonic() - started)
         await self._send(message, reply, log)
 
     async def _send(self, request: Message, reply: Message, log: Any) -> None:

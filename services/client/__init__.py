@@ -7,26 +7,14 @@ the server.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Generator
 from typing import Any
-
-import uvicorn
 
 from mesh.contract import Contract
 from mesh.observable.cache import ObservableCache
 from mesh.plugin.discovery import import_entry
 from mesh.service import Service
+from mesh.web import WebServer
 from services.client.gateway import Catalog, GatewayLimits, create_app
-
-
-class _Server(uvicorn.Server):
-    """uvicorn inside a service: the service owns SIGTERM and SIGINT, not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class ClientService(Service):
@@ -36,8 +24,7 @@ class ClientService(Service):
         super().__init__(*args, **kwargs)
         self.cache = ObservableCache(self.transport, self.rpc_client, self.instance,
                                      linger=self.settings.observable_linger)
-        self._server: _Server | None = None
-        self._serving: asyncio.Task[None] | None = None
+        self.web: WebServer | None = None
 
     def catalog(self) -> Catalog:
         contracts = []
@@ -54,11 +41,7 @@ class ClientService(Service):
 
     @property
     def bound_port(self) -> int:
-        if self._server is not None and self._server.servers:
-            sockets = self._server.servers[0].sockets
-            if sockets:
-                return int(sockets[0].getsockname()[1])
-        return self.settings.client_port
+        return self.web.port if self.web is not None else self.settings.client_port
 
     async def prepare(self) -> None:
         await self.cache.start()
@@ -66,25 +49,13 @@ class ClientService(Service):
             max_frame_bytes=self.settings.device_max_frame_bytes,
             max_subscriptions=self.settings.device_max_subscriptions,
         ))
-        config = uvicorn.Config(
-            app, host=self.settings.client_host, port=self.settings.client_port,
-            log_level="warning", lifespan="off", access_log=False,
-            ws_max_size=self.settings.device_max_frame_bytes * 4,
-        )
-        self._server = _Server(config)
-        self._serving = asyncio.get_running_loop().create_task(self._server.serve())
-        while not self._server.started:
-            if self._serving.done():
-                self._serving.result()  # raises what stopped it (the port is taken, say)
-                raise OSError(f"the device gateway did not start on port "
-                              f"{self.settings.client_port}")
-            await asyncio.sleep(0.01)
+        self.web = WebServer(app, self.settings.client_host, self.settings.client_port,
+                             ws_max_size=self.settings.device_max_frame_bytes * 4)
+        await self.web.start()
         self.log.info("gateway.listening", url=self.url)
 
     async def stop(self) -> None:
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._serving
+        if self.web is not None:
+            await self.web.stop()
         await self.cache.close()
         await super().stop()

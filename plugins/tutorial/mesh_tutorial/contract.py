@@ -61,6 +61,13 @@ class StringCapToggle(BaseModel):
     string_int_id: int
 
 
+class TutorialSettings(BaseModel):
+    """Edited by administrators; every service running the tutorial gets changes live."""
+
+    max_rows: int = Field(default=100, ge=1, le=10_000,
+                          description="The most rows a list or the live topic returns.")
+
+
 class NotFound(RpcError):
     code = "tutorial.not_found"
 
@@ -69,7 +76,7 @@ class OutOfRange(RpcError):
     code = "tutorial.out_of_range"
 
 
-class TutorialContract(Contract, plugin="tutorial"):
+class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
     string_ints = topic(StringIntSelector, StringIntList,
                         doc="The StringInt rows, live, ordered by id.")
     add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange])

@@ -20,6 +20,7 @@ from mesh_tutorial.contract import (
     StringIntQuery,
     StringIntSelector,
     TutorialContract,
+    TutorialSettings,
 )
 from mesh_tutorial.models import SettingRow, StringIntRow
 
@@ -38,6 +39,13 @@ async def get_row(session: AsyncSession, string_int_id: int) -> StringIntRow:
 
 
 class TutorialServer(PluginPart):
+    settings_seen: int | None = None
+
+    async def on_settings(self, settings: TutorialSettings) -> None:
+        """The rows shown depend on max_rows: refresh every watcher."""
+        self.settings_seen = settings.max_rows
+        await self.changed()
+
     async def changed(self) -> None:
         """Rows changed: every watched selector of the topic gets its new payload."""
         await self.ctx.notify(TutorialContract.string_ints)
@@ -71,7 +79,8 @@ class TutorialServer(PluginPart):
 
     @handles(TutorialContract.list_string_ints)
     async def list_string_ints(self, request: StringIntQuery) -> StringIntList:
-        query = select(StringIntRow).order_by(StringIntRow.id)
+        settings: TutorialSettings = self.ctx.settings
+        query = select(StringIntRow).order_by(StringIntRow.id).limit(settings.max_rows)
         if request.prefix:
             query = query.where(StringIntRow.string1.startswith(request.prefix, autoescape=True))
         async with self.ctx.session() as session:

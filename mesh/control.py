@@ -1,0 +1,65 @@
+"""The control channel: every service instance hears which plugins an administrator switched on
+or off and their new settings, and applies them at once, without a restart.
+
+Messages go to the exchange on `control.plugin.<plugin>`, `control.settings.<plugin>` and
+`control.state` (the whole state, which a server publishes when it starts); each instance
+consumes them, in order, on an exclusive queue of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from contracts.platform import PlatformState, PluginSettingsChanged, PluginSwitch
+from mesh.bus.message import Delivery, Message, QueueSpec
+from mesh.bus.transport import Transport
+from mesh.plugin.host import PluginHost
+
+CONTROL_PATTERN = "control.#"
+STATE_KEY = "control.state"
+log = structlog.get_logger("mesh.control")
+
+
+def switch_key(plugin: str) -> str:
+    return f"control.plugin.{plugin}"
+
+
+def settings_key(plugin: str) -> str:
+    return f"control.settings.{plugin}"
+
+
+class ControlChannel:
+    def __init__(self, transport: Transport, instance: str, host: PluginHost) -> None:
+        self.transport = transport
+        self.host = host
+        self.queue = f"{transport.exchange}.control.{instance}"
+        self._order = asyncio.Lock()  # apply messages one at a time, in arrival order
+
+    async def start(self) -> None:
+        await self.transport.declare_queue(QueueSpec(self.queue, (CONTROL_PATTERN,),
+                                                     exclusive=True))
+        await self.transport.consume(self.queue, self._on_message, prefetch=0, no_ack=True)
+
+    async def _on_message(self, delivery: Delivery) -> None:
+        message = delivery.message
+        async with self._order:
+            try:
+                if message.routing_key.startswith("control.plugin."):
+                    switch = PluginSwitch.model_validate_json(message.body)
+                    await self.host.switch(switch.plugin, switch.enabled)
+                elif message.routing_key.startswith("control.settings."):
+                    change = PluginSettingsChanged.model_validate_json(message.body)
+                    await self.host.update_settings(change.plugin, change.values)
+                elif message.routing_key == STATE_KEY:
+                    state = PlatformState.model_validate_json(message.body)
+                    await self.host.apply_state(set(state.disabled), state.settings)
+            except ValidationError as exc:
+                log.warning("control.bad_message", key=message.routing_key,
+                            errors=exc.errors(include_url=False)[:3])
+
+    async def publish(self, key: str, body: BaseModel) -> None:
+        await self.transport.publish(Message(body=body.model_dump_json().encode(),
+                                             routing_key=key))

@@ -1,0 +1,25 @@
+"""Prometheus metrics of this process (served by the admin API's /metrics on the server)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RPC_HANDLED = Counter(
+    "mesh_rpc_handled", "RPC requests this process handled, by RPC and outcome code",
+    ["rpc", "code"], registry=REGISTRY,
+)
+RPC_SECONDS = Histogram(
+    "mesh_rpc_handle_seconds", "Time from taking an RPC request to sending its reply",
+    ["rpc"], registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RPC_CALLS = Counter(
+    "mesh_rpc_calls", "RPC calls this process made, by RPC and outcome code",
+    ["rpc", "code"], registry=REGISTRY,
+)
+SERVICES_UP = Gauge(
+    "mesh_services_up", "Service instances sending heartbeats, by kind", ["service"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,53 @@
+"""An ASGI app served by uvicorn inside a service (the device gateway, the admin API)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+
+class _Server(uvicorn.Server):
+    """The service owns SIGTERM and SIGINT, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class WebServer:
+    def __init__(self, app: Any, host: str, port: int, **options: Any) -> None:
+        self.host = host
+        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                     lifespan="off", access_log=False, **options)
+        self._server = _Server(self.config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it (the port is taken, say)
+                raise OSError(f"nothing listens on {self.host}:{self.config.port}")
+            await asyncio.sleep(0.01)
+
+    @property
+    def port(self) -> int:
+        for server in self._server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

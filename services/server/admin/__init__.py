@@ -1,0 +1,1 @@
+"""The admin API (FastAPI, on the server): services, plugins, settings, contracts, RPC."""

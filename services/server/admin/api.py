@@ -1,0 +1,263 @@
+"""The admin REST API under /api/v1 (every route needs the bearer token)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from contracts.platform import PluginStatus
+from mesh.errors import PluginError, RpcError
+from mesh.rpc.client import field_errors
+
+if TYPE_CHECKING:
+    from services.server import ServerService
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ServiceView(BaseModel):
+    service: str
+    instance: str
+    host: str
+    pid: int
+    started_at: datetime
+    uptime_s: float
+    status: str = Field(description="up, or gone when its heartbeats stopped")
+    last_seen_s: float = Field(description="Seconds since its last heartbeat arrived.")
+    transport: str
+    plugins: list[PluginStatus]
+
+
+class InstanceState(BaseModel):
+    service: str
+    instance: str
+    state: str
+    error: str | None
+
+
+class MigrationView(BaseModel):
+    plugin: str
+    schema_name: str
+    current: list[str]
+    heads: list[str]
+    pending: list[str]
+    state: str
+    error: str | None
+
+
+class PluginView(BaseModel):
+    name: str
+    title: str | None
+    version: str | None
+    description: str
+    services: list[str]
+    depends: dict[str, str]
+    enabled: bool = Field(description="False when configuration or an administrator disabled it.")
+    status: str = Field(description="ok, disabled, or refused (reason says why)")
+    reason: str | None
+    has_settings: bool
+    instances: list[InstanceState]
+    migration: MigrationView | None
+
+
+class SettingsView(BaseModel):
+    plugin: str
+    values: dict[str, Any]
+    json_schema: dict[str, Any]
+
+
+class SwitchResult(BaseModel):
+    changed: list[str] = Field(description="The plugins switched, dependents first.")
+    enabled: bool
+
+
+# HTTP statuses for the RPC error codes an invoke can end in (declared plugin errors: 409)
+RPC_STATUS = {
+    "invalid_request": 422, "bad_message": 400, "not_allowed": 403, "unknown_rpc": 404,
+    "timeout": 504, "unavailable": 503, "internal": 502, "invalid_reply": 502,
+}
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or a wrong bearer token"},
+    404: {"model": ErrorBody, "description": "No such plugin"},
+}
+
+
+def error(code: int, kind: str, message: str, details: Any = None) -> HTTPException:
+    return HTTPException(code, ErrorBody(code=kind, message=message, details=details)
+                         .model_dump())
+
+
+def create_api(server: ServerService) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", responses=ERRORS)
+
+    def sources() -> dict[str, Any]:
+        return {s.name: s for s in server.sources}
+
+    def known(name: str) -> Any:
+        source = sources().get(name)
+        if source is None:
+            raise error(404, "unknown_plugin", f"no plugin {name!r} is installed")
+        return source
+
+    async def dependents(name: str) -> list[str]:
+        """Enabled plugins that need `name`, directly or not, dependents of dependents first."""
+        plan = server.host.plan
+        manifests = {s.name: s.manifest for s in server.sources if s.manifest}
+        off = await server.store.disabled()  # the record; hosts catch up over the bus
+        needed, order = {name}, []
+        for other in plan.order:
+            if other not in off and needed & set(manifests[other].depends):
+                needed.add(other)
+                order.append(other)
+        return order[::-1]
+
+    @api.get("/services", response_model=list[ServiceView], tags=["services"])
+    async def list_services() -> list[ServiceView]:
+        """Every service instance heard from, with its plugins; silent ones show as gone."""
+        return [ServiceView(**beat.model_dump(exclude={"interval_s", "mesh_version", "state"}),
+                            status=state, last_seen_s=round(age, 3))
+                for beat, state, age in server.directory.instances()]
+
+    async def plugin_view(name: str, migrations: dict[str, Any], off: set[str]) -> PluginView:
+        source = known(name)
+        manifest = source.manifest
+        plan = server.host.plan
+        disabled = name in plan.disabled or name in off
+        instances = [
+            InstanceState(service=beat.service, instance=beat.instance, state=p.state,
+                          error=p.error)
+            for beat, alive, _ in server.directory.instances() if alive == "up"
+            for p in beat.plugins if p.name == name
+        ]
+        contract = server.contract(name) if manifest else None
+        migration = migrations.get(name)
+        return PluginView(
+            name=name, title=manifest.title if manifest else None,
+            version=manifest.version if manifest else None,
+            description=manifest.description if manifest else "",
+            services=sorted(manifest.services) if manifest else [],
+            depends=dict(manifest.depends) if manifest else {},
+            enabled=not disabled,
+            status="disabled" if disabled else "refused" if name in plan.refused else "ok",
+            reason=plan.refused.get(name) or source.error,
+            has_settings=bool(contract and contract.settings_model),
+            instances=instances,
+            migration=MigrationView(**migration) if migration else None,
+        )
+
+    async def migrations() -> dict[str, Any]:
+        statuses = await server.migrator().status()
+        return {s.plugin: {"schema_name": s.schema, **{k: v for k, v in vars(s).items()
+                                                       if k != "schema"}} for s in statuses}
+
+    @api.get("/plugins", response_model=list[PluginView], tags=["plugins"])
+    async def list_plugins() -> list[PluginView]:
+        """Every discovered plugin: manifest, state on each instance, migration, last error."""
+        states, off = await migrations(), await server.store.disabled()
+        return [await plugin_view(name, states, off) for name in sorted(sources())]
+
+    @api.get("/plugins/{name}", response_model=PluginView, tags=["plugins"])
+    async def get_plugin(name: str) -> PluginView:
+        return await plugin_view(name, await migrations(), await server.store.disabled())
+
+    @api.post("/plugins/{name}/disable", response_model=SwitchResult, tags=["plugins"],
+              responses={409: {"model": ErrorBody,
+                               "description": "Others depend on it (details lists them)"}})
+    async def disable(name: str, cascade: bool = Query(False, description=(
+            "Disable the plugins that depend on it too."))) -> SwitchResult:
+        """Stop the plugin on every service, now and after restarts."""
+        known(name)
+        needing = await dependents(name)
+        if needing and not cascade:
+            raise error(409, "has_dependents",
+                        f"{', '.join(needing)} depend on {name}: disable them first, or "
+                        "pass cascade=true", details={"dependents": needing})
+        changed = [*needing, name]
+        await server.set_enabled(changed, False, by="admin")
+        return SwitchResult(changed=changed, enabled=False)
+
+    @api.post("/plugins/{name}/enable", response_model=SwitchResult, tags=["plugins"],
+              responses={409: {"model": ErrorBody, "description": "It cannot run"}})
+    async def enable(name: str) -> SwitchResult:
+        """Start the plugin on every service that runs it, now and after restarts."""
+        source = known(name)
+        plan = server.host.plan
+        if name in plan.disabled:
+            raise error(409, "disabled_by_configuration",
+                        f"{name} is disabled by configuration (MESH_DISABLED_PLUGINS)")
+        if name in plan.refused:
+            raise error(409, "refused", f"{name} cannot run: {plan.refused[name]}")
+        disabled = await server.store.disabled()
+        off = [d for d in source.manifest.depends if d in disabled]
+        if off:
+            raise error(409, "dependency_disabled",
+                        f"{name} needs {', '.join(off)}, which an administrator disabled: "
+                        "enable that first", details={"disabled": off})
+        await server.set_enabled([name], True, by="admin")
+        return SwitchResult(changed=[name], enabled=True)
+
+    def settings_model(name: str) -> type[BaseModel]:
+        known(name)
+        contract = server.contract(name)
+        if contract is None or contract.settings_model is None:
+            raise error(404, "no_settings", f"{name} declares no settings")
+        return contract.settings_model
+
+    @api.get("/plugins/{name}/settings", response_model=SettingsView, tags=["settings"])
+    async def get_settings(name: str) -> SettingsView:
+        """The plugin's settings and their JSON Schema (for a form)."""
+        model = settings_model(name)
+        stored = (await server.store.settings()).get(name, {})
+        values = model.model_validate(stored).model_dump(mode="json")
+        return SettingsView(plugin=name, values=values, json_schema=model.model_json_schema())
+
+    @api.put("/plugins/{name}/settings", response_model=SettingsView, tags=["settings"],
+             responses={422: {"model": ErrorBody, "description": "Field errors"}})
+    async def put_settings(name: str, values: dict[str, Any] = Body(...)  # noqa: B008
+                           ) -> SettingsView:
+        """Validate, store and push new settings to every service running the plugin."""
+        model = settings_model(name)
+        try:
+            settings = await server.set_settings(name, values)
+        except ValidationError as exc:
+            raise error(422, "invalid_settings", f"the settings do not match {model.__name__}",
+                        field_errors(exc)) from None
+        except PluginError as exc:
+            raise error(404, "no_settings", str(exc)) from None
+        return SettingsView(plugin=name, values=settings.model_dump(mode="json"),
+                            json_schema=model.model_json_schema())
+
+    @api.get("/migrations", response_model=list[MigrationView], tags=["migrations"])
+    async def list_migrations() -> list[MigrationView]:
+        """Each schema's revision, head and pending revisions (the platform's included)."""
+        return [MigrationView(**state) for state in (await migrations()).values()]
+
+    @api.post("/rpc/{plugin}/{name}", tags=["rpc"],
+              responses={code: {"model": ErrorBody} for code in (400, 403, 409, 422, 502, 503,
+                                                                  504)})
+    async def invoke(plugin: str, name: str,
+                     request: dict[str, Any] = Body(default_factory=dict)  # noqa: B008
+                     ) -> Any:
+        """Call an RPC as the command line does ("cli"); the reply, or its typed error."""
+        known(plugin)
+        contract = server.contract(plugin)
+        rpc = contract.get_rpc(name) if contract else None
+        if rpc is None:
+            raise error(404, "unknown_rpc", f"plugin {plugin!r} has no RPC {name!r}")
+        try:
+            reply = await server.rpc_client.call(rpc, request, caller="cli")
+        except RpcError as exc:
+            code = RPC_STATUS.get(exc.code, status.HTTP_409_CONFLICT)
+            return JSONResponse(exc.to_wire(), status_code=code)
+        return reply.model_dump(mode="json")
+
+    return api

@@ -1,0 +1,80 @@
+"""The admin app: the API, its OpenAPI document, health, metrics and the admin page.
+
+Every route but /healthz, /readyz and the page itself (which holds no data) needs the bearer
+token; a request without it gets 401 and learns nothing. Errors are `{code, message, details}`,
+never a stack trace.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from mesh import __version__
+from mesh.metrics import REGISTRY, SERVICES_UP
+from services.server.admin.api import create_api
+from services.server.admin.auth import require_token
+
+if TYPE_CHECKING:
+    from services.server import ServerService
+
+
+def create_admin_app(server: ServerService, token: str) -> FastAPI:
+    app = FastAPI(title="mesh admin", version=__version__, openapi_url=None, docs_url=None,
+                  redoc_url=None, description="Run the mesh: services, plugins, settings, "
+                  "migrations, contracts, RPC. Authenticate with the admin bearer token.")
+    authorised = [Depends(require_token(token))]
+    app.include_router(create_api(server), dependencies=authorised)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        body = exc.detail if isinstance(exc.detail, dict) else {
+            "code": "unauthorized" if exc.status_code == 401 else "http_error",
+            "message": str(exc.detail), "details": None}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                   for e in exc.errors()]
+        return JSONResponse({"code": "invalid_request", "message": "the request is invalid",
+                             "details": details}, status_code=422)
+
+    @app.get("/api/v1/openapi.json", dependencies=authorised, include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The server process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready"}})
+    async def readyz() -> JSONResponse:
+        """Ready to serve: joined the bus, plugins started."""
+        ready = server.ready and server.transport.connected
+        return JSONResponse({"status": "ready" if ready else "not ready"},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", dependencies=authorised, tags=["health"],
+             response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics: RPCs handled and made, latencies, services up."""
+        SERVICES_UP.clear()
+        for beat, state, _ in server.directory.instances():
+            if state == "up":
+                SERVICES_UP.labels(beat.service).inc()
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return resources.files("services.server.admin").joinpath("static", "index.html")\
+            .read_text()
+
+    return app

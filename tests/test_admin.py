@@ -1,0 +1,160 @@
+"""The admin API with httpx against the real app on the real bus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from mesh.plugin.host import PluginState
+from services.server import ServerService
+from services.server.admin.auth import admin_token
+from tests.conftest import Bus, eventually
+
+
+class Admin:
+    def __init__(self, bus: Bus, server: ServerService, http: httpx.AsyncClient) -> None:
+        self.bus, self.server, self.http = bus, server, http
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.http.get(path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.http.post(path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> httpx.Response:
+        return await self.http.put(path, **kw)
+
+
+@pytest.fixture
+async def admin(bus: Bus) -> AsyncIterator[Admin]:
+    server = await bus.service("server")
+    assert isinstance(server, ServerService) and server.admin is not None
+    token, _ = admin_token(server.settings)
+    async with httpx.AsyncClient(base_url=server.admin.url.rstrip("/"),
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        yield Admin(bus, server, http)
+
+
+async def test_no_or_wrong_token_gets_401_and_nothing_else(admin: Admin) -> None:
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"},
+                    {"Authorization": "Basic Zm9vOmJhcg=="}):
+        for path in ("/api/v1/plugins", "/api/v1/services", "/metrics",
+                     "/api/v1/openapi.json"):
+            response = await admin.get(path, headers=headers)
+            assert response.status_code == 401, path
+            assert response.json() == {"code": "unauthorized", "message": "unauthorized",
+                                       "details": None}
+    assert (await admin.get("/healthz", headers={"Authorization": ""})).status_code == 200
+    assert (await admin.get("/readyz", headers={"Authorization": ""})).json() == {
+        "status": "ready"}
+
+
+async def test_the_generated_token_is_kept_owner_only(admin: Admin) -> None:
+    token, path = admin_token(admin.server.settings)
+    assert path is not None and path.stat().st_mode & 0o777 == 0o600
+    assert len(token) >= 32 and admin_token(admin.server.settings)[0] == token
+
+
+async def test_services_from_heartbeats(admin: Admin) -> None:
+    client = await admin.bus.service("client")
+    await eventually(lambda: len(admin.server.directory.beats) >= 2)
+    services = (await admin.get("/api/v1/services")).json()
+    by_instance = {s["instance"]: s for s in services}
+    assert by_instance[client.instance]["status"] == "up"
+    assert by_instance[admin.server.instance]["service"] == "server"
+    plugins = {p["name"]: p["state"] for p in by_instance[admin.server.instance]["plugins"]}
+    assert plugins["noop"] == "started"
+    await client.stop()
+    await eventually(lambda: any(s == "gone" for b, s, _ in admin.server.directory.instances()
+                                 if b.instance == client.instance))
+
+
+async def test_plugins_list_and_detail(admin: Admin) -> None:
+    plugins = {p["name"]: p for p in (await admin.get("/api/v1/plugins")).json()}
+    assert plugins["greeter"]["depends"] == {"noop": ">=1.0,<2"}
+    assert plugins["tutorial"]["migration"]["state"] == "up_to_date"
+    assert plugins["noop"]["status"] == "ok" and plugins["noop"]["enabled"]
+    detail = (await admin.get("/api/v1/plugins/tutorial")).json()
+    assert detail["has_settings"] and detail["services"] == ["server"]
+    missing = await admin.get("/api/v1/plugins/nope")
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_plugin"
+
+
+async def test_disable_refuses_with_dependents_then_cascades_and_survives_restart(
+    admin: Admin
+) -> None:
+    refused = await admin.post("/api/v1/plugins/noop/disable")
+    assert refused.status_code == 409
+    assert refused.json()["details"] == {"dependents": ["greeter"]}
+    agent = await admin.bus.service("agent")
+    done = await admin.post("/api/v1/plugins/noop/disable", params={"cascade": "true"})
+    assert done.json() == {"changed": ["greeter", "noop"], "enabled": False}
+    host = admin.server.host
+    await eventually(lambda: host.state("noop") is PluginState.DISABLED
+                     and host.state("greeter") is PluginState.DISABLED)
+    await eventually(lambda: agent.host.state("noop") is PluginState.DISABLED)  # over the bus
+
+    # a new server (a restart) starts with the choice it finds in the database
+    again = await admin.bus.service("server", database_url=str(admin.server.database.url))
+    assert again.host.state("noop") is PluginState.DISABLED
+    enabled = await admin.post("/api/v1/plugins/greeter/enable")
+    assert enabled.status_code == 409 and enabled.json()["code"] == "dependency_disabled"
+    assert (await admin.post("/api/v1/plugins/noop/enable")).status_code == 200
+    assert (await admin.post("/api/v1/plugins/greeter/enable")).status_code == 200
+    await eventually(lambda: host.state("greeter") is PluginState.STARTED)
+    await eventually(lambda: agent.host.state("noop") is PluginState.STARTED)
+
+
+async def test_settings_schema_validation_and_live_push(admin: Admin) -> None:
+    view = (await admin.get("/api/v1/plugins/tutorial/settings")).json()
+    assert view["values"]["max_rows"] == 100
+    assert view["json_schema"]["properties"]["max_rows"]["maximum"] == 10000
+    bad = await admin.put("/api/v1/plugins/tutorial/settings", json={"max_rows": "lots"})
+    assert bad.status_code == 422
+    assert bad.json()["details"][0]["loc"] == ["max_rows"]
+    good = await admin.put("/api/v1/plugins/tutorial/settings", json={"max_rows": 1})
+    assert good.status_code == 200 and good.json()["values"]["max_rows"] == 1
+    part = admin.server.host.records["tutorial"].part
+    await eventually(lambda: part is not None and part.ctx.settings.max_rows == 1)
+    assert getattr(part, "settings_seen", None) == 1  # the part's on_settings hook ran
+    none = await admin.get("/api/v1/plugins/greeter/settings")
+    assert none.status_code == 404 and none.json()["code"] == "no_settings"
+
+
+async def test_rpc_invoke_and_its_typed_errors(admin: Admin) -> None:
+    ok = await admin.post("/api/v1/rpc/noop/echo", json={"text": "hi"})
+    assert ok.status_code == 200 and ok.json()["text"] == "hi"
+    cases = [("/api/v1/rpc/noop/echo", {"text": 5}, 422, "invalid_request"),
+             ("/api/v1/rpc/noop/fail", {}, 409, "noop.refused"),
+             ("/api/v1/rpc/noop/fail", {"internal": True}, 502, "internal"),
+             ("/api/v1/rpc/noop/report", {"agent": "a", "text": "b"}, 403, "not_allowed"),
+             ("/api/v1/rpc/noop/nope", {}, 404, "unknown_rpc"),
+             ("/api/v1/rpc/nope/echo", {}, 404, "unknown_plugin")]
+    for path, body, status, code in cases:
+        response = await admin.post(path, json=body)
+        assert (response.status_code, response.json()["code"]) == (status, code), path
+        assert "hunter2" not in response.text and "Traceback" not in response.text
+    slow = await admin.post("/api/v1/rpc/noop/slow", json={"seconds": 0.1})
+    assert slow.status_code == 200
+
+
+async def test_migrations_and_metrics(admin: Admin) -> None:
+    migrations = {m["plugin"]: m for m in (await admin.get("/api/v1/migrations")).json()}
+    assert migrations["mesh"]["schema_name"] == "mesh_platform"
+    assert migrations["tutorial"]["current"] == migrations["tutorial"]["heads"]
+    await admin.post("/api/v1/rpc/noop/echo", json={"text": "x"})
+    text = (await admin.get("/metrics")).text
+    assert 'mesh_rpc_handled_total{code="ok",rpc="noop.echo"}' in text
+    assert "mesh_rpc_handle_seconds_bucket" in text and 'mesh_services_up{service="server"}' in text
+
+
+async def test_openapi_lists_every_api_route(admin: Admin) -> None:
+    spec = (await admin.get("/api/v1/openapi.json")).json()
+    paths = set(spec["paths"])
+    assert {"/api/v1/services", "/api/v1/plugins", "/api/v1/plugins/{name}/settings",
+            "/api/v1/rpc/{plugin}/{name}", "/api/v1/migrations", "/healthz"} <= paths
+    await asyncio.sleep(0)
