@@ -64,6 +64,8 @@ class MeshSettings(BaseSettings):
         default=None,
         description="Bearer token of the admin API; unset: generated once into the data dir.",
     )
+    admin_url: str | None = Field(
+        default=None, description="Where `mesh call` finds the admin API when no broker is set.")
     upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     device_max_frame_bytes: int = Field(default=64 * 1024, gt=0)
     device_max_subscriptions: int = Field(default=200, gt=0)

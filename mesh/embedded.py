@@ -11,6 +11,7 @@ from mesh.bus.memory import MemoryBroker
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.service import Service
+from services.server.admin.auth import admin_token
 
 
 def banner(services: list[Service], where: str) -> str:
@@ -24,6 +25,11 @@ def banner(services: list[Service], where: str) -> str:
         url = getattr(service, "url", None)
         if url:
             lines.append(f"          devices: {url}")
+        admin = getattr(service, "admin", None)
+        if admin is not None:
+            token, kept_in = admin_token(service.settings)
+            lines.append(f"          admin:   {admin.url}  token: {token}"
+                         + (f"  (kept in {kept_in})" if kept_in else ""))
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.plugin.manifest import PluginManifest
 from mesh.plugin.ordering import plan_load_order
+from services.server.admin.auth import admin_token
 
 
 def planned_banner(settings: MeshSettings, pids: dict[str, int]) -> str:
@@ -28,6 +29,9 @@ def planned_banner(settings: MeshSettings, pids: dict[str, int]) -> str:
         plugins = ", ".join(plan.for_service(kind, manifests)) or "no plugins"
         lines.append(f"  {kind:<7} pid {pids[kind]:<8} {plugins}")
     lines.append(f"  devices: http://{settings.client_host}:{settings.client_port}/")
+    token, where = admin_token(settings)
+    lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: {token}"
+                 + (f"  (kept in {where})" if where else ""))
     for name, reason in sorted(plan.refused.items()):
         lines.append(f"  refused {name}: {reason}")
     return "\n".join(lines)
@@ -44,6 +48,7 @@ def redact(url: str) -> str:
 
 
 async def supervise(settings: MeshSettings) -> int:
+    admin_token(settings)  # made before the server starts, so the banner shows the same one
     procs: dict[str, asyncio.subprocess.Process] = {}
     for kind in SERVICE_KINDS:
         procs[kind] = await asyncio.create_subprocess_exec(

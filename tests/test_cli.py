@@ -105,3 +105,28 @@ def test_call_with_nobody_serving_is_unavailable(rabbit_bus: Bus) -> None:
     result = mesh("call", "noop.echo", '{"text": "hi"}', env=env)
     assert result.returncode == 1
     assert "unavailable: no server instance serves noop.echo" in result.stderr
+
+
+async def test_call_without_a_broker_goes_through_the_admin_api(tmp_path: Path) -> None:
+    import asyncio
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = {"MESH_BROKER_URL": "", "MESH_ADMIN_PORT": port, "MESH_DATA_DIR": str(tmp_path / "d")}
+    up = MeshProcess(["up"], tmp_path, "embedded", env)
+    try:
+        await asyncio.to_thread(up.wait_for, lambda p: "admin:" in p.text(), 30, "banner")
+        ok = await asyncio.to_thread(mesh, "call", "noop.echo", '{"text": "hi"}', env=env)
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["text"] == "hi"
+        refused = await asyncio.to_thread(mesh, "call", "noop.fail", env=env)
+        assert refused.returncode == 1 and "noop.refused" in refused.stderr
+        wrong = await asyncio.to_thread(mesh, "call", "noop.echo", '{"text": "x"}',
+                                        env={**env, "MESH_ADMIN_TOKEN": "wrong"})
+        assert wrong.returncode == 1 and "refused the token" in wrong.stderr
+    finally:
+        up.stop()
+    down = await asyncio.to_thread(mesh, "call", "noop.echo", '{"text": "x"}', env=env)
+    assert down.returncode == 1 and "is `mesh up` running?" in down.stderr

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from mesh.config import MeshSettings
 from mesh.contract import Contract, Rpc
 from mesh.errors import RpcError
 from mesh.plugin.discovery import discover, import_entry
@@ -66,10 +67,11 @@ def call_command(
             typer.echo(f"  {'.'.join(map(str, err['loc'])) or '(body)'}: {err['msg']}", err=True)
         raise typer.Exit(2) from None
     settings = settings_or_exit()
-    if not settings.broker_url:
-        raise fail("set MESH_BROKER_URL so `mesh call` can join the bus")
     try:
-        reply = asyncio.run(_call(settings.broker_url, rpc, request, timeout))
+        if settings.broker_url:
+            reply = asyncio.run(_call(settings.broker_url, rpc, request, timeout))
+        else:
+            reply = _call_through_admin(settings, rpc, request, timeout)
     except RpcError as exc:
         typer.echo(f"error: {exc.code}: {exc.message}", err=True)
         if exc.details:
@@ -78,6 +80,32 @@ def call_command(
     except OSError as exc:
         raise fail(f"cannot reach the broker: {exc}", 1) from None
     typer.echo(reply)
+
+
+def _call_through_admin(settings: MeshSettings, rpc: Rpc[Any, Any], request: Any,
+                        timeout: float | None) -> str:
+    """No broker configured: ask the server's admin API to make the call (embedded mesh)."""
+    import httpx
+
+    from services.server.admin.auth import admin_token
+
+    url = settings.admin_url or f"http://{settings.admin_host}:{settings.admin_port}"
+    token, _ = admin_token(settings)
+    wait = (timeout or rpc.timeout) + 5
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/api/v1/rpc/{rpc.plugin}/{rpc.name}",
+                              json=request.model_dump(mode="json"), timeout=wait,
+                              headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise fail(f"no broker configured (MESH_BROKER_URL), and the admin API at {url} "
+                   f"cannot be reached ({exc}): is `mesh up` running?", 1) from None
+    body = response.json() if response.content else {}
+    if response.status_code == 200:
+        return json.dumps(body, indent=2)
+    if response.status_code == 401:
+        raise fail(f"the admin API at {url} refused the token (MESH_ADMIN_TOKEN)", 1)
+    raise RpcError(str(body.get("message", response.text)), code=body.get("code", "error"),
+                   details=body.get("details"))
 
 
 async def _call(url: str, rpc: Rpc[Any, Any], request: Any, timeout: float | None) -> str:

@@ -78,6 +78,10 @@ def create_app(cache: ObservableCache, rpc: RpcClient, catalog: Catalog,
     async def demo_page() -> str:
         return _static("index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/mesh.js")
     async def js_client() -> Response:
         return Response(_static("mesh.js"), media_type="text/javascript")

@@ -72,6 +72,10 @@ def create_admin_app(server: ServerService, token: str) -> FastAPI:
                 SERVICES_UP.labels(beat.service).inc()
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
         return resources.files("services.server.admin").joinpath("static", "index.html")\
