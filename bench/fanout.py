@@ -124,7 +124,7 @@ async def mesh_side(url: str) -> AsyncIterator[tuple[ServerService, str, str]]:
     exchange = f"bench-fanout-{uuid.uuid4().hex[:8]}"
     data = Path(tempfile.mkdtemp(prefix="mesh-bench-fanout-"))
     settings = MeshSettings(broker_url=url, exchange=exchange, data_dir=data,
-                            heartbeat_interval=30)
+                            heartbeat_interval=30, admin_port=0)
     server = ServerService(settings, RabbitTransport(url, exchange, connection_name="bench"))
     await server.start()
     port = free_port()

@@ -103,10 +103,10 @@ async def time_start(sources: list[PluginSource], settings: MeshSettings) -> flo
 async def measure(kind: str, stored: list[PluginSource], bare: list[PluginSource],
                   repeat: int, new_database: Callable[[], Any]) -> dict[str, float]:
     firsts, seconds, nones = [], [], []
-    await time_start(bare, MeshSettings(data_dir=Path(tempfile.mkdtemp())))  # warm imports
+    await time_start(bare, MeshSettings(data_dir=Path(tempfile.mkdtemp()), admin_port=0))
     for _ in range(repeat):
         async with new_database() as (url, data_dir):
-            settings = MeshSettings(database_url=url, data_dir=data_dir)
+            settings = MeshSettings(database_url=url, data_dir=data_dir, admin_port=0)
             firsts.append(await time_start(stored, settings))
             seconds.append(await time_start(stored, settings))
             nones.append(await time_start(bare, settings))

@@ -68,7 +68,8 @@ def test_startup_bench_prints_figures(postgres_admin_url: str) -> None:
         assert isinstance(figures, dict)
         assert {"first_start_s", "second_start_s", "no_storage_s",
                 "second_over_no_storage"} <= figures.keys()
-        assert all(v > 0 for v in figures.values())
+        timings = ("first_start_s", "second_start_s", "no_storage_s", "second_over_no_storage")
+        assert all(figures[k] > 0 for k in timings), figures  # a difference may be negative
 
 
 @pytest.mark.rabbitmq
