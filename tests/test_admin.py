@@ -158,3 +158,21 @@ async def test_openapi_lists_every_api_route(admin: Admin) -> None:
     assert {"/api/v1/services", "/api/v1/plugins", "/api/v1/plugins/{name}/settings",
             "/api/v1/rpc/{plugin}/{name}", "/api/v1/migrations", "/healthz"} <= paths
     await asyncio.sleep(0)
+
+
+async def test_a_plugins_own_admin_routes_come_and_go_with_it(admin: Admin) -> None:
+    path = "/api/v1/plugins/tutorial/admin/string_ints"
+    created = await admin.post(path, json={"string1": "from admin", "int1": 3})
+    assert created.status_code == 201 and created.json()["string1"] == "from admin"
+    listed = (await admin.get(path)).json()
+    assert [i["string1"] for i in listed["items"]] == ["from admin"]
+    assert (await admin.get(path, headers={"Authorization": "Bearer no"})).status_code == 401
+    bad = await admin.post(path, json={"string1": "", "int1": 1})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+    assert path in (await admin.get("/api/v1/openapi.json")).json()["paths"]
+
+    await admin.server.host.stop("tutorial")
+    assert (await admin.get(path)).status_code == 404
+    assert path not in (await admin.get("/api/v1/openapi.json")).json()["paths"]
+    await admin.server.host.start("tutorial")
+    assert (await admin.get(path)).status_code == 200

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -23,6 +23,14 @@ from mesh.plugin.part import PluginContext, PluginPart
 from mesh.rpc.client import RpcClient
 from mesh.rpc.endpoint import RpcEndpoint
 from mesh.storage.database import Database
+
+
+class AdminMount(Protocol):
+    """Where plugins' admin routes go (the server's admin app)."""
+
+    def mount(self, plugin: str, routers: list[Any]) -> None: ...
+
+    def unmount(self, plugin: str) -> None: ...
 
 
 class PluginState(StrEnum):
@@ -67,6 +75,7 @@ class PluginHost:
         self.database = database
         self.observables = observables
         self.settings: dict[str, BaseModel] = {}
+        self.admin_mount: AdminMount | None = None
         self.runtime_disabled: set[str] = set()
         self._contracts: dict[str, type[Contract] | None] = {}
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
@@ -252,6 +261,8 @@ class PluginHost:
             self._add_topics_and_default_action(record, endpoint)
             record.endpoint = endpoint
             await endpoint.start()
+            if ctx.admin_routers and self.admin_mount is not None:
+                self.admin_mount.mount(name, ctx.admin_routers)
         except Exception as exc:
             self.log.exception("plugin.failed", plugin=name, phase=phase)
             await self._teardown(record, started=phase == "start", loaded=phase != "import")
@@ -325,6 +336,8 @@ class PluginHost:
             await record.endpoint.drain(timeout)
             record.endpoint = None
         ctx = record.ctx
+        if ctx is not None and ctx.admin_routers and self.admin_mount is not None:
+            self.admin_mount.unmount(record.name)
         if ctx is not None and self.observables is not None:
             for topic, _ in ctx.providers:
                 self.observables.remove(topic)

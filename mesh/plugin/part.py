@@ -53,6 +53,7 @@ class PluginContext:
         self.handlers: list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
         self.providers: list[tuple[Topic[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
         self.default_action: Callable[[Any], Awaitable[Any]] | None = None
+        self.admin_routers: list[Any] = []
         self.api_object: object | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -87,6 +88,13 @@ class PluginContext:
         if any(existing is topic for existing, _ in self.providers):
             raise PluginError(f"{topic.qualname} has a provider already")
         self.providers.append((topic, provide))
+
+    def add_admin_routes(self, router: Any) -> None:
+        """Mount a FastAPI APIRouter in the admin API under /api/v1/plugins/<plugin>/admin
+        (Peek's addAdminResource); it shares the admin's token and is removed on stop."""
+        if self.service != "server":
+            raise PluginError(f"admin routes live on the server, not the {self.service}")
+        self.admin_routers.append(router)
 
     def serve_default_action(self, processor: Callable[[Any], Awaitable[Any]]) -> None:
         """Process every action of this plugin's contract that has no processor of its own."""

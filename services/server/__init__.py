@@ -39,6 +39,8 @@ class ServerService(Service):
         self.store = PlatformStore(self.database)
         self.directory = ServiceDirectory(self.transport, self.instance)
         self._platform_endpoint: RpcEndpoint | None = None
+        token, _ = admin_token(self.settings)
+        self.admin_app = create_admin_app(self, token)  # plugins mount routes as they start
         self.admin: WebServer | None = None
         self.ready = False
 
@@ -86,8 +88,7 @@ class ServerService(Service):
         self._platform_endpoint = endpoint
         # services that started before this server hold only their configured state
         await self.control.publish(STATE_KEY, await self.platform_state())
-        token, _ = admin_token(self.settings)
-        self.admin = WebServer(create_admin_app(self, token), self.settings.admin_host,
+        self.admin = WebServer(self.admin_app, self.settings.admin_host,
                                self.settings.admin_port)
         await self.admin.start()
         self.ready = True

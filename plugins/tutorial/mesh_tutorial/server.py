@@ -1,6 +1,7 @@
 """The tutorial on the server: StringInt and settings in its own schema, the live StringInt
 topic, and the actions devices push to change rows."""
 
+from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,6 +41,17 @@ async def get_row(session: AsyncSession, string_int_id: int) -> StringIntRow:
 
 class TutorialServer(PluginPart):
     settings_seen: int | None = None
+
+    async def load(self) -> None:
+        """Administrators edit the StringInt table from the admin API (Peek 8.9.11)."""
+        admin = APIRouter()
+        admin.get("/string_ints", response_model=StringIntList)(self.admin_list)
+        admin.post("/string_ints", response_model=StringInt, status_code=201)(
+            self.add_string_int)
+        self.ctx.add_admin_routes(admin)
+
+    async def admin_list(self) -> StringIntList:
+        return await self.list_string_ints(StringIntQuery())
 
     async def on_settings(self, settings: TutorialSettings) -> None:
         """The rows shown depend on max_rows: refresh every watcher."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
@@ -25,12 +25,36 @@ if TYPE_CHECKING:
     from services.server import ServerService
 
 
+class PluginRoutes:
+    """Plugins' own admin routes, mounted while the plugin runs (they show in the OpenAPI)."""
+
+    def __init__(self, app: FastAPI, dependencies: list[Any]) -> None:
+        self.app = app
+        self.dependencies = dependencies
+        self.mounted: dict[str, list[Any]] = {}
+
+    def mount(self, plugin: str, routers: list[APIRouter]) -> None:
+        before = list(self.app.router.routes)
+        for router in routers:
+            self.app.include_router(router, prefix=f"/api/v1/plugins/{plugin}/admin",
+                                    tags=[plugin], dependencies=self.dependencies)
+        # whatever include_router added (routes, or a router object): exactly what to remove
+        self.mounted[plugin] = [r for r in self.app.router.routes if r not in before]
+        self.app.openapi_schema = None
+
+    def unmount(self, plugin: str) -> None:
+        added = self.mounted.pop(plugin, [])
+        self.app.router.routes = [r for r in self.app.router.routes if r not in added]
+        self.app.openapi_schema = None
+
+
 def create_admin_app(server: ServerService, token: str) -> FastAPI:
     app = FastAPI(title="mesh admin", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None, description="Run the mesh: services, plugins, settings, "
                   "migrations, contracts, RPC. Authenticate with the admin bearer token.")
     authorised = [Depends(require_token(token))]
     app.include_router(create_api(server), dependencies=authorised)
+    server.host.admin_mount = PluginRoutes(app, authorised)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
