@@ -184,7 +184,7 @@ class _Document:
             "asyncapi": ASYNCAPI_VERSION,
             "id": f"urn:mesh:{self.exchange}",
             "info": {
-                "title": f"mesh ({self.exchange})",
+                "title": "mesh" if self.exchange == "mesh" else f"mesh ({self.exchange})",
                 "version": __version__,
                 "description": _INFO,
                 "license": {"name": "MIT"},

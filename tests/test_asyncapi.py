@@ -304,3 +304,15 @@ def test_asyncapi_cli_writes_a_file_and_refuses_bad_input(tmp_path: Path) -> Non
     assert unwritable.exit_code == 2 and "cannot write" in unwritable.stderr
     bad_config = mesh_here("contracts", "list", env={"MESH_HEARTBEAT_INTERVAL": "often"})
     assert bad_config.exit_code == 2 and "invalid configuration" in bad_config.stderr
+
+
+def test_the_docs_show_the_real_catalog() -> None:
+    """docs/contracts.md's sample of `mesh contracts list` is lines of the real output."""
+    doc = (ROOT / "docs" / "contracts.md").read_text()
+    block = doc.split("$ .venv/bin/mesh contracts list\n", 1)[1].split("```", 1)[0]
+    shown = [line for line in block.splitlines() if line.strip() and line != "…"]
+    result = mesh_here("contracts", "list")
+    assert result.exit_code == 0, result.stderr
+    actual = [line.rstrip() for line in result.stdout.splitlines()]
+    assert len(shown) >= 8
+    assert [line for line in shown if line.rstrip() not in actual] == []
