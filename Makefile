@@ -5,19 +5,27 @@ VENV   := .venv
 PYTHON ?= python3
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP  := $(VENV)/.installed
+# The official AsyncAPI parser, which the tests run over `mesh contracts asyncapi`.
+VALIDATOR := tools/asyncapi-validate
+NODE_STAMP := $(VALIDATOR)/node_modules/.installed
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".[dev]" $(foreach p,$(PLUGINS),-e $(p))
 	touch $(STAMP)
 
+$(NODE_STAMP): $(VALIDATOR)/package.json $(VALIDATOR)/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm (Node.js 18+) is needed to install $(VALIDATOR)" >&2; exit 1; }
+	npm ci --prefix $(VALIDATOR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 .PHONY: install up test lint bench
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 up: $(STAMP)
 	$(VENV)/bin/mesh up
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	scripts/install-system-deps
 	scripts/ensure-services
 	$(VENV)/bin/ruff check .

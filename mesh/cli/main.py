@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mesh.cli.call import call_command
+from mesh.cli.contracts import contracts_app
 from mesh.cli.db import db_app
 from mesh.cli.plugins import plugin_app
 from mesh.config import SERVICE_KINDS, MeshSettings
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(db_app, name="db")
+app.add_typer(contracts_app, name="contracts")
 app.command("call")(call_command)
 
 

@@ -1,0 +1,247 @@
+"""The contract catalog: every RPC, action and topic the installed, enabled plugins declare.
+
+Built from the plugins' manifests and their contract modules alone (contracts are pure data),
+so it needs no bus, no database and no running service: `mesh contracts list`, the AsyncAPI
+document (`mesh.asyncapi`) and the admin API all read the same catalog. A plugin whose contract
+cannot be imported or described is listed with the reason instead of its entries; it never
+breaks the catalog for the others.
+
+Each kind of entry is its own model, told apart by `kind`. A new kind (the worker's tasks)
+is one more model in `CatalogEntry` and one more branch in `_entries`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mesh import names
+from mesh.contract import Action, Contract, Rpc, Topic
+from mesh.errors import RpcError
+from mesh.plugin.discovery import PluginSource, import_entry
+from mesh.plugin.ordering import plan_load_order
+
+ServiceKind = Literal["server", "client", "agent", "worker"]
+PluginStatus = Literal["ok", "no_contract", "error", "disabled", "refused"]
+EntryKind = Literal["rpc", "action", "topic"]
+
+
+class ModelSchema(BaseModel):
+    """A pydantic model of a contract: where it lives and its JSON Schema."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="The model's class name, e.g. EchoRequest.")
+    python: str = Field(description="module:qualname of the model class.")
+    json_schema: dict[str, Any] = Field(
+        description="The model's own JSON Schema (pydantic, validation mode, with $defs)."
+    )
+
+
+class ErrorCode(BaseModel):
+    """An error an RPC or action declares in its contract (`errors=[...]`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    python: str = Field(description="module:qualname of the RpcError subclass.")
+    doc: str = ""
+
+
+class _Entry(BaseModel):
+    """What every kind of entry has: who serves it, where it is sent, who may send it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: EntryKind
+    plugin: str
+    name: str
+    qualname: str = Field(description="<plugin>.<name>, as callers and devices name it.")
+    service: ServiceKind = Field(description="The service that serves it.")
+    routing_key: str = Field(description="Where its requests are published on the exchange.")
+    callers: list[str] | None = Field(
+        description="The caller kinds allowed to send it; null: any caller."
+    )
+    devices: bool = Field(description="Devices may use it through the client service.")
+    timeout: float = Field(description="Default deadline of one request, in seconds.")
+    errors: list[ErrorCode] = Field(description="The error codes its contract declares.")
+    doc: str = ""
+
+
+class RpcEntry(_Entry):
+    """An RPC: a request model in, a reply model (or an error) out."""
+
+    kind: Literal["rpc"] = "rpc"
+    request: ModelSchema
+    reply: ModelSchema
+
+
+class ActionEntry(_Entry):
+    """An action a device pushes: on the bus an RPC served by the server, called by clients."""
+
+    kind: Literal["action"] = "action"
+    request: ModelSchema
+    reply: ModelSchema
+
+
+class TopicEntry(_Entry):
+    """An observable topic: a snapshot RPC (selector in, versioned payload out) plus updates
+    published per selector. `routing_key` is the snapshot RPC's key."""
+
+    kind: Literal["topic"] = "topic"
+    selector: ModelSchema
+    payload: ModelSchema
+    snapshot: ModelSchema = Field(description="The snapshot RPC's reply: {version, payload}.")
+    update_key: str = Field(description="Where updates are published; {selectorKey} is the "
+                            "selector's key (docs/protocol.md, Observable topics).")
+    watch_key: str = Field(description="Where client services announce watched selectors.")
+
+
+CatalogEntry = Annotated[RpcEntry | ActionEntry | TopicEntry, Field(discriminator="kind")]
+
+
+class CatalogPlugin(BaseModel):
+    """A discovered plugin and whether its contract made it into the catalog."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str | None
+    title: str | None = None
+    description: str = ""
+    contract: str | None = Field(description="module:Class from the manifest.")
+    status: PluginStatus = Field(
+        description="ok; no_contract (declares none); error (its contract could not be "
+        "imported or described); disabled or refused (not loaded, so not in the catalog)."
+    )
+    error: str | None = Field(default=None, description="Why, for error, disabled, refused.")
+    entries: int = Field(default=0, description="How many catalog entries it contributes.")
+
+
+class Catalog(BaseModel):
+    """Every plugin discovered, and the entries of those that load, in load order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plugins: list[CatalogPlugin]
+    entries: list[CatalogEntry]
+
+    def entry(self, qualname: str) -> RpcEntry | ActionEntry | TopicEntry | None:
+        return next((e for e in self.entries if e.qualname == qualname), None)
+
+    def of_kind(self, kind: EntryKind) -> list[RpcEntry | ActionEntry | TopicEntry]:
+        return [e for e in self.entries if e.kind == kind]
+
+    @property
+    def broken(self) -> list[CatalogPlugin]:
+        """Plugins that should be in the catalog but whose contract failed."""
+        return [p for p in self.plugins if p.status == "error"]
+
+
+def build_catalog(sources: Sequence[PluginSource], *, disabled: Iterable[str] = ()) -> Catalog:
+    """The catalog of `sources` (normally `discover()`), with `disabled` plugins left out.
+
+    The plugins that load are the ones the services would load: the same load plan, so a
+    plugin refused for its dependencies is not in the catalog either.
+    """
+    manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
+    plan = plan_load_order(
+        manifests, disabled=disabled,
+        broken={s.name: s.error or "unreadable" for s in sources if s.manifest is None},
+    )
+    by_name = {s.name: s for s in sources}
+    plugins: list[CatalogPlugin] = []
+    entries: list[RpcEntry | ActionEntry | TopicEntry] = []
+    for name in plan.order:
+        manifest = manifests[name]
+        plugin = CatalogPlugin(name=name, version=manifest.version, title=manifest.title,
+                               description=manifest.description, contract=manifest.contract,
+                               status="ok" if manifest.contract else "no_contract")
+        if manifest.contract is not None:
+            try:
+                found = _entries(name, import_entry(manifest.contract, Contract))
+            except Exception as exc:  # a contract module can raise anything when imported
+                plugin = plugin.model_copy(update={"status": "error", "error": _reason(exc)})
+            else:
+                entries.extend(found)
+                plugin = plugin.model_copy(update={"entries": len(found)})
+        plugins.append(plugin)
+    for name in sorted(set(by_name) - set(plan.order)):
+        unloaded = by_name[name].manifest
+        status: PluginStatus = "disabled" if name in plan.disabled else "refused"
+        plugins.append(CatalogPlugin(
+            name=name, version=unloaded.version if unloaded else None,
+            title=unloaded.title if unloaded else None,
+            description=unloaded.description if unloaded else "",
+            contract=unloaded.contract if unloaded else None, status=status,
+            error="disabled by configuration" if status == "disabled" else plan.refused.get(name),
+        ))
+    return Catalog(plugins=plugins, entries=entries)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _entries(plugin: str, contract: type[Contract]) -> list[RpcEntry | ActionEntry | TopicEntry]:
+    """One entry per declaration of `contract`, in the order the contract declares them."""
+    if contract.plugin != plugin:
+        raise ValueError(f"{contract.__name__} is the contract of plugin {contract.plugin!r}, "
+                         f"not of {plugin!r}")
+    found: list[RpcEntry | ActionEntry | TopicEntry] = []
+    for value in vars(contract).values():
+        if isinstance(value, Topic):
+            found.append(_topic_entry(value))
+        elif isinstance(value, Action):
+            found.append(ActionEntry(**_call_fields(value)))
+        elif isinstance(value, Rpc):
+            found.append(RpcEntry(**_call_fields(value)))
+    return found
+
+
+def _call_fields(rpc: Rpc[Any, Any]) -> dict[str, Any]:
+    return {
+        **_common(rpc),
+        "request": model_schema(rpc.request, what=f"{rpc.qualname} request"),
+        "reply": model_schema(rpc.reply, what=f"{rpc.qualname} reply"),
+    }
+
+
+def _common(rpc: Rpc[Any, Any]) -> dict[str, Any]:
+    return {
+        "plugin": rpc.plugin, "name": rpc.name, "qualname": rpc.qualname,
+        "service": rpc.service, "routing_key": names.rpc_key(rpc.service, rpc.plugin, rpc.name),
+        "callers": None if rpc.callers is None else sorted(rpc.callers),
+        "devices": rpc.devices, "timeout": rpc.timeout,
+        "errors": [_error_code(e) for e in rpc.errors], "doc": rpc.doc,
+    }
+
+
+def _topic_entry(topic: Topic[Any, Any]) -> TopicEntry:
+    snapshot = topic.snapshot
+    return TopicEntry(
+        **{**_common(snapshot), "devices": True},  # every topic is open to devices
+        selector=model_schema(topic.selector, what=f"{topic.qualname} selector"),
+        payload=model_schema(topic.payload, what=f"{topic.qualname} payload"),
+        snapshot=model_schema(snapshot.reply, what=f"{topic.qualname} snapshot"),
+        update_key=names.observable_key(topic.plugin, topic.name, "{selectorKey}"),
+        watch_key=names.watch_key(topic.plugin, topic.name),
+    )
+
+
+def model_schema(model: type[BaseModel], *, what: str = "model") -> ModelSchema:
+    """`model` with its JSON Schema; a model pydantic cannot describe is a ValueError."""
+    try:
+        schema = model.model_json_schema()
+    except Exception as exc:  # PydanticInvalidForJsonSchema, PydanticUserError, ...
+        raise ValueError(f"the {what} {model.__name__} has no JSON Schema: {exc}") from None
+    return ModelSchema(name=model.__name__, python=f"{model.__module__}:{model.__qualname__}",
+                       json_schema=schema)
+
+
+def _error_code(cls: type[RpcError]) -> ErrorCode:
+    doc = cls.__dict__.get("__doc__") or ""  # its own, not RpcError's
+    return ErrorCode(code=cls.code, python=f"{cls.__module__}:{cls.__qualname__}",
+                     doc=" ".join(doc.split()))

@@ -1,0 +1,104 @@
+"""`mesh contracts …`: the catalog of every RPC, action and topic, and the AsyncAPI document.
+
+Both read the installed plugins' contracts only; neither joins the bus. A plugin whose contract
+cannot be loaded is reported on stderr and makes the command exit 1, after printing what could
+be built from the others, so scripts notice an incomplete catalog.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mesh.catalog import Catalog, build_catalog
+from mesh.config import MeshSettings
+from mesh.plugin.discovery import discover
+
+contracts_app = typer.Typer(
+    help="The contract catalog and the AsyncAPI document of the mesh.", no_args_is_help=True
+)
+
+
+def _settings() -> MeshSettings:
+    from mesh.cli.main import settings_or_exit  # main imports this module
+
+    return settings_or_exit()
+
+
+def _catalog(settings: MeshSettings) -> Catalog:
+    return build_catalog(discover(), disabled=settings.disabled_plugins)
+
+
+def _exit_if_broken(catalog: Catalog) -> None:
+    for plugin in catalog.broken:
+        typer.echo(f"error: the contract of plugin {plugin.name} ({plugin.contract}) cannot be "
+                   f"loaded: {plugin.error}", err=True)
+    if catalog.broken:
+        raise typer.Exit(1)
+
+
+@contracts_app.command("list")
+def list_contracts(
+    as_json: Annotated[bool, typer.Option("--json", help="The catalog as one JSON object, "
+                                          "JSON Schemas included.")] = False,
+) -> None:
+    """Every RPC, action and topic of the enabled plugins: who serves it, who may call it."""
+    catalog = _catalog(_settings())
+    if as_json:
+        typer.echo(catalog.model_dump_json(indent=2))
+        _exit_if_broken(catalog)
+        return
+    if catalog.entries:
+        width = max(len(e.qualname) for e in catalog.entries) + 2
+        typer.echo(f"{'kind':<8}{'name':<{width}}{'service':<9}{'callers':<14}"
+                   f"{'devices':<9}{'timeout':<9}errors")
+    for e in catalog.entries:
+        typer.echo(
+            f"{e.kind:<8}{e.qualname:<{width}}{e.service:<9}"
+            f"{','.join(e.callers) if e.callers is not None else 'any':<14}"
+            f"{'yes' if e.devices else '-':<9}{f'{e.timeout:g}s':<9}"
+            f"{', '.join(x.code for x in e.errors) or '-'}"
+        )
+    served = [p.name for p in catalog.plugins if p.status == "ok"]
+    typer.echo(f"\n{len(catalog.entries)} entries from {len(served)} plugins"
+               f"{': ' + ', '.join(served) if served else ''}")
+    for p in catalog.plugins:
+        if p.status in ("disabled", "refused"):
+            typer.echo(f"not in the catalog: {p.name} ({p.status}: {p.error})")
+    _exit_if_broken(catalog)
+
+
+@contracts_app.command("asyncapi")
+def asyncapi(
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the document to this file instead of stdout.",
+    )] = None,
+) -> None:
+    """The AsyncAPI 3.0 document of the whole mesh, as JSON."""
+    from mesh.asyncapi import build_asyncapi
+
+    settings = _settings()
+    catalog = _catalog(settings)
+    try:
+        document = build_asyncapi(
+            catalog, broker_url=settings.broker_url, exchange=settings.exchange,
+            heartbeat_interval=settings.heartbeat_interval,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: invalid configuration: MESH_BROKER_URL: {exc}", err=True)
+        raise typer.Exit(2) from None
+    text = json.dumps(document, indent=2)
+    if output is None:
+        typer.echo(text)
+    else:
+        try:
+            output.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"error: cannot write {output}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"wrote {output}: {len(document['channels'])} channels, "
+                   f"{len(document['operations'])} operations", err=True)
+    _exit_if_broken(catalog)
