@@ -29,6 +29,7 @@ import pytest
 from mesh.plugin.discovery import discover, import_entry
 from mesh.plugin.part import PluginPart
 from mesh.plugin.upload import (
+    INSTALL_CODES,
     REJECT_CODES,
     InstallFailed,
     PluginInstaller,
@@ -476,6 +477,12 @@ def test_every_refusal_code_is_tested() -> None:
     assert {c[0] for c in CASES} | store_codes == REJECT_CODES
 
 
+def test_every_code_is_documented() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "plugins-upload.md").read_text()
+    missing = {c for c in REJECT_CODES | INSTALL_CODES if f"| `{c}` |" not in doc}
+    assert not missing, f"docs/plugins-upload.md does not explain {sorted(missing)}"
+
+
 def test_valid_hand_made_wheel_passes() -> None:
     info = inspect_wheel(pack(members()), filename=wheel_name())
     assert (info.distribution, info.version, info.plugin, info.package) == (
@@ -755,3 +762,24 @@ async def test_rollback_of_something_no_longer_installed_touches_nothing(
     assert caught.value.code == "not_installed"
     forget_modules()
     assert_unchanged(environment)
+
+
+async def test_rollback_that_pip_cannot_do_says_so(
+    tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
+) -> None:
+    store = WheelStore(tmp_path / "wheels")
+    installed = await PluginInstaller(store).install(built["1.0.0"])
+    broken = PluginInstaller(store, pip=fake_pip(tmp_path, "exit 1"))
+    with pytest.raises(InstallFailed) as caught:
+        await broken.rollback(installed)
+    assert caught.value.code == "rollback_failed" and not caught.value.restored
+    assert "left 1.0.0 installed instead of nothing" in caught.value.message
+    assert plugin_version() == "1.0.0"
+    assert store.get(DIST, "1.0.0") is not None  # kept, so the rollback can be tried again
+    await PluginInstaller(store).rollback(installed)
+    assert_unchanged(environment)
+
+
+def test_every_install_failure_code_is_tested() -> None:
+    source = Path(__file__).read_text()
+    assert {c for c in INSTALL_CODES if f'code == "{c}"' not in source} == set()
