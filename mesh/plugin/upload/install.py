@@ -236,8 +236,7 @@ class PluginInstaller:
         importlib.invalidate_caches()
         restored = environment.snapshot() == before
         if restored:
-            log.warning("upload.rolled_back", plugin=info.plugin, version=info.version,
-                        to=was)
+            log.warning("upload.restored", plugin=info.plugin, version=info.version, to=was)
         else:
             log.error("upload.not_restored", plugin=info.plugin, version=info.version,
                       expected=was, found=environment.snapshot().get(info.distribution))

@@ -67,7 +67,8 @@ class WheelInfo:
     size: int
     requires: tuple[str, ...] = ()
     top_level: tuple[str, ...] = ()
-    record: Mapping[str, str] = field(default_factory=dict, repr=False)  # path → hash
+    # path → hash of every file, from RECORD; the sha256 of the bytes already tells wheels apart
+    record: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     installed_version: str | None = None  # the version this upload would replace
 
     @property
