@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mesh.contract import Contract, Empty, rpc
 
@@ -47,6 +47,27 @@ class PluginSettingsChanged(BaseModel):
     values: dict[str, Any]
 
 
+class PluginInstalled(BaseModel):
+    """Published on `control.installed.<plugin>` after an upload: services that run the plugin
+    install it (fetching the wheel from the server if they lack it) and start it."""
+
+    plugin: str
+    distribution: str
+    version: str
+    services: list[str]
+
+
+class WheelRequest(BaseModel):
+    distribution: str
+    version: str
+
+
+class WheelFile(BaseModel):
+    filename: str
+    sha256: str
+    data: str = Field(description="The wheel, base64.")
+
+
 class PlatformState(BaseModel):
     """What a service needs to know at start-up that only the server's database holds."""
 
@@ -59,3 +80,6 @@ class PlatformContract(Contract, plugin="mesh"):
 
     state = rpc(Empty, PlatformState, service="server", timeout=3.0,
                 doc="Plugins an administrator disabled, and every plugin's settings.")
+    wheel = rpc(WheelRequest, WheelFile, service="server", timeout=60.0,
+                callers=["client", "agent", "worker"],
+                doc="An uploaded plugin's wheel, for a service to install it too.")

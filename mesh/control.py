@@ -9,11 +9,12 @@ consumes them, in order, on an exclusive queue of its own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from contracts.platform import PlatformState, PluginSettingsChanged, PluginSwitch
+from contracts.platform import PlatformState, PluginInstalled, PluginSettingsChanged, PluginSwitch
 from mesh.bus.message import Delivery, Message, QueueSpec
 from mesh.bus.transport import Transport
 from mesh.plugin.host import PluginHost
@@ -31,12 +32,17 @@ def settings_key(plugin: str) -> str:
     return f"control.settings.{plugin}"
 
 
+def installed_key(plugin: str) -> str:
+    return f"control.installed.{plugin}"
+
+
 class ControlChannel:
     def __init__(self, transport: Transport, instance: str, host: PluginHost) -> None:
         self.transport = transport
         self.host = host
         self.queue = f"{transport.exchange}.control.{instance}"
         self._order = asyncio.Lock()  # apply messages one at a time, in arrival order
+        self.on_installed: Callable[[PluginInstalled], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         await self.transport.declare_queue(QueueSpec(self.queue, (CONTROL_PATTERN,),
@@ -53,6 +59,9 @@ class ControlChannel:
                 elif message.routing_key.startswith("control.settings."):
                     change = PluginSettingsChanged.model_validate_json(message.body)
                     await self.host.update_settings(change.plugin, change.values)
+                elif message.routing_key.startswith("control.installed."):
+                    if self.on_installed is not None:
+                        await self.on_installed(PluginInstalled.model_validate_json(message.body))
                 elif message.routing_key == STATE_KEY:
                     state = PlatformState.model_validate_json(message.body)
                     await self.host.apply_state(set(state.disabled), state.settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import signal
@@ -15,7 +16,14 @@ from typing import ClassVar
 
 import structlog
 
-from contracts.platform import Heartbeat, PlatformContract, PlatformState, PluginStatus
+from contracts.platform import (
+    Heartbeat,
+    PlatformContract,
+    PlatformState,
+    PluginInstalled,
+    PluginStatus,
+    WheelRequest,
+)
 from mesh import __version__
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
@@ -54,19 +62,19 @@ class Service:
         self.transport = transport
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
         self.rpc_client = RpcClient(transport, self.kind)
-        self.sources = list(discover() if sources is None else sources)
         self.database = self._open_database() if self.uses_database else None
         self.host = PluginHost(
             service=self.kind,
             instance=self.instance,
             transport=transport,
             rpc_client=self.rpc_client,
-            sources=self.sources,
+            sources=list(discover() if sources is None else sources),
             disabled=set(settings.disabled_plugins),
             rpc_concurrency=settings.rpc_concurrency,
             database=self.database,
         )
         self.control = ControlChannel(transport, self.instance, self.host)
+        self.control.on_installed = self.plugin_installed
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
         )
@@ -74,6 +82,50 @@ class Service:
         self._started_mono = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
+
+    @property
+    def sources(self) -> list[PluginSource]:
+        """Every plugin this service knows of, installed ones included."""
+        return list(self.host.sources.values())
+
+    async def plugin_installed(self, announcement: PluginInstalled) -> None:
+        """A plugin was uploaded to the server: run it here too if this service needs it."""
+        known = self.host.sources.get(announcement.plugin)
+        if known is not None and known.manifest is not None and \
+                known.manifest.version == announcement.version:
+            return  # this service installed it already (the server, which announced it)
+        source = next((s for s in discover() if s.name == announcement.plugin), None)
+        if source is None or source.manifest is None or \
+                source.manifest.version != announcement.version:
+            if self.kind not in announcement.services:
+                return
+            source = await self._fetch_and_install(announcement)
+            if source is None:
+                return
+        if self.kind not in (source.manifest.services if source.manifest else {}):
+            return
+        await self.host.install(source)
+        await self.host.start_all()
+        self.log.info("plugin.installed", plugin=source.name, version=announcement.version)
+
+    async def _fetch_and_install(self, announcement: PluginInstalled) -> PluginSource | None:
+        """Not in this environment: fetch the wheel the server keeps and install it here,
+        with every check the server made."""
+        from mesh.plugin.upload import PluginInstaller, WheelStore
+
+        try:
+            wheel = await PlatformContract(self.rpc_client).wheel(
+                WheelRequest(distribution=announcement.distribution,
+                             version=announcement.version), timeout=60)
+            installer = PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir),
+                                        max_bytes=self.settings.upload_max_bytes)
+            installed = await installer.install(base64.b64decode(wheel.data),
+                                                filename=wheel.filename)
+        except Exception as exc:
+            self.log.error("plugin.install_failed", plugin=announcement.plugin,
+                           version=announcement.version, error=str(exc))
+            return None
+        return installed.source
 
     def _open_database(self) -> Database:
         return Database(database_url(self.settings))

@@ -176,3 +176,21 @@ async def test_a_plugins_own_admin_routes_come_and_go_with_it(admin: Admin) -> N
     assert path not in (await admin.get("/api/v1/openapi.json")).json()["paths"]
     await admin.server.host.start("tutorial")
     assert (await admin.get(path)).status_code == 200
+
+
+async def test_contract_catalog_and_asyncapi_document(admin: Admin, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    from pathlib import Path
+
+    catalog = (await admin.get("/api/v1/contracts")).json()
+    qualnames = {e["qualname"] for e in catalog["entries"]}
+    assert {"noop.echo", "tutorial.string_ints", "tutorial.add_int_value"} <= qualnames
+    document = (await admin.get("/api/v1/asyncapi.json")).json()
+    assert document["asyncapi"].startswith("3.")
+    path = tmp_path / "asyncapi.json"
+    path.write_text(json.dumps(document))
+    validator = Path(__file__).parents[1] / "tools" / "asyncapi-validate" / "validate.mjs"
+    result = subprocess.run(["node", str(validator), str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

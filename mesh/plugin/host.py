@@ -5,6 +5,7 @@ registered is removed, while the other plugins and the service carry on."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -23,6 +24,12 @@ from mesh.plugin.part import PluginContext, PluginPart
 from mesh.rpc.client import RpcClient
 from mesh.rpc.endpoint import RpcEndpoint
 from mesh.storage.database import Database
+
+
+def _forget_modules(package: str) -> None:
+    """Drop a plugin package's modules, so the next import reads the installed code."""
+    for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        del sys.modules[module]
 
 
 class AdminMount(Protocol):
@@ -79,14 +86,27 @@ class PluginHost:
         self.runtime_disabled: set[str] = set()
         self._contracts: dict[str, type[Contract] | None] = {}
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
+        self.config_disabled = set(disabled)
+        self.sources = {s.name: s for s in sources}
+        self.records: dict[str, PluginRecord] = {}
+        self._plan()
+
+    def _plan(self) -> None:
+        """Order the plugins from their sources; records of plugins new to this host are
+        added, stopped (or refused, or disabled by configuration)."""
+        sources = list(self.sources.values())
         manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
         broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
-        self.plan: LoadPlan = plan_load_order(manifests, disabled=disabled, broken=broken)
-        self.order = self.plan.for_service(service, manifests)
-        self.records: dict[str, PluginRecord] = {}
+        self.plan: LoadPlan = plan_load_order(manifests, disabled=self.config_disabled,
+                                              broken=broken)
+        self.order = self.plan.for_service(self.service, manifests)
         for source in sources:
             manifest = source.manifest
-            if manifest is not None and service not in manifest.services:
+            if manifest is not None and self.service not in manifest.services:
+                continue
+            record = self.records.get(source.name)
+            if record is not None and record.state is not PluginState.REFUSED:
+                record.manifest = manifest
                 continue
             if source.name in self.plan.disabled:
                 state, error = PluginState.DISABLED, "disabled by configuration"
@@ -95,6 +115,25 @@ class PluginHost:
             else:
                 state, error = PluginState.STOPPED, None
             self.records[source.name] = PluginRecord(source.name, manifest, state, error)
+
+    async def install(self, source: PluginSource) -> list[str]:
+        """A plugin installed (or upgraded) while the service runs: stop the old code and its
+        dependents, forget its modules, plan again. Returns the plugins to start again (the
+        caller migrates first, then calls `start_all`)."""
+        stopped = await self.stop(source.name) if source.name in self.records else []
+        if source.manifest is not None:
+            _forget_modules(source.package)
+        self.sources[source.name] = source
+        self._contracts.pop(source.name, None)
+        self._plan()
+        return stopped
+
+    def uninstall(self, name: str) -> None:
+        """Forget a plugin that was taken out again (its install rolled back)."""
+        self.sources.pop(name, None)
+        self.records.pop(name, None)
+        self._contracts.pop(name, None)
+        self._plan()
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -6,25 +6,36 @@ it keeps the platform's state (plugins switched off, settings) and serves the ad
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from pydantic import BaseModel
 
-from contracts.platform import PlatformContract, PlatformState, PluginSettingsChanged, PluginSwitch
+from contracts.platform import (
+    PlatformContract,
+    PlatformState,
+    PluginInstalled,
+    PluginSettingsChanged,
+    PluginSwitch,
+    WheelFile,
+    WheelRequest,
+)
 from mesh.contract import Contract, Empty
-from mesh.control import STATE_KEY, settings_key, switch_key
+from mesh.control import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.directory import ServiceDirectory
-from mesh.errors import PluginError
+from mesh.errors import PluginError, RpcError
 from mesh.observable.provider import ObservableServer
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import import_entry
 from mesh.plugin.host import PluginState
+from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
 from mesh.rpc.endpoint import RpcEndpoint
 from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator, PluginStorage
 from mesh.web import WebServer
 from services.server.admin.app import create_admin_app
 from services.server.admin.auth import admin_token
+from services.server.errors import UploadFailed
 
 
 class ServerService(Service):
@@ -84,6 +95,7 @@ class ServerService(Service):
             return await self.platform_state()
 
         endpoint.add(PlatformContract.state, state)
+        endpoint.add(PlatformContract.wheel, self.wheel)
         await endpoint.start()
         self._platform_endpoint = endpoint
         # services that started before this server hold only their configured state
@@ -103,6 +115,61 @@ class ServerService(Service):
         await super().stop()
 
     # -- what the admin API asks of the server -------------------------------------------
+
+    def installer(self) -> PluginInstaller:
+        return PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir),
+                               max_bytes=self.settings.upload_max_bytes)
+
+    async def install_plugin(self, data: bytes, filename: str) -> Installed:
+        """Validate and install an uploaded wheel, migrate it, start it here, and tell every
+        service. Anything that fails after the install is undone: the environment, the
+        database and the running plugins are as they were. Raises WheelRejected (nothing was
+        touched), InstallFailed, or UploadFailed (rolled back)."""
+        installer = self.installer()
+        installed = await installer.install(data, filename=filename)
+        source, version = installed.source, installed.info.version
+        previous = self.host.sources.get(source.name)
+        await self.host.install(source)
+        failure = await self._migrate_and_start(source.name)
+        if failure is not None:
+            await self.host.stop(source.name)
+            await installer.rollback(installed)
+            if previous is not None:
+                await self.host.install(previous)
+            else:
+                self.host.uninstall(source.name)
+            await self.host.start_all()
+            raise UploadFailed("not_loaded", f"{source.name} {version} was not installed: "
+                               f"{failure}; the previous state is back")
+        manifest = source.manifest
+        assert manifest is not None
+        await self.control.publish(installed_key(source.name), PluginInstalled(
+            plugin=source.name, distribution=str(installed.info.distribution), version=version,
+            services=sorted(manifest.services)))
+        self.log.info("plugin.uploaded", plugin=source.name, version=version,
+                      upgrade=installed.info.upgrade)
+        return installed
+
+    async def _migrate_and_start(self, name: str) -> str | None:
+        """Why the plugin cannot run here, or None once it runs (or does not run here)."""
+        result = await self.migrator().upgrade_all()
+        failure = result.failed.get(name) or result.refused.get(name)
+        if failure is not None:
+            return failure
+        await self.host.start_all()
+        record = self.host.records.get(name)
+        if record is not None and record.state is not PluginState.STARTED:
+            return f"it did not start: {record.error or record.state}"
+        return None
+
+    async def wheel(self, request: WheelRequest) -> WheelFile:
+        stored = self.installer().store.get(request.distribution, request.version)
+        if stored is None:
+            raise RpcError(f"no wheel of {request.distribution} {request.version} is kept",
+                           code="unknown_wheel")
+        data = stored.read()
+        return WheelFile(filename=stored.path.name, sha256=stored.sha256,
+                         data=base64.b64encode(data).decode())
 
     def contract(self, plugin: str) -> type[Contract] | None:
         source = next((s for s in self.sources if s.name == plugin), None)

@@ -5,16 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from contracts.platform import PluginStatus
+from mesh.asyncapi import build_asyncapi
+from mesh.catalog import Catalog, build_catalog
 from mesh.errors import PluginError, RpcError
+from mesh.plugin.upload import InstallFailed, WheelRejected
 from mesh.rpc.client import field_errors
 
 if TYPE_CHECKING:
     from services.server import ServerService
+
+from services.server.errors import UploadFailed
 
 
 class ErrorBody(BaseModel):
@@ -72,6 +77,14 @@ class SettingsView(BaseModel):
     plugin: str
     values: dict[str, Any]
     json_schema: dict[str, Any]
+
+
+class UploadResult(BaseModel):
+    plugin: str
+    distribution: str
+    version: str
+    previous_version: str | None = Field(description="Set when the upload was an upgrade.")
+    services: list[str]
 
 
 class SwitchResult(BaseModel):
@@ -235,6 +248,54 @@ def create_api(server: ServerService) -> APIRouter:
             raise error(404, "no_settings", str(exc)) from None
         return SettingsView(plugin=name, values=settings.model_dump(mode="json"),
                             json_schema=model.model_json_schema())
+
+    @api.post("/plugins", response_model=UploadResult, status_code=201, tags=["plugins"],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {"schema": {"type": "string",
+                                                          "format": "binary"}}}}},
+              responses={409: {"model": ErrorBody, "description": "Installed, but it could "
+                               "not migrate or start: undone"},
+                         413: {"model": ErrorBody, "description": "Over the size limit"},
+                         422: {"model": ErrorBody, "description": "Not an acceptable wheel"}})
+    async def upload(request: Request, filename: str = Query(
+            ..., description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl")
+                     ) -> UploadResult:
+        """Install a plugin wheel (the request body), migrate it and start it on every
+        service that runs it. Validated before anything is installed; a failure leaves the
+        system as it was."""
+        limit = server.settings.upload_max_bytes
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise error(413, "too_large", f"uploads are at most {limit} bytes")
+        try:
+            installed = await server.install_plugin(bytes(body), filename)
+        except WheelRejected as exc:
+            raise error(413 if exc.code == "too_large" else 422, exc.code, exc.message) from None
+        except UploadFailed as exc:
+            raise error(409, exc.code, exc.message) from None
+        except InstallFailed as exc:
+            raise error(500, exc.code, exc.message, {"restored": exc.restored}) from None
+        info = installed.info
+        return UploadResult(plugin=info.plugin, distribution=str(info.distribution),
+                            version=info.version, previous_version=info.installed_version,
+                            services=sorted(info.manifest.services))
+
+    def catalog() -> Catalog:
+        return build_catalog(server.sources, disabled=server.host.config_disabled)
+
+    @api.get("/contracts", response_model=Catalog, tags=["contracts"])
+    async def contracts() -> Catalog:
+        """Every RPC, action and topic of the enabled plugins, with its models' JSON Schema."""
+        return catalog()
+
+    @api.get("/asyncapi.json", tags=["contracts"])
+    async def asyncapi() -> dict[str, Any]:
+        """The AsyncAPI 3.0 document of the whole mesh (as `mesh contracts asyncapi`)."""
+        return build_asyncapi(catalog(), broker_url=server.settings.broker_url,
+                              exchange=server.settings.exchange,
+                              heartbeat_interval=server.settings.heartbeat_interval)
 
     @api.get("/migrations", response_model=list[MigrationView], tags=["migrations"])
     async def list_migrations() -> list[MigrationView]:
