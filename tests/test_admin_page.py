@@ -85,3 +85,27 @@ async def test_sign_in_switch_a_plugin_and_change_a_setting(memory_bus: Bus, pag
     async with asyncio.timeout(10):
         while server.host.settings_for("tutorial").max_rows != 7:  # type: ignore[union-attr]
             await asyncio.sleep(0.05)
+
+
+async def test_contracts_show_and_a_bad_upload_is_refused_on_the_page(
+    memory_bus: Bus, page: object, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    server = await memory_bus.service("server")
+    assert isinstance(server, ServerService) and server.admin is not None
+    token, _ = admin_token(server.settings)
+    bogus = Path(str(tmp_path)) / "mesh_bogus-1.0.0-py3-none-any.whl"
+    bogus.write_bytes(b"not a wheel")
+    driver = page
+
+    def use_the_page() -> None:
+        driver.get(server.admin.url)  # type: ignore[union-attr,attr-defined]
+        driver.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
+        driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()  # type: ignore[attr-defined]
+        wait_for(driver, lambda d: "noop.echo" in d.find_element(By.ID, "contracts").text)
+        driver.find_element(By.ID, "wheel").send_keys(str(bogus))  # type: ignore[attr-defined]
+        driver.find_element(By.CSS_SELECTOR, "#upload button").click()  # type: ignore[attr-defined]
+        wait_for(driver, lambda d: "not_a_wheel" in d.find_element(By.ID, "message").text)
+
+    await asyncio.to_thread(use_the_page)
