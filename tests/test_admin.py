@@ -194,3 +194,18 @@ async def test_contract_catalog_and_asyncapi_document(admin: Admin, tmp_path) ->
     result = subprocess.run(["node", str(validator), str(path)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_every_endpoint_in_docs_admin_md_exists(admin: Admin) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "admin.md").read_text()
+    table = text.split("<!-- endpoints:", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| (GET|POST|PUT) \| `([^`?]+)[^`]*` \|", table, re.M)
+    assert len(rows) >= 15
+    spec = (await admin.get("/api/v1/openapi.json")).json()
+    for method, path in rows:
+        if path == "/api/v1/openapi.json":
+            continue
+        assert method.lower() in spec["paths"].get(path, {}), (method, path)
