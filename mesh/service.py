@@ -19,12 +19,15 @@ from contracts.platform import Heartbeat, PluginStatus
 from mesh import __version__
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
+from mesh.caller import Caller
 from mesh.config import MeshSettings
 from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
 from mesh.rpc.client import RpcClient
 from mesh.storage.database import Database, database_url
+from mesh.tasks.client import TaskClient
+from mesh.tasks.worker import TaskRuntime
 
 
 def new_instance_id(service: str) -> str:
@@ -51,6 +54,9 @@ class Service:
         self.transport = transport
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
         self.rpc_client = RpcClient(transport, self.kind)
+        self.tasks = TaskClient(transport, self.kind, self.instance)
+        self.caller = Caller(self.rpc_client, self.tasks)
+        self.task_runtime = self._task_runtime()
         self.sources = list(discover() if sources is None else sources)
         self.database = self._open_database() if self.uses_database else None
         self.host = PluginHost(
@@ -62,6 +68,8 @@ class Service:
             disabled=set(settings.disabled_plugins),
             rpc_concurrency=settings.rpc_concurrency,
             database=self.database,
+            caller=self.caller,
+            task_runtime=self.task_runtime,
         )
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
@@ -70,6 +78,10 @@ class Service:
         self._started_mono = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def _task_runtime(self) -> TaskRuntime | None:
+        """The worker runs tasks; the other services only enqueue them."""
+        return None
 
     def _open_database(self) -> Database:
         return Database(database_url(self.settings))
@@ -96,6 +108,9 @@ class Service:
             self._heartbeat.cancel()
         await self._send_heartbeat()
         await self.host.stop_all(timeout=self.settings.shutdown_timeout)
+        if self.task_runtime is not None:
+            await self.task_runtime.close()
+        await self.tasks.close()
         await self.transport.close()
         if self.database is not None:
             await self.database.close()

@@ -142,7 +142,7 @@ class Bus:
         self.transports: list[Transport] = []
         self.services: list[Service] = []
         self.kept_queues: set[str] = set()  # durable queues to delete after the test
-        self.kept_exchanges: set[str] = {f"{self.exchange}.task.delay"}
+        self.kept_exchanges: set[str] = {f"{self.exchange}.task-delay"}
 
     def transport(self, name: str = "test") -> Transport:
         transport: Transport

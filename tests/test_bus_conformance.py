@@ -726,7 +726,7 @@ def durable(queue: str, *bindings: str, arguments: tuple[tuple[str, object], ...
 
 async def test_headers_exchange_routes_on_header_values(bus: Bus) -> None:
     transport = await bus.connected()
-    delay = f"{bus.exchange}.task.delay"
+    delay = f"{bus.exchange}.task-delay"
     await transport.declare_exchange(delay, "headers")
     fast, slow = name(bus, "fast"), name(bus, "slow")
     for queue, value in ((fast, 100), (slow, 900)):
@@ -765,7 +765,7 @@ async def test_expired_messages_are_dead_lettered_with_their_key_and_x_death(
 ) -> None:
     """A delay queue: no consumer, a queue TTL, dead-lettering back to the mesh exchange."""
     transport = await bus.connected()
-    delay = f"{bus.exchange}.task.delay"
+    delay = f"{bus.exchange}.task-delay"
     await transport.declare_exchange(delay, "headers")
     target, waiting = name(bus, "target"), name(bus, "delay.200")
     kept_queues += [target, waiting]
@@ -773,7 +773,7 @@ async def test_expired_messages_are_dead_lettered_with_their_key_and_x_death(
     await transport.declare_queue(durable(waiting, arguments=(
         *QUORUM, ("x-message-ttl", 200), ("x-dead-letter-exchange", bus.exchange),
         ("x-dead-letter-strategy", "at-least-once"), ("x-overflow", "reject-publish"),
-    ), extra=(Binding(delay, arguments=(("x-match", "all"), ("x-mesh-delay-ms", 200))),)))
+    ), extra=(Binding(delay, arguments=(("x-match", "all-with-x"), ("x-mesh-delay-ms", 200))),)))
     inbox = Inbox()
     await transport.consume(target, inbox, prefetch=10)
     started = asyncio.get_running_loop().time()

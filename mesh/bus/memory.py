@@ -159,16 +159,23 @@ class _MemoryConsumer(Consumer):
         delivery = _MemoryDelivery(message, entry, self)
         if not self.no_ack:
             self.unacked[delivery] = None
-        task = self.owner.broker.spawn(self.handler(delivery))
+        task = self.owner.broker.spawn(self._handle(delivery))
         self.running.add(task)
-        task.add_done_callback(self._handler_done)
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self.running.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    async def _handle(self, delivery: _MemoryDelivery) -> None:
+        # As on the RabbitMQ transport, the handler counts as running until it returns (not
+        # until a done callback a loop turn later): a cancel right after closes the channel.
+        try:
+            await self.handler(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
             log.error("bus.handler_failed", queue=self.queue.spec.name, exc_info=exc)
-        if self.cancelled and not self.running:
-            self.close_channel()
+        finally:
+            me = asyncio.current_task()
+            self.running.discard(me)  # type: ignore[arg-type]
+            if self.cancelled and not self.running:
+                self.close_channel()
 
     def settle(self, delivery: _MemoryDelivery, outcome: str) -> None:
         # Settling after the channel closed (the message is back in the queue) is a no-op, as on

@@ -12,6 +12,7 @@ import typer
 from mesh.cli.call import call_command
 from mesh.cli.db import db_app
 from mesh.cli.plugins import plugin_app
+from mesh.cli.tasks import tasks_app
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.log import configure_logging
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(db_app, name="db")
+app.add_typer(tasks_app, name="tasks")
 app.command("call")(call_command)
 
 

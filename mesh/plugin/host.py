@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from mesh.bus.transport import Transport
+from mesh.contract import Rpc
 from mesh.errors import PluginError
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.manifest import PluginManifest
@@ -20,6 +21,10 @@ from mesh.plugin.part import PluginContext, PluginPart
 from mesh.rpc.client import RpcClient
 from mesh.rpc.endpoint import RpcEndpoint
 from mesh.storage.database import Database
+from mesh.tasks.worker import TaskEndpoint, TaskRuntime
+
+if TYPE_CHECKING:
+    from mesh.caller import Caller
 
 
 class PluginState(StrEnum):
@@ -40,6 +45,7 @@ class PluginRecord:
     part: PluginPart | None = None
     ctx: PluginContext | None = None
     endpoint: RpcEndpoint | None = None
+    task_endpoint: TaskEndpoint | None = None
 
 
 class PluginHost:
@@ -54,6 +60,8 @@ class PluginHost:
         disabled: set[str] | frozenset[str] = frozenset(),
         rpc_concurrency: int = 64,
         database: Database | None = None,
+        caller: Caller | None = None,
+        task_runtime: TaskRuntime | None = None,
     ) -> None:
         self.service = service
         self.instance = instance
@@ -61,6 +69,8 @@ class PluginHost:
         self.rpc_client = rpc_client
         self.rpc_concurrency = rpc_concurrency
         self.database = database
+        self.caller: Any = caller if caller is not None else rpc_client
+        self.task_runtime = task_runtime
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
         manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
         broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
@@ -141,8 +151,11 @@ class PluginHost:
             record.part = part = part_class(ctx)
             phase = "load"
             await part.load()
-            for rpc, handler in part.marked_handlers():
-                ctx.serve(rpc, handler)
+            for target, handler in part.marked_handlers():
+                if isinstance(target, Rpc):
+                    ctx.serve(target, handler)
+                else:
+                    ctx.serve_task(target, handler)
             record.state = PluginState.LOADED
             phase = "start"
             await part.start()
@@ -154,6 +167,14 @@ class PluginHost:
                 endpoint.add(rpc, handler)
             record.endpoint = endpoint
             await endpoint.start()
+            if ctx.task_handlers:
+                if self.task_runtime is None:
+                    raise PluginError(f"the {self.service} runs no tasks")
+                tasks = TaskEndpoint(self.task_runtime, name)
+                for task, task_handler in ctx.task_handlers:
+                    tasks.add(task, task_handler)
+                record.task_endpoint = tasks
+                await tasks.start()
         except Exception as exc:
             self.log.exception("plugin.failed", plugin=name, phase=phase)
             await self._teardown(record, started=phase == "start", loaded=phase != "import")
@@ -162,7 +183,8 @@ class PluginHost:
             return False
         record.state = PluginState.STARTED
         self.log.info("plugin.started", plugin=name, version=manifest.version,
-                      rpcs=sorted(r.name for r, _ in ctx.handlers))
+                      rpcs=sorted(r.name for r, _ in ctx.handlers),
+                      tasks=sorted(t.name for t, _ in ctx.task_handlers))
         return True
 
     async def stop(self, name: str, *, timeout: float = 10.0) -> list[str]:
@@ -180,7 +202,8 @@ class PluginHost:
         """Stop taking calls everywhere, drain them together, then stop plugins in reverse."""
         running = [self.records[n] for n in self.order
                    if self.records[n].state in (PluginState.STARTED, PluginState.LOADED)]
-        endpoints = [r.endpoint for r in running if r.endpoint is not None]
+        endpoints: list[RpcEndpoint | TaskEndpoint] = [
+            e for r in running for e in (r.endpoint, r.task_endpoint) if e is not None]
         for endpoint in endpoints:
             await endpoint.stop_taking()
         cut = await asyncio.gather(*(e.drain(timeout) for e in endpoints))
@@ -206,6 +229,10 @@ class PluginHost:
             await record.endpoint.stop_taking()
             await record.endpoint.drain(timeout)
             record.endpoint = None
+        if record.task_endpoint is not None:
+            await record.task_endpoint.stop_taking()
+            await record.task_endpoint.drain(timeout)
+            record.task_endpoint = None
         ctx = record.ctx
         if ctx is not None and ctx.tasks:
             for task in list(ctx.tasks):

@@ -1,15 +1,18 @@
-"""What a plugin author writes: a `PluginPart` per service, and `handles` to mark RPC handlers."""
+"""What a plugin author writes: a `PluginPart` per service, and `handles` to mark RPC and task
+handlers."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import pickle
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import structlog
 
-from mesh.contract import Contract, Rpc
+from mesh.contract import Contract, Rpc, Task
 from mesh.errors import PluginError
 
 if TYPE_CHECKING:
@@ -25,11 +28,24 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
 _RPC_MARK = "__mesh_rpc__"
 
 
-def handles(rpc: Rpc[Any, Any]) -> Callable[[HandlerT], HandlerT]:
-    """Mark a method of a PluginPart as the handler of `rpc`; the host registers it on load."""
+AnyHandlerT = TypeVar("AnyHandlerT", bound=Callable[..., Any])
 
-    def mark(method: HandlerT) -> HandlerT:
-        setattr(method, _RPC_MARK, rpc)
+
+@overload
+def handles(target: Rpc[Any, Any]) -> Callable[[HandlerT], HandlerT]: ...
+
+
+@overload
+def handles(target: Task[Any, Any]) -> Callable[[AnyHandlerT], AnyHandlerT]: ...
+
+
+def handles(target: Rpc[Any, Any] | Task[Any, Any]) -> Callable[[Any], Any]:
+    """Mark a method of a PluginPart as the handler of an RPC or a task; the host registers it
+    on load. A CPU-bound task's handler is a plain function (a staticmethod, say), run in the
+    worker's process pool: put `@handles(...)` under `@staticmethod`."""
+
+    def mark(method: Any) -> Any:
+        setattr(method, _RPC_MARK, target)
         return method
 
     return mark
@@ -49,12 +65,40 @@ class PluginContext:
             service=self.service, instance=self.instance, plugin=self.plugin
         )
         self.handlers: list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
+        self.task_handlers: list[tuple[Task[Any, Any], Callable[[Any], Any]]] = []
         self.api_object: object | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def stub(self, contract: type[ContractT]) -> ContractT:
-        """A typed stub that calls `contract`'s RPCs as this service."""
-        return contract(self._host.rpc_client)
+        """A typed stub that calls `contract`'s RPCs and enqueues its tasks as this service."""
+        return contract(self._host.caller)
+
+    def serve_task(self, task: Task[Any, Any], handler: Callable[[Any], Any]) -> None:
+        """Run `task` with `handler` on this worker (what `@handles(task)` does)."""
+        if task.plugin != self.plugin:
+            raise PluginError(f"{self.plugin} cannot run {task.qualname}: it is another "
+                              "plugin's task")
+        if self.service != "worker":
+            raise PluginError(f"{task.qualname} is a task: tasks run on the worker, not the "
+                              f"{self.service}")
+        if any(existing.name == task.name for existing, _ in self.task_handlers):
+            raise PluginError(f"{task.qualname} has a handler already")
+        if task.cpu_bound:
+            if inspect.iscoroutinefunction(handler) or inspect.ismethod(handler):
+                raise PluginError(
+                    f"{task.qualname} is CPU-bound: its handler runs in another process, so it "
+                    "must be a plain function (a module function or a staticmethod), not "
+                    "a coroutine or a method")
+            try:
+                pickle.dumps(handler)
+            except Exception as exc:
+                raise PluginError(f"{task.qualname}'s handler cannot be sent to the process "
+                                  f"pool (it must be importable by name): {exc}") from None
+        elif not inspect.iscoroutinefunction(handler):
+            raise PluginError(f"{task.qualname}'s handler must be a coroutine (async def); "
+                              "declare the task cpu_bound=True to run a plain function in "
+                              "the process pool")
+        self.task_handlers.append((task, handler))
 
     def serve(self, rpc: Rpc[Any, Any], handler: Callable[[Any], Awaitable[Any]]) -> None:
         if rpc.plugin != self.plugin:
@@ -138,10 +182,12 @@ class PluginPart:
     async def unload(self) -> None:
         pass
 
-    def marked_handlers(self) -> list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]]:
-        found = []
+    def marked_handlers(
+        self,
+    ) -> list[tuple[Rpc[Any, Any] | Task[Any, Any], Callable[[Any], Any]]]:
+        found: list[tuple[Rpc[Any, Any] | Task[Any, Any], Callable[[Any], Any]]] = []
         for attr in dir(type(self)):
-            rpc = getattr(getattr(type(self), attr, None), _RPC_MARK, None)
-            if isinstance(rpc, Rpc):
-                found.append((rpc, getattr(self, attr)))
+            target = getattr(getattr(type(self), attr, None), _RPC_MARK, None)
+            if isinstance(target, Rpc | Task):
+                found.append((target, getattr(self, attr)))
         return found
