@@ -192,6 +192,8 @@ class Bus:
                     name for name, spec in transport._queues.items() if not spec.auto_delete)
             await transport.close()
         if self.kind == "rabbitmq" and self.url:
+            if self.kept_queues:  # tasks: other processes may have declared durable ones too
+                self.kept_queues.update(await asyncio.to_thread(broker_queues, f"{self.exchange}."))
             await delete_queues(self.url, self.kept_queues)
             for exchange in (self.exchange, *self.kept_exchanges):
                 await delete_exchange(self.url, exchange)
