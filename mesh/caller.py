@@ -25,5 +25,7 @@ class Caller:
         return self.rpc.call(rpc, request, timeout=timeout)
 
     def enqueue(self, task: Task[InT, OutT], input: InT | dict[str, Any], *,
-                idempotency_key: str | None = None) -> Awaitable[TaskHandle[OutT]]:
-        return self.tasks.enqueue(task, input, idempotency_key=idempotency_key)
+                idempotency_key: str | None = None, want_result: bool = True,
+                ) -> Awaitable[TaskHandle[OutT]]:
+        return self.tasks.enqueue(task, input, idempotency_key=idempotency_key,
+                                  want_result=want_result)

@@ -128,7 +128,8 @@ class TaskEnqueuer(Protocol):
     """What a stub needs to enqueue tasks: the service's (or client's) task client provides it."""
 
     def enqueue(
-        self, task: Task[InT, OutT], input: InT, *, idempotency_key: str | None = None
+        self, task: Task[InT, OutT], input: InT, *, idempotency_key: str | None = None,
+        want_result: bool = True,
     ) -> Awaitable[TaskHandle[OutT]]: ...
 
 
@@ -191,15 +192,17 @@ class BoundTask(Generic[InT, OutT]):
         self._caller = caller
 
     def enqueue(
-        self, input: InT, *, idempotency_key: str | None = None
+        self, input: InT, *, idempotency_key: str | None = None, want_result: bool = True,
     ) -> Awaitable[TaskHandle[OutT]]:
-        """Queue the task durably; returns once the broker has it (see docs/tasks.md)."""
+        """Queue the task durably; returns once the broker has it (see docs/tasks.md).
+
+        `want_result=False` asks the worker to send no result back (fire and forget)."""
         enqueue = getattr(self._caller, "enqueue", None)
         if enqueue is None:
             raise TypeError(f"this stub's caller ({type(self._caller).__name__}) cannot enqueue "
                             "tasks: make the stub with ctx.stub() or mesh.stub()")
         result: Awaitable[TaskHandle[OutT]] = enqueue(
-            self.task, input, idempotency_key=idempotency_key)
+            self.task, input, idempotency_key=idempotency_key, want_result=want_result)
         return result
 
 

@@ -47,3 +47,25 @@ def test_percentile_is_nearest_rank() -> None:
     assert (percentile(samples, 50), percentile(samples, 99), percentile(samples, 100)) == (
         50.0, 99.0, 100.0)
     assert percentile([7.0], 99) == 7.0
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_tasks_bench_prints_figures_for_both_sides(broker_url: str) -> None:
+    # Celery is a benchmark-only extra (`make bench` installs it): the one test that may skip.
+    pytest.importorskip("celery", reason="Celery is the benchmark-only extra: make bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "tasks", "--json", "--noop", "200", "--sleep10", "50",
+         "--rounds", "1", "--url", broker_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report) == {"mesh", "celery", "ratio"}
+    for side in ("mesh", "celery"):
+        assert set(report[side]) == {"noop", "sleep10"}
+        for figures in report[side].values():
+            assert set(figures) == {"enqueue_per_s", "drain_per_s"}
+            assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
+    assert set(report["ratio"]) == {"noop", "sleep10"}
+    assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())

@@ -195,3 +195,51 @@ async def test_a_task_cut_at_shutdown_goes_to_another_worker(bus: Bus) -> None:
     await worker(bus)
     done = await handle.result(timeout=10)
     assert (done.note, done.redelivered, done.attempt) == ("cut", True, 1)
+
+
+async def test_fire_and_forget_without_a_result(bus: Bus, tmp_path: Path) -> None:
+    await worker(bus)
+    jobs, client = await enqueuer(bus)
+    mark = tmp_path / "marks"
+    handle = await jobs.run.enqueue(Work(mark=str(mark)), want_result=False)
+    await eventually(lambda: len(marks(mark)) == 1, timeout=10)
+    with pytest.raises(TaskError) as refused:
+        await handle.result(timeout=1)
+    assert refused.value.code == "no_result"
+    dropped = await jobs.run.enqueue(Work(note="dropped"))
+    task_id = dropped.task_id
+    del dropped  # fire and forget: its result is dropped when it comes
+    await asyncio.sleep(0.3)
+    assert task_id not in client._handles
+
+
+def test_task_handlers_are_checked_when_the_plugin_loads() -> None:
+    from mesh_fixture_jobs.contract import JobsContract
+    from mesh_fixture_jobs.worker import burn
+
+    from mesh.errors import PluginError
+    from mesh.plugin.part import PluginContext
+
+    class Host:
+        service, instance, database = "worker", "w-1", None
+
+    class Manifest:
+        name, depends, db_schema = "jobs", {}, None
+
+    ctx = PluginContext(Host(), Manifest())  # type: ignore[arg-type]
+
+    async def coroutine(work: Work) -> None: ...
+
+    with pytest.raises(PluginError, match="must be a plain function"):
+        ctx.serve_task(JobsContract.crunch, coroutine)
+    with pytest.raises(PluginError, match="must be a coroutine"):
+        ctx.serve_task(JobsContract.run, burn)
+    with pytest.raises(PluginError, match="cannot be sent to the process pool"):
+        ctx.serve_task(JobsContract.crunch, lambda work: work)
+    ctx.serve_task(JobsContract.crunch, burn)
+    with pytest.raises(PluginError, match="has a handler already"):
+        ctx.serve_task(JobsContract.crunch, burn)
+    Host.service = "server"
+    server_ctx = PluginContext(Host(), Manifest())  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match="tasks run on the worker, not the server"):
+        server_ctx.serve_task(JobsContract.run, coroutine)

@@ -73,9 +73,12 @@ class TaskClient:
 
     async def enqueue(
         self, task: Task[InT, OutT], input: InT | dict[str, Any], *,
-        idempotency_key: str | None = None,
+        idempotency_key: str | None = None, want_result: bool = True,
     ) -> TaskHandle[OutT]:
-        """Queue `task` with `input`; returns its handle once the broker has stored it."""
+        """Queue `task` with `input`; returns its handle once the broker has stored it.
+
+        With `want_result=False` the task carries no reply address: the worker sends nothing
+        back, and the handle's `result()` raises at once."""
         if not isinstance(input, task.input):
             if not isinstance(input, dict | BaseModel):
                 raise TypeError(f"{task.qualname} takes {task.input.__name__}, not "
@@ -90,16 +93,19 @@ class TaskClient:
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
             raise ValueError("an idempotency key has 1 to 200 characters")
         task_id = uuid.uuid4().hex
-        handle: TaskHandle[OutT] = TaskHandle(task, task_id, idempotency_key or task_id)
+        handle: TaskHandle[OutT] = TaskHandle(task, task_id, idempotency_key or task_id,
+                                              want_result=want_result)
         message = wire.task_message(
             input.model_dump_json().encode(), task_key(task.plugin, task.name),
             task=task.qualname, task_id=task_id, idempotency_key=handle.idempotency_key,
-            caller=self.caller, reply_to=self.results_queue,
+            caller=self.caller, reply_to=self.results_queue if want_result else None,
         )
         try:
-            await self._listen()
+            if want_result:
+                await self._listen()
             await self.topology.task_queue(task.plugin, task.name)
-            self._handles[task_id] = handle
+            if want_result:
+                self._handles[task_id] = handle
             await self.transport.publish(message, mandatory=True)
         except Unroutable:
             self._handles.pop(task_id, None)

@@ -16,6 +16,7 @@ class TaskInfo:
     redelivered: bool  # this attempt may have run before (its worker died, or lost the broker)
     enqueued_by: str | None
     enqueued_at_ms: int | None
+    reply: bool = True  # whether the enqueuer asked for the result
 
     @property
     def last_attempt(self) -> bool:

@@ -21,10 +21,12 @@ class TaskHandle(Generic[OutT]):
     """Returned by `enqueue` once the broker holds the task. Dropping it is fire and forget:
     the task runs all the same, and its result is then dropped when it arrives."""
 
-    def __init__(self, task: Task[Any, OutT], task_id: str, idempotency_key: str) -> None:
+    def __init__(self, task: Task[Any, OutT], task_id: str, idempotency_key: str, *,
+                 want_result: bool = True) -> None:
         self.task = task
         self.task_id = task_id
         self.idempotency_key = idempotency_key
+        self.want_result = want_result
         self._future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
 
     def __repr__(self) -> str:
@@ -40,6 +42,9 @@ class TaskHandle(Generic[OutT]):
     async def result(self, timeout: float | None = None) -> OutT:
         """The task's result model; raises TaskError if it failed for good (dead-lettered), and
         TaskResultTimeout after `timeout` seconds (the task itself is not cancelled)."""
+        if not self.want_result:
+            raise TaskError("no_result", "the task was queued with want_result=False",
+                            task=self.task.qualname, task_id=self.task_id)
         try:
             async with asyncio.timeout(timeout):
                 message = await asyncio.shield(self._future)

@@ -39,6 +39,24 @@ from mesh.tasks.topology import HEADER_DELAY_MS, Topology
 Handler = Callable[[Any], Any]
 Attempt = tuple[BaseModel | None, TaskError | None]
 FINISHED_MEMORY = 4096  # finished tasks a worker process recognises if they come back
+NO_REPLY = Message(b"")  # what is remembered of a finished task that wants no result
+
+
+class _LazyLog:
+    """A logger bound to a task's fields only when something is logged: most tasks log
+    nothing, and binding costs more than running a small task."""
+
+    __slots__ = ("_base", "_bound", "_fields")
+
+    def __init__(self, base: Any, **fields: Any) -> None:
+        self._base = base
+        self._fields = fields
+        self._bound: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._bound is None:
+            self._bound = self._base.bind(**self._fields)
+        return getattr(self._bound, name)
 
 
 class TaskRuntime:
@@ -113,7 +131,11 @@ class TaskEndpoint:
             await self.runtime.pool.warm_up()
         for task, handler in self.handlers.values():
             await self.runtime.topology.task_queue(self.plugin, task.name)
-            prefetch = self.runtime.processes if task.cpu_bound else self.runtime.concurrency
+            # Twice the slots: a finished task's slot is refilled from what waits here, not
+            # after a round trip to the broker (those waiting are not started, and go back to
+            # the queue on shutdown).
+            prefetch = 2 * (self.runtime.processes if task.cpu_bound
+                            else self.runtime.concurrency)
             self._consumers.append(await self.transport.consume(
                 task_queue(self.transport.exchange, self.plugin, task.name),
                 functools.partial(self._on_delivery, task, handler), prefetch=prefetch,
@@ -164,10 +186,10 @@ class TaskEndpoint:
                        delivery: Delivery) -> None:
         message = delivery.message
         meta = wire.TaskMeta.of(message)
-        log = self.log.bind(task=task.qualname, task_id=meta.task_id, attempt=meta.attempt)
-        structlog.contextvars.bind_contextvars(
-            service=self.runtime.service, instance=self.runtime.instance, plugin=self.plugin,
-            task=task.qualname, task_id=meta.task_id)
+        log = _LazyLog(self.log, task=task.qualname, task_id=meta.task_id,
+                       attempt=meta.attempt)
+        # For what the handler logs (the delivery runs in a context of its own).
+        structlog.contextvars.bind_contextvars(task=task.qualname, task_id=meta.task_id)
         try:
             await self._settle_run(task, handler, delivery, meta, log)
         except (TransportClosed, Unroutable) as exc:
@@ -198,7 +220,7 @@ class TaskEndpoint:
             task=task.qualname, task_id=meta.task_id, idempotency_key=meta.idempotency_key,
             attempt=meta.attempt, max_attempts=task.max_attempts,
             redelivered=message.redelivered, enqueued_by=meta.enqueued_by,
-            enqueued_at_ms=meta.enqueued_at,
+            enqueued_at_ms=meta.enqueued_at, reply=bool(message.reply_to),
         )
         started = time.monotonic()
         result, error = await self._attempt(task, handler, value, info, log)
@@ -207,11 +229,11 @@ class TaskEndpoint:
 
         if error is None:
             assert result is not None
-            outcome = self.runtime.finished.get(meta.task_id) or wire.result_ok(
-                result.model_dump_json().encode(), meta.task_id, meta.attempt)
-            await self._send_result(message, outcome, log)
+            if message.reply_to:
+                outcome = self.runtime.finished.get(meta.task_id) or wire.result_ok(
+                    result.model_dump_json().encode(), meta.task_id, meta.attempt)
+                await self._send_result(message, outcome, log)
             await delivery.ack()
-            log.debug("task.done", ms=elapsed_ms)
         elif meta.attempt < task.max_attempts:
             delay = task.delay_ms(meta.attempt)
             await self.runtime.topology.delay_queue(delay)
@@ -266,7 +288,8 @@ class TaskEndpoint:
         result, error = work.result()
         if error is None and result is not None:
             self.runtime.remember(info.task_id, wire.result_ok(
-                result.model_dump_json().encode(), info.task_id, info.attempt))
+                result.model_dump_json().encode(), info.task_id, info.attempt)
+                if info.reply else NO_REPLY)
 
     def _read_input(self, task: Task[Any, Any], message: Message, meta: wire.TaskMeta
                     ) -> tuple[Any, TaskError | None]:
