@@ -243,3 +243,12 @@ def test_task_handlers_are_checked_when_the_plugin_loads() -> None:
     server_ctx = PluginContext(Host(), Manifest())  # type: ignore[arg-type]
     with pytest.raises(PluginError, match="tasks run on the worker, not the server"):
         server_ctx.serve_task(JobsContract.run, coroutine)
+
+
+async def test_worker_replicas_share_a_task_queue(bus: Bus) -> None:
+    replicas = [await worker(bus, task_concurrency=2) for _ in range(2)]
+    jobs, _ = await enqueuer(bus)
+    handles = await asyncio.gather(*(jobs.run.enqueue(Work(seconds=0.05)) for _ in range(40)))
+    await asyncio.gather(*(h.result(timeout=30) for h in handles))
+    ran = [len(r.task_runtime.finished) for r in replicas if r.task_runtime is not None]
+    assert sum(ran) == 40 and min(ran) >= 10, ran
