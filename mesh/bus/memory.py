@@ -240,6 +240,7 @@ class _Queue:
         expires = arguments.get("x-expires")
         self.expires_ms: int | None = int(expires) if expires is not None else None
         self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_due: float | None = None
         self._unused_timer: asyncio.TimerHandle | None = None
 
     def put(self, wire: _Wire) -> None:
@@ -312,6 +313,7 @@ class _Queue:
             if timer is not None:
                 timer.cancel()
         self._expiry_timer = self._unused_timer = None
+        self._expiry_due = None
 
     def dispatch(self) -> None:
         now = time.monotonic()
@@ -330,13 +332,22 @@ class _Queue:
 
     def _schedule_expiry(self) -> None:
         """Expire the head when its time comes even if nothing else happens (as RabbitMQ does)."""
+        due = None
+        if not self.deleted and self.entries:
+            due = self.entries[0].expires_at
+        if due == self._expiry_due:
+            return  # already scheduled for that moment (or nothing to schedule)
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None
-        if self.deleted or not self.entries or self.entries[0].expires_at is None:
-            return
-        delay = max(0.0, self.entries[0].expires_at - time.monotonic())
-        self._expiry_timer = asyncio.get_running_loop().call_later(delay, self.dispatch)
+        self._expiry_due = due
+        if due is not None:
+            delay = max(0.0, due - time.monotonic())
+            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry_timer = self._expiry_due = None
+        self.dispatch()
 
     def _next_consumer(self) -> _MemoryConsumer | None:
         """Round robin over consumers with room; the one served goes to the back."""
