@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mesh_fixture_jobs.contract import JobsContract, Work
@@ -197,3 +198,37 @@ async def test_mesh_tasks_dead_and_retry_commands(
     assert refused.returncode == 2 and "--yes" in refused.stderr
     no_broker = await asyncio.to_thread(mesh, "dead", MESH_BROKER_URL="")
     assert no_broker.returncode == 2 and "MESH_BROKER_URL" in no_broker.stderr
+
+
+async def test_the_enqueuer_losing_its_connection_loses_no_queued_task_or_result(
+    rabbit_bus: Bus, spawn: Spawn, tmp_path: Path,
+) -> None:
+    """Every enqueue that returned gets its result, even across the enqueuer's reconnect: the
+    tasks were confirmed, and results wait in the enqueuer's durable results queue."""
+    from mesh.bus.rabbitmq import RabbitTransport
+    from mesh.errors import TaskUnavailable
+
+    worker = spawn(1, MESH_TASK_CONCURRENCY="8")
+    await started(worker)
+    name = f"fragile-{rabbit_bus.exchange}"
+    transport = RabbitTransport(rabbit_bus.url or "", rabbit_bus.exchange,
+                                connection_name=name, max_backoff=0.5)
+    rabbit_bus.transports.append(transport)
+    await transport.connect()
+    jobs = JobsContract(TaskClient(transport, "client", name))
+
+    async def enqueue(i: int) -> object:
+        await asyncio.sleep(i * 0.005)  # spread over about 1.5 s
+        return await jobs.run.enqueue(Work(seconds=0.05, note=str(i)))
+
+    batch = asyncio.gather(*(enqueue(i) for i in range(300)), return_exceptions=True)
+    await asyncio.sleep(0.5)
+    assert await asyncio.to_thread(drop_connections, name) == 1
+    outcomes = await batch
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, TaskUnavailable) for o in refused), refused
+    handles: list[Any] = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(handles) >= 250
+    results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    assert [r.task_id for r in results] == [h.task_id for h in handles]
+    assert transport.reconnects >= 1

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from mesh.bus.transport import Transport
-from mesh.contract import Rpc
+from mesh.contract import Contract, Rpc
 from mesh.errors import PluginError
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.manifest import PluginManifest
@@ -182,10 +182,25 @@ class PluginHost:
             record.error = f"{phase} failed: {type(exc).__name__}: {exc}"
             return False
         record.state = PluginState.STARTED
+        if self.task_runtime is not None:
+            self._warn_unhandled_tasks(manifest, {t.name for t, _ in ctx.task_handlers})
         self.log.info("plugin.started", plugin=name, version=manifest.version,
                       rpcs=sorted(r.name for r, _ in ctx.handlers),
                       tasks=sorted(t.name for t, _ in ctx.task_handlers))
         return True
+
+    def _warn_unhandled_tasks(self, manifest: PluginManifest, handled: set[str]) -> None:
+        """A task the contract declares but no worker part handles waits in its queue."""
+        if manifest.contract is None:
+            return
+        try:
+            contract = import_entry(manifest.contract, Contract)
+        except Exception:
+            return  # the contract's own problems show where it is used
+        for task_name in sorted(set(contract.tasks) - handled):
+            self.log.warning("task.unhandled", plugin=manifest.name, task=task_name,
+                             hint="declared in the contract, but this worker has no handler: "
+                                  "its tasks wait in their queue")
 
     async def stop(self, name: str, *, timeout: float = 10.0) -> list[str]:
         """Stop `name` and, first, every running plugin that depends on it. Returns them all."""
