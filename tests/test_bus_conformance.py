@@ -893,3 +893,28 @@ async def test_queue_depth_counts_ready_messages(bus: Bus, kept_queues: list[str
     with pytest.raises(ChannelError) as refused:
         await transport.queue_depth(name(bus, "missing"))
     assert refused.value.code == 404
+
+
+async def test_an_unused_queue_with_x_expires_is_deleted(bus: Bus, kept_queues: list[str]
+                                                        ) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "expiring")
+    kept_queues.append(queue)
+    spec = QueueSpec(queue, ("k",), durable=True, auto_delete=False,
+                     arguments=(("x-expires", 300),))
+    await transport.declare_queue(spec)
+    inbox = Inbox()
+    consumer = await transport.consume(queue, inbox, prefetch=1)
+    await asyncio.sleep(0.5)  # in use: kept
+    await transport.publish(Message(b"kept", "k"), mandatory=True)
+    await inbox.count(1)
+    await consumer.cancel()
+    for _ in range(4):  # a passive declare (queue_depth) renews the lease, as a declare does
+        await asyncio.sleep(0.15)
+        assert await transport.queue_depth(queue) == 0
+    await asyncio.sleep(1.0)  # unused for longer than x-expires: deleted
+    with pytest.raises(ChannelError) as gone:
+        await transport.queue_depth(queue)
+    assert gone.value.code == 404
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"late", "k"), mandatory=True)

@@ -549,6 +549,7 @@ class MemoryTransport(Transport):
         if queue is None:
             raise ChannelError(404, f"NOT_FOUND - no queue '{name}'")
         queue.check_access(self)
+        queue.touch()  # a passive declare renews an x-expires lease, as any declare does
         queue.dispatch()  # what has expired is gone
         return len(queue.entries)
 
