@@ -32,7 +32,9 @@ test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".[bench]"
 	scripts/ensure-services
 	$(VENV)/bin/python -m bench rpc
 	$(VENV)/bin/python -m bench startup
 	$(VENV)/bin/python -m bench fanout
+	$(VENV)/bin/python -m bench tasks

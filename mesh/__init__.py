@@ -5,10 +5,11 @@ What plugin authors import lives here; contract modules import from `mesh.contra
 
 __version__ = "0.1.0"
 
-from mesh.contract import Contract, Empty, rpc
-from mesh.errors import RpcError
+from mesh.contract import Contract, Empty, rpc, task
+from mesh.errors import RpcError, TaskError
 from mesh.plugin.part import PluginContext, PluginPart, handles
 from mesh.rpc.context import current_call, remaining_time
+from mesh.tasks.context import TaskInfo, current_task
 
 __all__ = [
     "Contract",
@@ -16,9 +17,13 @@ __all__ = [
     "PluginContext",
     "PluginPart",
     "RpcError",
+    "TaskError",
+    "TaskInfo",
     "__version__",
     "current_call",
+    "current_task",
     "handles",
     "remaining_time",
     "rpc",
+    "task",
 ]

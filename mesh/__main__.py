@@ -1,3 +1,4 @@
 from mesh.cli.main import main
 
-main()
+if __name__ == "__main__":  # the worker's process pool imports this module again
+    main()

@@ -28,6 +28,7 @@ from mesh.catalog import (
     CatalogPlugin,
     ModelSchema,
     RpcEntry,
+    TaskEntry,
     TopicEntry,
     model_schema,
 )
@@ -172,7 +173,7 @@ class _Document:
 
     def build(self) -> Json:
         handlers: dict[str, Callable[[Any], None]] = {
-            "rpc": self._rpc, "action": self._rpc, "topic": self._topic,
+            "rpc": self._rpc, "action": self._rpc, "topic": self._topic, "task": self._task,
         }
         for entry in self.catalog.entries:
             handlers[entry.kind](entry)
@@ -327,6 +328,51 @@ class _Document:
             "reply": reply_spec,
             "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},
             "tags": [*tags, _service_tag(entry.service)],
+        })
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def _task(self, entry: TaskEntry) -> None:
+        key = entry.routing_key
+        queue = f"{self.exchange}.{entry.queue}"
+        self.channels[key] = {
+            "address": key,
+            "title": f"{entry.qualname} task",
+            "summary": entry.doc or f"The {entry.qualname} task.",
+            "description": (
+                f"Run by the **worker** (plugin `{entry.plugin}`). Enqueued persistently with "
+                f"publisher confirms into the durable quorum queue `{queue}`; acknowledged once "
+                f"settled; up to {entry.max_attempts} attempts, {entry.backoff:g} s backoff "
+                f"doubling, {entry.timeout:g} s per attempt"
+                f"{', in a process pool' if entry.cpu_bound else ''}. Results come back over "
+                "the broker (docs/tasks.md)."),
+            "messages": {"input": {
+                "name": f"{entry.qualname}.input", "title": entry.input.name,
+                "contentType": wire.CONTENT_TYPE,
+                "payload": self.schemas.model(entry.input, entry.plugin),
+            }},
+            "bindings": {"amqp": {**self._exchange_binding(),
+                                  "x-mesh-queue": {"name": queue, "durable": True,
+                                                   "type": "quorum"}}},
+            "x-mesh": {"plugin": entry.plugin, "service": "worker", "kind": "task",
+                       "qualname": entry.qualname, "max_attempts": entry.max_attempts,
+                       "cpu_bound": entry.cpu_bound, "time_limit": entry.timeout},
+        }
+        tags = [_plugin_tag_ref(entry.plugin), _kind_tag("task")]
+        self._operation(f"{entry.qualname}.enqueue", {
+            "action": "send", "channel": {"$ref": f"#/channels/{key}"},
+            "title": f"Enqueue {entry.qualname}",
+            "messages": [{"$ref": f"#/channels/{key}/messages/input"}],
+            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True,
+                                  "bindingVersion": AMQP_BINDING_VERSION}},
+            "tags": tags,
+        })
+        self._operation(f"{entry.qualname}.run", {
+            "action": "receive", "channel": {"$ref": f"#/channels/{key}"},
+            "title": f"Run {entry.qualname}",
+            "messages": [{"$ref": f"#/channels/{key}/messages/input"}],
+            "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},
+            "tags": [*tags, _service_tag("worker")],
         })
 
     # -- observable topics ------------------------------------------------------------------

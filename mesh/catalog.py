@@ -18,14 +18,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh import names
-from mesh.contract import Action, Contract, Rpc, Topic
+from mesh.contract import Action, Contract, Rpc, Task, Topic
 from mesh.errors import RpcError
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.ordering import plan_load_order
 
 ServiceKind = Literal["server", "client", "agent", "worker"]
 PluginStatus = Literal["ok", "no_contract", "error", "disabled", "refused"]
-EntryKind = Literal["rpc", "action", "topic"]
+EntryKind = Literal["rpc", "action", "topic", "task"]
 
 
 class ModelSchema(BaseModel):
@@ -99,7 +99,21 @@ class TopicEntry(_Entry):
     watch_key: str = Field(description="Where client services announce watched selectors.")
 
 
-CatalogEntry = Annotated[RpcEntry | ActionEntry | TopicEntry, Field(discriminator="kind")]
+class TaskEntry(_Entry):
+    """A task: durable work the worker runs, with retries (docs/tasks.md). `timeout` is the
+    time limit of one attempt."""
+
+    kind: Literal["task"] = "task"
+    input: ModelSchema
+    result: ModelSchema
+    max_attempts: int
+    backoff: float = Field(description="Seconds before the second attempt; doubling after.")
+    cpu_bound: bool
+    queue: str = Field(description="The durable queue, without the exchange prefix.")
+
+
+AnyEntry = RpcEntry | ActionEntry | TopicEntry | TaskEntry
+CatalogEntry = Annotated[AnyEntry, Field(discriminator="kind")]
 
 
 class CatalogPlugin(BaseModel):
@@ -128,10 +142,10 @@ class Catalog(BaseModel):
     plugins: list[CatalogPlugin]
     entries: list[CatalogEntry]
 
-    def entry(self, qualname: str) -> RpcEntry | ActionEntry | TopicEntry | None:
+    def entry(self, qualname: str) -> AnyEntry | None:
         return next((e for e in self.entries if e.qualname == qualname), None)
 
-    def of_kind(self, kind: EntryKind) -> list[RpcEntry | ActionEntry | TopicEntry]:
+    def of_kind(self, kind: EntryKind) -> list[AnyEntry]:
         return [e for e in self.entries if e.kind == kind]
 
     @property
@@ -153,7 +167,7 @@ def build_catalog(sources: Sequence[PluginSource], *, disabled: Iterable[str] = 
     )
     by_name = {s.name: s for s in sources}
     plugins: list[CatalogPlugin] = []
-    entries: list[RpcEntry | ActionEntry | TopicEntry] = []
+    entries: list[AnyEntry] = []
     for name in plan.order:
         manifest = manifests[name]
         plugin = CatalogPlugin(name=name, version=manifest.version, title=manifest.title,
@@ -185,20 +199,34 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _entries(plugin: str, contract: type[Contract]) -> list[RpcEntry | ActionEntry | TopicEntry]:
+def _entries(plugin: str, contract: type[Contract]) -> list[AnyEntry]:
     """One entry per declaration of `contract`, in the order the contract declares them."""
     if contract.plugin != plugin:
         raise ValueError(f"{contract.__name__} is the contract of plugin {contract.plugin!r}, "
                          f"not of {plugin!r}")
-    found: list[RpcEntry | ActionEntry | TopicEntry] = []
+    found: list[AnyEntry] = []
     for value in vars(contract).values():
         if isinstance(value, Topic):
             found.append(_topic_entry(value))
+        elif isinstance(value, Task):
+            found.append(_task_entry(value))
         elif isinstance(value, Action):
             found.append(ActionEntry(**_call_fields(value)))
         elif isinstance(value, Rpc):
             found.append(RpcEntry(**_call_fields(value)))
     return found
+
+
+def _task_entry(task: Task[Any, Any]) -> TaskEntry:
+    return TaskEntry(
+        plugin=task.plugin, name=task.name, qualname=f"{task.plugin}.{task.name}",
+        service="worker", routing_key=names.task_key(task.plugin, task.name), callers=None,
+        devices=False, timeout=task.time_limit, errors=[], doc=task.doc,
+        input=model_schema(task.input, what=f"{task.plugin}.{task.name} input"),
+        result=model_schema(task.result, what=f"{task.plugin}.{task.name} result"),
+        max_attempts=task.max_attempts, backoff=task.backoff, cpu_bound=task.cpu_bound,
+        queue=f"task.{task.plugin}.{task.name}",
+    )
 
 
 def _call_fields(rpc: Rpc[Any, Any]) -> dict[str, Any]:

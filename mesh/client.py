@@ -7,19 +7,25 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from mesh.bus.rabbitmq import RabbitTransport
+from mesh.caller import Caller
 from mesh.config import MeshSettings
 from mesh.contract import Contract
 from mesh.rpc.client import RpcClient
+from mesh.service import new_instance_id
+from mesh.tasks.client import TaskClient
 
 ContractT = TypeVar("ContractT", bound=Contract)
 
 
 class MeshClient:
-    def __init__(self, rpc: RpcClient) -> None:
+    def __init__(self, rpc: RpcClient, tasks: TaskClient) -> None:
         self.rpc = rpc
+        self.tasks = tasks
+        self.caller = Caller(rpc, tasks)
 
     def stub(self, contract: type[ContractT]) -> ContractT:
-        return contract(self.rpc)
+        """Typed RPC calls and task enqueueing for `contract`."""
+        return contract(self.caller)
 
 
 @asynccontextmanager
@@ -35,14 +41,17 @@ async def connect(
     url = url or settings.broker_url
     if not url:
         raise ValueError("no broker URL: pass one or set MESH_BROKER_URL")
+    instance = new_instance_id(caller)
     transport = RabbitTransport(
-        url, exchange or settings.exchange, connection_name=f"mesh-{caller}",
+        url, exchange or settings.exchange, connection_name=instance,
         connect_timeout=connect_timeout,
     )
     await transport.connect()
+    tasks = TaskClient(transport, caller, instance)
     try:
         rpc = RpcClient(transport, caller)
         await rpc.start()
-        yield MeshClient(rpc)
+        yield MeshClient(rpc, tasks)
     finally:
+        await tasks.close()
         await transport.close()

@@ -47,6 +47,13 @@ class MeshSettings(BaseSettings):
     rpc_concurrency: int = Field(
         default=64, gt=0, description="RPC calls one plugin's queue runs at once per instance."
     )
+    task_concurrency: int = Field(
+        default=16, gt=0, description="Async tasks one worker process runs at once.",
+    )
+    task_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, gt=0,
+        description="Processes of a worker's pool for CPU-bound tasks (one task each).",
+    )
     shutdown_timeout: float = Field(
         default=10.0, ge=0, description="How long in-flight handlers may run after SIGTERM."
     )

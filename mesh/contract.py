@@ -1,9 +1,10 @@
 """Contract helpers: what a contract module imports besides pydantic.
 
-A contract is a class listing a plugin's RPCs, observable topics and actions as data.
+A contract is a class listing a plugin's RPCs, observable topics, actions and tasks as data.
 Instantiating the class with a caller gives a typed stub, so
 `await NoopContract(caller).echo(EchoRequest(text="hi"))` is an `EchoReply` to mypy and at run
-time. Nothing here touches the network.
+time, and `await (await stub.crunch.enqueue(x)).result()` is the task's result model. Nothing
+here touches the network.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast, overload
 
 from pydantic import BaseModel, ValidationError
 
 from mesh.errors import RpcError
+
+if TYPE_CHECKING:
+    from mesh.tasks.handle import TaskHandle
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 SERVICES = frozenset({"server", "client", "agent", "worker"})
@@ -25,6 +29,8 @@ ReqT = TypeVar("ReqT", bound=BaseModel)
 RepT = TypeVar("RepT", bound=BaseModel)
 SelT = TypeVar("SelT", bound=BaseModel)
 PayT = TypeVar("PayT", bound=BaseModel)
+InT = TypeVar("InT", bound=BaseModel)
+OutT = TypeVar("OutT", bound=BaseModel)
 ContractT = TypeVar("ContractT", bound="Contract")
 
 
@@ -84,7 +90,7 @@ class Rpc(Generic[ReqT, RepT]):
     ) -> Rpc[ReqT, RepT] | BoundRpc[ReqT, RepT]:
         if instance is None:
             return self
-        return BoundRpc(self, instance._caller)
+        return BoundRpc(self, cast(RpcCaller, instance._caller))
 
 
 class BoundRpc(Generic[ReqT, RepT]):
@@ -190,6 +196,117 @@ def rpc(
     return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc, devices)
 
 
+class TaskEnqueuer(Protocol):
+    """What a stub needs to enqueue tasks: the service's (or client's) task client provides it."""
+
+    def enqueue(
+        self, task: Task[InT, OutT], input: InT, *, idempotency_key: str | None = None,
+        want_result: bool = True,
+    ) -> Awaitable[TaskHandle[OutT]]: ...
+
+
+@dataclass(eq=False)
+class Task(Generic[InT, OutT]):
+    """One task of a contract: durable work the worker service runs, with retries.
+
+    After a failed attempt n the task waits `backoff * 2 ** (n - 1)` seconds (at most
+    `backoff_max`) before attempt n + 1; after `max_attempts` it is dead-lettered.
+    """
+
+    input: type[InT]
+    result: type[OutT]
+    max_attempts: int = 3
+    backoff: float = 1.0
+    backoff_max: float = 300.0
+    time_limit: float = 60.0
+    cpu_bound: bool = False
+    doc: str = ""
+    plugin: str = field(default="", init=False)
+    name: str = field(default="", init=False)
+
+    service: ClassVar[str] = "worker"
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.plugin}.{self.name}"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"task name {name!r} must match {NAME_PATTERN.pattern}")
+        self.name = name
+
+    def delay_ms(self, attempt: int) -> int:
+        """Milliseconds to wait after failed attempt `attempt` (1-based) before the next."""
+        seconds = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+        return max(1, round(seconds * 1000))
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Task[InT, OutT]: ...
+
+    @overload
+    def __get__(self, instance: Contract, owner: type) -> BoundTask[InT, OutT]: ...
+
+    def __get__(
+        self, instance: Contract | None, owner: type
+    ) -> Task[InT, OutT] | BoundTask[InT, OutT]:
+        if instance is None:
+            return self
+        return BoundTask(self, instance._caller)
+
+
+class BoundTask(Generic[InT, OutT]):
+    """A task bound to a caller: `await stub.crunch.enqueue(CrunchInput(...))` gives a handle."""
+
+    __slots__ = ("_caller", "task")
+
+    def __init__(self, task: Task[InT, OutT], caller: object) -> None:
+        self.task = task
+        self._caller = caller
+
+    def enqueue(
+        self, input: InT, *, idempotency_key: str | None = None, want_result: bool = True,
+    ) -> Awaitable[TaskHandle[OutT]]:
+        """Queue the task durably; returns once the broker has it (see docs/tasks.md).
+
+        `want_result=False` asks the worker to send no result back (fire and forget)."""
+        enqueue = getattr(self._caller, "enqueue", None)
+        if enqueue is None:
+            raise TypeError(f"this stub's caller ({type(self._caller).__name__}) cannot enqueue "
+                            "tasks: make the stub with ctx.stub() or mesh.stub()")
+        result: Awaitable[TaskHandle[OutT]] = enqueue(
+            self.task, input, idempotency_key=idempotency_key, want_result=want_result)
+        return result
+
+
+def task(
+    input: type[InT],
+    result: type[OutT],
+    *,
+    max_attempts: int = 3,
+    backoff: float = 1.0,
+    backoff_max: float = 300.0,
+    time_limit: float = 60.0,
+    cpu_bound: bool = False,
+    doc: str = "",
+) -> Task[InT, OutT]:
+    """Declare a task run by the worker service.
+
+    max_attempts: runs before the task is dead-lettered (1: no retry).
+    backoff, backoff_max: seconds before the second attempt, doubling each time, capped.
+    time_limit: seconds an attempt may run; past it the attempt fails (a CPU-bound task's
+    process is killed).
+    cpu_bound: run in the worker's process pool (the handler is a plain function) instead of
+    on its event loop (the handler is a coroutine).
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if backoff <= 0 or backoff_max < backoff:
+        raise ValueError("backoff must be positive and backoff_max at least backoff")
+    if time_limit <= 0:
+        raise ValueError("time_limit must be positive")
+    return Task(input, result, max_attempts, backoff, backoff_max, time_limit, cpu_bound, doc)
+
+
 class Contract:
     """Base of every contract class: `class NoopContract(Contract, plugin="noop")`."""
 
@@ -197,6 +314,7 @@ class Contract:
     rpcs: ClassVar[Mapping[str, Rpc[Any, Any]]]
     topics: ClassVar[Mapping[str, Topic[Any, Any]]]
     settings_model: ClassVar[type[BaseModel] | None]
+    tasks: ClassVar[Mapping[str, Task[Any, Any]]]
 
     def __init_subclass__(
         cls, *, plugin: str, settings: type[BaseModel] | None = None, **kwargs: Any
@@ -216,10 +334,14 @@ class Contract:
         cls.settings_model = settings
         found: dict[str, Rpc[Any, Any]] = {}
         topics: dict[str, Topic[Any, Any]] = {}
+        tasks: dict[str, Task[Any, Any]] = {}
         for name, value in vars(cls).items():
             if isinstance(value, Topic):
                 value.plugin = value.snapshot.plugin = plugin
                 topics[name] = value
+            if isinstance(value, Task):
+                value.plugin = plugin
+                tasks[name] = value
             if isinstance(value, Rpc):
                 value.plugin = plugin
                 found[name] = value
@@ -231,8 +353,9 @@ class Contract:
                         )
         cls.rpcs = found
         cls.topics = topics
+        cls.tasks = tasks
 
-    def __init__(self, caller: RpcCaller) -> None:
+    def __init__(self, caller: RpcCaller | TaskEnqueuer) -> None:
         self._caller = caller
 
     @classmethod
@@ -242,3 +365,7 @@ class Contract:
     @classmethod
     def actions(cls) -> dict[str, Action[Any, Any]]:
         return {n: r for n, r in cls.rpcs.items() if isinstance(r, Action)}
+
+    @classmethod
+    def get_task(cls, name: str) -> Task[Any, Any] | None:
+        return cls.tasks.get(name)

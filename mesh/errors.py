@@ -122,3 +122,61 @@ BUILTIN_ERRORS: dict[str, type[RpcError]] = {
 
 class PluginError(MeshError):
     """A plugin could not be discovered, ordered, loaded or started."""
+
+
+class TaskError(MeshError):
+    """A task failed for good (after its last attempt, or at once for bad input).
+
+    `code` is stable: `failed` (the handler raised), `time_limit`, `invalid_input`,
+    `unknown_task`, `invalid_result`; `attempts` is how many attempts ran.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        *,
+        task: str | None = None,
+        task_id: str | None = None,
+        attempts: int = 0,
+        instance: str | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.task = task
+        self.task_id = task_id
+        self.attempts = attempts
+        self.instance = instance
+        self.details = details
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "task": self.task,
+            "task_id": self.task_id,
+            "attempts": self.attempts,
+            "instance": self.instance,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any) -> TaskError:
+        if not isinstance(data, dict) or not isinstance(data.get("code"), str):
+            return cls("bad_message", "undecodable task error")
+        attempts = data.get("attempts")
+        return cls(
+            data["code"], str(data.get("message") or ""), task=data.get("task"),
+            task_id=data.get("task_id"), attempts=attempts if isinstance(attempts, int) else 0,
+            instance=data.get("instance"), details=data.get("details"),
+        )
+
+
+class TaskUnavailable(MeshError):
+    """A task could not be queued: the broker refused it or could not be reached."""
+
+
+class TaskResultTimeout(MeshError, TimeoutError):
+    """`handle.result(timeout=...)` ran out of time; the task may still run and finish."""

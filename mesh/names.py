@@ -48,3 +48,45 @@ def observer_queue(exchange: str, instance: str) -> str:
 def watch_queue(exchange: str, instance: str) -> str:
     """A server instance's own queue of watch announcements."""
     return f"{exchange}.obsctl.{instance}"
+
+
+# -- tasks: docs/protocol.md §14 -----------------------------------------------------------------
+# Only task queues live under "<exchange>.task."; the shared queues use "task-..." words, which no
+# plugin or task name can have (names have no '-'), so the two can never collide.
+
+TASK_DEAD_PATTERN = "task-dead.#"
+
+
+def task_key(plugin: str, name: str) -> str:
+    return f"task.{plugin}.{name}"
+
+
+def task_queue(exchange: str, plugin: str, name: str) -> str:
+    return f"{exchange}.task.{plugin}.{name}"
+
+
+def task_dead_key(plugin: str, name: str) -> str:
+    return f"task-dead.{plugin}.{name}"
+
+
+def task_dead_queue(exchange: str) -> str:
+    return f"{exchange}.task-dead"
+
+
+def task_delay_exchange(exchange: str) -> str:
+    return f"{exchange}.task-delay"
+
+
+def task_delay_queue(exchange: str, delay_ms: int) -> str:
+    return f"{exchange}.task-delay.{delay_ms}"
+
+
+def task_results_queue(exchange: str, instance: str) -> str:
+    return f"{exchange}.task-results.{instance}"
+
+
+def parse_task_key(routing_key: str) -> tuple[str, str] | None:
+    parts = routing_key.split(".")
+    if len(parts) != 3 or parts[0] not in ("task", "task-dead"):
+        return None
+    return parts[1], parts[2]

@@ -27,6 +27,7 @@ from contracts.platform import (
 from mesh import __version__
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
+from mesh.caller import Caller
 from mesh.config import MeshSettings
 from mesh.contract import Empty
 from mesh.control import ControlChannel
@@ -36,6 +37,8 @@ from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
 from mesh.rpc.client import RpcClient
 from mesh.storage.database import Database, database_url
+from mesh.tasks.client import TaskClient
+from mesh.tasks.worker import TaskRuntime
 
 
 def new_instance_id(service: str) -> str:
@@ -62,6 +65,9 @@ class Service:
         self.transport = transport
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
         self.rpc_client = RpcClient(transport, self.kind)
+        self.tasks = TaskClient(transport, self.kind, self.instance)
+        self.caller = Caller(self.rpc_client, self.tasks)
+        self.task_runtime = self._task_runtime()
         self.database = self._open_database() if self.uses_database else None
         self.host = PluginHost(
             service=self.kind,
@@ -72,6 +78,8 @@ class Service:
             disabled=set(settings.disabled_plugins),
             rpc_concurrency=settings.rpc_concurrency,
             database=self.database,
+            caller=self.caller,
+            task_runtime=self.task_runtime,
         )
         self.control = ControlChannel(transport, self.instance, self.host)
         self.control.on_installed = self.plugin_installed
@@ -127,6 +135,10 @@ class Service:
             return None
         return installed.source
 
+    def _task_runtime(self) -> TaskRuntime | None:
+        """The worker runs tasks; the other services only enqueue them."""
+        return None
+
     def _open_database(self) -> Database:
         return Database(database_url(self.settings))
 
@@ -172,6 +184,9 @@ class Service:
             self._heartbeat.cancel()
         await self._send_heartbeat()
         await self.host.stop_all(timeout=self.settings.shutdown_timeout)
+        if self.task_runtime is not None:
+            await self.task_runtime.close()
+        await self.tasks.close()
         await self.transport.close()
         if self.database is not None:
             await self.database.close()

@@ -106,6 +106,30 @@ async def delete_exchange(url: str, exchange: str) -> None:
         await connection.close()
 
 
+async def delete_queues(url: str, names: Iterable[str]) -> None:
+    if not names:
+        return
+    connection = await aio_pika.connect(url, timeout=5)
+    try:
+        for queue in names:
+            channel = await connection.channel()
+            await channel.queue_delete(queue)
+            await channel.close()
+    finally:
+        await connection.close()
+
+
+def broker_queues(prefix: str) -> list[str]:
+    """The queues on the broker whose names start with `prefix` (declared by other processes)."""
+    import subprocess
+
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_queues", "name", "-q", "--no-table-headers"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout
+    return [line.strip() for line in listing.splitlines() if line.strip().startswith(prefix)]
+
+
 class Bus:
     """A bus for one test: transports on it share an exchange (and a broker, in memory)."""
 
@@ -117,6 +141,8 @@ class Bus:
         self.memory = MemoryBroker()
         self.transports: list[Transport] = []
         self.services: list[Service] = []
+        self.kept_queues: set[str] = set()  # durable queues to delete after the test
+        self.kept_exchanges: set[str] = {f"{self.exchange}.task-delay"}
 
     def transport(self, name: str = "test") -> Transport:
         transport: Transport
@@ -161,9 +187,16 @@ class Bus:
         for service in reversed(self.services):
             await service.stop()
         for transport in self.transports:
+            if isinstance(transport, RabbitTransport):
+                self.kept_queues.update(
+                    name for name, spec in transport._queues.items() if not spec.auto_delete)
             await transport.close()
         if self.kind == "rabbitmq" and self.url:
-            await delete_exchange(self.url, self.exchange)
+            if self.kept_queues:  # tasks: other processes may have declared durable ones too
+                self.kept_queues.update(await asyncio.to_thread(broker_queues, f"{self.exchange}."))
+            await delete_queues(self.url, self.kept_queues)
+            for exchange in (self.exchange, *self.kept_exchanges):
+                await delete_exchange(self.url, exchange)
 
 
 @pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])

@@ -79,7 +79,7 @@ async def test_plugins_list_and_detail(admin: Admin) -> None:
     assert plugins["tutorial"]["migration"]["state"] == "up_to_date"
     assert plugins["noop"]["status"] == "ok" and plugins["noop"]["enabled"]
     detail = (await admin.get("/api/v1/plugins/tutorial")).json()
-    assert detail["has_settings"] and detail["services"] == ["server"]
+    assert detail["has_settings"] and detail["services"] == ["server", "worker"]
     missing = await admin.get("/api/v1/plugins/nope")
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_plugin"
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from contracts.rpc import ErrorReply
 from mesh.asyncapi import build_asyncapi, component_name
-from mesh.catalog import Catalog, TopicEntry, build_catalog
+from mesh.catalog import Catalog, TaskEntry, TopicEntry, build_catalog
 from mesh.cli.main import app
 from mesh.plugin.discovery import discover
 from tests.conftest import fixture_source
@@ -110,6 +110,11 @@ def test_every_catalog_entry_has_its_channels_and_operations() -> None:
     catalog, document = installed()
     channels, operations = document["channels"], document["operations"]
     for entry in catalog.entries:
+        if isinstance(entry, TaskEntry):  # a task: its queue's channel, enqueue and run
+            assert channels[entry.routing_key]["x-mesh"]["qualname"] == entry.qualname
+            assert operations[f"{entry.qualname}.enqueue"]["action"] == "send"
+            assert operations[f"{entry.qualname}.run"]["action"] == "receive"
+            continue
         prefix = entry.qualname + (".snapshot" if isinstance(entry, TopicEntry) else "")
         request = channels[entry.routing_key]
         assert request["address"] == entry.routing_key
@@ -258,7 +263,7 @@ def test_contracts_list_cli() -> None:
                                 "errors"]
     assert any(line.split()[:6] == ["action", "tutorial.add_int_value", "server", "client",
                                     "yes", "10s"] for line in lines)
-    assert "17 entries from 3 plugins: noop, greeter, tutorial" in result.stdout
+    assert "19 entries from 3 plugins: noop, greeter, tutorial" in result.stdout
     as_json = mesh_here("contracts", "list", "--json")
     assert as_json.exit_code == 0, as_json.stderr
     assert Catalog.model_validate_json(as_json.stdout) == build_catalog(discover())

@@ -83,3 +83,23 @@ def test_fanout_bench_prints_rows(broker_url: str) -> None:
         assert {"provider_calls_per_notify", "p50_ms", "p99_ms"} <= row.keys()
         assert row["provider_calls_per_notify"] == 1.0  # per client service, never per device
         assert 0 < row["p50_ms"] <= row["p99_ms"]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_tasks_bench_prints_figures_for_both_sides(broker_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "tasks", "--json", "--noop", "200", "--sleep10", "50",
+         "--rounds", "1", "--url", broker_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report) == {"mesh", "celery", "ratio"}
+    for side in ("mesh", "celery"):
+        assert set(report[side]) == {"noop", "sleep10"}
+        for figures in report[side].values():
+            assert set(figures) == {"enqueue_per_s", "drain_per_s"}
+            assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
+    assert set(report["ratio"]) == {"noop", "sleep10"}
+    assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())

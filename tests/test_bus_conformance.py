@@ -14,7 +14,7 @@ from typing import Literal
 import aio_pika
 import pytest
 
-from mesh.bus.message import Delivery, Message, QueueSpec
+from mesh.bus.message import Binding, Delivery, Message, QueueSpec
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.bus.transport import ChannelError, Transport, Unroutable
 from tests.conftest import Bus, delete_exchange, eventually
@@ -734,3 +734,210 @@ async def test_bind_and_unbind_change_what_a_queue_receives(bus: Bus) -> None:
         await transport.publish(Message(b"{}", routing_key="obs.a.b.c"), mandatory=True)
     with pytest.raises(ChannelError):
         await transport.bind(f"{bus.exchange}.nosuch", "x")
+
+
+# -- dead-lettering, headers exchanges, quorum queues (what durable tasks are built on) ----------
+
+QUORUM = (("x-queue-type", "quorum"),)
+
+
+def durable(queue: str, *bindings: str, arguments: tuple[tuple[str, object], ...] = (),
+            extra: tuple[Binding, ...] = ()) -> QueueSpec:
+    return QueueSpec(queue, bindings, durable=True, auto_delete=False, arguments=arguments,
+                     extra_bindings=extra)
+
+
+async def test_headers_exchange_routes_on_header_values(bus: Bus) -> None:
+    transport = await bus.connected()
+    delay = f"{bus.exchange}.task-delay"
+    await transport.declare_exchange(delay, "headers")
+    fast, slow = name(bus, "fast"), name(bus, "slow")
+    for queue, value in ((fast, 100), (slow, 900)):
+        await transport.declare_queue(QueueSpec(queue, extra_bindings=(
+            Binding(delay, arguments=(("x-match", "all-with-x"), ("x-mesh-delay-ms", value))),)))
+    inboxes = {fast: Inbox(), slow: Inbox()}
+    for queue, inbox in inboxes.items():
+        await transport.consume(queue, inbox, prefetch=10)
+    await transport.publish(Message(b"f", "any.key", headers={"x-mesh-delay-ms": 100}),
+                            exchange=delay, mandatory=True)
+    await transport.publish(Message(b"s", "other", headers={"x-mesh-delay-ms": 900, "n": 1}),
+                            exchange=delay, mandatory=True)
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"none", "k", headers={"x-mesh-delay-ms": 5}),
+                                exchange=delay, mandatory=True)
+    await inboxes[fast].count(1)
+    await inboxes[slow].count(1)
+    assert inboxes[fast].messages[0].routing_key == "any.key"
+    assert (inboxes[fast].bodies, inboxes[slow].bodies) == ([b"f"], [b"s"])
+
+
+async def test_default_exchange_routes_to_the_queue_named_by_the_key(bus: Bus) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "direct")
+    inbox = await bound_inbox(transport, queue)
+    await transport.publish(Message(b"by-name", queue, persistent=True), exchange="",
+                            mandatory=True)
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"x", name(bus, "nobody")), exchange="", mandatory=True)
+    await inbox.count(1)
+    assert inbox.bodies == [b"by-name"]
+
+
+async def test_expired_messages_are_dead_lettered_with_their_key_and_x_death(
+    bus: Bus, kept_queues: list[str],
+) -> None:
+    """A delay queue: no consumer, a queue TTL, dead-lettering back to the mesh exchange."""
+    transport = await bus.connected()
+    delay = f"{bus.exchange}.task-delay"
+    await transport.declare_exchange(delay, "headers")
+    target, waiting = name(bus, "target"), name(bus, "delay.200")
+    kept_queues += [target, waiting]
+    await transport.declare_queue(durable(target, "task.p.n", arguments=QUORUM))
+    await transport.declare_queue(durable(waiting, arguments=(
+        *QUORUM, ("x-message-ttl", 200), ("x-dead-letter-exchange", bus.exchange),
+        ("x-dead-letter-strategy", "at-least-once"), ("x-overflow", "reject-publish"),
+    ), extra=(Binding(delay, arguments=(("x-match", "all-with-x"), ("x-mesh-delay-ms", 200))),)))
+    inbox = Inbox()
+    await transport.consume(target, inbox, prefetch=10)
+    started = asyncio.get_running_loop().time()
+    await transport.publish(
+        Message(b"later", "task.p.n", headers={"x-mesh-delay-ms": 200, "a": "b"},
+                persistent=True, message_id="m1"),
+        exchange=delay, mandatory=True)
+    await asyncio.sleep(0.1)
+    assert inbox.messages == []
+    await inbox.count(1)
+    assert asyncio.get_running_loop().time() - started >= 0.19
+    message = inbox.messages[0]
+    assert (message.body, message.routing_key, message.message_id) == (b"later", "task.p.n", "m1")
+    assert message.persistent and message.headers["a"] == "b"
+    [death] = message.headers["x-death"]
+    assert {k: death[k] for k in ("count", "reason", "queue", "exchange", "routing-keys")} == {
+        "count": 1, "reason": "expired", "queue": waiting, "exchange": delay,
+        "routing-keys": ["task.p.n"]}
+    assert (message.headers["x-first-death-reason"], message.headers["x-first-death-queue"],
+            message.headers["x-first-death-exchange"]) == ("expired", waiting, delay)
+
+
+async def test_dead_lettering_twice_from_one_queue_counts_up(
+    bus: Bus, kept_queues: list[str],
+) -> None:
+    transport = await bus.connected()
+    waiting, back = name(bus, "wait"), name(bus, "back")
+    kept_queues += [waiting, back]
+    await transport.declare_queue(durable(back, "back"))
+    await transport.declare_queue(durable(waiting, "wait", arguments=(
+        ("x-message-ttl", 20), ("x-dead-letter-exchange", bus.exchange),
+        ("x-dead-letter-routing-key", "back"))))
+    inbox = Inbox()
+    await transport.consume(back, inbox, prefetch=10)
+    await transport.publish(Message(b"1", "wait"))
+    await inbox.count(1)
+    again = inbox.messages[0]
+    await transport.publish(Message(b"2", "wait", headers=again.headers, expiration_ms=5000))
+    await inbox.count(2)
+    deaths = inbox.messages[1].headers["x-death"]
+    assert [(d["count"], d["reason"], d["queue"]) for d in deaths] == [(2, "expired", waiting)]
+    assert inbox.messages[1].expiration_ms is None  # dead-lettering drops the expiration
+
+
+async def test_rejected_messages_are_dead_lettered(bus: Bus, kept_queues: list[str]) -> None:
+    transport = await bus.connected()
+    source, dead = name(bus, "source"), name(bus, "dead")
+    kept_queues += [source, dead]
+    await transport.declare_queue(durable(dead, "dead.#", arguments=QUORUM))
+    await transport.declare_queue(durable(source, "work", arguments=(
+        *QUORUM, ("x-dead-letter-exchange", bus.exchange),
+        ("x-dead-letter-routing-key", "dead.work"))))
+    worker = Inbox("hold")
+    await transport.consume(source, worker, prefetch=10)
+    await transport.publish(Message(b"bad", "work"))
+    await worker.count(1)
+    await worker.reject(0, requeue=False)
+    graveyard = Inbox()
+    await transport.consume(dead, graveyard, prefetch=10)
+    await graveyard.count(1)
+    message = graveyard.messages[0]
+    assert message.routing_key == "dead.work"
+    assert [(d["reason"], d["queue"], d["routing-keys"]) for d in message.headers["x-death"]] == [
+        ("rejected", source, ["work"])]
+
+
+async def test_quorum_queue_counts_deliveries_and_dead_letters_past_its_limit(
+    bus: Bus, kept_queues: list[str],
+) -> None:
+    transport = await bus.connected()
+    source, dead = name(bus, "source"), name(bus, "dead")
+    kept_queues += [source, dead]
+    await transport.declare_queue(durable(dead, "dead.#", arguments=QUORUM))
+    await transport.declare_queue(durable(source, "work", arguments=(
+        *QUORUM, ("x-delivery-limit", 1), ("x-dead-letter-exchange", bus.exchange),
+        ("x-dead-letter-routing-key", "dead.work"))))
+    worker = Inbox("hold")
+    await transport.consume(source, worker, prefetch=1)
+    await transport.publish(Message(b"poison", "work", headers={"h": 1}))
+    await worker.count(1)
+    await worker.reject(0, requeue=True)
+    await worker.count(2)
+    await worker.reject(1, requeue=True)  # returned twice: past the limit of 1
+    graveyard = Inbox()
+    await transport.consume(dead, graveyard, prefetch=10)
+    await graveyard.count(1)
+    # consumers see the count from the first return on (basic.get would show 0 before that)
+    assert [m.headers.get("x-delivery-count") for m in worker.messages] == [None, 1]
+    assert [m.redelivered for m in worker.messages] == [False, True]
+    assert graveyard.messages[0].headers["x-death"][0]["reason"] == "delivery_limit"
+    assert graveyard.messages[0].headers["h"] == 1
+    await asyncio.sleep(QUIET)
+    assert len(worker.messages) == 2
+
+
+async def test_quorum_queues_are_durable_and_kept(bus: Bus) -> None:
+    transport = await bus.connected()
+    for spec in (QueueSpec(name(bus, "q1"), arguments=QUORUM),
+                 QueueSpec(name(bus, "q2"), durable=True, arguments=QUORUM)):
+        with pytest.raises(REFUSED):
+            await transport.declare_queue(spec)
+    inbox = await bound_inbox(transport, name(bus, "after"), "k")  # still works
+    await transport.publish(Message(b"x", "k"))
+    await inbox.count(1)
+
+
+async def test_queue_depth_counts_ready_messages(bus: Bus, kept_queues: list[str]) -> None:
+    transport = await bus.connected()
+    queue = await kept_queue(transport, kept_queues, name(bus, "q"), "k")
+    for i in range(3):
+        await transport.publish(Message(str(i).encode(), "k"), mandatory=True)
+    assert await transport.queue_depth(queue) == 3
+    inbox = Inbox("hold")
+    await transport.consume(queue, inbox, prefetch=1)
+    await inbox.count(1)
+    assert await transport.queue_depth(queue) == 2  # the held one is not ready
+    with pytest.raises(ChannelError) as refused:
+        await transport.queue_depth(name(bus, "missing"))
+    assert refused.value.code == 404
+
+
+async def test_an_unused_queue_with_x_expires_is_deleted(bus: Bus, kept_queues: list[str]
+                                                        ) -> None:
+    transport = await bus.connected()
+    queue = name(bus, "expiring")
+    kept_queues.append(queue)
+    spec = QueueSpec(queue, ("k",), durable=True, auto_delete=False,
+                     arguments=(("x-expires", 300),))
+    await transport.declare_queue(spec)
+    inbox = Inbox()
+    consumer = await transport.consume(queue, inbox, prefetch=1)
+    await asyncio.sleep(0.5)  # in use: kept
+    await transport.publish(Message(b"kept", "k"), mandatory=True)
+    await inbox.count(1)
+    await consumer.cancel()
+    for _ in range(4):  # a passive declare (queue_depth) renews the lease, as a declare does
+        await asyncio.sleep(0.15)
+        assert await transport.queue_depth(queue) == 0
+    await asyncio.sleep(1.0)  # unused for longer than x-expires: deleted
+    with pytest.raises(ChannelError) as gone:
+        await transport.queue_depth(queue)
+    assert gone.value.code == 404
+    with pytest.raises(Unroutable):
+        await transport.publish(Message(b"late", "k"), mandatory=True)

@@ -32,12 +32,14 @@ def test_entries_in_load_order_then_declaration_order() -> None:
     assert [p.name for p in catalog.plugins] == ["noop", "greeter", "tutorial"]
     assert all(p.status == "ok" and p.error is None for p in catalog.plugins)
     names = [e.qualname for e in catalog.entries]
-    assert names[:8] == ["noop.echo", "noop.fail", "noop.slow", "noop.report", "noop.agent_echo",
-                         "noop.relay", "noop.stats", "greeter.greet"]
-    assert names[8:11] == ["tutorial.string_ints", "tutorial.add_int_value",
+    assert names[:9] == ["noop.echo", "noop.fail", "noop.slow", "noop.report", "noop.agent_echo",
+                         "noop.relay", "noop.stats", "noop.echo_later", "greeter.greet"]
+    assert names[9:12] == ["tutorial.string_ints", "tutorial.add_int_value",
                            "tutorial.string_cap_toggle"]
-    assert {p.name: p.entries for p in catalog.plugins} == {"noop": 7, "greeter": 1,
-                                                            "tutorial": 9}
+    assert {p.name: p.entries for p in catalog.plugins} == {"noop": 8, "greeter": 1,
+                                                            "tutorial": 10}
+    task = catalog.entry("tutorial.double_int")
+    assert task is not None and task.kind == "task" and task.service == "worker"
 
 
 def test_an_rpc_entry_says_who_serves_and_who_may_call() -> None:

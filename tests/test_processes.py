@@ -30,6 +30,8 @@ def spawn(rabbit_bus: Bus, tmp_path: Path) -> Iterator[Spawn]:
 
     def run(kind: str, index: int = 1, **env: str) -> MeshProcess:
         instance = f"{kind}-{rabbit_bus.exchange}-{index}"
+        if kind == "worker":  # it declares durable task queues: delete them afterwards
+            rabbit_bus.kept_queues.add(f"{rabbit_bus.exchange}.task-dead")
         process = MeshProcess(
             ["run", kind], tmp_path, instance,
             {"MESH_BROKER_URL": rabbit_bus.url or "", "MESH_EXCHANGE": rabbit_bus.exchange,
@@ -146,6 +148,7 @@ async def test_caller_reconnects_and_in_flight_calls_fail_fast(spawn: Spawn,
 
 async def test_mesh_up_with_a_broker_runs_four_processes(rabbit_bus: Bus,
                                                          tmp_path: Path) -> None:
+    rabbit_bus.kept_queues.add(f"{rabbit_bus.exchange}.task-dead")  # the worker's
     up = MeshProcess(["up"], tmp_path, "up", {
         "MESH_BROKER_URL": rabbit_bus.url or "", "MESH_EXCHANGE": rabbit_bus.exchange,
     })

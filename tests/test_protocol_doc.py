@@ -63,10 +63,10 @@ def imported_modules(source: str) -> set[str]:
 
 
 async def run_example(
-    bus: Bus, tmp_path: Path, *args: str
+    bus: Bus, tmp_path: Path, *args: str, marker: str = EXAMPLE_MARKER,
 ) -> tuple[int, str, str]:
     script = tmp_path / "mesh_echo_example.py"
-    script.write_text(fenced_block_after(EXAMPLE_MARKER, "python"), encoding="utf-8")
+    script.write_text(fenced_block_after(marker, "python"), encoding="utf-8")
     assert bus.url is not None
     env = {**os.environ, "MESH_BROKER_URL": bus.url, "MESH_EXCHANGE": bus.exchange}
     # Async subprocess: the server runs in this event loop and must keep serving meanwhile.
@@ -109,6 +109,34 @@ async def test_doc_example_reports_unavailable_when_no_server_runs(
     code, out, err = await run_example(rabbit_bus, tmp_path)
     assert code == 1 and out == ""
     assert json.loads(err)["code"] == "unavailable"
+
+
+TASK_MARKER = "<!-- protocol-example: enqueue -->"
+
+
+def test_task_example_uses_only_aio_pika_and_the_standard_library() -> None:
+    modules = imported_modules(fenced_block_after(TASK_MARKER, "python"))
+    assert modules <= {"aio_pika", *sys.stdlib_module_names} and "aio_pika" in modules
+
+
+async def test_task_example_enqueues_and_gets_the_result(rabbit_bus: Bus, tmp_path: Path) -> None:
+    """Declared by hand, the queues must equal mesh's own (or the worker's declare fails)."""
+    example = asyncio.ensure_future(
+        run_example(rabbit_bus, tmp_path, "queued by hand", marker=TASK_MARKER))
+    await asyncio.sleep(1.0)  # the task waits in its queue: no worker yet
+    worker = await rabbit_bus.service("worker")
+    code, out, err = await example
+    assert code == 0, err
+    assert json.loads(out) == {"text": "queued by hand", "served_by": worker.instance}
+
+
+def test_doc_task_queue_arguments_are_the_code_constants() -> None:
+    from mesh.tasks.topology import DELIVERY_LIMIT, RESULTS_EXPIRE_MS
+
+    text = DOC.read_text(encoding="utf-8")
+    assert f"`x-delivery-limit={DELIVERY_LIMIT}`" in text
+    assert f'"x-delivery-limit": {DELIVERY_LIMIT}' in text
+    assert f"`x-expires={RESULTS_EXPIRE_MS}`" in text
 
 
 # -- the doc's reference material matches the code -------------------------------------------

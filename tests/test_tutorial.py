@@ -56,3 +56,28 @@ async def test_like_wildcards_in_prefix_are_literal(memory_bus: Bus, db_url: str
     await tutorial.add_string_int(StringIntFields(string1="1000", int1=2))
     found = await tutorial.list_string_ints(StringIntQuery(prefix="100%"))
     assert [r.string1 for r in found.items] == ["100%"]
+
+
+async def test_double_int_task_runs_on_the_worker_once_per_key(
+    memory_bus: Bus, db_url: str,
+) -> None:
+    from mesh_tutorial.contract import StringIntId
+
+    from mesh.tasks.client import TaskClient
+
+    await memory_bus.service("server", database_url=db_url)  # migrates
+    await memory_bus.service("worker", database_url=db_url)
+    client = RpcClient(await memory_bus.connected("caller"), "client")
+    await client.start()
+    row = await TutorialContract(client).add_string_int(StringIntFields(string1="seven", int1=7))
+    tasks = TutorialContract(TaskClient(await memory_bus.connected("enqueuer"), "client", "enq"))
+
+    doubled = await (await tasks.double_int.enqueue(StringIntId(id=row.id))).result(timeout=10)
+    assert doubled.int1 == 14
+    # The same idempotency key twice, as if the task had been delivered again: applied once.
+    first = await tasks.double_int.enqueue(StringIntId(id=row.id), idempotency_key="once")
+    again = await tasks.double_int.enqueue(StringIntId(id=row.id), idempotency_key="once")
+    assert (await first.result(timeout=10)).int1 == 28
+    assert (await again.result(timeout=10)).int1 == 28
+    listed = await TutorialContract(client).list_string_ints(StringIntQuery())
+    assert [r.int1 for r in listed.items] == [28]

@@ -23,6 +23,7 @@ def mypy(path: Path) -> str:
 def test_stub_reply_type_is_inferred() -> None:
     output = mypy(HERE / "typed_caller.py")
     assert 'Revealed type is "mesh_noop.contract.EchoReply"' in output, output
+    assert 'Revealed type is "mesh_tutorial.contract.StringInt"' in output, output
     assert "error" not in output, output
 
 
@@ -40,7 +41,8 @@ def test_platform_and_bundled_plugins_type_check() -> None:
     root = HERE.parents[1]
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--no-error-summary", "mesh", "services", "contracts",
-         "plugins/noop/mesh_noop", "plugins/greeter/mesh_greeter"],
+         "plugins/noop/mesh_noop", "plugins/greeter/mesh_greeter",
+         "plugins/tutorial/mesh_tutorial"],
         capture_output=True, text=True, timeout=300, cwd=root,
     )
     assert result.returncode == 0, result.stdout + result.stderr

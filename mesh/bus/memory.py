@@ -6,8 +6,10 @@ relies on, and tests/test_bus_conformance.py checks it against RabbitMQ: topic b
 and '#', fan-out to several queues, competing consumers on one queue (round robin, bounded by
 prefetch, 0 meaning unbounded), mandatory returns, per-message and per-queue TTL (kept across a
 requeue; a TTL of 0 means "now or never"), requeue in original order with the redelivered flag,
-auto-delete and exclusive queues, and requeue of unsettled messages when a consumer's channel
-closes. Messages cross the broker as copies with AMQP-encoded headers, so a header the RabbitMQ
+auto-delete and exclusive queues, requeue of unsettled messages when a consumer's channel
+closes, headers exchanges, dead-lettering (of expired, rejected and over-delivered messages, with
+RabbitMQ's x-death headers), quorum queues' delivery count and limit, and queue expiry.
+Messages cross the broker as copies with AMQP-encoded headers, so a header the RabbitMQ
 transport cannot send fails here too, and consumers never share mutable state.
 """
 
@@ -22,13 +24,14 @@ import uuid
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from pamqp import decode as amqp_decode
 from pamqp import encode as amqp_encode
 
-from mesh.bus.message import DeliveryHandler, Message, QueueSpec, ReplyHandler
+from mesh.bus.message import Binding, DeliveryHandler, Message, QueueSpec, ReplyHandler
 from mesh.bus.topic import topic_matches
 from mesh.bus.transport import ChannelError, Consumer, Transport, TransportClosed, Unroutable
 
@@ -49,9 +52,10 @@ class _Wire:
 
     message: Message
     headers: bytes
+    exchange: str = ""
 
     @classmethod
-    def encode(cls, message: Message, routing_key: str) -> _Wire:
+    def encode(cls, message: Message, routing_key: str, exchange: str = "") -> _Wire:
         """Fix `message` as published; raises what the RabbitMQ transport raises for bad input."""
         if len(routing_key.encode()) > MAX_SHORTSTR:
             raise ValueError(f"Routing key too long (max {MAX_SHORTSTR} bytes)")
@@ -67,13 +71,44 @@ class _Wire:
             message_id=message.message_id or uuid.uuid4().hex,
             redelivered=False,
         )
-        return cls(fixed, headers)
+        return cls(fixed, headers, exchange)
 
-    def decode(self, *, redelivered: bool = False) -> Message:
-        """A fresh copy for one receiver."""
-        return replace(
-            self.message, headers=amqp_decode.field_table(self.headers)[1], redelivered=redelivered
-        )
+    def decode(
+        self, *, redelivered: bool = False, delivery_count: int | None = None
+    ) -> Message:
+        """A fresh copy for one receiver (a quorum queue adds its delivery count)."""
+        headers = amqp_decode.field_table(self.headers)[1]
+        if delivery_count is not None:
+            headers["x-delivery-count"] = delivery_count
+        return replace(self.message, headers=headers, redelivered=redelivered)
+
+    def dead_lettered(self, queue: str, reason: str, exchange: str, routing_key: str) -> _Wire:
+        """The message as RabbitMQ dead-letters it: an x-death entry for (queue, reason) counted
+        up and moved to the front, x-first-death-* kept from the first time, expiration gone."""
+        headers: dict[str, Any] = dict(amqp_decode.field_table(self.headers)[1])
+        headers.pop("x-delivery-count", None)
+        deaths = [dict(d) for d in headers.get("x-death") or []]
+        found = next((d for d in deaths if d.get("queue") == queue and d.get("reason") == reason),
+                     None)
+        if found is not None:
+            deaths.remove(found)
+            found["count"] = int(found.get("count", 1)) + 1
+            found["time"] = datetime.now(UTC).replace(microsecond=0)
+            entry = found
+        else:
+            entry = {
+                "count": 1, "reason": reason, "queue": queue,
+                "time": datetime.now(UTC).replace(microsecond=0),
+                "exchange": self.exchange, "routing-keys": [self.message.routing_key],
+            }
+            if self.message.expiration_ms is not None:
+                entry["original-expiration"] = str(self.message.expiration_ms)
+        headers["x-death"] = [entry, *deaths]
+        headers.setdefault("x-first-death-exchange", self.exchange)
+        headers.setdefault("x-first-death-queue", queue)
+        headers.setdefault("x-first-death-reason", reason)
+        message = replace(self.message, headers=headers, expiration_ms=None)
+        return _Wire.encode(message, routing_key, exchange)
 
 
 @dataclass(eq=False, slots=True)
@@ -82,6 +117,7 @@ class _Entry:
     wire: _Wire
     expires_at: float | None
     redelivered: bool = False
+    returns: int = 0  # times it went back to the queue: a quorum queue's delivery count
 
 
 @dataclass(eq=False)
@@ -91,10 +127,10 @@ class _MemoryDelivery:
     consumer: _MemoryConsumer
 
     async def ack(self) -> None:
-        self.consumer.settle(self, requeue=False)
+        self.consumer.settle(self, "ack")
 
     async def reject(self, *, requeue: bool) -> None:
-        self.consumer.settle(self, requeue=requeue)
+        self.consumer.settle(self, "requeue" if requeue else "reject")
 
 
 class _MemoryConsumer(Consumer):
@@ -118,31 +154,42 @@ class _MemoryConsumer(Consumer):
         return self.no_ack or self.prefetch <= 0 or len(self.unacked) < self.prefetch
 
     def deliver(self, entry: _Entry) -> None:
-        delivery = _MemoryDelivery(entry.wire.decode(redelivered=entry.redelivered), entry, self)
+        count = entry.returns if self.queue.quorum and entry.returns else None
+        message = entry.wire.decode(redelivered=entry.redelivered, delivery_count=count)
+        delivery = _MemoryDelivery(message, entry, self)
         if not self.no_ack:
             self.unacked[delivery] = None
-        task = self.owner.broker.spawn(self.handler(delivery))
+        task = self.owner.broker.spawn(self._handle(delivery))
         self.running.add(task)
-        task.add_done_callback(self._handler_done)
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self.running.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    async def _handle(self, delivery: _MemoryDelivery) -> None:
+        # As on the RabbitMQ transport, the handler counts as running until it returns (not
+        # until a done callback a loop turn later): a cancel right after closes the channel.
+        try:
+            await self.handler(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
             log.error("bus.handler_failed", queue=self.queue.spec.name, exc_info=exc)
-        if self.cancelled and not self.running:
-            self.close_channel()
+        finally:
+            me = asyncio.current_task()
+            self.running.discard(me)  # type: ignore[arg-type]
+            if self.cancelled and not self.running:
+                self.close_channel()
 
-    def settle(self, delivery: _MemoryDelivery, *, requeue: bool) -> None:
+    def settle(self, delivery: _MemoryDelivery, outcome: str) -> None:
         # Settling after the channel closed (the message is back in the queue) is a no-op, as on
         # the RabbitMQ transport; so is settling twice, which the contract asks of both (RabbitMQ
         # itself would close the channel over the unknown delivery tag).
         if delivery not in self.unacked:
             return
         del self.unacked[delivery]
-        if requeue:
+        if outcome == "requeue":
             self.queue.requeue([delivery.entry])
-        else:
-            self.queue.dispatch()
+            return
+        if outcome == "reject":
+            self.queue.dead_letter(delivery.entry, "rejected")
+        self.queue.dispatch()
 
     async def cancel(self) -> None:
         """Stop deliveries; the channel closes once the handlers already running return."""
@@ -172,13 +219,29 @@ class _Queue:
         self.broker = broker
         self.spec = spec
         self.owner = owner
-        self.bindings: set[tuple[str, str]] = set()
+        # (exchange, pattern, header arguments): a pattern on a topic exchange, arguments on
+        # a headers exchange
+        self.bindings: set[tuple[str, str, tuple[tuple[str, Any], ...]]] = set()
         self.entries: deque[_Entry] = deque()
         self.consumers: list[_MemoryConsumer] = []
         self.deleted = False
         self._seq = itertools.count()
-        ttl = dict(spec.arguments).get("x-message-ttl")
+        arguments = dict(spec.arguments)
+        ttl = arguments.get("x-message-ttl")
         self.ttl_ms: int | None = int(ttl) if ttl is not None else None
+        self.quorum = arguments.get("x-queue-type") == "quorum"
+        limit = arguments.get("x-delivery-limit")
+        self.delivery_limit: int | None = int(limit) if limit is not None and self.quorum else None
+        self.dlx: str | None = arguments.get("x-dead-letter-exchange")
+        self.dlrk: str | None = arguments.get("x-dead-letter-routing-key")
+        self.at_least_once = (self.quorum and self.dlx is not None
+                              and arguments.get("x-dead-letter-strategy") == "at-least-once"
+                              and arguments.get("x-overflow") == "reject-publish")
+        expires = arguments.get("x-expires")
+        self.expires_ms: int | None = int(expires) if expires is not None else None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_due: float | None = None
+        self._unused_timer: asyncio.TimerHandle | None = None
 
     def put(self, wire: _Wire) -> None:
         ttls = [t for t in (wire.message.expiration_ms, self.ttl_ms) if t is not None]
@@ -187,26 +250,44 @@ class _Queue:
             next(self._seq), wire, None if ttl is None else time.monotonic() + ttl / 1000
         )
         if ttl is not None and ttl <= 0:
-            # A TTL of 0: delivered at once if a consumer has room, otherwise dropped.
+            # A TTL of 0: delivered at once if a consumer has room, otherwise expired at once.
             consumer = None if self.entries else self._next_consumer()
             if consumer is not None:
                 consumer.deliver(entry)
+            else:
+                self.dead_letter(entry, "expired")
             return
         self.entries.append(entry)
         self.dispatch()
 
     def requeue(self, entries: list[_Entry]) -> None:
-        """Put messages back where they were; each keeps its expiry, as in RabbitMQ."""
+        """Put messages back where they were; each keeps its expiry, as in RabbitMQ. A quorum
+        queue counts the returns and dead-letters a message returned more than its limit."""
         if self.deleted:
             return
         for entry in entries:
             entry.redelivered = True
+            entry.returns += 1
+            if self.delivery_limit is not None and entry.returns > self.delivery_limit:
+                self.dead_letter(entry, "delivery_limit")
+                continue
             index = bisect.bisect_left(self.entries, entry.seq, key=lambda e: e.seq)
             self.entries.insert(index, entry)
         self.dispatch()
 
+    def dead_letter(self, entry: _Entry, reason: str) -> None:
+        """Send a message that leaves the queue for `reason` to the dead-letter exchange, if the
+        queue has one; otherwise (or if nothing there takes it, at most once) it is gone."""
+        if self.dlx is None:
+            return
+        wire = entry.wire.dead_lettered(
+            self.spec.name, reason, self.dlx, self.dlrk or entry.wire.message.routing_key)
+        if not self.broker.route(self.dlx, wire) and self.at_least_once:
+            self.broker.unroutable_dead.append((self.dlx, wire))  # retried as topology changes
+
     def add_consumer(self, consumer: _MemoryConsumer) -> None:
         self.consumers.append(consumer)
+        self.touch()
         self.dispatch()
 
     def remove_consumer(self, consumer: _MemoryConsumer) -> None:
@@ -215,6 +296,24 @@ class _Queue:
         self.consumers.remove(consumer)
         if self.spec.auto_delete and not self.consumers:
             self.broker.delete_queue(self)
+        else:
+            self.touch()
+
+    def touch(self) -> None:
+        """x-expires: a queue unused (no consumer, not declared again) that long is deleted."""
+        if self._unused_timer is not None:
+            self._unused_timer.cancel()
+            self._unused_timer = None
+        if self.expires_ms is not None and not self.consumers and not self.deleted:
+            self._unused_timer = asyncio.get_running_loop().call_later(
+                self.expires_ms / 1000, self.broker.delete_queue, self)
+
+    def stop_timers(self) -> None:
+        for timer in (self._expiry_timer, self._unused_timer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry_timer = self._unused_timer = None
+        self._expiry_due = None
 
     def dispatch(self) -> None:
         now = time.monotonic()
@@ -222,12 +321,33 @@ class _Queue:
             head = self.entries[0]
             if head.expires_at is not None and head.expires_at <= now:
                 self.entries.popleft()  # messages expire when they reach the head
+                self.dead_letter(head, "expired")
                 continue
             consumer = self._next_consumer()
             if consumer is None:
-                return
+                break
             self.entries.popleft()
             consumer.deliver(head)
+        self._schedule_expiry()
+
+    def _schedule_expiry(self) -> None:
+        """Expire the head when its time comes even if nothing else happens (as RabbitMQ does)."""
+        due = None
+        if not self.deleted and self.entries:
+            due = self.entries[0].expires_at
+        if due == self._expiry_due:
+            return  # already scheduled for that moment (or nothing to schedule)
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        self._expiry_due = due
+        if due is not None:
+            delay = max(0.0, due - time.monotonic())
+            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry_timer = self._expiry_due = None
+        self.dispatch()
 
     def _next_consumer(self) -> _MemoryConsumer | None:
         """Round robin over consumers with room; the one served goes to the back."""
@@ -249,6 +369,7 @@ class _Queue:
             self.spec.exclusive and spec.exclusive and self.owner is transport
         ):
             raise self._locked()
+        _check_quorum(spec)
         ours, theirs = dict(self.spec.arguments), dict(spec.arguments)
         for name in ("durable", "auto_delete", *CHECKED_ARGUMENTS):
             if name.startswith("x-"):
@@ -261,6 +382,18 @@ class _Queue:
                          f"'{spec.name}'",
                 )
 
+    def is_bound(self, exchange: str, kind: str, wire: _Wire) -> bool:
+        key = wire.message.routing_key
+        for ex, pattern, arguments in self.bindings:
+            if ex != exchange:
+                continue
+            if kind == "headers":
+                if _headers_match(dict(arguments), wire):
+                    return True
+            elif topic_matches(pattern, key):
+                return True
+        return False
+
     def _locked(self) -> ChannelError:
         return ChannelError(
             405, f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue "
@@ -268,12 +401,41 @@ class _Queue:
         )
 
 
+def _headers_match(arguments: dict[str, Any], wire: _Wire) -> bool:
+    """A headers exchange binding: x-match all (the default) or any, over the other arguments,
+    leaving out those named x-... unless the mode is all-with-x or any-with-x; a binding
+    argument with no value (void) only asks for the header to be present."""
+    mode = arguments.pop("x-match", "all")
+    with_x = mode.endswith("-with-x")
+    headers = amqp_decode.field_table(wire.headers)[1]
+    checks = [
+        name in headers and (value is None or headers[name] == value)
+        for name, value in arguments.items() if with_x or not name.startswith("x-")
+    ]
+    if mode.startswith("any"):
+        return any(checks)
+    return all(checks)
+
+
+def _check_quorum(spec: QueueSpec) -> None:
+    """RabbitMQ's refusals for a quorum queue: it is always durable, shared and kept."""
+    if dict(spec.arguments).get("x-queue-type") != "quorum":
+        return
+    for wrong, prop in ((not spec.durable, "non-durable"), (spec.auto_delete, "auto-delete"),
+                        (spec.exclusive, "exclusive")):
+        if wrong:
+            raise ChannelError(
+                406, f"PRECONDITION_FAILED - invalid property '{prop}' for queue '{spec.name}'")
+
+
 class MemoryBroker:
     """The in-process stand-in for a RabbitMQ server."""
 
     def __init__(self) -> None:
-        self.exchanges: set[str] = set()
+        self.exchanges: dict[str, str] = {}  # name → kind
         self.queues: dict[str, _Queue] = {}
+        # dead letters no queue took, from quorum queues that dead-letter at least once
+        self.unroutable_dead: list[tuple[str, _Wire]] = []
         self.reply_handlers: dict[str, ReplyHandler] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -288,15 +450,25 @@ class MemoryBroker:
         return task
 
     def route(self, exchange: str, wire: _Wire) -> int:
-        """Put a message in every queue with a binding that matches; returns how many."""
-        key = wire.message.routing_key
-        matched = [
-            queue for queue in self.queues.values()
-            if any(ex == exchange and topic_matches(b, key) for ex, b in queue.bindings)
-        ]
+        """Put a message in every queue with a binding that matches; returns how many. The
+        default exchange "" routes to the queue named by the routing key."""
+        if exchange == "":
+            target = self.queues.get(wire.message.routing_key)
+            matched = [] if target is None else [target]
+        else:
+            kind = self.exchanges.get(exchange)
+            if kind is None:
+                return 0
+            matched = [q for q in self.queues.values() if q.is_bound(exchange, kind, wire)]
         for queue in matched:
             queue.put(wire)
         return len(matched)
+
+    def retry_dead_letters(self) -> None:
+        waiting, self.unroutable_dead = self.unroutable_dead, []
+        for exchange, wire in waiting:
+            if not self.route(exchange, wire):
+                self.unroutable_dead.append((exchange, wire))
 
     def delete_queue(self, queue: _Queue) -> None:
         """Delete `queue` (if it is still the one of that name): its messages are gone."""
@@ -304,6 +476,7 @@ class MemoryBroker:
             return
         del self.queues[queue.spec.name]
         queue.deleted = True
+        queue.stop_timers()
         queue.entries.clear()
         queue.consumers.clear()  # the broker cancels them; their channels stay open
 
@@ -331,7 +504,7 @@ class MemoryTransport(Transport):
             self._consumers.remove(consumer)
 
     async def connect(self) -> None:
-        self.broker.exchanges.add(self.exchange)
+        self.broker.exchanges.setdefault(self.exchange, "topic")
         self._open = True
 
     async def close(self) -> None:
@@ -347,14 +520,42 @@ class MemoryTransport(Transport):
             self.broker.reply_handlers.pop(self._reply_address, None)
             self._reply_address = None
 
+    async def declare_exchange(self, name: str, kind: str = "topic") -> None:
+        self._check()
+        if kind not in ("topic", "headers"):
+            raise ValueError(f"exchange kind must be topic or headers, not {kind!r}")
+        known = self.broker.exchanges.setdefault(name, kind)
+        if known != kind:
+            raise ChannelError(
+                406, f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{name}'")
+
     async def declare_queue(self, spec: QueueSpec) -> None:
         self._check()
+        extra: list[Binding] = list(spec.extra_bindings)
+        for binding in extra:
+            if binding.exchange not in self.broker.exchanges:
+                raise ChannelError(404, f"NOT_FOUND - no exchange '{binding.exchange}'")
         queue = self.broker.queues.get(spec.name)
         if queue is None:
+            _check_quorum(spec)
             queue = self.broker.queues[spec.name] = _Queue(self.broker, spec, self)
         else:
             queue.check_redeclare(spec, self)
-        queue.bindings.update((self.exchange, b) for b in spec.bindings)
+        queue.bindings.update((self.exchange, b, ()) for b in spec.bindings)
+        queue.bindings.update((b.exchange, b.pattern, b.arguments) for b in extra)
+        queue.touch()
+        if self.broker.unroutable_dead:
+            self.broker.retry_dead_letters()
+
+    async def queue_depth(self, name: str) -> int:
+        self._check()
+        queue = self.broker.queues.get(name)
+        if queue is None:
+            raise ChannelError(404, f"NOT_FOUND - no queue '{name}'")
+        queue.check_access(self)
+        queue.touch()  # a passive declare renews an x-expires lease, as any declare does
+        queue.dispatch()  # what has expired is gone
+        return len(queue.entries)
 
     async def delete_queue(self, name: str) -> None:
         self._check()
@@ -372,11 +573,11 @@ class MemoryTransport(Transport):
 
     async def bind(self, queue: str, pattern: str) -> None:
         self._check()
-        self._queue(queue).bindings.add((self.exchange, pattern))
+        self._queue(queue).bindings.add((self.exchange, pattern, ()))
 
     async def unbind(self, queue: str, pattern: str) -> None:
         self._check()
-        self._queue(queue).bindings.discard((self.exchange, pattern))
+        self._queue(queue).bindings.discard((self.exchange, pattern, ()))
 
     async def consume(
         self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
@@ -391,9 +592,14 @@ class MemoryTransport(Transport):
         target.add_consumer(consumer)
         return consumer
 
-    async def publish(self, message: Message, *, mandatory: bool = False) -> None:
+    async def publish(
+        self, message: Message, *, mandatory: bool = False, exchange: str | None = None
+    ) -> None:
         self._check()
-        routed = self.broker.route(self.exchange, _Wire.encode(message, message.routing_key))
+        target = self.exchange if exchange is None else exchange
+        if target and target not in self.broker.exchanges:
+            raise TransportClosed(f"NOT_FOUND - no exchange '{target}' (the channel closes)")
+        routed = self.broker.route(target, _Wire.encode(message, message.routing_key, target))
         if mandatory and not routed:
             raise Unroutable(message.routing_key)
 

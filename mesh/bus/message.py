@@ -38,8 +38,22 @@ ReplyHandler = Callable[[Message], None]
 
 
 @dataclass(frozen=True, slots=True)
+class Binding:
+    """A binding to an exchange other than the mesh exchange: a routing pattern on a topic
+    exchange, or `arguments` (x-match and the headers to match) on a headers exchange."""
+
+    exchange: str
+    pattern: str = ""
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSpec:
-    """A queue and the routing patterns that bind it to the mesh exchange."""
+    """A queue and the routing patterns that bind it to the mesh exchange.
+
+    `arguments` are RabbitMQ's queue arguments (x-queue-type, x-message-ttl,
+    x-dead-letter-exchange, ...); `extra_bindings` bind it to other exchanges.
+    """
 
     name: str
     bindings: tuple[str, ...] = ()
@@ -47,3 +61,4 @@ class QueueSpec:
     auto_delete: bool = True
     exclusive: bool = False
     arguments: tuple[tuple[str, Any], ...] = ()
+    extra_bindings: tuple[Binding, ...] = ()

@@ -62,10 +62,15 @@ def _message(delivered: DeliveredMessage) -> Message:
     )
 
 
+_CHANNEL_ERROR_CODES: dict[type[Exception], int] = {
+    cls: code for code, cls in aiormq.channel.EXCEPTION_MAPPING.items()
+}
+
+
 def _channel_error(exc: aiormq.exceptions.AMQPChannelError) -> ChannelError:
     frame = exc.args[0] if exc.args else None
-    code = getattr(frame, "reply_code", 0) or 0
-    text = getattr(frame, "reply_text", None) or str(exc)
+    code = getattr(frame, "reply_code", 0) or _CHANNEL_ERROR_CODES.get(type(exc), 0)
+    text = getattr(frame, "reply_text", None) or (frame if isinstance(frame, str) else str(exc))
     return ChannelError(code, text)
 
 
@@ -176,6 +181,7 @@ class RabbitTransport(Transport):
         self._connection: AbstractConnection | None = None
         self._confirm: aiormq.Channel | None = None
         self._plain: aiormq.Channel | None = None
+        self._exchanges: dict[str, str] = {}
         self._queues: dict[str, QueueSpec] = {}
         self._consumers: list[_RabbitConsumer] = []
         self._reply_handler: ReplyHandler | None = None
@@ -229,6 +235,8 @@ class RabbitTransport(Transport):
             await plain.exchange_declare(
                 exchange=self.exchange, exchange_type="topic", durable=True
             )
+            for name, kind in self._exchanges.items():
+                await plain.exchange_declare(exchange=name, exchange_type=kind, durable=True)
             for queue in self._queues.values():
                 await self._declare(plain, queue)
             if self._reply_handler is not None:
@@ -315,13 +323,25 @@ class RabbitTransport(Transport):
         )
         for pattern in queue.bindings:
             await channel.queue_bind(queue=queue.name, exchange=self.exchange, routing_key=pattern)
+        for binding in queue.extra_bindings:
+            await channel.queue_bind(
+                queue=queue.name, exchange=binding.exchange, routing_key=binding.pattern,
+                arguments=dict(binding.arguments) or None,
+            )
+
+    async def declare_exchange(self, name: str, kind: str = "topic") -> None:
+        await self._on_own_channel(
+            lambda channel: channel.exchange_declare(
+                exchange=name, exchange_type=kind, durable=True)
+        )
+        self._exchanges[name] = kind
 
     async def declare_queue(self, spec_: QueueSpec) -> None:
         known = self._queues.get(spec_.name)
         if known is not None:
-            spec_ = QueueSpec(
-                spec_.name, tuple(dict.fromkeys(known.bindings + spec_.bindings)),
-                spec_.durable, spec_.auto_delete, spec_.exclusive, spec_.arguments,
+            spec_ = replace(
+                spec_, bindings=tuple(dict.fromkeys(known.bindings + spec_.bindings)),
+                extra_bindings=tuple(dict.fromkeys(known.extra_bindings + spec_.extra_bindings)),
             )
         await self._on_own_channel(lambda channel: self._declare(channel, spec_))
         self._queues[spec_.name] = spec_  # replayed on reconnect only once the broker agreed
@@ -345,13 +365,18 @@ class RabbitTransport(Transport):
             self._queues[queue] = replace(
                 known, bindings=tuple(b for b in known.bindings if b != pattern))
 
-    async def _on_own_channel(self, operation: Any) -> None:
+    async def queue_depth(self, name: str) -> int:
+        ok = await self._on_own_channel(
+            lambda channel: channel.queue_declare(queue=name, passive=True))
+        return int(ok.message_count or 0)
+
+    async def _on_own_channel(self, operation: Any) -> Any:
         """Run a topology operation on a short-lived channel: a refusal closes only that."""
         await self._ready()
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
         try:
-            await operation(await channel.get_underlay_channel())
+            return await operation(await channel.get_underlay_channel())
         except aiormq.exceptions.AMQPChannelError as exc:
             raise _channel_error(exc) from None
         finally:
@@ -371,8 +396,11 @@ class RabbitTransport(Transport):
 
     # -- messages -------------------------------------------------------------------------
 
-    async def publish(self, message: Message, *, mandatory: bool = False) -> None:
+    async def publish(
+        self, message: Message, *, mandatory: bool = False, exchange: str | None = None
+    ) -> None:
         properties = _properties(message)
+        target = self.exchange if exchange is None else exchange
         await self._ready()
         # Direct reply-to only works on the channel that consumes it: the confirm channel.
         confirmed = mandatory or message.reply_to == DIRECT_REPLY_TO
@@ -384,21 +412,22 @@ class RabbitTransport(Transport):
             lock = self._id_locks.setdefault(message.message_id, asyncio.Lock())
             try:
                 async with lock:
-                    await self._publish(channel, message, properties, mandatory, confirmed)
+                    await self._publish(
+                        channel, message, properties, mandatory, confirmed, target)
             finally:
                 if not lock.locked():
                     self._id_locks.pop(message.message_id, None)
             return
-        await self._publish(channel, message, properties, mandatory, confirmed)
+        await self._publish(channel, message, properties, mandatory, confirmed, target)
 
     async def _publish(
         self, channel: aiormq.Channel, message: Message,
-        properties: spec.Basic.Properties, mandatory: bool, confirmed: bool,
+        properties: spec.Basic.Properties, mandatory: bool, confirmed: bool, exchange: str,
     ) -> None:
         try:
             result = await channel.basic_publish(
                 message.body,
-                exchange=self.exchange,
+                exchange=exchange,
                 routing_key=message.routing_key,
                 properties=properties,
                 mandatory=mandatory,

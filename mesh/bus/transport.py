@@ -75,7 +75,16 @@ class Transport(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
+    async def declare_exchange(self, name: str, kind: str = "topic") -> None:
+        """Declare a durable exchange of `kind` ("topic" or "headers") besides the mesh one."""
+
+    @abc.abstractmethod
     async def declare_queue(self, spec: QueueSpec) -> None: ...
+
+    @abc.abstractmethod
+    async def queue_depth(self, name: str) -> int:
+        """How many messages wait in `name`, ready to deliver (unacknowledged ones not counted);
+        a missing queue is a ChannelError (404)."""
 
     @abc.abstractmethod
     async def delete_queue(self, name: str) -> None: ...
@@ -94,8 +103,12 @@ class Transport(abc.ABC):
     ) -> Consumer: ...
 
     @abc.abstractmethod
-    async def publish(self, message: Message, *, mandatory: bool = False) -> None:
-        """Publish on the exchange; with `mandatory`, raise Unroutable if no queue matches."""
+    async def publish(
+        self, message: Message, *, mandatory: bool = False, exchange: str | None = None
+    ) -> None:
+        """Publish on the mesh exchange (or `exchange`; "" is the default exchange, which
+        routes to the queue named by the routing key). With `mandatory`, the broker confirms
+        the message and Unroutable is raised if no queue matches."""
 
     @abc.abstractmethod
     async def send_reply(self, reply_to: str, message: Message) -> None:

@@ -13,6 +13,7 @@ from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
 from mesh.cli.db import db_app
 from mesh.cli.plugins import plugin_app
+from mesh.cli.tasks import tasks_app
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.log import configure_logging
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(db_app, name="db")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(tasks_app, name="tasks")
 app.command("call")(call_command)
 
 

@@ -8,13 +8,13 @@ import asyncio
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from pydantic import BaseModel, ValidationError
 
 from mesh.bus.transport import Transport
-from mesh.contract import Contract
+from mesh.contract import Contract, Task
 from mesh.errors import PluginError
 from mesh.observable.provider import ObservableServer
 from mesh.plugin.discovery import PluginSource, import_entry
@@ -24,6 +24,10 @@ from mesh.plugin.part import PluginContext, PluginPart
 from mesh.rpc.client import RpcClient
 from mesh.rpc.endpoint import RpcEndpoint
 from mesh.storage.database import Database
+from mesh.tasks.worker import TaskEndpoint, TaskRuntime
+
+if TYPE_CHECKING:
+    from mesh.caller import Caller
 
 
 def _forget_modules(package: str) -> None:
@@ -58,6 +62,7 @@ class PluginRecord:
     part: PluginPart | None = None
     ctx: PluginContext | None = None
     endpoint: RpcEndpoint | None = None
+    task_endpoint: TaskEndpoint | None = None
 
 
 class PluginHost:
@@ -73,6 +78,8 @@ class PluginHost:
         rpc_concurrency: int = 64,
         database: Database | None = None,
         observables: ObservableServer | None = None,
+        caller: Caller | None = None,
+        task_runtime: TaskRuntime | None = None,
     ) -> None:
         self.service = service
         self.instance = instance
@@ -85,6 +92,8 @@ class PluginHost:
         self.admin_mount: AdminMount | None = None
         self.runtime_disabled: set[str] = set()
         self._contracts: dict[str, type[Contract] | None] = {}
+        self.caller: Any = caller if caller is not None else rpc_client
+        self.task_runtime = task_runtime
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
         self.config_disabled = set(disabled)
         self.sources = {s.name: s for s in sources}
@@ -286,8 +295,11 @@ class PluginHost:
             record.part = part = part_class(ctx)
             phase = "load"
             await part.load()
-            for rpc, handler in part.marked_handlers():
-                ctx.serve(rpc, handler)
+            for target, handler in part.marked_handlers():
+                if isinstance(target, Task):
+                    ctx.serve_task(target, handler)
+                else:
+                    ctx.serve(target, handler)
             record.state = PluginState.LOADED
             phase = "start"
             await part.start()
@@ -302,6 +314,14 @@ class PluginHost:
             await endpoint.start()
             if ctx.admin_routers and self.admin_mount is not None:
                 self.admin_mount.mount(name, ctx.admin_routers)
+            if ctx.task_handlers:
+                if self.task_runtime is None:
+                    raise PluginError(f"the {self.service} runs no tasks")
+                tasks = TaskEndpoint(self.task_runtime, name)
+                for task, task_handler in ctx.task_handlers:
+                    tasks.add(task, task_handler)
+                record.task_endpoint = tasks
+                await tasks.start()
         except Exception as exc:
             self.log.exception("plugin.failed", plugin=name, phase=phase)
             await self._teardown(record, started=phase == "start", loaded=phase != "import")
@@ -309,8 +329,11 @@ class PluginHost:
             record.error = f"{phase} failed: {type(exc).__name__}: {exc}"
             return False
         record.state = PluginState.STARTED
+        if self.task_runtime is not None:
+            self._warn_unhandled_tasks(manifest, {t.name for t, _ in ctx.task_handlers})
         self.log.info("plugin.started", plugin=name, version=manifest.version,
-                      rpcs=sorted(r.name for r, _ in ctx.handlers))
+                      rpcs=sorted(r.name for r, _ in ctx.handlers),
+                      tasks=sorted(t.name for t, _ in ctx.task_handlers))
         return True
 
     def _add_topics_and_default_action(self, record: PluginRecord, endpoint: RpcEndpoint) -> None:
@@ -333,6 +356,19 @@ class PluginHost:
             for name in contract.topics.keys() - provided:
                 self.log.warning("plugin.topic_without_provider", plugin=record.name, topic=name)
 
+    def _warn_unhandled_tasks(self, manifest: PluginManifest, handled: set[str]) -> None:
+        """A task the contract declares but no worker part handles waits in its queue."""
+        if manifest.contract is None:
+            return
+        try:
+            contract = import_entry(manifest.contract, Contract)
+        except Exception:
+            return  # the contract's own problems show where it is used
+        for task_name in sorted(set(contract.tasks) - handled):
+            self.log.warning("task.unhandled", plugin=manifest.name, task=task_name,
+                             hint="declared in the contract, but this worker has no handler: "
+                                  "its tasks wait in their queue")
+
     async def stop(self, name: str, *, timeout: float = 10.0) -> list[str]:
         """Stop `name` and, first, every running plugin that depends on it. Returns them all."""
         if name not in self.records:
@@ -348,7 +384,8 @@ class PluginHost:
         """Stop taking calls everywhere, drain them together, then stop plugins in reverse."""
         running = [self.records[n] for n in self.order
                    if self.records[n].state in (PluginState.STARTED, PluginState.LOADED)]
-        endpoints = [r.endpoint for r in running if r.endpoint is not None]
+        endpoints: list[RpcEndpoint | TaskEndpoint] = [
+            e for r in running for e in (r.endpoint, r.task_endpoint) if e is not None]
         for endpoint in endpoints:
             await endpoint.stop_taking()
         cut = await asyncio.gather(*(e.drain(timeout) for e in endpoints))
@@ -374,6 +411,10 @@ class PluginHost:
             await record.endpoint.stop_taking()
             await record.endpoint.drain(timeout)
             record.endpoint = None
+        if record.task_endpoint is not None:
+            await record.task_endpoint.stop_taking()
+            await record.task_endpoint.drain(timeout)
+            record.task_endpoint = None
         ctx = record.ctx
         if ctx is not None and ctx.admin_routers and self.admin_mount is not None:
             self.admin_mount.unmount(record.name)

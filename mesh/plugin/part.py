@@ -1,16 +1,19 @@
-"""What a plugin author writes: a `PluginPart` per service, and `handles` to mark RPC handlers."""
+"""What a plugin author writes: a `PluginPart` per service, and `handles` to mark RPC and task
+handlers."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import pickle
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import structlog
 from pydantic import BaseModel
 
-from mesh.contract import Contract, Rpc, Topic
+from mesh.contract import Contract, Rpc, Task, Topic
 from mesh.errors import PluginError
 
 if TYPE_CHECKING:
@@ -26,12 +29,25 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
 _RPC_MARK = "__mesh_rpc__"
 
 
-def handles(spec: Rpc[Any, Any] | Topic[Any, Any]) -> Callable[[HandlerT], HandlerT]:
-    """Mark a method of a PluginPart as the handler of an RPC or action, or the provider of a
-    topic; the host registers it when the part loads."""
+AnyHandlerT = TypeVar("AnyHandlerT", bound=Callable[..., Any])
 
-    def mark(method: HandlerT) -> HandlerT:
-        setattr(method, _RPC_MARK, spec)
+
+@overload
+def handles(target: Rpc[Any, Any] | Topic[Any, Any]) -> Callable[[HandlerT], HandlerT]: ...
+
+
+@overload
+def handles(target: Task[Any, Any]) -> Callable[[AnyHandlerT], AnyHandlerT]: ...
+
+
+def handles(target: Rpc[Any, Any] | Topic[Any, Any] | Task[Any, Any]) -> Callable[[Any], Any]:
+    """Mark a method of a PluginPart as the handler of an RPC, action or task, or the provider
+    of a topic; the host registers it on load. A CPU-bound task's handler is a plain function
+    (a staticmethod, say), run in the worker's process pool: put `@handles(...)` under
+    `@staticmethod`."""
+
+    def mark(method: Any) -> Any:
+        setattr(method, _RPC_MARK, target)
         return method
 
     return mark
@@ -54,12 +70,40 @@ class PluginContext:
         self.providers: list[tuple[Topic[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
         self.default_action: Callable[[Any], Awaitable[Any]] | None = None
         self.admin_routers: list[Any] = []
+        self.task_handlers: list[tuple[Task[Any, Any], Callable[[Any], Any]]] = []
         self.api_object: object | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def stub(self, contract: type[ContractT]) -> ContractT:
-        """A typed stub that calls `contract`'s RPCs as this service."""
-        return contract(self._host.rpc_client)
+        """A typed stub that calls `contract`'s RPCs and enqueues its tasks as this service."""
+        return contract(self._host.caller)
+
+    def serve_task(self, task: Task[Any, Any], handler: Callable[[Any], Any]) -> None:
+        """Run `task` with `handler` on this worker (what `@handles(task)` does)."""
+        if task.plugin != self.plugin:
+            raise PluginError(f"{self.plugin} cannot run {task.qualname}: it is another "
+                              "plugin's task")
+        if self.service != "worker":
+            raise PluginError(f"{task.qualname} is a task: tasks run on the worker, not the "
+                              f"{self.service}")
+        if any(existing.name == task.name for existing, _ in self.task_handlers):
+            raise PluginError(f"{task.qualname} has a handler already")
+        if task.cpu_bound:
+            if inspect.iscoroutinefunction(handler) or inspect.ismethod(handler):
+                raise PluginError(
+                    f"{task.qualname} is CPU-bound: its handler runs in another process, so it "
+                    "must be a plain function (a module function or a staticmethod), not "
+                    "a coroutine or a method")
+            try:
+                pickle.dumps(handler)
+            except Exception as exc:
+                raise PluginError(f"{task.qualname}'s handler cannot be sent to the process "
+                                  f"pool (it must be importable by name): {exc}") from None
+        elif not inspect.iscoroutinefunction(handler):
+            raise PluginError(f"{task.qualname}'s handler must be a coroutine (async def); "
+                              "declare the task cpu_bound=True to run a plain function in "
+                              "the process pool")
+        self.task_handlers.append((task, handler))
 
     def serve(self, spec: Rpc[Any, Any] | Topic[Any, Any],
               handler: Callable[[Any], Awaitable[Any]]) -> None:
@@ -197,10 +241,11 @@ class PluginPart:
 
     def marked_handlers(
         self,
-    ) -> list[tuple[Rpc[Any, Any] | Topic[Any, Any], Callable[[Any], Awaitable[Any]]]]:
-        found = []
+    ) -> list[tuple[Rpc[Any, Any] | Topic[Any, Any] | Task[Any, Any], Callable[[Any], Any]]]:
+        found: list[tuple[Rpc[Any, Any] | Topic[Any, Any] | Task[Any, Any],
+                          Callable[[Any], Any]]] = []
         for attr in dir(type(self)):
-            spec = getattr(getattr(type(self), attr, None), _RPC_MARK, None)
-            if isinstance(spec, Rpc | Topic):
-                found.append((spec, getattr(self, attr)))
+            target = getattr(getattr(type(self), attr, None), _RPC_MARK, None)
+            if isinstance(target, Rpc | Topic | Task):
+                found.append((target, getattr(self, attr)))
         return found

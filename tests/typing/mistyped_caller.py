@@ -1,7 +1,9 @@
 """Checked by mypy in tests/test_typing.py: every marked line must be reported."""
 
 from mesh_noop.contract import EchoRequest, NoopContract, SlowRequest
+from mesh_tutorial.contract import StringIntId, StringIntQuery, TutorialContract
 
+from mesh.caller import Caller
 from mesh.rpc.client import RpcClient
 
 
@@ -13,3 +15,12 @@ async def wrong(client: RpcClient) -> None:
     number: int = reply  # error: a reply is not an int
     print(number)
     await noop.no_such_rpc(EchoRequest(text="x"))  # error: no such RPC
+
+
+async def wrong_task(caller: Caller) -> None:
+    tutorial = TutorialContract(caller)
+    await tutorial.double_int.enqueue(StringIntQuery())  # error: wrong input model
+    handle = await tutorial.double_int.enqueue(StringIntId(id=1))
+    doubled = await handle.result()
+    print(doubled.prefix)  # error: StringInt has no prefix
+    await tutorial.double_int(StringIntId(id=1))  # error: a task is enqueued, not called

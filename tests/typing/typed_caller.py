@@ -1,7 +1,9 @@
 """Checked by mypy in tests/test_typing.py: a correct caller of typed stubs."""
 
 from mesh_noop.contract import EchoReply, EchoRequest, NoopContract
+from mesh_tutorial.contract import StringInt, StringIntId, TutorialContract
 
+from mesh.caller import Caller
 from mesh.rpc.client import RpcClient
 
 
@@ -11,3 +13,12 @@ async def correct(client: RpcClient) -> str:
     reveal_type(reply)  # noqa: F821
     checked: EchoReply = reply
     return checked.text
+
+
+async def enqueue(caller: Caller) -> int:
+    tutorial = TutorialContract(caller)
+    handle = await tutorial.double_int.enqueue(StringIntId(id=1), idempotency_key="k")
+    doubled = await handle.result(timeout=5.0)
+    reveal_type(doubled)  # noqa: F821
+    checked: StringInt = doubled
+    return checked.int1

@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from mesh.contract import Contract, Empty, rpc
+from mesh.contract import Contract, Empty, rpc, task
 from mesh.errors import RpcError
 
 
@@ -68,3 +68,5 @@ class NoopContract(Contract, plugin="noop"):
     relay = rpc(EchoRequest, RelayReply, service="server",
                 doc="The server calls noop.agent_echo, passing the remaining deadline on.")
     stats = rpc(Empty, Stats, service="server", doc="What the server part has seen.")
+    echo_later = task(EchoRequest, EchoReply, max_attempts=3, backoff=1.0, time_limit=10,
+                      doc="A task on the worker: returns the text it was given.")

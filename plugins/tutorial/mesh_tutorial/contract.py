@@ -1,8 +1,8 @@
-"""The tutorial's contract: StringInt rows and settings, read and written over RPC."""
+"""The tutorial's contract: StringInt rows and settings over RPC, and a task on the worker."""
 
 from pydantic import BaseModel, Field
 
-from mesh.contract import Contract, Empty, action, rpc, topic
+from mesh.contract import Contract, Empty, action, rpc, task, topic
 from mesh.errors import RpcError
 
 
@@ -89,3 +89,5 @@ class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
                             devices=True)
     get_setting = rpc(SettingKey, Setting, service="server", errors=[NotFound])
     put_setting = rpc(Setting, Setting, service="server")
+    double_int = task(StringIntId, StringInt, max_attempts=5, backoff=2.0, time_limit=30,
+                      doc="Doubles a row's int1, once per task even if the task runs twice.")

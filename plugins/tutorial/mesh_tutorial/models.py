@@ -24,6 +24,14 @@ class StringIntRow(Base):
     int1: Mapped[int]
 
 
+class AppliedTaskRow(Base):
+    """The idempotency keys of the tasks whose effect is in the database (docs/tasks.md)."""
+
+    __tablename__ = "applied_task"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
 class SettingRow(Base):
     __tablename__ = "setting"
 

@@ -1,0 +1,1 @@
+"""The tasks `python -m bench tasks` runs on a mesh worker (not a bundled plugin)."""

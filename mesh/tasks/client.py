@@ -1,0 +1,133 @@
+"""Enqueueing tasks, from any service or script, and receiving their results.
+
+A task is published persistently, mandatory, on a confirming channel: once `enqueue` returns,
+RabbitMQ has stored it in the task's quorum queue, which the enqueuer declares itself, so a task
+queued before any worker ever ran is kept until one does. Results come back over the broker to a
+results queue of this client's own (durable, so that it survives a lost connection; deleted by
+the broker some minutes after the client has gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+import weakref
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from mesh.bus.message import Delivery
+from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
+from mesh.contract import InT, OutT, Task
+from mesh.errors import InvalidRequest, TaskUnavailable
+from mesh.names import task_key
+from mesh.rpc.client import field_errors
+from mesh.tasks import wire
+from mesh.tasks.handle import TaskHandle
+from mesh.tasks.topology import Topology, results_queue_spec
+
+log = structlog.get_logger("mesh.tasks")
+
+
+class TaskClient:
+    """Enqueues tasks as the service (or caller kind) `caller`."""
+
+    def __init__(
+        self, transport: Transport, caller: str, instance: str, *,
+        topology: Topology | None = None,
+    ) -> None:
+        self.transport = transport
+        self.caller = caller
+        self.instance = instance
+        self.topology = topology or Topology(transport)
+        self.results_queue = results_queue_spec(transport.exchange, instance).name
+        self._handles: weakref.WeakValueDictionary[str, TaskHandle[Any]] = (
+            weakref.WeakValueDictionary())
+        self._consumer: Consumer | None = None
+        self._listening: asyncio.Future[None] | None = None
+
+    async def _listen(self) -> None:
+        """Declare and consume this client's results queue, the first time it is needed."""
+        if self._listening is None:
+            self._listening = asyncio.get_running_loop().create_future()
+            try:
+                await self.transport.declare_queue(
+                    results_queue_spec(self.transport.exchange, self.instance))
+                self._consumer = await self.transport.consume(
+                    self.results_queue, self._on_result, prefetch=0, no_ack=True)
+            except BaseException as exc:
+                future, self._listening = self._listening, None
+                future.set_exception(exc)
+                future.exception()
+                raise
+            self._listening.set_result(None)
+        await asyncio.shield(self._listening)
+
+    async def _on_result(self, delivery: Delivery) -> None:
+        message = delivery.message
+        handle = self._handles.get(message.correlation_id or "")
+        if handle is not None:
+            handle._resolve(message)
+
+    async def enqueue(
+        self, task: Task[InT, OutT], input: InT | dict[str, Any], *,
+        idempotency_key: str | None = None, want_result: bool = True,
+    ) -> TaskHandle[OutT]:
+        """Queue `task` with `input`; returns its handle once the broker has stored it.
+
+        With `want_result=False` the task carries no reply address: the worker sends nothing
+        back, and the handle's `result()` raises at once."""
+        if not isinstance(input, task.input):
+            if not isinstance(input, dict | BaseModel):
+                raise TypeError(f"{task.qualname} takes {task.input.__name__}, not "
+                                f"{type(input).__name__}")
+            try:
+                data = input.model_dump() if isinstance(input, BaseModel) else input
+                input = task.input.model_validate(data)
+            except ValidationError as exc:
+                raise InvalidRequest(
+                    f"input does not match {task.input.__name__}", details=field_errors(exc),
+                ) from None
+        if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
+            raise ValueError("an idempotency key has 1 to 200 characters")
+        task_id = uuid.uuid4().hex
+        handle: TaskHandle[OutT] = TaskHandle(task, task_id, idempotency_key or task_id,
+                                              want_result=want_result)
+        message = wire.task_message(
+            input.model_dump_json().encode(), task_key(task.plugin, task.name),
+            task=task.qualname, task_id=task_id, idempotency_key=handle.idempotency_key,
+            caller=self.caller, reply_to=self.results_queue if want_result else None,
+        )
+        try:
+            if want_result:
+                await self._listen()
+            await self.topology.task_queue(task.plugin, task.name)
+            if want_result:
+                self._handles[task_id] = handle
+            await self.transport.publish(message, mandatory=True)
+        except Unroutable:
+            self._handles.pop(task_id, None)
+            raise TaskUnavailable(
+                f"no queue takes {task.qualname}: its queue "
+                f"{self.transport.exchange}.task.{task.plugin}.{task.name} was deleted?"
+            ) from None
+        except TransportClosed as exc:
+            self._handles.pop(task_id, None)
+            raise TaskUnavailable(f"cannot reach the broker to queue {task.qualname}: {exc}"
+                                  ) from None
+        return handle
+
+    async def close(self, *, delete_results_queue: bool = True) -> None:
+        """Stop receiving results; the results queue goes too (its handles are gone)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(TransportClosed):
+                await consumer.cancel()
+            if delete_results_queue:
+                with contextlib.suppress(Exception):
+                    await self.transport.delete_queue(self.results_queue)
+        self._listening = None
+
+

@@ -1,0 +1,39 @@
+"""The tutorial on the worker: a task that changes the StringInt table exactly once.
+
+A task is delivered at least once: after a crash, or a lost connection at the wrong moment, it
+can run again. Doubling twice would be wrong, so the task records its idempotency key in the
+same transaction as its change. The key goes in first: a second run with the same key, even one
+running at the same moment, fails to insert it and changes nothing.
+"""
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from mesh import PluginPart, current_task, handles
+from mesh_tutorial.contract import NotFound, StringInt, StringIntId, TutorialContract
+from mesh_tutorial.models import AppliedTaskRow, StringIntRow
+
+
+class TutorialWorker(PluginPart):
+    @handles(TutorialContract.double_int)
+    async def double_int(self, request: StringIntId) -> StringInt:
+        info = current_task()
+        assert info is not None
+        async with self.ctx.session() as session:
+            session.add(AppliedTaskRow(key=info.idempotency_key))
+            try:
+                await session.flush()  # waits for a concurrent run with the same key, if any
+            except IntegrityError:
+                await session.rollback()  # applied already: report the row as it is
+            else:
+                changed = await session.execute(
+                    update(StringIntRow).where(StringIntRow.id == request.id)
+                    .values(int1=StringIntRow.int1 * 2))
+                if changed.rowcount == 0:  # type: ignore[attr-defined]
+                    await session.rollback()
+                    raise NotFound(f"no StringInt with id {request.id}")
+                await session.commit()  # the change and the key, together or not at all
+            row = await session.get(StringIntRow, request.id, populate_existing=True)
+            if row is None:
+                raise NotFound(f"no StringInt with id {request.id}")
+            return StringInt(id=row.id, string1=row.string1, int1=row.int1)
