@@ -23,3 +23,15 @@ SERVICES_UP = Gauge(
     "mesh_services_up", "Service instances sending heartbeats, by kind", ["service"],
     registry=REGISTRY,
 )
+TASKS_SETTLED = Counter(
+    "mesh_tasks_settled", "Task attempts this process settled, by task and outcome "
+    "(ok, retry, dead, refused)", ["task", "outcome"], registry=REGISTRY,
+)
+TASK_SECONDS = Histogram(
+    "mesh_task_attempt_seconds", "How long one attempt of a task ran", ["task"],
+    registry=REGISTRY, buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+TASKS_ENQUEUED = Counter(
+    "mesh_tasks_enqueued", "Tasks this process enqueued (confirmed by the broker), by task",
+    ["task"], registry=REGISTRY,
+)

@@ -209,3 +209,16 @@ async def test_every_endpoint_in_docs_admin_md_exists(admin: Admin) -> None:
         if path == "/api/v1/openapi.json":
             continue
         assert method.lower() in spec["paths"].get(path, {}), (method, path)
+
+
+async def test_metrics_count_tasks(admin: Admin) -> None:
+    from mesh_noop.contract import EchoRequest, NoopContract
+
+    await admin.bus.service("worker")
+    noop = NoopContract(admin.server.caller)
+    handle = await noop.echo_later.enqueue(EchoRequest(text="later"))
+    await handle.result(timeout=10)
+    text = (await admin.get("/metrics")).text
+    assert 'mesh_tasks_enqueued_total{task="noop.echo_later"}' in text
+    # the worker runs in this test's process, so its counters are in this registry too
+    assert 'mesh_tasks_settled_total{outcome="ok",task="noop.echo_later"}' in text

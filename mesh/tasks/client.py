@@ -22,6 +22,7 @@ from mesh.bus.message import Delivery
 from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import InT, OutT, Task
 from mesh.errors import InvalidRequest, TaskUnavailable
+from mesh.metrics import TASKS_ENQUEUED
 from mesh.names import task_key
 from mesh.rpc.client import field_errors
 from mesh.tasks import wire
@@ -117,6 +118,7 @@ class TaskClient:
             self._handles.pop(task_id, None)
             raise TaskUnavailable(f"cannot reach the broker to queue {task.qualname}: {exc}"
                                   ) from None
+        TASKS_ENQUEUED.labels(task.qualname).inc()
         return handle
 
     async def close(self, *, delete_results_queue: bool = True) -> None:

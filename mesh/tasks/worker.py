@@ -28,6 +28,7 @@ from mesh.bus.message import Delivery, Message
 from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import Task
 from mesh.errors import TaskError
+from mesh.metrics import TASK_SECONDS, TASKS_SETTLED
 from mesh.names import task_dead_key, task_delay_exchange, task_key, task_queue
 from mesh.rpc import wire as rpc_wire
 from mesh.rpc.client import field_errors
@@ -211,6 +212,7 @@ class TaskEndpoint:
 
         value, refusal = self._read_input(task, message, meta)
         if refusal is not None:
+            TASKS_SETTLED.labels(task.qualname, "refused").inc()
             log.warning("task.refused", code=refusal.code, error=refusal.message)
             await self._bury(task, message, refusal, log)
             await delivery.ack()
@@ -226,6 +228,9 @@ class TaskEndpoint:
         result, error = await self._attempt(task, handler, value, info, log)
         error = self._fill(error, task, meta)
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        TASK_SECONDS.labels(task.qualname).observe(elapsed_ms / 1000)
+        TASKS_SETTLED.labels(task.qualname, "ok" if error is None else "retry"
+                             if meta.attempt < task.max_attempts else "dead").inc()
 
         if error is None:
             assert result is not None
