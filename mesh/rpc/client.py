@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import math
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -19,6 +19,8 @@ from mesh.names import rpc_key
 from mesh.rpc import wire
 from mesh.rpc.context import current_call
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
 
 def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic's errors without the input values (which may hold secrets)."""
@@ -26,6 +28,20 @@ def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_context=False, include_input=False)
     ]
+
+
+def coerce(model: type[ModelT], value: Any, *, what: str, **where: Any) -> ModelT:
+    """`value` as an instance of `model`: itself, or validated from a dict or another model.
+    Raises TypeError for anything else, InvalidRequest (with field errors) if it does not fit."""
+    if isinstance(value, model):
+        return value
+    if not isinstance(value, dict | BaseModel):
+        raise TypeError(f"{what} takes {model.__name__}, not {type(value).__name__}")
+    try:
+        return model.model_validate(value.model_dump() if isinstance(value, BaseModel) else value)
+    except ValidationError as exc:
+        raise InvalidRequest(f"{what} does not match {model.__name__}",
+                             details=field_errors(exc), **where) from None
 
 
 class RpcClient:
@@ -75,18 +91,7 @@ class RpcClient:
         caller: str,
     ) -> RepT:
         where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
-        if not isinstance(request, rpc.request):
-            if not isinstance(request, dict | BaseModel):
-                raise TypeError(f"{rpc.qualname} takes {rpc.request.__name__}, not "
-                                f"{type(request).__name__}")
-            try:
-                data = request.model_dump() if isinstance(request, BaseModel) else request
-                request = rpc.request.model_validate(data)
-            except ValidationError as exc:
-                raise InvalidRequest(
-                    f"request does not match {rpc.request.__name__}",
-                    details=field_errors(exc), **where,
-                ) from None
+        request = coerce(rpc.request, request, what=f"the request of {rpc.qualname}", **where)
         budget = rpc.timeout if timeout is None else timeout
         parent = current_call()
         if parent is not None:

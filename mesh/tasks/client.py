@@ -16,15 +16,14 @@ import weakref
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ValidationError
 
 from mesh.bus.message import Delivery
 from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import InT, OutT, Task
-from mesh.errors import InvalidRequest, TaskUnavailable
+from mesh.errors import TaskUnavailable
 from mesh.metrics import TASKS_ENQUEUED
 from mesh.names import task_key
-from mesh.rpc.client import field_errors
+from mesh.rpc.client import coerce
 from mesh.tasks import wire
 from mesh.tasks.handle import TaskHandle
 from mesh.tasks.topology import Topology, results_queue_spec
@@ -80,17 +79,7 @@ class TaskClient:
 
         With `want_result=False` the task carries no reply address: the worker sends nothing
         back, and the handle's `result()` raises at once."""
-        if not isinstance(input, task.input):
-            if not isinstance(input, dict | BaseModel):
-                raise TypeError(f"{task.qualname} takes {task.input.__name__}, not "
-                                f"{type(input).__name__}")
-            try:
-                data = input.model_dump() if isinstance(input, BaseModel) else input
-                input = task.input.model_validate(data)
-            except ValidationError as exc:
-                raise InvalidRequest(
-                    f"input does not match {task.input.__name__}", details=field_errors(exc),
-                ) from None
+        input = coerce(task.input, input, what=f"the input of {task.qualname}")
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
             raise ValueError("an idempotency key has 1 to 200 characters")
         task_id = uuid.uuid4().hex
