@@ -263,7 +263,7 @@ def test_contracts_list_cli() -> None:
                                 "errors"]
     assert any(line.split()[:6] == ["action", "tutorial.add_int_value", "server", "client",
                                     "yes", "10s"] for line in lines)
-    assert "19 entries from 3 plugins: noop, greeter, tutorial" in result.stdout
+    assert "26 entries from 4 plugins: noop, greeter, tutorial, tutorial_stats" in result.stdout
     as_json = mesh_here("contracts", "list", "--json")
     assert as_json.exit_code == 0, as_json.stderr
     assert Catalog.model_validate_json(as_json.stdout) == build_catalog(discover())

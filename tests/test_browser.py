@@ -1,5 +1,6 @@
-"""The demo device page in two headless Chromium windows: a click in one updates both, and the
-JS client reconnects and resubscribes by itself when the client service comes back."""
+"""The demo device page in two headless Chromium windows: a click in one updates both — an
+action, or a task on the worker — and the JS client reconnects and resubscribes by itself when
+the client service comes back."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def click(driver: object, row: int, title: str) -> None:
 async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: tuple) -> None:
     port = free_port()
     await memory_bus.service("server")
+    await memory_bus.service("worker")  # the page doubles a row with a task, on a worker
     client = await memory_bus.service("client", client_port=port)
     first, second = pages
     url = f"http://127.0.0.1:{port}/"
@@ -75,6 +77,9 @@ async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: t
         click(first, 0, "add one")
         for page in (first, second):
             wait_for(page, lambda p: cells(p) == [("HELLO", "2")])
+        click(second, 0, "double, on a worker")
+        for page in (first, second):
+            wait_for(page, lambda p: cells(p) == [("HELLO", "4")])
 
     await asyncio.to_thread(after_reconnect)
 

@@ -1,10 +1,13 @@
-"""Code in the docs is real: excerpts match the files they name, and examples run."""
+"""Code in the docs is real: excerpts match the files they name, and examples run.
+
+docs/tutorial.md is checked more strictly by tests/test_tutorial_doc.py: each of its blocks
+against the plugin as it is at the block's step.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,32 +15,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Bus
+from tests.doc_blocks import DOCS, ROOT, Block, blocks
 
-ROOT = Path(__file__).parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
-
-
-def blocks(path: Path) -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(path.read_text())]
+TUTORIAL = ROOT / "docs" / "tutorial.md"
 
 
-def file_excerpts() -> list[tuple[str, str, str]]:
-    found = []
-    for doc in DOCS:
-        for _, body in blocks(doc):
-            first, _, rest = body.partition("\n")
-            match = re.match(r"# file: (\S+)$", first)
-            if match:
-                found.append((doc.name, match.group(1), rest))
-    return found
+def file_excerpts() -> list[Block]:
+    return [b for doc in DOCS if doc != TUTORIAL for b in blocks(doc) if b.file is not None]
 
 
-@pytest.mark.parametrize(("doc", "path", "excerpt"), file_excerpts(),
-                         ids=lambda v: v if isinstance(v, str) and "/" in v else None)
-def test_excerpts_match_their_files(doc: str, path: str, excerpt: str) -> None:
-    text = (ROOT / path).read_text()
-    assert excerpt.strip() in text, f"{doc} shows {path} differently from the file"
+@pytest.mark.parametrize("block", file_excerpts(), ids=lambda b: b.where)
+def test_excerpts_match_their_files(block: Block) -> None:
+    assert block.file is not None
+    text = (ROOT / block.file).read_text()
+    for chunk in block.chunks():
+        excerpt = "\n".join(chunk).strip()
+        assert excerpt in text, f"{block.where} shows {block.file} differently from the file"
 
 
 def test_docs_have_excerpts() -> None:
@@ -46,9 +39,9 @@ def test_docs_have_excerpts() -> None:
 
 def example(name: str) -> str:
     for doc in DOCS:
-        for _, body in blocks(doc):
-            if body.startswith(f"# example: {name}\n"):
-                return body
+        for block in blocks(doc):
+            if block.body.startswith(f"# example: {name}\n"):
+                return block.body
     raise AssertionError(f"no example {name!r} in the docs")
 
 

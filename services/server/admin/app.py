@@ -17,8 +17,9 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mesh import __version__
+from mesh.errors import RpcError
 from mesh.metrics import REGISTRY, SERVICES_UP
-from services.server.admin.api import create_api
+from services.server.admin.api import RPC_STATUS, create_api
 from services.server.admin.auth import require_token
 
 if TYPE_CHECKING:
@@ -62,6 +63,11 @@ def create_admin_app(server: ServerService, token: str) -> FastAPI:
             "code": "unauthorized" if exc.status_code == 401 else "http_error",
             "message": str(exc.detail), "details": None}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RpcError)
+    async def rpc_error(request: Request, exc: RpcError) -> JSONResponse:
+        """A plugin's admin route raised an RPC error (its declared NotFound, say)."""
+        return JSONResponse(exc.to_wire(), status_code=RPC_STATUS.get(exc.code, 409))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,66 @@
+"""A device on the client service's gateway, for tests: a real WebSocket (docs/devices.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+
+Frame = dict[str, Any]
+
+
+class Device:
+    """A device on the gateway: sends frames, and keeps every frame it receives."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+        self.frames: list[Frame] = []
+        self.arrived = asyncio.Event()
+        self.taken: set[int] = set()  # frames a test has already matched
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(cls, url: str) -> Device:
+        return cls(await websockets.connect(url, max_size=2**22))
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self.socket:
+                self.frames.append(json.loads(raw))
+                self.arrived.set()
+
+    async def send(self, frame: Frame | str | bytes) -> None:
+        await self.socket.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def expect(self, match: Callable[[Frame], bool], timeout: float = 5.0) -> Frame:
+        try:
+            return await self._expect(match, timeout)
+        except TimeoutError:
+            raise AssertionError(f"no such frame within {timeout}s; got: {self.rest()}") from None
+
+    def rest(self) -> list[Frame]:
+        """Frames no expect() has matched yet."""
+        return [f for i, f in enumerate(self.frames) if i not in self.taken]
+
+    async def _expect(self, match: Callable[[Frame], bool], timeout: float) -> Frame:
+        async with asyncio.timeout(timeout):
+            while True:
+                self.arrived.clear()  # before looking: a frame arriving meanwhile sets it again
+                for index, frame in enumerate(self.frames):
+                    if index not in self.taken and match(frame):
+                        self.taken.add(index)
+                        return frame
+                await self.arrived.wait()
+
+    async def answer(self, frame: Frame) -> Frame:
+        await self.send(frame)
+        return await self.expect(lambda f: f.get("id") == frame["id"] and f["type"] in (
+            "result", "error", "subscribed", "unsubscribed", "pong"))
+
+    async def close(self) -> None:
+        await self.socket.close()
+        self.reader.cancel()
