@@ -171,7 +171,7 @@ class Service:
         await self.host.start_all()
         await self.started()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
-        self.log.info("service.started", transport=self.transport.kind,
+        self.log.info("service.started", transport=self.transport.kind, pid=os.getpid(),
                       plugins={n: str(r.state) for n, r in self.host.records.items()})
 
     async def stop(self) -> None:
