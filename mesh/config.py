@@ -68,7 +68,7 @@ class MeshSettings(BaseSettings):
     admin_host: str = Field(default="127.0.0.1", description="Where the admin API listens.")
     admin_port: int = Field(default=8010, ge=0, le=65535, description="0 picks a free one.")
     admin_token: SecretStr | None = Field(
-        default=None,
+        default=None, min_length=1,  # an empty token would let every request in
         description="Bearer token of the admin API; unset: generated once into the data dir.",
     )
     admin_url: str | None = Field(
