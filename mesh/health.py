@@ -1,16 +1,18 @@
 """Is the service running here healthy? The answer a container health check needs.
 
-Each service keeps a health file, `<data dir>/health/<service>.json`, rewritten every time one
-of its heartbeats reaches the broker: a fresh file means its event loop runs and the bus takes
-its messages. The server and the client add the URL of their own HTTP check (`/readyz`,
-`/healthz`), which `mesh health` asks as well. So a check needs no curl in the image and opens
-no broker connection of its own.
+Each service keeps a health file, `<data dir>/health/<service>@<host>.json`, rewritten every time
+one of its heartbeats reaches the broker: a fresh file means its event loop runs and the bus takes
+its messages. The host name keeps apart the replicas that share a data directory (servers on one
+volume): a container's host name is its own. The server and the client add the URL of their own
+HTTP check (`/readyz`, `/healthz`), which `mesh health` asks as well. So a check needs no curl in
+the image and opens no broker connection of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -39,7 +41,7 @@ class HealthRecord(BaseModel):
 
 
 def health_file(data_dir: Path, service: str) -> Path:
-    return data_dir / HEALTH_FOLDER / f"{service}.json"
+    return data_dir / HEALTH_FOLDER / f"{service}@{socket.gethostname()}.json"
 
 
 def write_health(data_dir: Path, record: HealthRecord) -> None:
@@ -64,6 +66,12 @@ def local_url(host: str, port: int, path: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}{path}"
+
+
+def remove_health(data_dir: Path, service: str) -> None:
+    """A service that stopped cleanly leaves no health file behind."""
+    with contextlib.suppress(OSError):
+        health_file(data_dir, service).unlink()
 
 
 def check_health(data_dir: Path, service: str, *, now: float | None = None,

@@ -32,7 +32,7 @@ from mesh.config import MeshSettings
 from mesh.contract import Empty
 from mesh.control import ControlChannel
 from mesh.errors import RpcError
-from mesh.health import HealthRecord, write_health
+from mesh.health import HealthRecord, remove_health, write_health
 from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
@@ -192,6 +192,7 @@ class Service:
         await self.transport.close()
         if self.database is not None:
             await self.database.close()
+        remove_health(self.settings.data_dir, self.kind)
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:

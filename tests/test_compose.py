@@ -12,6 +12,7 @@ start order, and RPCs, tasks, the device page and the admin API work.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -143,7 +144,7 @@ def pip_installs() -> list[list[str]]:
     found = []
     for word, arguments in dockerfile():
         words = shlex.split(arguments) if word == "RUN" else []
-        for at, (program, verb) in enumerate(zip(words, words[1:], strict=False)):
+        for at, (program, verb) in enumerate(itertools.pairwise(words)):
             if program.rsplit("/", 1)[-1] == "pip" and verb == "install":
                 found.append([w for w in words[at + 2:] if not w.startswith("-")])
     return found
@@ -604,6 +605,6 @@ async def check_a_stopped_worker_is_unhealthy(here: Deployment) -> None:
     first.signal(signal.SIGTERM)
     assert await asyncio.to_thread(first.wait, 30) == 0
     stopped = await asyncio.to_thread(here.health_check, "worker", 1)
-    assert stopped.returncode == 1 and "is stopping" in stopped.stderr
+    assert stopped.returncode == 1 and "no heartbeat yet" in stopped.stderr
     for replica in (2, 3):
         assert (await asyncio.to_thread(here.health_check, "worker", replica)).returncode == 0
