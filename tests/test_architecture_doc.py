@@ -20,6 +20,7 @@ from mesh.control import (
     switch_key,
 )
 from mesh.directory import ServiceDirectory
+from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.tasks.topology import DELIVERY_LIMIT, HEADER_DELAY_MS
 from tests.test_docs import DOCS, ROOT, blocks
 
@@ -89,6 +90,7 @@ def test_the_picture_and_the_page_name_every_routing_key() -> None:
         assert key in body, f"the picture lacks {key}"
         assert key in page.replace("`", ""), f"the page lacks {key}"
     assert HEADER_DELAY_MS in body and f"{DELIVERY_LIMIT}th delivery" in body
+    assert f"`{PLATFORM_SCHEMA}`" in ARCHITECTURE.read_text()  # where the platform's state is
 
 
 def test_the_diagrams_render(tmp_path: Path) -> None:

@@ -363,15 +363,24 @@ def test_the_build_context_has_what_the_build_copies_and_nothing_else() -> None:
 def test_the_wheels_the_image_installs_carry_every_file(tmp_path: Path) -> None:
     """The image installs wheels, not the editable tree the tests run on: each one the Dockerfile
     builds must hold every file of its packages (static pages, manifests, migrations)."""
+    import shutil
     import zipfile
 
     [targets] = pip_installs()
+    context = tmp_path / "src"  # what the build copies, as it copies it; no build/ left here
+    context.mkdir()
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for source in copy_sources():
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, context / source, ignore=skip)
+        else:
+            shutil.copy(ROOT / source, context / source)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path), *targets],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+         "--wheel-dir", str(tmp_path / "wheels"), *targets],
+        cwd=context, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    in_wheels = {name for wheel in tmp_path.glob("*.whl")
+    in_wheels = {name for wheel in (tmp_path / "wheels").glob("*.whl")
                  for name in zipfile.ZipFile(wheel).namelist()}
     tracked = subprocess.run(["git", "ls-files", "mesh", "services", "contracts", "plugins"],
                              cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
