@@ -437,7 +437,8 @@ class Deployment:
         broker, database = urlsplit(broker_url), urlsplit(database_url)
         self.hosts = {"@rabbitmq:5672/": f"@{broker.hostname}:{broker.port or 5672}/",
                       "@postgres:5432/": f"@{database.hostname}:{database.port or 5432}/"}
-        self.pg_port = str(database.port or 5432)
+        self.pg = {"PGHOST": database.hostname or "127.0.0.1",
+                   "PGPORT": str(database.port or 5432)}
         self.ports = {"server": {"MESH_ADMIN_PORT": free_port()},
                       "client": {"MESH_CLIENT_PORT": free_port()}}
         self.processes: dict[str, list[MeshProcess]] = {}
@@ -447,7 +448,7 @@ class Deployment:
         data_dir = self.root / f"{service}-{replica}"
         data_dir.mkdir(exist_ok=True)
         definition = self.services[service]
-        env = image_env() if "build" in definition else {"PGPORT": self.pg_port}
+        env = image_env() if "build" in definition else dict(self.pg)  # its server is here
         env.update({k: v for k, v in definition.get("environment", {}).items() if v is not None})
         for key, value in env.items():
             for container, here in (*self.hosts.items(), (IMAGE_PREFIX, sys.prefix),
@@ -552,6 +553,7 @@ async def test_the_compose_services_come_up_and_work(
         for service in order:
             await asyncio.to_thread(here.wait_healthy, service)
         await check_the_deployment(here)
+        await asyncio.to_thread(run_the_operations_examples, here, tmp_path / "host")
         await check_a_stopped_worker_is_unhealthy(here)
     finally:
         here.stop_all()
@@ -617,3 +619,120 @@ async def check_a_stopped_worker_is_unhealthy(here: Deployment) -> None:
     assert stopped.returncode == 1 and "no heartbeat yet" in stopped.stderr
     for replica in (2, 3):
         assert (await asyncio.to_thread(here.health_check, "worker", replica)).returncode == 0
+
+
+# -- docs/operations.md's `docker compose exec` examples, run against the deployment above ---------
+
+STAND_IN = """#!{python}
+\"\"\"docker, as far as the docs' examples use it: `docker compose exec [-T] SERVICE COMMAND...`
+runs COMMAND here, with the environment, paths and working directory the container has.\"\"\"
+import json, os, subprocess, sys
+
+args = sys.argv[1:]
+if args[:2] != ["compose", "exec"]:
+    sys.exit(f"docker stand-in: only `docker compose exec` runs in the tests, not {{args}}")
+args = args[2:]
+while args and args[0].startswith("-"):
+    if args.pop(0) != "-T":
+        sys.exit("docker stand-in: `docker compose exec` takes -T only, here")
+containers = json.loads(open(os.environ["COMPOSE_STAND_IN"]).read())
+if not args or args[0] not in containers:
+    sys.exit(f"docker stand-in: no service {{args[:1]}} in docker-compose.yml")
+container = containers[args[0]]
+command = args[1:]
+for inside, here in container["paths"].items():
+    command = [part.replace(inside, here) for part in command]
+env = {{k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "POSTGRES_", "PG"))}}
+done = subprocess.run(command, env={{**env, **container["env"]}}, cwd=container["cwd"])
+sys.exit(done.returncode)
+"""
+
+
+def run_example(name: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    from tests.test_docs import example
+
+    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", example(name)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def psql(here: Deployment, sql: str) -> str:
+    """psql as the postgres container runs it."""
+    env = {**os.environ, **here.environment("postgres", 1)}
+    return subprocess.run(["psql", "-U", env["POSTGRES_USER"], "-d", env["POSTGRES_DB"], "-Atc",
+                           sql], env=env, capture_output=True, text=True, check=True,
+                          timeout=30).stdout
+
+
+def schema_tables(here: Deployment, schema: str) -> dict[str, str]:
+    """Each table of the schema, and what its rows hold."""
+    listing = psql(here, "select table_name from information_schema.tables "
+                         f"where table_schema = '{schema}'").split()
+    return {table: psql(here, f"select count(*), md5(coalesce(string_agg(t::text, ',' order by "
+                              f't::text), \'\')) from "{schema}"."{table}" t')
+            for table in listing}
+
+
+def run_the_operations_examples(here: Deployment, host: Path) -> None:
+    """Every `docker compose exec` example of docs/operations.md, as a shell runs it on the host,
+    with `docker` a stand-in that runs the command as the container would."""
+    import tarfile
+
+    host.mkdir()
+    stand_in = host / "bin" / "docker"
+    stand_in.parent.mkdir()
+    stand_in.write_text(STAND_IN.format(python=sys.executable))
+    stand_in.chmod(0o755)
+    containers = {}
+    for service, definition in here.services.items():
+        mesh_image = "build" in definition
+        containers[service] = {
+            "env": here.environment(service, 1),
+            "paths": {IMAGE_DATA_DIR: str(here.data_dir(service))} if mesh_image else {},
+            "cwd": str(here.data_dir(service)),  # the image's WORKDIR, the data directory
+        }
+    (host / "containers.json").write_text(json.dumps(containers))
+    shell = {**{k: v for k, v in os.environ.items() if not k.startswith("MESH_")},
+             "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}",
+             "COMPOSE_STAND_IN": str(host / "containers.json"),
+             "ADMIN_PORT": str(here.ports["server"]["MESH_ADMIN_PORT"]),
+             "DEVICE_PORT": str(here.ports["client"]["MESH_CLIENT_PORT"])}
+
+    first = run_example("compose-first-steps", host, shell)
+    assert first.returncode == 0, first.stderr
+    token = (here.data_dir("server") / "admin-token").read_text().strip()
+    assert first.stdout.startswith(token) and '"served_by"' in first.stdout
+    assert "load order:" in first.stdout and "up_to_date" in first.stdout
+
+    health = run_example("compose-health", host, shell)
+    assert health.returncode == 0 and health.stdout.startswith("healthy: worker-"), health.stderr
+
+    before = schema_tables(here, "pl_tutorial")
+    assert before, "the tutorial plugin's schema has tables to back up"
+    backup = run_example("backup", host, shell)
+    assert backup.returncode == 0, backup.stderr
+    listed = subprocess.run(["pg_restore", "--list", str(host / "mesh.dump")],
+                            capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "SCHEMA - pl_tutorial" in listed.stdout, listed.stderr
+    with tarfile.open(host / "mesh-data.tgz") as archive:
+        kept = set(archive.getnames())
+    assert "./admin-token" in kept and not any(n.startswith("./health") for n in kept), kept
+
+    for damage in ("UPDATE pl_tutorial.alembic_version SET version_num = 'lost'",  # changed
+                   "DROP SCHEMA pl_tutorial CASCADE"):  # and gone
+        psql(here, damage)
+        assert schema_tables(here, "pl_tutorial") != before
+        restore = run_example("restore-plugin", host, shell)
+        assert restore.returncode == 0, restore.stderr
+        assert schema_tables(here, "pl_tutorial") == before
+
+    watched = run_example("monitoring", host, shell)
+    assert watched.returncode == 0, watched.stderr
+    assert '"status":"ready"' in watched.stdout and '"devices":0' in watched.stdout
+    assert "mesh_rpc_handled_total" in watched.stdout
+
+    # The log line the guide shows has the keys of a real one.
+    from tests.test_operations_doc import documented_log_line
+
+    shown = documented_log_line()
+    [real] = [e for e in here.processes["server"][0].events() if e["event"] == shown["event"]]
+    assert real.keys() == shown.keys() and real["service"] == shown["service"]
