@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -19,6 +20,8 @@ from mesh.health import (
     local_url,
     write_health,
 )
+from services.client import ClientService
+from services.server import ServerService
 from tests.conftest import Bus, eventually
 from tests.test_cli import mesh
 
@@ -86,12 +89,13 @@ def test_local_url_reaches_a_wildcard_bind() -> None:
 
 
 async def test_the_server_is_healthy_only_while_ready(memory_bus: Bus) -> None:
-    server = await memory_bus.service("server")
+    server = cast(ServerService, await memory_bus.service("server"))
     data = memory_bus.data_dir
     await first_beat(data, "server")
     beat = await asyncio.to_thread(check_health, data, "server")  # the loop serves /readyz
     assert beat.instance == server.instance and beat.pid == os.getpid()
-    assert beat.check_url == f"http://127.0.0.1:{server.admin.port}/readyz"  # type: ignore[union-attr]
+    assert server.admin is not None
+    assert beat.check_url == f"http://127.0.0.1:{server.admin.port}/readyz"
     server.ready = False  # /readyz answers 503
     with pytest.raises(Unhealthy, match="readyz answered 503"):
         await asyncio.to_thread(check_health, data, "server")
@@ -102,10 +106,10 @@ async def test_the_server_is_healthy_only_while_ready(memory_bus: Bus) -> None:
 
 
 async def test_the_client_check_asks_its_gateway(memory_bus: Bus) -> None:
-    client = await memory_bus.service("client")
+    client = cast(ClientService, await memory_bus.service("client"))
     await first_beat(memory_bus.data_dir, "client")
     beat = await asyncio.to_thread(check_health, memory_bus.data_dir, "client")
-    assert beat.check_url == f"http://127.0.0.1:{client.bound_port}/healthz"  # type: ignore[attr-defined]
+    assert beat.check_url == f"http://127.0.0.1:{client.bound_port}/healthz"
 
 
 async def test_heartbeats_keep_the_file_fresh(memory_bus: Bus) -> None:
@@ -116,7 +120,8 @@ async def test_heartbeats_keep_the_file_fresh(memory_bus: Bus) -> None:
         lambda: HealthRecord.model_validate_json(path.read_bytes()).beat_at > first, timeout=2)
 
 
-async def test_a_heartbeat_the_bus_refuses_does_not_count(memory_bus: Bus) -> None:
+async def test_a_heartbeat_the_bus_refuses_does_not_count(memory_bus: Bus,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from mesh.bus.transport import TransportClosed
 
     agent = await memory_bus.service("agent")
@@ -126,7 +131,7 @@ async def test_a_heartbeat_the_bus_refuses_does_not_count(memory_bus: Bus) -> No
     async def refuse(message: object) -> None:
         raise TransportClosed("the broker is gone")
 
-    agent.transport.publish = refuse  # type: ignore[method-assign]
+    monkeypatch.setattr(agent.transport, "publish", refuse)
     await agent._send_heartbeat()
     assert path.read_bytes() == before  # it ages: unhealthy after three intervals
 

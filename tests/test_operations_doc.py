@@ -13,7 +13,7 @@ import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from mesh_noop.contract import EchoRequest, NoopContract
@@ -21,8 +21,9 @@ from pydantic.fields import FieldInfo
 
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
+from services.server import ServerService
 from tests.conftest import Bus, fresh_postgres_database
-from tests.test_compose import HADOLINT, tool
+from tests.test_compose import HADOLINT, compose_config, tool
 from tests.test_docs import DOCS, ROOT, blocks, example
 
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -76,7 +77,7 @@ def test_every_example_of_the_page_is_run() -> None:
 
 def test_the_docker_commands_not_run_name_real_services() -> None:
     """`docker compose up/ps/logs/build` cannot run here: they at least name what exists."""
-    services = set(tomllib_compose_services())
+    services = set(compose_services())
     for doc in DOCS:
         for _, body in blocks(doc):
             for line in body.splitlines():
@@ -93,10 +94,8 @@ def test_the_docker_commands_not_run_name_real_services() -> None:
                 assert named <= services, f"{doc.name}: {line} names {named - services}"
 
 
-def tomllib_compose_services() -> list[str]:
-    import yaml
-
-    return list(yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"])
+def compose_services() -> list[str]:
+    return list(compose_config()["services"])
 
 
 def test_the_mesh_toml_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,10 +142,6 @@ def blocks_of(text: str) -> list[tuple[str, str]]:
 
 
 # -- the broker and the database ------------------------------------------------------------------
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], capture_output=True, check=True, timeout=60)
-
 
 @pytest.mark.rabbitmq
 async def test_the_broker_user_example_gives_a_working_url(broker_url: str,
@@ -204,8 +199,8 @@ async def test_a_database_owner_is_enough_for_the_server(postgres_admin_url: str
             for statement in filter(None, (s.strip() for s in sql.split(";"))):
                 await connection.execute(text(statement))
         url = make_url(postgres_admin_url).set(username=name, password="secret", database=name)
-        server = await memory_bus.service(
-            "server", database_url=url.render_as_string(hide_password=False))
+        server = cast(ServerService, await memory_bus.service(
+            "server", database_url=url.render_as_string(hide_password=False)))
         assert server.ready
         await server.stop()
     finally:
