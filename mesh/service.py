@@ -24,7 +24,7 @@ from contracts.platform import (
     PluginStatus,
     WheelRequest,
 )
-from mesh import __version__
+from mesh import __version__, metrics
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
 from mesh.caller import Caller
@@ -90,6 +90,7 @@ class Service:
         self.started_at = datetime.now(UTC)
         self._started_mono = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._reports_metrics = False
         self._stopping = False
         self._health_failed = False
 
@@ -161,6 +162,7 @@ class Service:
             return None
 
     async def start(self) -> None:
+        self._reports_metrics = metrics.claim_reporting(self.instance)
         await self.transport.connect()
         await self.rpc_client.start()
         await self.control.start()
@@ -193,6 +195,7 @@ class Service:
         if self.database is not None:
             await self.database.close()
         remove_health(self.settings.data_dir, self.kind)
+        metrics.release_reporting(self.instance)
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:
@@ -207,6 +210,7 @@ class Service:
             mesh_version=__version__,
             state="stopping" if self._stopping else "running",
             transport=self.transport.kind,
+            metrics=metrics.snapshot() if self._reports_metrics else None,
             plugins=[
                 PluginStatus(
                     name=name,
