@@ -19,7 +19,6 @@ from prometheus_client.registry import Collector
 from mesh.directory import ServiceDirectory
 from mesh.metrics import REGISTRY, SERVICES_UP
 
-
 SERVICES_UP_NAME = next(iter(SERVICES_UP.describe())).name
 
 
