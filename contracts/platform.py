@@ -30,6 +30,9 @@ class Heartbeat(BaseModel):
     state: Literal["running", "stopping"]
     transport: str
     plugins: list[PluginStatus]
+    metrics: str | None = Field(
+        default=None, description="The process's Prometheus metrics in the text format; sent "
+        "by one service per process, served by the server's /metrics.")
 
 
 class PluginSwitch(BaseModel):

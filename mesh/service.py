@@ -24,7 +24,7 @@ from contracts.platform import (
     PluginStatus,
     WheelRequest,
 )
-from mesh import __version__
+from mesh import __version__, metrics
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
 from mesh.caller import Caller
@@ -32,6 +32,7 @@ from mesh.config import MeshSettings
 from mesh.contract import Empty
 from mesh.control import ControlChannel
 from mesh.errors import RpcError
+from mesh.health import HealthRecord, remove_health, write_health
 from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
@@ -89,7 +90,9 @@ class Service:
         self.started_at = datetime.now(UTC)
         self._started_mono = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._reports_metrics = False
         self._stopping = False
+        self._health_failed = False
 
     @property
     def sources(self) -> list[PluginSource]:
@@ -159,6 +162,7 @@ class Service:
             return None
 
     async def start(self) -> None:
+        self._reports_metrics = metrics.claim_reporting(self.instance)
         await self.transport.connect()
         await self.rpc_client.start()
         await self.control.start()
@@ -171,7 +175,7 @@ class Service:
         await self.host.start_all()
         await self.started()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
-        self.log.info("service.started", transport=self.transport.kind,
+        self.log.info("service.started", transport=self.transport.kind, pid=os.getpid(),
                       plugins={n: str(r.state) for n, r in self.host.records.items()})
 
     async def stop(self) -> None:
@@ -190,6 +194,8 @@ class Service:
         await self.transport.close()
         if self.database is not None:
             await self.database.close()
+        remove_health(self.settings.data_dir, self.kind)
+        metrics.release_reporting(self.instance)
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:
@@ -204,6 +210,7 @@ class Service:
             mesh_version=__version__,
             state="stopping" if self._stopping else "running",
             transport=self.transport.kind,
+            metrics=metrics.snapshot() if self._reports_metrics else None,
             plugins=[
                 PluginStatus(
                     name=name,
@@ -217,8 +224,9 @@ class Service:
 
     async def _send_heartbeat(self) -> None:
         interval_ms = int(self.settings.heartbeat_interval * 1000)
+        beat = self.heartbeat()
         message = Message(
-            body=self.heartbeat().model_dump_json().encode(),
+            body=beat.model_dump_json().encode(),
             routing_key=heartbeat_key(self.kind, self.instance),
             expiration_ms=interval_ms * 3,
         )
@@ -227,6 +235,25 @@ class Service:
                 await self.transport.publish(message)
         except (TransportClosed, TimeoutError) as exc:
             self.log.warning("service.heartbeat_failed", error=str(exc))
+            if beat.state == "running":
+                return  # the health file ages: unhealthy after a few missed beats
+        self._record_health(beat)
+
+    def health_url(self) -> str | None:
+        """The URL of this service's own HTTP check, if it has one (see mesh/health.py)."""
+        return None
+
+    def _record_health(self, beat: Heartbeat) -> None:
+        record = HealthRecord(service=self.kind, instance=self.instance, pid=beat.pid,
+                              state=beat.state, beat_at=time.time(),
+                              interval_s=beat.interval_s, check_url=self.health_url())
+        try:
+            write_health(self.settings.data_dir, record)
+        except OSError as exc:
+            if not self._health_failed:
+                self.log.warning("service.health_file_failed", error=str(exc),
+                                 hint="`mesh health` cannot tell this service is healthy")
+            self._health_failed = True
 
     async def _heartbeat_loop(self) -> None:
         while True:
