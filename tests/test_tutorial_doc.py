@@ -23,6 +23,7 @@ from tests.tutorial_doc import (
     commands,
     matches_in_order,
     missing_lines,
+    units,
 )
 
 
@@ -201,6 +202,31 @@ def test_the_replay_refuses_a_page_that_is_not_the_plugin(tmp_path: Path, doc: s
     except TutorialError as exc:
         problems = [str(exc)]
     assert any(error in problem for problem in problems), problems
+
+
+def test_a_statement_over_several_lines_is_one_unit() -> None:
+    lines = ['x = call(1,', '         ")(")  # (', '"""A docstring', '(over lines', '"""',
+             "y = [", "]", "z = 1"]
+    assert [u.lines for u in units(lines)] == [lines[:2], lines[2:5], lines[5:7], lines[7:]]
+
+
+def test_a_declaration_may_change_at_a_later_step(tmp_path: Path) -> None:
+    """Only a module's or a class's names (with imports, defs and classes) may read
+    differently at an earlier step: the contract's declarations, the manifest's keys."""
+    final = 'LIMIT = 10\nrpc = call(\n    "a", permission="p")\n'
+    path = tmp_path / "plugins/tutorial/mesh_tutorial/contract.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(final)
+    (tmp_path / "doc.md").write_text(
+        "## Step 1: s1\n\n```python\n# file: plugins/tutorial/mesh_tutorial/contract.py\n"
+        'LIMIT = 5\nrpc = call("a")\n```\n\n'
+        "## Step 2: s2\n\n```python\n# file: plugins/tutorial/mesh_tutorial/contract.py\n"
+        + final + "```\n")
+    tutorial = Tutorial(tmp_path / "doc.md", root=tmp_path)
+    assert tutorial.uncovered() == []
+    assert tutorial.tree_at(1)["plugins/tutorial/mesh_tutorial/contract.py"] == \
+        'LIMIT = 5\nrpc = call("a")\n'
+    assert tutorial.counts[2].lines == 3
 
 
 def test_output_matching() -> None:

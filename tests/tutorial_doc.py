@@ -4,9 +4,11 @@ Every `# file:` block of a step shows code of the finished plugin (plugins/tutor
 second plugin of step 9, plugins/tutorial_stats) as it is at that step: new code, code it
 changes, and code of earlier steps around it. A block's chunks are found in the finished file,
 in order; inside a chunk the file may only have lines of later steps that the chunk does not
-show (they do not exist yet). A line of the file belongs to the first step that shows it.
-Import lines and `def`/`class` lines may change from step to step: a block shows them as they
-are at its step, matched to the file's line with the same module or name.
+show (they do not exist yet). A statement over several lines counts as one line here, and a
+line of the file belongs to the first step that shows it. Imports, `def` and `class` lines, and
+what a module or a class assigns (a contract's declarations, a manifest's keys) may change from
+step to step: a block shows them as they are at its step, matched to the file's line with the
+same module or name.
 
 So the file at step N is the file's lines of steps 1..N, each as step N last showed it. The
 finished files must be covered — every line shown, in its final form — which keeps the doc
@@ -41,6 +43,7 @@ STEP = re.compile(r"^## Step (\d+): (.+)$", re.M)
 TEST_ID = re.compile(r"`((?:plugins/[\w/]+/)?tests/test_\w+\.py::\w+)`")
 FROM_IMPORT = re.compile(r"^(\s*from \S+ import) ")
 DEFINITION = re.compile(r"^(\s*(?:async def|def|class) \w+)\b")
+DECLARATION = re.compile(r"^( {0,4}[A-Za-z_][\w.]*)(?:: [^=]+)? = ")  # at module or class level
 
 
 class TutorialError(AssertionError):
@@ -63,10 +66,11 @@ class Unit:
 
     @property
     def head(self) -> str | None:
-        """What stays the same when the line changes: the module of an import, the name of
-        a def or class. Other lines never change."""
+        """What stays the same when the unit changes from step to step: the module of an
+        import, the name of a def or a class, the name a module or a class assigns (a
+        declaration in a contract, a key of a manifest). Other units never change."""
         first = self.lines[0]
-        match = FROM_IMPORT.match(first) or DEFINITION.match(first)
+        match = FROM_IMPORT.match(first) or DEFINITION.match(first) or DECLARATION.match(first)
         return match.group(1) if match else None
 
     def names(self) -> set[str]:
@@ -74,21 +78,49 @@ class Unit:
         return {n.strip() for n in re.sub(r"[()\n]", " ", imported).split(",") if n.strip()}
 
 
+def open_brackets(line: str, state: tuple[int, str | None]) -> tuple[int, str | None]:
+    """Brackets still open, and the triple quote still open, after `line` (strings and
+    comments skipped)."""
+    depth, quote = state
+    i = 0
+    while i < len(line):
+        if quote is not None:
+            end = line.find(quote, i)
+            if end < 0:
+                return depth, quote
+            i, quote = end + len(quote), None
+            continue
+        char = line[i]
+        if char == "#":
+            break
+        if char in "\"'":
+            triple = line[i:i + 3]
+            if triple in ('"""', "'''"):
+                i, quote = i + 3, triple
+                continue
+            end = i + 1
+            while end < len(line) and line[end] != char:
+                end += 2 if line[end] == "\\" else 1
+            i = end + 1
+            continue
+        depth += (char in "([{") - (char in ")]}")
+        i += 1
+    return depth, quote
+
+
 def units(lines: list[str]) -> list[Unit]:
+    """A file's (or a chunk's) lines as units: a statement over several lines — a call, a
+    parenthesised import, a docstring — is one unit."""
     found: list[Unit] = []
-    open_import: list[str] | None = None
+    state: tuple[int, str | None] = (0, None)
     for line in lines:
-        if open_import is not None:
-            open_import.append(line)
-            if line.strip() == ")":
-                found.append(Unit(open_import))
-                open_import = None
-        elif FROM_IMPORT.match(line) and line.rstrip().endswith("("):
-            open_import = [line]
+        if state != (0, None):
+            found[-1].lines.append(line)
         else:
             found.append(Unit([line]))
-    if open_import is not None:
-        found.append(Unit(open_import))
+        state = open_brackets(line, state)
+        if state[0] < 0:  # a chunk may start inside brackets it does not show
+            state = (0, state[1])
     return found
 
 
