@@ -1,5 +1,6 @@
 """What the tutorial's tests share: the repository's fixtures (a bus, a database on SQLite and
-PostgreSQL), and a mesh of the services a test names, running only the tutorial's plugins."""
+PostgreSQL) — until mesh ships a testing kit for plugin authors — and a mesh of the services a
+test names, running only the tutorial's plugins."""
 
 from __future__ import annotations
 
