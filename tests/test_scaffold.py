@@ -24,13 +24,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mesh import Empty
 from mesh.cli.main import app
 from mesh.config import SERVICE_KINDS
 from mesh.plugin.discovery import discover
 from mesh.plugin.manifest import read_manifest
 from mesh.plugin.upload.environment import snapshot
+from mesh.rpc.client import RpcClient
 from mesh.scaffold import PluginSpec, render
+from services.server import ServerService
+from tests.conftest import Bus
 from tests.processes import MeshProcess
+from tests.test_admin_upload import client as admin_client
+from tests.test_admin_upload import upload
 from tests.test_wheel_upload import listing
 
 BIN = Path(sys.executable).parent
@@ -187,6 +193,39 @@ async def test_mesh_up_loads_the_new_plugins(
         assert await asyncio.to_thread(up.wait, 30) == 0
     finally:
         up.stop()
+
+
+async def test_a_new_plugin_uploads_as_a_wheel(memory_bus: Bus, tmp_path: Path) -> None:
+    """As docs/plugin-guide.md shows: `pip wheel` it and POST the wheel to the admin API;
+    the server installs, migrates and starts it, and serves its RPCs."""
+    folder = scaffold(tmp_path, "uploaded")
+    built = run([*PIP, "wheel", "--quiet", *OFFLINE, "--no-deps", "-w", tmp_path / "dist",
+                 folder], cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    wheel = tmp_path / "dist" / "mesh_uploaded-0.1.0-py3-none-any.whl"
+    before = environment()
+    server = await memory_bus.service("server")
+    assert isinstance(server, ServerService)
+    try:
+        async with admin_client(server) as http:
+            response = await upload(http, wheel, wheel.name)
+        assert response.status_code == 201, response.text
+        assert response.json()["services"] == ["server"]
+        contract = importlib.import_module("mesh_uploaded.contract")
+        rpc = RpcClient(await memory_bus.connected("caller"), "cli")
+        await rpc.start()
+        stub = contract.UploadedContract(rpc)
+        await stub.add_note(contract.NoteText(text="uploaded and migrated"))
+        notes = await stub.list_notes(Empty())
+        assert [n.text for n in notes.items] == ["uploaded and migrated"]
+    finally:
+        if "uploaded" in server.host.sources:
+            await server.host.stop("uploaded")
+            await server.installer().uninstall("uploaded")
+            server.host.uninstall("uploaded")
+        for module in [m for m in sys.modules if m.startswith("mesh_uploaded")]:
+            del sys.modules[module]
+    assert environment() == before
 
 
 # -- the code it writes ------------------------------------------------------------------
