@@ -244,3 +244,33 @@ def test_without_pytest_asyncio_pytest_runs_and_the_fixture_says_why(tmp_path: P
         env={"PATH": str(BIN), "PYTHONPATH": str(tmp_path / "site")})
     assert "1 passed, 1 error" in result.stdout, result.stdout + result.stderr
     assert "mesh's testing kit needs pytest-asyncio: pip install 'mesh[testing]'" in result.stdout
+
+
+def test_a_service_that_does_not_answer_says_how_to_start_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mesh.testing import backends
+
+    monkeypatch.setenv("MESH_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:1/")
+    with pytest.raises(backends.ServiceUnreachable,
+                       match=r"RabbitMQ is not reachable at 127.0.0.1:1 \(MESH_TEST_BROKER_URL\)"
+                             r"; start it with `rabbitmq-server -detached`"):
+        backends.broker_url()
+    monkeypatch.setenv("MESH_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/x")
+    with pytest.raises(backends.ServiceUnreachable, match="PostgreSQL is not reachable at "
+                                                          "127.0.0.1:1"):
+        backends.postgres_admin_url()
+    monkeypatch.delenv("MESH_TEST_BROKER_URL")
+    assert backends.broker_url() == backends.DEFAULT_BROKER_URL  # this machine's answers
+
+
+async def test_unknown_kinds_of_bus_and_database_are_refused(tmp_path: Path) -> None:
+    from mesh.testing.backends import empty_database
+
+    with pytest.raises(ValueError, match="a bus is 'memory' or 'rabbitmq', not 'mqtt'"):
+        Bus("mqtt", None, tmp_path)
+    with pytest.raises(ValueError, match="a RabbitMQ bus needs the broker's URL"):
+        Bus("rabbitmq", None, tmp_path)
+    with pytest.raises(ValueError, match="'sqlite' or 'postgresql', not 'mysql'"):
+        async with empty_database("mysql", tmp_path, lambda: ""):
+            pass

@@ -32,15 +32,20 @@ def reachable(host: str, port: int) -> bool:
     return True
 
 
+def _answering(url: str, what: str, host: str | None, port: int, variable: str,
+               start: str) -> str:
+    if not reachable(host or "127.0.0.1", port):
+        raise ServiceUnreachable(f"{what} is not reachable at {host}:{port} ({variable}); "
+                                 f"start it with `{start}`")
+    return url
+
+
 def broker_url() -> str:
     """The test broker's URL, once it answers."""
     url = os.environ.get("MESH_TEST_BROKER_URL", DEFAULT_BROKER_URL)
     parts = urlsplit(url)
-    if not reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
-        raise ServiceUnreachable(
-            f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} "
-            "(MESH_TEST_BROKER_URL); start it with `rabbitmq-server -detached`")
-    return url
+    return _answering(url, "RabbitMQ", parts.hostname, parts.port or 5672,
+                      "MESH_TEST_BROKER_URL", "rabbitmq-server -detached")
 
 
 def postgres_admin_url() -> str:
@@ -49,12 +54,9 @@ def postgres_admin_url() -> str:
 
     url = os.environ.get("MESH_TEST_DATABASE_URL", DEFAULT_POSTGRES_ADMIN_URL)
     parsed = make_url(url)
-    if not reachable(parsed.host or "127.0.0.1", parsed.port or 5432):
-        raise ServiceUnreachable(
-            f"PostgreSQL is not reachable at {parsed.host}:{parsed.port or 5432} "
-            "(MESH_TEST_DATABASE_URL); start it with "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
-    return url
+    return _answering(url, "PostgreSQL", parsed.host, parsed.port or 5432,
+                      "MESH_TEST_DATABASE_URL",
+                      "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
 
 
 @asynccontextmanager
