@@ -341,3 +341,11 @@ def test_an_existing_path_is_refused_and_left_alone(tmp_path: Path, existing: st
     else:
         assert sorted(p.name for p in target.iterdir()) == (
             ["notes.txt"] if existing == "folder" else [])
+
+
+def test_a_folder_that_cannot_be_made_is_an_error_with_nothing_left(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("mine")
+    code, _, err = new("demo", "--dir", str(tmp_path / "a-file" / "demo"))
+    assert code == 1
+    assert err.startswith(f"error: cannot write {tmp_path / 'a-file' / 'demo'}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
