@@ -236,6 +236,7 @@ LINTED = {  # every service alone and together, with and without storage, long n
     "lint_client": ["--services", "client", "--no-storage"],
     "lint_agent": ["--services", "agent", "--no-storage"],
     "lint_worker": ["--services", "worker", "--no-storage"],
+    "lint_worker_storage": ["--services", "worker"],
     "lint_all": ["--services", "server,client,agent,worker"],
     "lint_none": ["--services", "server,client,agent,worker", "--no-storage"],
     "abcdefghijklmnopqrstuvwxyzabcd": ["--services", "server,client,agent,worker"],

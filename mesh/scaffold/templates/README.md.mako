@@ -1,6 +1,7 @@
 # ${title}
 
-The `${name}` plugin for mesh, made by `mesh plugin new`: it runs on the ${services_text}.
+The `${name}` plugin for mesh, made by `mesh plugin new`.
+It runs a part on the ${services_text}.
 
 ```sh
 pip install -e .          # mesh finds it through its mesh.plugins entry point

@@ -6,6 +6,7 @@
         contract_imports += ["task"]
     if (server and storage) or agent or (worker and storage):
         contract_imports += ["Empty"]
+    pydantic_imports = ["BaseModel"] + (["Field"] if server or (worker and not storage) else [])
 %>\
 """The contract of ${name}: its settings and what it serves.
 
@@ -13,15 +14,19 @@ Pure data: any service, plugin or script can import it without side effects.
 """
 
 ${from_import("mesh.contract", contract_imports)}
-from pydantic import BaseModel, Field
+${from_import("pydantic", pydantic_imports)}
 
 
 class ${cls}Settings(BaseModel):
     """Edited by administrators in the admin API and page; every service running the plugin
+% if server:
     gets changes live. Every field needs a default."""
 
     greeting: str = Field(default="Hello", min_length=1, max_length=50,
                           description="How greet begins its reply.")
+% else:
+    gets changes live (`self.ctx.settings`, `on_settings`). Every field needs a default."""
+% endif
 % if server and storage:
     max_notes: int = Field(default=100, ge=1, le=10_000,
                            description="The most notes list_notes returns.")
