@@ -32,6 +32,7 @@ from mesh.config import MeshSettings
 from mesh.contract import Empty
 from mesh.control import ControlChannel
 from mesh.errors import RpcError
+from mesh.health import HealthRecord, remove_health, write_health
 from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
@@ -90,6 +91,7 @@ class Service:
         self._started_mono = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
+        self._health_failed = False
 
     @property
     def sources(self) -> list[PluginSource]:
@@ -171,7 +173,7 @@ class Service:
         await self.host.start_all()
         await self.started()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
-        self.log.info("service.started", transport=self.transport.kind,
+        self.log.info("service.started", transport=self.transport.kind, pid=os.getpid(),
                       plugins={n: str(r.state) for n, r in self.host.records.items()})
 
     async def stop(self) -> None:
@@ -190,6 +192,7 @@ class Service:
         await self.transport.close()
         if self.database is not None:
             await self.database.close()
+        remove_health(self.settings.data_dir, self.kind)
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:
@@ -217,8 +220,9 @@ class Service:
 
     async def _send_heartbeat(self) -> None:
         interval_ms = int(self.settings.heartbeat_interval * 1000)
+        beat = self.heartbeat()
         message = Message(
-            body=self.heartbeat().model_dump_json().encode(),
+            body=beat.model_dump_json().encode(),
             routing_key=heartbeat_key(self.kind, self.instance),
             expiration_ms=interval_ms * 3,
         )
@@ -227,6 +231,25 @@ class Service:
                 await self.transport.publish(message)
         except (TransportClosed, TimeoutError) as exc:
             self.log.warning("service.heartbeat_failed", error=str(exc))
+            if beat.state == "running":
+                return  # the health file ages: unhealthy after a few missed beats
+        self._record_health(beat)
+
+    def health_url(self) -> str | None:
+        """The URL of this service's own HTTP check, if it has one (see mesh/health.py)."""
+        return None
+
+    def _record_health(self, beat: Heartbeat) -> None:
+        record = HealthRecord(service=self.kind, instance=self.instance, pid=beat.pid,
+                              state=beat.state, beat_at=time.time(),
+                              interval_s=beat.interval_s, check_url=self.health_url())
+        try:
+            write_health(self.settings.data_dir, record)
+        except OSError as exc:
+            if not self._health_failed:
+                self.log.warning("service.health_file_failed", error=str(exc),
+                                 hint="`mesh health` cannot tell this service is healthy")
+            self._health_failed = True
 
     async def _heartbeat_loop(self) -> None:
         while True:

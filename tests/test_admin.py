@@ -53,6 +53,15 @@ async def test_no_or_wrong_token_gets_401_and_nothing_else(admin: Admin) -> None
         "status": "ready"}
 
 
+async def test_unknown_routes_and_methods_get_the_error_shape(admin: Admin) -> None:
+    missing = await admin.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json() == {"code": "not_found", "message": "Not Found", "details": None}
+    wrong = await admin.put("/api/v1/services")
+    assert wrong.status_code == 405
+    assert wrong.json()["code"] == "method_not_allowed"
+
+
 async def test_the_generated_token_is_kept_owner_only(admin: Admin) -> None:
     token, path = admin_token(admin.server.settings)
     assert path is not None and path.stat().st_mode & 0o777 == 0o600

@@ -39,7 +39,7 @@ async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
             [str(st), "run", str(schema), "--url", base, "-H", "Authorization: Bearer fuzz-token",
              "-c", "not_a_server_error", "-n", "25", "--generation-deterministic",
              "--request-timeout", "15"],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache too
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert "passed" in result.stdout

@@ -38,6 +38,13 @@ def settings_or_exit() -> MeshSettings:
         raise typer.Exit(2) from None
 
 
+def known_service(service: str) -> None:
+    if service not in SERVICE_KINDS:
+        typer.echo(f"error: unknown service {service!r}; choose one of "
+                   f"{', '.join(SERVICE_KINDS)}", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def up() -> None:
     """Run the whole mesh: embedded in one process, or four processes with MESH_BROKER_URL."""
@@ -57,10 +64,7 @@ def run(
     service: Annotated[str, typer.Argument(help="server, client, agent or worker")],
 ) -> None:
     """Run one service against the broker at MESH_BROKER_URL."""
-    if service not in SERVICE_KINDS:
-        typer.echo(f"error: unknown service {service!r}; choose one of "
-                   f"{', '.join(SERVICE_KINDS)}", err=True)
-        raise typer.Exit(2)
+    known_service(service)
     settings = settings_or_exit()
     if not settings.broker_url:
         typer.echo("error: `mesh run` joins a broker: set MESH_BROKER_URL "
@@ -81,6 +85,24 @@ def run(
     except (OSError, ConnectionError) as exc:
         typer.echo(f"error: cannot join the bus: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def health(
+    service: Annotated[str, typer.Argument(help="server, client, agent or worker")],
+) -> None:
+    """Exit 0 if the service running with this data directory is healthy, 1 if not: the
+    container health check. Reads the service's health file; the server's /readyz and the
+    client's /healthz too."""
+    known_service(service)
+    from mesh.health import Unhealthy, check_health
+
+    try:
+        record = check_health(settings_or_exit().data_dir, service)
+    except Unhealthy as exc:
+        typer.echo(f"unhealthy: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"healthy: {record.instance}")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from mesh.contract import Contract, Empty
 from mesh.control import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
+from mesh.health import local_url
 from mesh.observable.provider import ObservableServer
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import import_entry
@@ -105,6 +106,11 @@ class ServerService(Service):
         await self.admin.start()
         self.ready = True
         self.log.info("admin.listening", url=self.admin.url)
+
+    def health_url(self) -> str | None:
+        if self.admin is None:
+            return None
+        return local_url(self.settings.admin_host, self.admin.port, "/readyz")
 
     async def stop(self) -> None:
         self.ready = False

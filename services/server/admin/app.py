@@ -10,11 +10,12 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
 
 from mesh import __version__
 from mesh.metrics import REGISTRY, SERVICES_UP
@@ -48,6 +49,11 @@ class PluginRoutes:
         self.app.openapi_schema = None
 
 
+# Starlette's own errors (unknown route, wrong method) get the same {code, message, details}
+# shape as the API's.
+HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
 def create_admin_app(server: ServerService, token: str) -> FastAPI:
     app = FastAPI(title="mesh admin", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None, description="Run the mesh: services, plugins, settings, "
@@ -59,7 +65,7 @@ def create_admin_app(server: ServerService, token: str) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         body = exc.detail if isinstance(exc.detail, dict) else {
-            "code": "unauthorized" if exc.status_code == 401 else "http_error",
+            "code": HTTP_CODES.get(exc.status_code, "http_error"),
             "message": str(exc.detail), "details": None}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
