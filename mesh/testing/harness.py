@@ -155,7 +155,9 @@ class RunningMesh:
     async def set_settings(self, plugin: str, **values: Any) -> BaseModel:
         """Change the plugin's settings as an administrator does (the admin API's PUT: the
         fields not given take their defaults), and return once every service running the
-        plugin has them (its parts' `on_settings` have run)."""
+        plugin has them in `ctx.settings`; each part's `on_settings` has been called by then
+        (one that awaits something may still be running: wait for its effect with
+        `eventually`)."""
         from services.server import ServerService
 
         server = self.service("server")
