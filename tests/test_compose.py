@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.health import check_health
 from mesh.tasks.client import TaskClient
 from mesh.testing.backends import fresh_postgres_database
-from tests.processes import MeshProcess
+from tests.processes import MeshProcess, free_port
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -399,11 +398,6 @@ def test_the_wheels_the_image_installs_carry_every_file(tmp_path: Path) -> None:
 
 
 # -- the integration test: the compose services as local processes -----------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rabbitmqctl(*args: str) -> None:

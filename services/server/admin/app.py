@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from mesh import __version__
-from mesh.metrics import REGISTRY, SERVICES_UP
 from services.server.admin.api import create_api
 from services.server.admin.auth import require_token
+from services.server.metrics import exposition
 
 if TYPE_CHECKING:
     from services.server import ServerService
@@ -95,12 +94,10 @@ def create_admin_app(server: ServerService, token: str) -> FastAPI:
     @app.get("/metrics", dependencies=authorised, tags=["health"],
              response_class=Response)
     async def metrics() -> Response:
-        """Prometheus metrics: RPCs handled and made, latencies, services up."""
-        SERVICES_UP.clear()
-        for beat, state, _ in server.directory.instances():
-            if state == "up":
-                SERVICES_UP.labels(beat.service).inc()
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics of every live service process, labelled by service and
+        instance: RPCs handled and made, latencies, tasks; and services up."""
+        body = exposition(server.directory, server.kind, server.instance)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
