@@ -38,7 +38,7 @@ from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.health import check_health
 from mesh.tasks.client import TaskClient
-from tests.conftest import fresh_postgres_database
+from mesh.testing.backends import fresh_postgres_database
 from tests.processes import MeshProcess, free_port
 
 ROOT = Path(__file__).parents[1]
@@ -405,10 +405,10 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @pytest.fixture
-def vhost(broker_url: str) -> Iterator[str]:
+def vhost(mesh_broker_url: str) -> Iterator[str]:
     """A RabbitMQ vhost of the test's own: the compose default exchange name stays as it is."""
     name = f"mesh-compose-{uuid.uuid4().hex[:10]}"
-    user = urlsplit(broker_url).username or "guest"
+    user = urlsplit(mesh_broker_url).username or "guest"
     rabbitmqctl("add_vhost", name)
     try:
         rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
@@ -418,8 +418,8 @@ def vhost(broker_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def database(postgres_admin_url: str) -> AsyncIterator[str]:
-    async with fresh_postgres_database(postgres_admin_url) as url:
+async def database(mesh_postgres_admin_url: str) -> AsyncIterator[str]:
+    async with fresh_postgres_database(mesh_postgres_admin_url) as url:
         yield url
 
 
@@ -527,9 +527,9 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
 @pytest.mark.postgres
 @pytest.mark.timeout(240)
 async def test_the_compose_services_come_up_and_work(
-    broker_url: str, vhost: str, database: str, tmp_path: Path,
+    mesh_broker_url: str, vhost: str, database: str, tmp_path: Path,
 ) -> None:
-    broker, admin_db = urlsplit(broker_url), urlsplit(database)
+    broker, admin_db = urlsplit(mesh_broker_url), urlsplit(database)
     config = compose_config({
         "RABBITMQ_USER": broker.username or "guest", "RABBITMQ_PASSWORD": broker.password or "",
         "RABBITMQ_VHOST": vhost, "POSTGRES_USER": admin_db.username or "postgres",
@@ -538,7 +538,7 @@ async def test_the_compose_services_come_up_and_work(
     })
     order = start_order(config["services"])
     assert order[:3] == ["postgres", "rabbitmq", "server"], order
-    here = Deployment(config, broker_url, database, tmp_path)
+    here = Deployment(config, mesh_broker_url, database, tmp_path)
     replicas = {"worker": 3}  # docker compose up --scale worker=3
     try:
         for service in order:  # as compose does: each once what it depends on is healthy

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Bus, fresh_postgres_database
+from mesh.testing.backends import fresh_postgres_database
+from tests.conftest import Bus
 from tests.processes import MeshProcess, free_port
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -82,13 +83,13 @@ Start = Callable[[str, str], MeshProcess]
 
 
 @pytest.fixture
-async def start(rabbit_bus: Bus, postgres_admin_url: str, tmp_path: Path
+async def start(rabbit_bus: Bus, mesh_postgres_admin_url: str, tmp_path: Path
                 ) -> AsyncIterator[Start]:
     """Start `mesh run <kind>` in a fresh environment of its own; the services share the
     broker, a fresh database and (like a compose volume) the server's data directory."""
     processes: list[MeshProcess] = []
     rabbit_bus.kept_queues.add(f"{rabbit_bus.exchange}.task-dead")
-    async with fresh_postgres_database(postgres_admin_url) as database:
+    async with fresh_postgres_database(mesh_postgres_admin_url) as database:
         def run(kind: str, name: str) -> MeshProcess:
             python = environment(tmp_path / f"env-{name}")
             env = {"MESH_BROKER_URL": rabbit_bus.url or "", "MESH_EXCHANGE": rabbit_bus.exchange,
