@@ -136,24 +136,19 @@ async def test_sigterm_drain_is_bounded_and_the_cut_task_runs_elsewhere(
 async def test_cpu_bound_tasks_run_in_parallel(
     spawn: Spawn, jobs: JobsContract, tmp_path: Path,
 ) -> None:
+    """Two CPU-bound tasks run at the same time in two pool processes: each burns 1.5 s of CPU
+    time, and each was still running when the other started, which cannot happen one after
+    the other however loaded the machine is (how fast is the benchmarks' business)."""
     worker = spawn(1, MESH_TASK_PROCESSES="2")
     await started(worker)
     await (await jobs.crunch.enqueue(Work(seconds=0.01))).result(timeout=30)  # warm
-    began = time.monotonic()
-    alone = await (await jobs.crunch.enqueue(Work(seconds=1.5))).result(timeout=30)
-    one = time.monotonic() - began
-    starts = tmp_path / "starts"
-    began = time.monotonic()
+    spans = tmp_path / "spans"
     pair = await asyncio.gather(*[
-        (await jobs.crunch.enqueue(Work(seconds=1.5, started=str(starts)))).result(timeout=30)
+        (await jobs.crunch.enqueue(Work(seconds=1.5, started=str(spans)))).result(timeout=60)
         for _ in range(2)])
-    two = time.monotonic() - began
-    assert len({p.pid for p in pair}) == 2 and worker.proc.pid not in {alone.pid}
-    first, second = (float(line[0]) for line in lines(starts))
-    assert abs(first - second) < 1.0, (first, second)  # both started before either finished
-    # Two CPU tasks in about the time of one, not two: generous, the machine is shared (plain
-    # multiprocessing measures about 1.6 here while other test suites run).
-    assert two < one * 1.8, (one, two)
+    assert len({p.pid for p in pair}) == 2 and worker.proc.pid not in {p.pid for p in pair}
+    (start_a, end_a, _), (start_b, end_b, _) = (map(float, line) for line in lines(spans))
+    assert max(start_a, start_b) < min(end_a, end_b), "one ran after the other"
 
 
 async def test_mesh_tasks_dead_and_retry_commands(
