@@ -76,6 +76,9 @@ class PlatformState(BaseModel):
 
     disabled: list[str]
     settings: dict[str, dict[str, Any]]
+    uploads: list[PluginInstalled] = Field(
+        default_factory=list, description="Uploaded plugins at the versions that run: a "
+        "service whose environment lacks one installs it before starting its plugins.")
 
 
 class PlatformContract(Contract, plugin="mesh"):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,7 +91,13 @@ class MeshSettings(BaseSettings):
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="`json` lines, `console` for people; `auto`: console on a "
         "terminal, JSON otherwise.")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR (any case).")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
     instance_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]+$",
         description="Names this instance on the bus; defaults to service-host-pid-random.",

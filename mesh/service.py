@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import re
 import signal
@@ -101,23 +102,33 @@ class Service:
 
     async def plugin_installed(self, announcement: PluginInstalled) -> None:
         """A plugin was uploaded to the server: run it here too if this service needs it."""
-        known = self.host.sources.get(announcement.plugin)
-        if known is not None and known.manifest is not None and \
-                known.manifest.version == announcement.version:
-            return  # this service installed it already (the server, which announced it)
-        source = next((s for s in discover() if s.name == announcement.plugin), None)
+        if await self.adopt(announcement):
+            await self.host.start_all()
+            self.log.info("plugin.installed", plugin=announcement.plugin,
+                          version=announcement.version)
+
+    def runs_version(self, upload: PluginInstalled) -> bool:
+        known = self.host.sources.get(upload.plugin)
+        return known is not None and known.manifest is not None and \
+            known.manifest.version == upload.version
+
+    async def adopt(self, upload: PluginInstalled) -> bool:
+        """Make an uploaded plugin's version one this service runs, installing its wheel if
+        the environment lacks it; False when there is nothing to do here (or it failed)."""
+        if self.runs_version(upload):
+            return False  # installed already (on the server, by the upload itself)
+        source = next((s for s in discover() if s.name == upload.plugin), None)
         if source is None or source.manifest is None or \
-                source.manifest.version != announcement.version:
-            if self.kind not in announcement.services:
-                return
-            source = await self._fetch_and_install(announcement)
+                source.manifest.version != upload.version:
+            if self.kind not in upload.services:
+                return False
+            source = await self._fetch_and_install(upload)
             if source is None:
-                return
+                return False
         if self.kind not in (source.manifest.services if source.manifest else {}):
-            return
+            return False
         await self.host.install(source)
-        await self.host.start_all()
-        self.log.info("plugin.installed", plugin=source.name, version=announcement.version)
+        return True
 
     async def _fetch_and_install(self, announcement: PluginInstalled) -> PluginSource | None:
         """Not in this environment: fetch the wheel the server keeps and install it here,
@@ -130,8 +141,11 @@ class Service:
                              version=announcement.version), timeout=60)
             installer = PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir),
                                         max_bytes=self.settings.upload_max_bytes)
-            installed = await installer.install(base64.b64decode(wheel.data),
-                                                filename=wheel.filename)
+            data = base64.b64decode(wheel.data, validate=True)
+            if hashlib.sha256(data).hexdigest() != wheel.sha256:
+                raise ValueError(f"the wheel {wheel.filename} arrived damaged (its sha256 is "
+                                 "not the one the server sent)")
+            installed = await installer.install(data, filename=wheel.filename)
         except Exception as exc:
             self.log.error("plugin.install_failed", plugin=announcement.plugin,
                            version=announcement.version, error=str(exc))
@@ -172,6 +186,10 @@ class Service:
             self.host.runtime_disabled = set(state.disabled)
             for name, values in state.settings.items():
                 await self.host.update_settings(name, values)
+            for upload in state.uploads:  # a new replica, or an environment made anew
+                if await self.adopt(upload):
+                    self.log.info("plugin.restored", plugin=upload.plugin,
+                                  version=upload.version)
         await self.host.start_all()
         await self.started()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -74,6 +75,13 @@ class MeshProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a child process to listen on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def drop_connections(name_part: str) -> int:

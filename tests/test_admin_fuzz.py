@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from tests.processes import MeshProcess
-
-
-def free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
+from tests.processes import MeshProcess, free_port
 
 
 async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
-    port = free_port()
+    port = str(free_port())
     env = {"MESH_BROKER_URL": "", "MESH_ADMIN_PORT": port, "MESH_DATA_DIR": str(tmp_path / "d"),
            "MESH_ADMIN_TOKEN": "fuzz-token"}
     up = MeshProcess(["up"], tmp_path, "embedded", env)

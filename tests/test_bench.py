@@ -22,10 +22,10 @@ LEVELS = {"c1", "c64"}
 
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(180)
-def test_rpc_bench_prints_figures_for_both_sides(broker_url: str) -> None:
+def test_rpc_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "rpc", "--json", "--calls", "200", "--warmup", "20",
-         "--url", broker_url],
+         "--url", mesh_broker_url],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -60,9 +60,9 @@ def bench_json(*args: str) -> dict[str, object]:
 
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
-def test_startup_bench_prints_figures(postgres_admin_url: str) -> None:
+def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
     report = bench_json("startup", "--plugins", "3", "--migrations", "2", "--repeat", "1",
-                        "--pg-admin-url", postgres_admin_url)
+                        "--pg-admin-url", mesh_postgres_admin_url)
     for kind in ("postgresql", "sqlite"):
         figures = report[kind]
         assert isinstance(figures, dict)
@@ -74,9 +74,9 @@ def test_startup_bench_prints_figures(postgres_admin_url: str) -> None:
 
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
-def test_fanout_bench_prints_rows(broker_url: str) -> None:
+def test_fanout_bench_prints_rows(mesh_broker_url: str) -> None:
     report = bench_json("fanout", "--subscribers", "5", "20", "--notifies", "3",
-                        "--url", broker_url)
+                        "--url", mesh_broker_url)
     rows = report["rows"]
     assert isinstance(rows, list) and [r["subscribers"] for r in rows] == [5, 20]
     for row in rows:
@@ -87,10 +87,10 @@ def test_fanout_bench_prints_rows(broker_url: str) -> None:
 
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
-def test_tasks_bench_prints_figures_for_both_sides(broker_url: str) -> None:
+def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "tasks", "--json", "--noop", "200", "--sleep10", "50",
-         "--rounds", "1", "--url", broker_url],
+         "--rounds", "1", "--url", mesh_broker_url],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -5,7 +5,6 @@ the client service comes back."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -14,12 +13,7 @@ from selenium.webdriver.common.by import By
 from services.client import ClientService
 from tests.browser import browser, cells, wait_for
 from tests.conftest import Bus
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.processes import free_port
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
-"""Checks every bundled plugin with storage must pass, on SQLite and PostgreSQL."""
+"""Checks every bundled plugin with storage must pass, on SQLite and PostgreSQL: the testing
+kit's `assert_migrations_sound`, which plugin authors run on theirs."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
 
 import pytest
 
 from mesh.plugin.discovery import discover
-from mesh.storage.database import Database
-from mesh.storage.migrations import Migrator, PluginStorage
+from mesh.storage.migrations import PluginStorage
+from mesh.testing import assert_migrations_sound
 
 STORAGES = [s for src in discover() if (s := PluginStorage.from_source(src)) is not None]
 
@@ -17,32 +16,6 @@ def test_bundled_plugins_have_storage_to_check() -> None:
     assert "tutorial" in {s.plugin for s in STORAGES}
 
 
-@pytest.fixture
-async def database(db_url: str) -> AsyncIterator[Database]:
-    db = Database(db_url)
-    yield db
-    await db.close()
-
-
 @pytest.mark.parametrize("storage", STORAGES, ids=lambda s: s.plugin)
-def test_exactly_one_head(storage: PluginStorage) -> None:
-    assert len(storage.script().get_heads()) == 1
-
-
-@pytest.mark.parametrize("storage", STORAGES, ids=lambda s: s.plugin)
-async def test_upgrade_downgrade_upgrade_round_trip(database: Database,
-                                                    storage: PluginStorage) -> None:
-    migrator = Migrator(database, [storage])
-    assert (await migrator.upgrade_all()).ok
-    await migrator.downgrade(storage.plugin, "base")
-    status = (await migrator.status())[0]
-    assert status.current == [] and status.state == "pending"
-    assert (await migrator.upgrade_all()).ok
-    assert (await migrator.status())[0].state == "up_to_date"
-
-
-@pytest.mark.parametrize("storage", STORAGES, ids=lambda s: s.plugin)
-async def test_models_match_migrations(database: Database, storage: PluginStorage) -> None:
-    migrator = Migrator(database, [storage])
-    assert (await migrator.upgrade_all()).ok
-    assert await migrator.drift(storage.plugin) == []
+async def test_migrations_are_sound(db_url: str, storage: PluginStorage) -> None:
+    await assert_migrations_sound(storage, db_url)

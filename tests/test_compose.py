@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,8 @@ from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.health import check_health
 from mesh.tasks.client import TaskClient
-from tests.conftest import fresh_postgres_database
-from tests.processes import MeshProcess
+from mesh.testing.backends import fresh_postgres_database
+from tests.processes import MeshProcess, free_port
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
@@ -400,21 +399,16 @@ def test_the_wheels_the_image_installs_carry_every_file(tmp_path: Path) -> None:
 
 # -- the integration test: the compose services as local processes -----------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], capture_output=True, check=True, timeout=60)
 
 
 @pytest.fixture
-def vhost(broker_url: str) -> Iterator[str]:
+def vhost(mesh_broker_url: str) -> Iterator[str]:
     """A RabbitMQ vhost of the test's own: the compose default exchange name stays as it is."""
     name = f"mesh-compose-{uuid.uuid4().hex[:10]}"
-    user = urlsplit(broker_url).username or "guest"
+    user = urlsplit(mesh_broker_url).username or "guest"
     rabbitmqctl("add_vhost", name)
     try:
         rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
@@ -424,8 +418,8 @@ def vhost(broker_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def database(postgres_admin_url: str) -> AsyncIterator[str]:
-    async with fresh_postgres_database(postgres_admin_url) as url:
+async def database(mesh_postgres_admin_url: str) -> AsyncIterator[str]:
+    async with fresh_postgres_database(mesh_postgres_admin_url) as url:
         yield url
 
 
@@ -533,9 +527,9 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
 @pytest.mark.postgres
 @pytest.mark.timeout(240)
 async def test_the_compose_services_come_up_and_work(
-    broker_url: str, vhost: str, database: str, tmp_path: Path,
+    mesh_broker_url: str, vhost: str, database: str, tmp_path: Path,
 ) -> None:
-    broker, admin_db = urlsplit(broker_url), urlsplit(database)
+    broker, admin_db = urlsplit(mesh_broker_url), urlsplit(database)
     config = compose_config({
         "RABBITMQ_USER": broker.username or "guest", "RABBITMQ_PASSWORD": broker.password or "",
         "RABBITMQ_VHOST": vhost, "POSTGRES_USER": admin_db.username or "postgres",
@@ -544,7 +538,7 @@ async def test_the_compose_services_come_up_and_work(
     })
     order = start_order(config["services"])
     assert order[:3] == ["postgres", "rabbitmq", "server"], order
-    here = Deployment(config, broker_url, database, tmp_path)
+    here = Deployment(config, mesh_broker_url, database, tmp_path)
     replicas = {"worker": 3}  # docker compose up --scale worker=3
     try:
         for service in order:  # as compose does: each once what it depends on is healthy

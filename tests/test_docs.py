@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,96 @@ async def test_readme_client_example_runs(rabbit_bus: Bus, tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "HELLO, ADA!"
+
+
+# -- what `mesh plugin new` makes, as the plugin guide shows it --------------------------------
+
+SCAFFOLDED = re.compile(r"# mesh plugin new (\S+)((?: \S+)*) → (\S+)$")
+
+
+def scaffold_blocks() -> list[tuple[str, str, tuple[str, ...], str, str]]:
+    """(doc, name, options, path or "files", excerpt) of every block headed by
+    `# mesh plugin new NAME [OPTIONS] → PATH`."""
+    found = []
+    for doc in DOCS:
+        for _, body in blocks(doc):
+            first, _, rest = body.partition("\n")
+            match = SCAFFOLDED.match(first)
+            if match:
+                name, options, path = match.groups()
+                found.append((doc.name, name, tuple(options.split()), path, rest))
+    return found
+
+
+@pytest.fixture(scope="module")
+def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, tuple[str, ...]], Path]:
+    """The folder `mesh plugin new NAME OPTIONS` makes, made once per NAME and OPTIONS."""
+    from typer.testing import CliRunner
+
+    from mesh.cli.main import app
+
+    made: dict[tuple[str, tuple[str, ...]], Path] = {}
+
+    def make(name: str, options: tuple[str, ...]) -> Path:
+        if (name, options) not in made:
+            folder = tmp_path_factory.mktemp("scaffolded") / name
+            result = CliRunner().invoke(app, ["plugin", "new", name, "--dir", str(folder),
+                                              *options])
+            assert result.exit_code == 0, result.stderr
+            made[name, options] = folder
+        return made[name, options]
+
+    return make
+
+
+def test_the_guide_shows_what_the_scaffold_makes() -> None:
+    assert len(scaffold_blocks()) >= 8
+
+
+@pytest.mark.parametrize(("doc", "name", "options", "path", "excerpt"), scaffold_blocks(),
+                         ids=lambda v: v if isinstance(v, str) and "/" in v else None)
+def test_scaffold_excerpts_match_what_it_makes(
+    scaffolded: Callable[[str, tuple[str, ...]], Path], doc: str, name: str,
+    options: tuple[str, ...], path: str, excerpt: str,
+) -> None:
+    folder = scaffolded(name, options)
+    if path == "files":
+        made = {f"{name}/{p.relative_to(folder)}" for p in folder.rglob("*") if p.is_file()}
+        assert set(excerpt.split()) == made, f"{doc} lists other files than it makes"
+        return
+    text = (folder.parent / path).read_text()
+    assert excerpt.strip() in text, f"{doc} shows {path} differently from what it makes"
+
+
+def test_the_guide_kit_example_runs(tmp_path: Path) -> None:
+    (tmp_path / "test_example.py").write_text(example("kit"))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pytest"), "-q", "-p", "no:cacheprovider",
+         "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
+         str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_the_readme_tour_shows_what_scaffolding_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tour's `mesh plugin new` session: the command's output, and as many tests passing
+    as the new plugin has."""
+    from typer.testing import CliRunner
+
+    from mesh.cli.main import app
+
+    session = next(body for kind, body in blocks(ROOT / "README.md")
+                   if kind == "sh" and "mesh plugin new" in body)
+    command, _, rest = session.partition("\n")
+    args = command.split("mesh ", 1)[1].split()
+    shown = rest.split("\n$ ", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == shown.strip()
+    passed = int(re.search(r"^(\d+) passed", session, re.M).group(1))  # type: ignore[union-attr]
+    made = tmp_path / "plugins" / "demo" / "tests" / "test_demo.py"
+    assert made.read_text().count("\nasync def test_") == passed

@@ -21,8 +21,9 @@ from pydantic.fields import FieldInfo
 
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
+from mesh.testing.backends import fresh_postgres_database
 from services.server import ServerService
-from tests.conftest import Bus, fresh_postgres_database
+from tests.conftest import Bus
 from tests.doc_blocks import DOCS, ROOT, blocks
 from tests.test_compose import HADOLINT, compose_config, tool
 from tests.test_docs import example
@@ -146,7 +147,7 @@ def blocks_of(text: str) -> list[tuple[str, str]]:
 # -- the broker and the database ------------------------------------------------------------------
 
 @pytest.mark.rabbitmq
-async def test_the_broker_user_example_gives_a_working_url(broker_url: str,
+async def test_the_broker_user_example_gives_a_working_url(mesh_broker_url: str,
                                                           tmp_path: Path) -> None:
     script = example("broker-user")
     first = script.splitlines()[1]
@@ -178,13 +179,13 @@ async def test_the_broker_user_example_gives_a_working_url(broker_url: str,
 
 
 @pytest.fixture
-async def database(postgres_admin_url: str) -> AsyncIterator[str]:
-    async with fresh_postgres_database(postgres_admin_url) as url:
+async def database(mesh_postgres_admin_url: str) -> AsyncIterator[str]:
+    async with fresh_postgres_database(mesh_postgres_admin_url) as url:
         yield url
 
 
 @pytest.mark.postgres
-async def test_a_database_owner_is_enough_for_the_server(postgres_admin_url: str,
+async def test_a_database_owner_is_enough_for_the_server(mesh_postgres_admin_url: str,
                                                          memory_bus: Bus) -> None:
     """The page's SQL, with names of the test's own: the server migrates as that owner."""
     from sqlalchemy import text
@@ -195,12 +196,12 @@ async def test_a_database_owner_is_enough_for_the_server(postgres_admin_url: str
     [sql] = [b.body for b in blocks(OPERATIONS)
              if b.body.startswith("-- example: database-owner\n")]
     sql = re.sub(r"\bmesh\b", name, sql.split("\n", 1)[1])
-    admin = create_async_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_async_engine(mesh_postgres_admin_url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as connection:
             for statement in filter(None, (s.strip() for s in sql.split(";"))):
                 await connection.execute(text(statement))
-        url = make_url(postgres_admin_url).set(username=name, password="secret", database=name)
+        url = make_url(mesh_postgres_admin_url).set(username=name, password="secret", database=name)
         server = cast(ServerService, await memory_bus.service(
             "server", database_url=url.render_as_string(hide_password=False)))
         assert server.ready
@@ -270,12 +271,12 @@ async def tls_proxy(certificate: Path, key: Path, host: str, port: int
 
 
 @pytest.mark.rabbitmq
-async def test_services_join_the_broker_over_tls(broker_url: str, tmp_path: Path) -> None:
+async def test_services_join_the_broker_over_tls(mesh_broker_url: str, tmp_path: Path) -> None:
     from urllib.parse import urlsplit
 
     assert "?cafile=/etc/mesh/ca.pem" in OPERATIONS.read_text()
     ca, certificate, key = certificate_authority(tmp_path)
-    broker = urlsplit(broker_url)
+    broker = urlsplit(mesh_broker_url)
     proxy, port = await tls_proxy(certificate, key, broker.hostname or "127.0.0.1",
                                   broker.port or 5672)
     try:

@@ -8,19 +8,20 @@ from pathlib import Path
 import pytest
 
 from mesh.plugin.discovery import discover
-from tests.conftest import Bus, fresh_postgres_database
+from mesh.testing.backends import fresh_postgres_database
+from tests.conftest import Bus
 from tests.processes import MeshProcess, fixture_plugins_env
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
 async def test_four_servers_at_once_exactly_one_migrates(
-    rabbit_bus: Bus, postgres_admin_url: str, tmp_path: Path
+    rabbit_bus: Bus, mesh_postgres_admin_url: str, tmp_path: Path
 ) -> None:
     # slow_migration sleeps 3 s inside its migration, so the servers meet at the lock
     with_storage = {s.name for s in discover() if s.manifest and s.manifest.storage}
     with_storage |= {"slow_migration", "mesh"}  # "mesh": the platform's own schema
-    async with fresh_postgres_database(postgres_admin_url) as url:
+    async with fresh_postgres_database(mesh_postgres_admin_url) as url:
         env = {"MESH_BROKER_URL": rabbit_bus.url or "", "MESH_EXCHANGE": rabbit_bus.exchange,
                "MESH_DATABASE_URL": url,
                **fixture_plugins_env(tmp_path / "site", "slow_migration")}

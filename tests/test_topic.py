@@ -121,11 +121,11 @@ def test_many_hashes_stay_fast() -> None:
 
 
 @pytest.mark.rabbitmq
-async def test_topic_matches_agrees_with_rabbitmq(broker_url: str) -> None:
+async def test_topic_matches_agrees_with_rabbitmq(mesh_broker_url: str) -> None:
     """Bind a queue per pattern, publish every key, compare what arrived with topic_matches."""
     patterns = list(dict.fromkeys(p for p, _, _ in CASES))
     keys = list(dict.fromkeys(k for _, k, _ in CASES))
-    connection = await aio_pika.connect(broker_url, timeout=5)
+    connection = await aio_pika.connect(mesh_broker_url, timeout=5)
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(

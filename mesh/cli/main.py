@@ -8,6 +8,7 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
@@ -31,11 +32,18 @@ app.command("call")(call_command)
 
 
 def settings_or_exit() -> MeshSettings:
+    """The configuration, or exit 2 with what is wrong in it, named as the user sets it."""
     try:
         return MeshSettings()
-    except Exception as exc:  # pydantic's ValidationError, a broken mesh.toml
+    except ValidationError as exc:
+        problems = "".join(
+            f"\n  MESH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False))
+        typer.echo(f"error: invalid configuration (environment or mesh.toml):{problems}",
+                   err=True)
+    except Exception as exc:  # a broken mesh.toml
         typer.echo(f"error: invalid configuration: {exc}", err=True)
-        raise typer.Exit(2) from None
+    raise typer.Exit(2)
 
 
 def known_service(service: str) -> None:

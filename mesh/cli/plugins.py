@@ -1,9 +1,11 @@
-"""`mesh plugin …`: what is installed, in what order it loads, and why anything was refused."""
+"""`mesh plugin …`: what is installed, in what order it loads, and why anything was refused;
+and a new plugin that works at once."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +14,7 @@ from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.plugin.ordering import plan_load_order
 
-plugin_app = typer.Typer(help="Inspect plugins.", no_args_is_help=True)
+plugin_app = typer.Typer(help="Inspect plugins, and make new ones.", no_args_is_help=True)
 
 
 @dataclass
@@ -59,7 +61,9 @@ def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every discovered plugin: version, services, dependencies, load order, refusals."""
-    rows, order = plugin_rows(MeshSettings())
+    from mesh.cli.main import settings_or_exit  # main imports this module
+
+    rows, order = plugin_rows(settings_or_exit())
     if as_json:
         data = {"plugins": [asdict(r) for r in rows], "load_order": order}
         typer.echo(json.dumps(data, indent=2))
@@ -79,3 +83,34 @@ def list_plugins(
     for row in rows:
         if row.reason:
             typer.echo(f"refused {row.name}: {row.reason}")
+
+
+@plugin_app.command("new")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="The plugin's name: lower-case letters, digits, _.")],
+    folder: Annotated[Path | None, typer.Option(
+        "--dir", help="Where to make it (must not exist). Default: plugins/NAME.")] = None,
+    services: Annotated[str, typer.Option(
+        help="The services it runs a part on, comma-separated: server, client, agent, worker."
+    )] = "server",
+    no_storage: Annotated[bool, typer.Option(
+        "--no-storage", help="No tables of its own: no models, no migrations.")] = False,
+) -> None:
+    """Make a plugin that works at once: package, manifest, contract, a part per service,
+    storage with its first migration, settings, and tests on mesh's testing kit."""
+    from mesh.scaffold import ScaffoldError, new_plugin, parse_services
+
+    target = folder if folder is not None else Path("plugins") / name
+    try:
+        written = new_plugin(name, target, parse_services(services), storage=not no_storage)
+    except ScaffoldError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot write {target}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"made plugin {name} in {target} ({len(written)} files). Next:\n"
+               f"  pip install -e {target}\n"
+               f"  mesh plugin list                 # shows {name}\n"
+               f"  pytest {target}\n"
+               f"  mesh up")

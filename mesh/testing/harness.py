@@ -1,0 +1,182 @@
+"""A running mesh for one test: the services its plugins need, on one bus and one database,
+with typed stubs to call them.
+
+The plugins are chosen by name; their dependencies come along. Every service starts with only
+those plugins, as `mesh up` would start them, and the mesh is handed over only once each of them
+runs on every service it names: a plugin that failed (its import, its migration, its `load`)
+fails the test with the reason, not a later call with "unavailable".
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+from mesh.caller import Caller
+from mesh.config import SERVICE_KINDS
+from mesh.contract import Contract
+from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource, discover
+from mesh.plugin.host import PluginState
+from mesh.plugin.part import PluginPart
+from mesh.rpc.client import RpcClient
+from mesh.service import Service
+from mesh.tasks.client import TaskClient
+from mesh.testing.bus import Bus, eventually
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+ContractT = TypeVar("ContractT", bound=Contract)
+
+
+class MeshSetupError(Exception):
+    """The plugins asked for cannot run: not installed, unreadable, or they failed to start."""
+
+
+def project_plugins(start: Path) -> list[str] | None:
+    """The plugins the nearest pyproject.toml at or above `start` declares in the mesh.plugins
+    entry-point group; None if that project declares none (or there is no pyproject.toml)."""
+    for folder in (start, *start.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+                return None
+            group = data.get("project", {}).get("entry-points", {}).get(ENTRY_POINT_GROUP, {})
+            return sorted(group) or None
+    return None
+
+
+def select_plugins(names: Iterable[str] | None,
+                   installed: Sequence[PluginSource] | None = None) -> list[PluginSource]:
+    """The installed plugins called `names` and, recursively, what they depend on; every
+    installed plugin when `names` is None. MeshSetupError names what is missing or broken."""
+    installed = list(discover() if installed is None else installed)
+    if names is None:
+        return installed
+    by_name = {s.name: s for s in installed}
+    wanted: list[str] = list(dict.fromkeys(names))
+    chosen: dict[str, PluginSource] = {}
+    while wanted:
+        name = wanted.pop(0)
+        if name in chosen:
+            continue
+        source = by_name.get(name)
+        if source is None:
+            needed_by = [n for n, s in chosen.items() if s.manifest and name in s.manifest.depends]
+            why = f" (needed by {', '.join(needed_by)})" if needed_by else ""
+            raise MeshSetupError(
+                f"plugin {name!r}{why} is not installed in this environment; install it "
+                f"(`pip install -e <its folder>`) — installed: {', '.join(by_name) or 'none'}")
+        if source.manifest is None:
+            raise MeshSetupError(f"plugin {name!r} cannot be loaded: {source.error}")
+        chosen[name] = source
+        wanted.extend(source.manifest.depends)
+    return [chosen[name] for name in sorted(chosen)]
+
+
+class RunningMesh:
+    """The services of one test and what a test does with them. Made by the `mesh` fixture,
+    or `await RunningMesh.start(bus, sources, database_url)`."""
+
+    def __init__(self, bus: Bus, sources: list[PluginSource], database_url: str,
+                 services: dict[str, Service], caller: Caller) -> None:
+        self.bus = bus
+        self.sources = sources
+        self.database_url = database_url
+        self.services = services
+        self._caller = caller
+
+    @property
+    def plugins(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    @classmethod
+    async def start(cls, bus: Bus, sources: Sequence[PluginSource],
+                    database_url: str) -> RunningMesh:
+        """The server (it migrates the plugins' schemas and keeps their settings), then every
+        other service that one of `sources` runs on."""
+        sources = list(sources)
+        kinds = ["server"] + [k for k in SERVICE_KINDS if k != "server" and any(
+            s.manifest is not None and k in s.manifest.services for s in sources)]
+        services = {}
+        for kind in kinds:
+            services[kind] = await bus.service(kind, sources=sources, database_url=database_url)
+        problems = [
+            f"{source.name} on the {kind}: {record.state}"
+            + (f" ({record.error})" if record.error else "")
+            for source in sources if source.manifest is not None
+            for kind in source.manifest.services
+            if (record := services[kind].host.records[source.name]).state
+            is not PluginState.STARTED
+        ]
+        if problems:
+            raise MeshSetupError("plugins did not start: " + "; ".join(problems))
+        transport = await bus.connected(f"test-caller-{bus.exchange}")
+        rpc = RpcClient(transport, "cli")
+        await rpc.start()
+        tasks = TaskClient(transport, "cli", f"test-caller-{bus.exchange}")
+        return cls(bus, sources, database_url, services, Caller(rpc, tasks))
+
+    def service(self, kind: str) -> Service:
+        """The running service of `kind`; KeyError names the ones that run."""
+        try:
+            return self.services[kind]
+        except KeyError:
+            raise KeyError(f"no {kind} runs in this mesh (running: "
+                           f"{', '.join(self.services)}): no plugin under test runs there"
+                           ) from None
+
+    def stub(self, contract: type[ContractT], *, caller: str = "cli") -> ContractT:
+        """A typed stub of `contract`: its RPCs are called as `caller` (a service kind, or
+        "cli" as a script calls), and its tasks enqueued."""
+        return contract(self._caller.acting_as(caller))
+
+    def part(self, plugin: str, service: str = "server") -> PluginPart:
+        """The plugin's part running on `service`, to look at its state."""
+        record = self.service(service).host.records.get(plugin)
+        if record is None or record.part is None:
+            raise KeyError(f"{plugin} runs no part on the {service}")
+        return record.part
+
+    def state(self, plugin: str, service: str = "server") -> str:
+        """The plugin's state on `service`: started, stopped, failed, refused, disabled…"""
+        record = self.service(service).host.records.get(plugin)
+        if record is None:
+            raise KeyError(f"{plugin} runs no part on the {service}")
+        return str(record.state)
+
+    async def set_settings(self, plugin: str, **values: Any) -> BaseModel:
+        """Change the plugin's settings as an administrator does (the admin API's PUT: the
+        fields not given take their defaults), and return once every service running the
+        plugin has them in `ctx.settings`; each part's `on_settings` has been called by then
+        (one that awaits something may still be running: wait for its effect with
+        `eventually`)."""
+        from services.server import ServerService
+
+        server = self.service("server")
+        assert isinstance(server, ServerService)
+        settings = await server.set_settings(plugin, values)
+        hosts = [s.host for s in self.services.values() if plugin in s.host.records]
+        await eventually(lambda: all(h.settings.get(plugin) == settings for h in hosts))
+        return settings
+
+    def session(self, plugin: str) -> AbstractAsyncContextManager[AsyncSession]:
+        """An async SQLAlchemy session on the plugin's schema, to set up or check its data."""
+        source = next((s for s in self.sources if s.name == plugin), None)
+        schema = source.manifest.db_schema if source and source.manifest else None
+        if schema is None:
+            raise KeyError(f"{plugin} is not under test here or declares no [storage]")
+        database = self.service("server").database
+        assert database is not None
+        return database.session(schema)
+
+    async def close(self) -> None:
+        """Stop the caller; the bus stops the services (the `mesh` fixture does both)."""
+        await self._caller.tasks.close()

@@ -1,0 +1,276 @@
+"""The testing kit (mesh.testing): its fixtures in this suite, as a plugin author uses them, and
+in pytest runs of their own for what only a run shows (options, markers, failures)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mesh_noop.client import NoopClient
+from mesh_noop.contract import AgentReport, EchoRequest, NoopContract
+from mesh_tutorial.contract import StringIntFields, StringIntQuery, TutorialContract
+from mesh_tutorial.server import TutorialServer
+
+from mesh import Empty
+from mesh.errors import NotAllowed
+from mesh.plugin.discovery import PluginSource, discover, source_from_package
+from mesh.scaffold import PluginSpec, render
+from mesh.storage.migrations import PluginStorage
+from mesh.testing import (
+    Bus,
+    MeshSetupError,
+    RunningMesh,
+    assert_migrations_sound,
+    select_plugins,
+)
+from mesh.testing.harness import project_plugins
+from tests.conftest import fixture_source
+
+BIN = Path(sys.executable).parent
+
+
+# -- the mesh fixture, here -----------------------------------------------------------------
+
+
+@pytest.mark.mesh_plugins("noop")
+async def test_stubs_call_as_the_caller_named(mesh: RunningMesh) -> None:
+    assert mesh.plugins == ["noop"]
+    assert list(mesh.services) == ["server", "client", "agent", "worker"]
+    noop = mesh.stub(NoopContract)
+    assert (await noop.echo(EchoRequest(text="hi"))).text == "hi"
+    report = AgentReport(agent="a", text="t")
+    with pytest.raises(NotAllowed, match="cli may not call noop.report"):
+        await noop.report(report)
+    await mesh.stub(NoopContract, caller="agent").report(report)
+    assert report in (await noop.stats(Empty())).reports
+    with pytest.raises(ValueError, match="unknown caller 'desktop'"):
+        mesh.stub(NoopContract, caller="desktop")
+    handle = await noop.echo_later.enqueue(EchoRequest(text="later"))
+    assert (await handle.result(timeout=10)).served_by == mesh.service("worker").instance
+    assert isinstance(mesh.part("noop", "client"), NoopClient)
+    assert mesh.state("noop", "agent") == "started"
+
+
+@pytest.mark.mesh_plugins("tutorial")
+async def test_only_the_services_the_plugins_need_run(mesh: RunningMesh) -> None:
+    assert list(mesh.services) == ["server", "worker"]
+    with pytest.raises(KeyError, match="no client runs in this mesh"):
+        mesh.service("client")
+
+
+@pytest.mark.mesh_plugins("greeter")
+async def test_a_part_is_where_its_plugin_runs(mesh: RunningMesh) -> None:
+    assert mesh.plugins == ["greeter", "noop"]
+    assert mesh.state("greeter") == "started"
+    with pytest.raises(KeyError, match="greeter runs no part on the client"):
+        mesh.part("greeter", "client")
+
+
+@pytest.mark.mesh_plugins("tutorial")
+async def test_settings_reach_every_service_and_the_part(mesh: RunningMesh) -> None:
+    settings = await mesh.set_settings("tutorial", max_rows=2)
+    for kind in ("server", "worker"):
+        assert mesh.service(kind).host.settings["tutorial"] == settings
+    part = mesh.part("tutorial")
+    assert isinstance(part, TutorialServer) and part.settings_seen == 2
+    with pytest.raises(Exception, match="max_rows"):  # validated as the admin API does
+        await mesh.set_settings("tutorial", max_rows=0)
+
+
+@pytest.mark.mesh_plugins("tutorial")
+async def test_a_session_sees_what_the_plugin_stored(mesh: RunningMesh) -> None:
+    from mesh_tutorial.models import StringIntRow
+    from sqlalchemy import select
+
+    tutorial = mesh.stub(TutorialContract)
+    await tutorial.add_string_int(StringIntFields(string1="kept", int1=3))
+    async with mesh.session("tutorial") as session:
+        rows = (await session.scalars(select(StringIntRow))).all()
+        assert [(r.string1, r.int1) for r in rows] == [("kept", 3)]
+        session.add(StringIntRow(string1="added", int1=4))
+        await session.commit()
+    listed = await tutorial.list_string_ints(StringIntQuery())
+    assert [r.string1 for r in listed.items] == ["kept", "added"]
+    with pytest.raises(KeyError, match="declares no"):
+        mesh.session("noop")
+
+
+async def test_a_plugin_that_fails_to_start_is_named_with_its_reason(memory_bus: Bus,
+                                                                   tmp_path: Path) -> None:
+    sources = [*select_plugins(["noop"]), fixture_source("store_bad")]
+    with pytest.raises(MeshSetupError, match="store_bad on the server: failed"):
+        await RunningMesh.start(memory_bus, sources,
+                                f"sqlite+aiosqlite:///{tmp_path / 'db' / 'mesh.sqlite'}")
+
+
+# -- choosing the plugins -------------------------------------------------------------------
+
+
+def test_dependencies_come_along_and_none_means_all() -> None:
+    assert [s.name for s in select_plugins(["greeter"])] == ["greeter", "noop"]
+    assert [s.name for s in select_plugins(None)] == [s.name for s in discover()]
+
+
+def test_missing_and_broken_plugins_are_named() -> None:
+    with pytest.raises(MeshSetupError, match="plugin 'nothere' is not installed"):
+        select_plugins(["nothere"])
+    installed = [s for s in discover() if s.name != "noop"]
+    with pytest.raises(MeshSetupError, match=r"plugin 'noop' \(needed by greeter\) is not"):
+        select_plugins(["greeter"], installed)
+    broken = PluginSource("broken", "mesh_broken", None, None, "no plugin.toml at /x")
+    with pytest.raises(MeshSetupError, match="plugin 'broken' cannot be loaded: no plugin.toml"):
+        select_plugins(["broken"], [broken])
+
+
+def test_the_project_of_the_test_names_its_plugins(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "tests" / "deep").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n[project.entry-points."mesh.plugins"]\nb = "mesh_b"\n'
+        'a = "mesh_a"\n')
+    assert project_plugins(project / "tests" / "deep") == ["a", "b"]
+    (project / "tests" / "pyproject.toml").write_text('[project]\nname = "tests"\n')
+    assert project_plugins(project / "tests" / "deep") is None  # the nearest one declares none
+    assert project_plugins(Path(__file__).parent) is None  # mesh's own: every plugin
+
+
+# -- assert_migrations_sound ------------------------------------------------------------------
+
+
+def made_plugin(root: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> PluginStorage:
+    """A plugin from `mesh plugin new`, importable from `root` (not installed)."""
+    for path, text in render(PluginSpec(name, ("server",), True)).items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    monkeypatch.syspath_prepend(str(root))
+    storage = PluginStorage.from_source(source_from_package(name, f"mesh_{name}"))
+    assert storage is not None
+    return storage
+
+
+async def test_models_that_drift_from_the_migrations_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage = made_plugin(tmp_path, "drifty", monkeypatch)
+    models = tmp_path / "mesh_drifty" / "models.py"
+    models.write_text(models.read_text() + "    pinned: Mapped[bool]\n")
+    with pytest.raises(AssertionError, match="drifty's models differ from its migrations"):
+        await assert_migrations_sound(storage, f"sqlite+aiosqlite:///{tmp_path / 'db' / 'm.db'}")
+
+
+async def test_two_heads_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = made_plugin(tmp_path, "forked", monkeypatch)
+    first = tmp_path / "mesh_forked" / "migrations" / "0001_initial.py"
+    second = first.with_name("0002_other.py")
+    second.write_text(first.read_text().replace('revision: str = "0001"',
+                                                'revision: str = "0002"'))
+    with pytest.raises(AssertionError, match="forked has 2 migration heads"):
+        await assert_migrations_sound(storage, f"sqlite+aiosqlite:///{tmp_path / 'db' / 'm.db'}")
+
+
+# -- in pytest runs of their own --------------------------------------------------------------
+
+
+KIT_TESTS = '''
+import pytest
+
+from mesh.plugin.discovery import discover
+
+
+@pytest.mark.mesh_plugins("greeter")
+async def test_marker(mesh):
+    assert mesh.plugins == ["greeter", "noop"]
+
+
+async def test_default(mesh):  # this project declares no plugin: every installed one
+    assert mesh.plugins == [s.name for s in discover()]
+
+
+@pytest.mark.mesh_plugins("nothere")
+async def test_missing(mesh):
+    pass
+'''
+
+
+def pytest_run(folder: Path, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
+         "-o", "asyncio_default_fixture_loop_scope=function", *args, str(folder)],
+        cwd=folder, capture_output=True, text=True, timeout=180,
+        env={**os.environ, **(env or {})})
+
+
+def test_the_marker_the_default_and_a_missing_plugin(tmp_path: Path) -> None:
+    (tmp_path / "test_kit.py").write_text(KIT_TESTS)
+    result = pytest_run(tmp_path)
+    assert "2 passed, 1 error" in result.stdout, result.stdout
+    assert "plugin 'nothere' is not installed in this environment" in result.stdout
+
+
+def test_the_option_chooses_plugins_and_the_marker_wins(tmp_path: Path) -> None:
+    (tmp_path / "test_kit.py").write_text(textwrap.dedent('''
+        import pytest
+
+        async def test_option(mesh):
+            assert mesh.plugins == ["tutorial"] and list(mesh.services) == ["server", "worker"]
+
+        @pytest.mark.mesh_plugins("noop")
+        async def test_marker_wins(mesh):
+            assert mesh.plugins == ["noop"]
+    '''))
+    result = pytest_run(tmp_path, "--mesh-plugins=tutorial")
+    assert "2 passed" in result.stdout, result.stdout
+    bad = pytest_run(tmp_path, "--mesh-bus=carrier-pigeon")
+    assert bad.returncode == 4 and "invalid choice: 'carrier-pigeon'" in bad.stderr
+
+
+def test_without_pytest_asyncio_pytest_runs_and_the_fixture_says_why(tmp_path: Path) -> None:
+    fake = tmp_path / "site" / "pytest_asyncio"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('pytest-asyncio is not installed')\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_kit.py").write_text(
+        "def test_sync():\n    pass\n\n\ndef test_mesh(mesh):\n    pass\n")
+    result = subprocess.run(
+        [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-p", "no:asyncio",
+         str(tmp_path / "tests")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={"PATH": str(BIN), "PYTHONPATH": str(tmp_path / "site")})
+    assert "1 passed, 1 error" in result.stdout, result.stdout + result.stderr
+    assert "mesh's testing kit needs pytest-asyncio: pip install 'mesh[testing]'" in result.stdout
+
+
+def test_a_service_that_does_not_answer_says_how_to_start_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mesh.testing import backends
+
+    monkeypatch.setenv("MESH_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:1/")
+    with pytest.raises(backends.ServiceUnreachable,
+                       match=r"RabbitMQ is not reachable at 127.0.0.1:1 \(MESH_TEST_BROKER_URL\)"
+                             r"; start it with `rabbitmq-server -detached`"):
+        backends.broker_url()
+    monkeypatch.setenv("MESH_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/x")
+    with pytest.raises(backends.ServiceUnreachable, match="PostgreSQL is not reachable at "
+                                                          "127.0.0.1:1"):
+        backends.postgres_admin_url()
+    monkeypatch.delenv("MESH_TEST_BROKER_URL")
+    assert backends.broker_url() == backends.DEFAULT_BROKER_URL  # this machine's answers
+
+
+async def test_unknown_kinds_of_bus_and_database_are_refused(tmp_path: Path) -> None:
+    from mesh.testing.backends import empty_database
+
+    with pytest.raises(ValueError, match="a bus is 'memory' or 'rabbitmq', not 'mqtt'"):
+        Bus("mqtt", None, tmp_path)
+    with pytest.raises(ValueError, match="a RabbitMQ bus needs the broker's URL"):
+        Bus("rabbitmq", None, tmp_path)
+    with pytest.raises(ValueError, match="'sqlite' or 'postgresql', not 'mysql'"):
+        async with empty_database("mysql", tmp_path, lambda: ""):
+            pass
