@@ -72,8 +72,8 @@ def scaffold_blocks() -> list[tuple[str, str, tuple[str, ...], str, str]]:
     `# mesh plugin new NAME [OPTIONS] → PATH`."""
     found = []
     for doc in DOCS:
-        for _, body in blocks(doc):
-            first, _, rest = body.partition("\n")
+        for block in blocks(doc):
+            first, _, rest = block.body.partition("\n")
             match = SCAFFOLDED.match(first)
             if match:
                 name, options, path = match.groups()
@@ -141,8 +141,8 @@ def test_the_readme_tour_shows_what_scaffolding_prints(
 
     from mesh.cli.main import app
 
-    session = next(body for kind, body in blocks(ROOT / "README.md")
-                   if kind == "sh" and "mesh plugin new" in body)
+    session = next(b.body for b in blocks(ROOT / "README.md")
+                   if b.language == "sh" and "mesh plugin new" in b.body)
     command, _, rest = session.partition("\n")
     args = command.split("mesh ", 1)[1].split()
     shown = rest.split("\n$ ", 1)[0]

@@ -5,7 +5,7 @@ import asyncio
 
 from mesh import PluginPart, handles
 from mesh.errors import Unavailable
-from mesh_tutorial.contract import AgentStatus, IntResult, Ints, StringIntFields, TutorialContract
+from mesh_tutorial.contract import AgentStatus, IntResult, Ints, TutorialContract
 
 
 class TutorialAgent(PluginPart):
@@ -15,7 +15,7 @@ class TutorialAgent(PluginPart):
         self.ctx.spawn(self.call_the_server(), name="tutorial-agent-example")
 
     async def call_the_server(self) -> None:
-        """Peek's AgentToServerRpcCallExample: a status, some sums, a row, a status."""
+        """Peek's AgentToServerRpcCallExample: a status, some sums, a status."""
         server = self.ctx.stub(TutorialContract)
         started = AgentStatus(text="Agent RPC example started")
         while True:
@@ -27,8 +27,7 @@ class TutorialAgent(PluginPart):
         seed = 5
         for _ in range(5):
             seed = (await server.add_ints(Ints(val1=seed, val2=7))).result
-        await server.add_string_int(StringIntFields(string1="Created from agent RPC", int1=seed))
-        await server.update_status(AgentStatus(text="Agent RPC example completed"))
+        await server.update_status(AgentStatus(text=f"Agent RPC example completed: {seed}"))
 
     @handles(TutorialContract.sub_ints)
     async def sub_ints(self, request: Ints) -> IntResult:

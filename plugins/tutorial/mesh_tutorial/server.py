@@ -1,6 +1,7 @@
 """The tutorial on the server, where its data lives: what people, devices, agents, workers and
 other plugins ask of it."""
 
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -57,6 +58,7 @@ class TutorialServer(PluginPart):
     """The tutorial's part on the server."""
 
     async def load(self) -> None:
+        self.agents_said: deque[str] = deque(maxlen=100)  # the latest, oldest first
         # Administrators edit the table through the admin API (Peek's admin_backend).
         admin = APIRouter(prefix="/string_ints")
         admin.get("", response_model=StringIntList)(self.admin_list)
@@ -162,6 +164,7 @@ class TutorialServer(PluginPart):
 
     @handles(TutorialContract.update_status)
     async def update_status(self, request: AgentStatus) -> Empty:
+        self.agents_said.append(request.text)
         self.ctx.log.info("tutorial.agent_said", text=request.text)
         return Empty()
 

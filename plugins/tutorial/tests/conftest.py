@@ -1,65 +1,36 @@
-"""What the tutorial's tests share: the repository's fixtures (a bus, a database on SQLite and
-PostgreSQL) — until mesh ships a testing kit for plugin authors — and a mesh of the services a
-test names, running only the tutorial's plugins."""
+"""The tutorial's tests run on mesh's testing kit (docs/plugin-guide.md): its `mesh` fixture is
+a running mesh with the tutorial started on all four services.
+
+Here every test runs on SQLite and on PostgreSQL, whatever `--mesh-db` says (the tutorial is the
+plugin the docs build, and `make test` gives no options); and `device` is a device connected to
+the client service's gateway.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 
-from mesh.plugin.discovery import PluginSource, source_from_package
-from mesh.rpc.client import RpcClient
-from mesh.service import Service
+from mesh.testing import RunningMesh
+from mesh.testing.backends import empty_database
 from services.client import ClientService
-from tests.conftest import (  # noqa: F401 (fixtures)
-    Bus,
-    broker_url,
-    db_url,
-    memory_bus,
-    postgres_admin_url,
-)
 from tests.device import Device
 
 
-def sources(*plugins: str) -> list[PluginSource]:
-    return [source_from_package(name, f"mesh_{name}") for name in plugins]
-
-
-class TutorialMesh:
-    """Services on one in-process bus, sharing one database; stubs and devices to reach them."""
-
-    def __init__(self, bus: Bus, database_url: str) -> None:
-        self.bus, self.db_url = bus, database_url
-        self.plugins: tuple[str, ...] = ("tutorial",)
-        self.services: dict[str, Service] = {}
-        self.devices: list[Device] = []
-
-    async def start(self, *kinds: str, **settings: Any) -> None:
-        for kind in kinds:
-            self.services[kind] = await self.bus.service(
-                kind, sources=sources(*self.plugins), database_url=self.db_url, **settings)
-
-    async def caller(self, kind: str = "cli") -> RpcClient:
-        """Calls as a `kind` service would: the contract's `callers` are checked against it."""
-        client = RpcClient(await self.bus.connected(f"caller-{kind}"), kind)
-        await client.start()
-        return client
-
-    async def device(self) -> Device:
-        client = self.services["client"]
-        assert isinstance(client, ClientService)
-        device = await Device.connect(f"ws://127.0.0.1:{client.bound_port}/ws")
-        self.devices.append(device)
-        return device
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def mesh_database_url(request: pytest.FixtureRequest, tmp_path: Path
+                            ) -> AsyncIterator[str]:
+    async with empty_database(request.param, tmp_path / "mesh-db",
+                              lambda: request.getfixturevalue("mesh_postgres_admin_url")) as url:
+        yield url
 
 
 @pytest.fixture
-async def tutorial_mesh(db_url: str, memory_bus: Bus) -> AsyncIterator[TutorialMesh]:  # noqa: F811
-    mesh = TutorialMesh(memory_bus, db_url)
-    yield mesh
-    for device in mesh.devices:
-        await device.close()
-    for service in reversed(mesh.services.values()):  # before the database goes
-        await service.stop()
+async def device(mesh: RunningMesh) -> AsyncIterator[Device]:
+    client = mesh.service("client")
+    assert isinstance(client, ClientService)
+    connected = await Device.connect(f"ws://127.0.0.1:{client.bound_port}/ws")
+    yield connected
+    await connected.close()

@@ -9,15 +9,15 @@ import pytest
 from mesh_tutorial.contract import StringCapToggle, StringIntFields, TutorialContract
 
 from mesh.errors import NotAllowed
+from mesh.testing import RunningMesh
+from tests.device import Device
 
 TOPIC = "tutorial.string_ints"
 
 
-async def test_actions_change_rows_and_answer(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server", "client")
-    tutorial = TutorialContract(await tutorial_mesh.caller())
+async def test_actions_change_rows_and_answer(mesh: RunningMesh, device: Device) -> None:
+    tutorial = mesh.stub(TutorialContract)
     row = await tutorial.add_string_int(StringIntFields(string1="Hello", int1=2**31 - 2))
-    device = await tutorial_mesh.device()
     await device.answer({"type": "subscribe", "id": "all", "topic": TOPIC, "selector": {}})
     await device.expect(lambda f: f["type"] == "snapshot")
 
@@ -42,9 +42,8 @@ async def test_actions_change_rows_and_answer(tutorial_mesh) -> None:
     assert bad["error"]["code"] == "invalid_action"
 
 
-async def test_actions_are_for_devices_only(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server")
-    tutorial = TutorialContract(await tutorial_mesh.caller("cli"))
+async def test_actions_are_for_devices_only(mesh: RunningMesh) -> None:
+    tutorial = mesh.stub(TutorialContract, caller="cli")
     row = await tutorial.add_string_int(StringIntFields(string1="x", int1=1))
     with pytest.raises(NotAllowed):
         await tutorial.string_cap_toggle(StringCapToggle(string_int_id=row.id))

@@ -6,14 +6,13 @@ from __future__ import annotations
 import httpx
 from mesh_tutorial.contract import StringIntQuery, TutorialContract
 
+from mesh.testing import RunningMesh, eventually
 from services.server import ServerService
 from services.server.admin.auth import admin_token
-from tests.conftest import eventually
 
 
-async def test_administrators_edit_the_table_and_the_settings(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server")
-    server = tutorial_mesh.services["server"]
+async def test_administrators_edit_the_table_and_the_settings(mesh: RunningMesh) -> None:
+    server = mesh.service("server")
     assert isinstance(server, ServerService) and server.admin is not None
     token, _ = admin_token(server.settings)
     rows = "/api/v1/plugins/tutorial/admin/string_ints"
@@ -42,6 +41,5 @@ async def test_administrators_edit_the_table_and_the_settings(tutorial_mesh) -> 
         assert (await admin.put(settings, json={"max_rows": 1})).status_code == 200
     # The new settings reach every service running the tutorial, this server too, over the bus.
     await eventually(lambda: server.host.settings_for("tutorial").max_rows == 1)
-    tutorial = TutorialContract(await tutorial_mesh.caller())
-    listed_now = await tutorial.list_string_ints(StringIntQuery())
+    listed_now = await mesh.stub(TutorialContract).list_string_ints(StringIntQuery())
     assert [r.string1 for r in listed_now.items] == ["two"]  # at most max_rows

@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 import pytest
-from mesh_tutorial.contract import Ints, StringIntQuery, TutorialContract
-from structlog.testing import capture_logs
+from mesh_tutorial.contract import Ints, TutorialContract
 
 from mesh.errors import NotAllowed
-from tests.conftest import eventually
+from mesh.testing import RunningMesh, eventually
 
 
-async def test_the_agent_calls_the_server_and_the_server_calls_the_agent(tutorial_mesh) -> None:
-    with capture_logs() as logs:
-        await tutorial_mesh.start("server", "agent")
-        said = lambda: [e["text"] for e in logs if e["event"] == "tutorial.agent_said"]  # noqa: E731
-        await eventually(lambda: len(said()) == 2)
-    assert said() == ["Agent RPC example started", "Agent RPC example completed"]
-    cli = TutorialContract(await tutorial_mesh.caller("cli"))
-    rows = (await cli.list_string_ints(StringIntQuery())).items
-    assert [(r.string1, r.int1) for r in rows] == [("Created from agent RPC", 5 + 5 * 7)]
-    assert (await cli.ask_agent(Ints(val1=7, val2=5))).result == 2
+async def test_the_agent_calls_the_server_and_the_server_calls_the_agent(
+    mesh: RunningMesh,
+) -> None:
+    server = mesh.part("tutorial", "server")
+    await eventually(lambda: len(server.agents_said) == 2)  # type: ignore[attr-defined]
+    assert list(server.agents_said) == [  # type: ignore[attr-defined]
+        "Agent RPC example started", f"Agent RPC example completed: {5 + 5 * 7}"]
+    ask = mesh.stub(TutorialContract).ask_agent
+    assert (await ask(Ints(val1=7, val2=5))).result == 2  # the server asks the agent
 
 
-async def test_only_the_agent_and_the_server_may_make_those_calls(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server", "agent")
-    cli = TutorialContract(await tutorial_mesh.caller("cli"))
-    client = TutorialContract(await tutorial_mesh.caller("client"))
+async def test_only_the_agent_and_the_server_may_make_those_calls(mesh: RunningMesh) -> None:
     with pytest.raises(NotAllowed):
-        await cli.sub_ints(Ints(val1=7, val2=5))
+        await mesh.stub(TutorialContract, caller="cli").sub_ints(Ints(val1=7, val2=5))
     with pytest.raises(NotAllowed):
-        await client.add_ints(Ints(val1=1))
-    server = TutorialContract(await tutorial_mesh.caller("server"))
-    assert (await server.sub_ints(Ints(val1=1))).result == 1 - 9
+        await mesh.stub(TutorialContract, caller="client").add_ints(Ints(val1=1))
+    as_server = mesh.stub(TutorialContract, caller="server")
+    assert (await as_server.sub_ints(Ints(val1=1))).result == 1 - 9
+    as_agent = mesh.stub(TutorialContract, caller="agent")
+    assert (await as_agent.add_ints(Ints(val1=1))).result == 1 + 9

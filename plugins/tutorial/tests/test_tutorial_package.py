@@ -6,11 +6,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
-from mesh.plugin.host import PluginState
 from mesh.plugin.manifest import parse_manifest
+from mesh.testing import RunningMesh
 
 PLUGIN = Path(__file__).parents[1]
 
@@ -29,15 +30,11 @@ def test_the_package_builds_a_wheel_that_declares_the_plugin(tmp_path: Path) -> 
         entry_points = archive.read("mesh_tutorial-1.0.0.dist-info/entry_points.txt").decode()
         manifest = archive.read("mesh_tutorial/plugin.toml").decode()
     assert "[mesh.plugins]\ntutorial = mesh_tutorial" in entry_points
-    import tomllib
-
     plugin = parse_manifest(tomllib.loads(manifest))
     assert (plugin.name, plugin.version) == ("tutorial", "1.0.0")
     assert plugin.services["server"] == "mesh_tutorial.server:TutorialServer"
 
 
-async def test_the_server_runs_the_plugin(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server")
-    host = tutorial_mesh.services["server"].host
-    assert host.state("tutorial") is PluginState.STARTED
-    assert type(host.records["tutorial"].part).__name__ == "TutorialServer"
+async def test_the_server_runs_the_plugin(mesh: RunningMesh) -> None:
+    assert mesh.state("tutorial", "server") == "started"
+    assert type(mesh.part("tutorial", "server")).__name__ == "TutorialServer"

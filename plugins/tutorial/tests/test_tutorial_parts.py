@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from mesh.plugin.host import PluginState
+from mesh.testing import RunningMesh
 
 
-async def test_every_service_runs_its_part(tutorial_mesh) -> None:
-    kinds = ("server", "client", "agent", "worker")
-    await tutorial_mesh.start(*kinds)
-    for kind in kinds:
-        record = tutorial_mesh.services[kind].host.records["tutorial"]
-        assert record.state is PluginState.STARTED, (kind, record.error)
-        assert type(record.part).__name__ == f"Tutorial{kind.capitalize()}"
+async def test_every_service_runs_its_part(mesh: RunningMesh) -> None:
+    for kind in ("server", "client", "agent", "worker"):
+        assert mesh.state("tutorial", kind) == "started", kind
+        assert type(mesh.part("tutorial", kind)).__name__ == f"Tutorial{kind.capitalize()}"

@@ -15,11 +15,11 @@ from mesh_tutorial.contract import (
 )
 
 from mesh.errors import InvalidRequest
+from mesh.testing import RunningMesh
 
 
-async def test_string_ints_and_settings_over_rpc(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server")
-    tutorial = TutorialContract(await tutorial_mesh.caller())
+async def test_string_ints_and_settings_over_rpc(mesh: RunningMesh) -> None:
+    tutorial = mesh.stub(TutorialContract)
 
     first = await tutorial.add_string_int(StringIntFields(string1="alpha", int1=1))
     await tutorial.add_string_int(StringIntFields(string1="beta", int1=2))
@@ -35,8 +35,8 @@ async def test_string_ints_and_settings_over_rpc(tutorial_mesh) -> None:
         await tutorial.delete_string_int(StringIntId(id=first.id))
     with pytest.raises(NotFound):
         await tutorial.change_string_int(StringIntChange(id=first.id, string1="gone"))
-    with pytest.raises(InvalidRequest):
-        await tutorial.add_string_int({"string1": "", "int1": 1})  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):  # the server checks every request against the contract
+        await tutorial.add_string_int(StringIntFields.model_construct(string1="", int1=1))
     listed = await tutorial.list_string_ints(StringIntQuery())
     assert [(r.string1, r.int1) for r in listed.items] == [("beta", 2)]
 
@@ -47,9 +47,8 @@ async def test_string_ints_and_settings_over_rpc(tutorial_mesh) -> None:
         await tutorial.get_setting(SettingKey(key="missing"))
 
 
-async def test_like_wildcards_in_a_prefix_are_literal(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server")
-    tutorial = TutorialContract(await tutorial_mesh.caller())
+async def test_like_wildcards_in_a_prefix_are_literal(mesh: RunningMesh) -> None:
+    tutorial = mesh.stub(TutorialContract)
     await tutorial.add_string_int(StringIntFields(string1="100%", int1=1))
     await tutorial.add_string_int(StringIntFields(string1="1000", int1=2))
     found = await tutorial.list_string_ints(StringIntQuery(prefix="100%"))

@@ -5,32 +5,29 @@ from __future__ import annotations
 
 from mesh_tutorial.contract import StringIntFields, StringIntId, StringIntQuery, TutorialContract
 
-from mesh.tasks.client import TaskClient
+from mesh.testing import RunningMesh
+from tests.device import Device
 
 
-async def test_double_int_runs_on_the_worker_once_per_key(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server", "worker")
-    tutorial = TutorialContract(await tutorial_mesh.caller())
+async def test_double_int_runs_on_the_worker_once_per_key(mesh: RunningMesh) -> None:
+    tutorial = mesh.stub(TutorialContract)
     row = await tutorial.add_string_int(StringIntFields(string1="seven", int1=7))
-    tasks = TutorialContract(TaskClient(await tutorial_mesh.bus.connected("enqueuer"), "cli",
-                                        "enqueuer"))
 
-    doubled = await (await tasks.double_int.enqueue(StringIntId(id=row.id))).result(timeout=10)
+    doubled = await (await tutorial.double_int.enqueue(StringIntId(id=row.id))).result(10)
     assert doubled.int1 == 14
     # The same idempotency key twice, as if the task had been delivered again: applied once.
-    first = await tasks.double_int.enqueue(StringIntId(id=row.id), idempotency_key="once")
-    again = await tasks.double_int.enqueue(StringIntId(id=row.id), idempotency_key="once")
+    first = await tutorial.double_int.enqueue(StringIntId(id=row.id), idempotency_key="once")
+    again = await tutorial.double_int.enqueue(StringIntId(id=row.id), idempotency_key="once")
     assert (await first.result(timeout=10)).int1 == 28
     assert (await again.result(timeout=10)).int1 == 28
     listed = await tutorial.list_string_ints(StringIntQuery())
     assert [r.int1 for r in listed.items] == [28]
 
 
-async def test_a_device_doubles_a_row_through_the_client_and_a_worker(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server", "client", "worker")
-    tutorial = TutorialContract(await tutorial_mesh.caller())
-    row = await tutorial.add_string_int(StringIntFields(string1="three", int1=3))
-    device = await tutorial_mesh.device()
+async def test_a_device_doubles_a_row_through_the_client_and_a_worker(
+    mesh: RunningMesh, device: Device,
+) -> None:
+    row = await mesh.stub(TutorialContract).add_string_int(StringIntFields(string1="a", int1=3))
     await device.answer({"type": "subscribe", "id": "all", "topic": "tutorial.string_ints",
                          "selector": {}})
     await device.expect(lambda f: f["type"] == "snapshot")

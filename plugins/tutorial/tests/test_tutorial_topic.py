@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh_tutorial.contract import (
-    StringIntChange,
-    StringIntFields,
-    StringIntId,
-    TutorialContract,
-)
+from mesh_tutorial.contract import StringIntChange, StringIntFields, StringIntId, TutorialContract
 
-from services.server import ServerService
+from mesh.testing import RunningMesh
+from tests.device import Device
 
 TOPIC = "tutorial.string_ints"
 
@@ -21,11 +17,9 @@ def rows(frame: dict[str, Any]) -> list[tuple[str, int]]:
     return [(item["string1"], item["int1"]) for item in frame["payload"]["items"]]
 
 
-async def test_a_device_sees_the_rows_and_every_change(tutorial_mesh) -> None:
-    await tutorial_mesh.start("server", "client")
-    tutorial = TutorialContract(await tutorial_mesh.caller())
+async def test_a_device_sees_the_rows_and_every_change(mesh: RunningMesh, device: Device) -> None:
+    tutorial = mesh.stub(TutorialContract)
     apple = await tutorial.add_string_int(StringIntFields(string1="apple", int1=1))
-    device = await tutorial_mesh.device()
 
     async def next_rows(subscription: str) -> list[tuple[str, int]]:
         frame = await device.expect(lambda f: f.get("id") == subscription and f["type"] in (
@@ -48,9 +42,7 @@ async def test_a_device_sees_the_rows_and_every_change(tutorial_mesh) -> None:
 
     await tutorial.add_string_int(StringIntFields(string1="cherry", int1=3))
     assert await next_rows("all") == [("banana", 20), ("cherry", 3)]
-    server = tutorial_mesh.services["server"]
-    assert isinstance(server, ServerService)
-    await server.set_settings("tutorial", {"max_rows": 1})
+    await mesh.set_settings("tutorial", max_rows=1)
     assert await next_rows("all") == [("banana", 20)]
 
     bad = await device.answer({"type": "subscribe", "id": "x", "topic": TOPIC,
