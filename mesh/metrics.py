@@ -35,3 +35,11 @@ TASKS_ENQUEUED = Counter(
     "mesh_tasks_enqueued", "Tasks this process enqueued (confirmed by the broker), by task",
     ["task"], registry=REGISTRY,
 )
+ACCESS_DENIED = Counter(
+    "mesh_access_denied", "Requests refused for a missing permission, by entry point, what was "
+    "asked for and the permission it needs", ["where", "what", "permission"], registry=REGISTRY,
+)
+SIGN_INS = Counter(
+    "mesh_sign_ins", "Sign-in attempts, by entry point and outcome (ok, refused, unavailable)",
+    ["where", "outcome"], registry=REGISTRY,
+)

@@ -259,11 +259,13 @@ def test_contracts_list_cli() -> None:
     result = mesh("contracts", "list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["kind", "name", "service", "callers", "devices", "timeout",
-                                "errors"]
-    assert any(line.split()[:6] == ["action", "tutorial.add_int_value", "server", "client",
-                                    "yes", "10s"] for line in lines)
-    assert "19 entries from 3 plugins: noop, greeter, tutorial" in result.stdout
+    assert lines[0].split() == ["kind", "name", "service", "callers", "devices", "permission",
+                                "timeout", "errors"]
+    assert any(line.split()[:7] == ["action", "tutorial.add_int_value", "server", "client",
+                                    "yes", "tutorial/rows/change", "10s"] for line in lines)
+    assert any(line.split()[:7] == ["rpc", "noop.echo", "server", "any", "-", "-", "5s"]
+               for line in lines)
+    assert "26 entries from 4 plugins: identity, noop, greeter, tutorial" in result.stdout
     as_json = mesh_here("contracts", "list", "--json")
     assert as_json.exit_code == 0, as_json.stderr
     assert Catalog.model_validate_json(as_json.stdout) == build_catalog(discover())
