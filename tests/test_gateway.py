@@ -14,6 +14,7 @@ import websockets
 from mesh.plugin.discovery import discover
 from services.client import ClientService
 from services.server import ServerService
+from services.server.admin.auth import admin_password
 from tests.conftest import Bus, fixture_source
 
 Frame = dict[str, Any]
@@ -27,6 +28,7 @@ class Device:
         self.frames: list[Frame] = []
         self.arrived = asyncio.Event()
         self.taken: set[int] = set()  # frames a test has already matched
+        self.token: str | None = None
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -65,7 +67,8 @@ class Device:
     async def answer(self, frame: Frame) -> Frame:
         await self.send(frame)
         return await self.expect(lambda f: f.get("id") == frame["id"] and f["type"] in (
-            "result", "error", "subscribed", "unsubscribed", "pong"))
+            "result", "error", "subscribed", "unsubscribed", "pong", "signed_in", "signed_out",
+            "catalog"))
 
     async def close(self) -> None:
         await self.socket.close()
@@ -82,9 +85,18 @@ class Gateway:
     def url(self, client: int = 0) -> str:
         return f"ws://127.0.0.1:{self.clients[client].bound_port}/ws"
 
-    async def device(self, client: int = 0) -> Device:
+    async def device(self, client: int = 0, *, user: str | None = "admin",
+                     password: str | None = None) -> Device:
+        """A device on client `client`, signed in as `user` (None: not signed in)."""
         device = await Device.connect(self.url(client))
         self.devices.append(device)
+        if user is not None:
+            if password is None:
+                password, _ = admin_password(self.server.settings)
+            reply = await device.answer({"type": "sign_in", "id": "hello", "username": user,
+                                         "password": password})
+            assert reply["type"] == "signed_in", reply
+            device.token = reply["token"]
         return device
 
     def provider_calls(self) -> int:
@@ -255,9 +267,11 @@ async def test_health_and_catalog_endpoints(gateway: Gateway) -> None:
     import httpx
 
     base = f"http://127.0.0.1:{gateway.clients[0].bound_port}"
+    device = await gateway.device()
     async with httpx.AsyncClient() as http:
         health = (await http.get(f"{base}/healthz")).json()
-        catalog = (await http.get(f"{base}/catalog")).json()
+        catalog = (await http.get(f"{base}/catalog",
+                                  headers={"Authorization": f"Bearer {device.token}"})).json()
         script = await http.get(f"{base}/mesh.js")
         page = await http.get(f"{base}/")
     assert health["status"] == "ok"

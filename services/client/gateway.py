@@ -188,6 +188,7 @@ class DeviceConnection:
         self.identity: Identity | None = None
         self.failed_sign_ins = 0
         self._signing_in = False
+        self._new_identity = asyncio.Event()  # wakes the session watch after a sign-in
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -314,12 +315,14 @@ class DeviceConnection:
         self._signing_in = True
         try:
             token, identity = await self._authenticate(frame)
-        except Unauthenticated:
+        except Unauthenticated as exc:
             self.failed_sign_ins += 1
-            if self.failed_sign_ins >= self.limits.max_failed_sign_ins:
-                log.warning("gateway.too_many_failed_sign_ins", device=self.address)
-                self.disconnect("too many failed sign-ins")
-            raise
+            if self.failed_sign_ins < self.limits.max_failed_sign_ins:
+                raise
+            log.warning("gateway.too_many_failed_sign_ins", device=self.address)
+            self.error(request_id, exc.code, exc.message, exc.details)
+            self.disconnect("too many failed sign-ins")
+            return
         finally:
             self._signing_in = False
         self.failed_sign_ins = 0
@@ -367,6 +370,7 @@ class DeviceConnection:
     def _adopt(self, token: str, identity: Identity) -> None:
         """This connection acts as `identity` now: subscriptions it may not keep are ended."""
         self.token, self.identity = token, identity
+        self._new_identity.set()
         self._end_forbidden_subscriptions(identity)
 
     async def sign_out(self, request_id: str | int, frame: dict[str, Any]) -> None:
@@ -422,7 +426,10 @@ class DeviceConnection:
             wait = self.auth.ttl
             if self.identity is not None and self.identity.expires_at is not None:
                 wait = min(wait, max(0.01, self.identity.expires_at - time.time()))
-            await asyncio.sleep(wait)
+            self._new_identity.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_identity.wait(), wait)
+                continue  # signed in anew: wait for that identity instead
             if self.identity is not None and self.identity.expired():
                 self._signed_out("expired")
             elif self.subscriptions:
