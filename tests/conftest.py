@@ -234,3 +234,21 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def gateway(bus: Bus) -> AsyncIterator[Any]:
+    """A server and a client with the devices fixture plugin; devices sign in as admin."""
+    from services.client import ClientService
+    from services.server import ServerService
+    from tests.devices import Gateway
+
+    sources = [*discover(), fixture_source("devices")]
+    server = await bus.service("server", sources=sources)
+    client = await bus.service("client", sources=sources, device_max_subscriptions=5,
+                               device_max_frame_bytes=4096)
+    assert isinstance(server, ServerService) and isinstance(client, ClientService)
+    gw = Gateway(bus, server, [client])
+    yield gw
+    for device in gw.devices:
+        await device.close()

@@ -26,8 +26,8 @@ from mesh.rpc.client import RpcClient
 from services.client import ClientService
 from services.server import ServerService
 from tests.conftest import Bus, fixture_source
+from tests.devices import Device
 from tests.processes import fixture_plugins_env
-from tests.test_gateway import Device
 
 BASE = {"name": "demo", "title": "Demo", "version": "1.0.0",
         "services": {"server": "demo.server:Part"}}
