@@ -129,7 +129,8 @@ async def test_an_administrator_signs_in_with_a_password(memory_bus: Bus, page: 
 
     def sign_in_and_out() -> None:
         with_password("wrong")
-        wait_for(driver, lambda d: "wrong username or password" in d.find_element(By.ID, "who").text)
+        wait_for(driver, lambda d: "wrong username or password" in
+                 d.find_element(By.ID, "who").text)
         with_password(password)
         wait_for(driver, lambda d: d.find_element(By.ID, "who").text == "signed in as admin")
         wait_for(driver, lambda d: "noop.echo" in d.find_element(By.ID, "contracts").text)

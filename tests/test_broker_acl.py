@@ -178,9 +178,12 @@ async def test_the_mesh_runs_as_its_acl_users_and_the_broker_refuses_the_rest(
 
     assert "ACCESS_REFUSED" in await refused(agent_url, eavesdrop)
 
+    async def ignore(message: Any) -> None:
+        pass
+
     async def steal(channel: Any) -> None:
         queue = await channel.get_queue(f"{exchange}.rpc.server.noop", ensure=False)
-        await queue.consume(lambda message: None)
+        await queue.consume(ignore)
 
     assert "ACCESS_REFUSED" in await refused(agent_url, steal)
 
