@@ -254,3 +254,18 @@ async def test_a_client_replica_hears_of_revocations_too(gateway: Gateway) -> No
     await gateway.server.identity.provider().sign_out(device.token)
     await device.expect(of("signed_out"), timeout=3)
     await eventually(lambda: not second.auth._entries, 3)
+
+
+async def test_the_documented_sign_in_frames_are_understood(gateway: Gateway) -> None:
+    from services.server.admin.auth import admin_password
+    from tests.test_gateway import doc_frames
+
+    password, _ = admin_password(gateway.server.settings)
+    device = await gateway.device(user=None)
+    answers = []
+    for frame in doc_frames("### Signing in"):
+        if frame.get("password") == "<password>":
+            frame["password"] = password
+        answers.append(await device.answer(frame))
+    assert [a["type"] for a in answers] == ["signed_in", "catalog", "signed_out"]
+    assert answers[0]["user"] == "admin" and answers[0]["display_name"] == "Administrator"
