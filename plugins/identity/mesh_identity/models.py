@@ -1,6 +1,6 @@
 """The identity plugin's tables, in its own schema `pl_identity`. Times are Unix seconds."""
 
-from sqlalchemy import Boolean, Float, ForeignKey, MetaData, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -47,9 +47,10 @@ class TokenRow(Base):
     """A session: only the token's SHA-256 is kept, never the token."""
 
     __tablename__ = "token"
+    __table_args__ = (Index("ix_token_user_id", "user_id"),)
 
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
