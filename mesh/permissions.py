@@ -144,7 +144,8 @@ def contract_permissions(contract: type[Contract]) -> dict[str, str]:
     """The permission each entry of `contract` needs, by qualname (entries needing none are
     left out)."""
     found: dict[str, str] = {}
-    for entry in [*contract.rpcs.values(), *contract.topics.values()]:
+    entries: list[Any] = [*contract.rpcs.values(), *contract.topics.values()]
+    for entry in entries:
         if entry.permission is not None:
             found[entry.qualname] = entry.permission
     return found

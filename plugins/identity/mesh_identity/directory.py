@@ -63,8 +63,8 @@ class Directory(IdentityApi):
                       lifetime: float | None = None) -> Session:
         async with self.ctx.session() as session:
             user = await session.scalar(select(UserRow).where(UserRow.username == username))
-        usable = user is not None and user.enabled and user.password_hash is not None
-        if not await self._matches(user.password_hash if usable else None, password):
+        stored = user.password_hash if user is not None and user.enabled else None
+        if not await self._matches(stored, password):
             raise Unauthenticated(REFUSED)
         assert user is not None and user.password_hash is not None
         longest = float(self.ctx.settings.token_lifetime_s)

@@ -3,17 +3,11 @@
 from sqlalchemy import Boolean, Float, ForeignKey, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from mesh.storage.naming import NAMING_CONVENTION
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(schema="pl_identity", naming_convention=NAMING)
+    metadata = MetaData(schema="pl_identity", naming_convention=NAMING_CONVENTION)
 
 
 class UserRow(Base):
