@@ -121,6 +121,7 @@ def test_every_catalog_entry_has_its_channels_and_operations() -> None:
         assert request["x-mesh"]["qualname"] == entry.qualname
         assert request["x-mesh"]["kind"] == entry.kind
         assert request["x-mesh"]["callers"] == entry.callers
+        assert request["x-mesh"]["permission"] == entry.permission
         assert request["x-mesh"]["errors"] == [e.code for e in entry.errors]
         reply = channels[f"{entry.routing_key}.reply"]
         assert reply["address"] is None and set(reply["messages"]) == {"reply", "error"}

@@ -132,7 +132,7 @@ def test_disabled_refused_and_contractless_plugins() -> None:
     assert status["greeter"] == ("refused", "depends on noop, which is disabled")
     assert status["nodeps_api"] == ("no_contract", None)
     assert status["tutorial"] == ("ok", None)
-    assert {e.plugin for e in catalog.entries} == {"tutorial"}
+    assert {e.plugin for e in catalog.entries} == {"identity", "tutorial"}
     assert catalog.broken == []
 
 

@@ -269,3 +269,19 @@ async def test_the_documented_sign_in_frames_are_understood(gateway: Gateway) ->
         answers.append(await device.answer(frame))
     assert [a["type"] for a in answers] == ["signed_in", "catalog", "signed_out"]
     assert answers[0]["user"] == "admin" and answers[0]["display_name"] == "Administrator"
+
+
+async def test_frames_sent_right_after_sign_in_are_checked_as_that_user(gateway: Gateway
+                                                                        ) -> None:
+    from services.server.admin.auth import admin_password
+
+    password, _ = admin_password(gateway.server.settings)
+    device = await gateway.device(user=None)
+    await device.send({"type": "sign_in", "id": 1, "username": "admin", "password": password})
+    await device.send({"type": "call", "id": 2, "rpc": "devices.whoami"})  # not waiting
+    answer = await device.expect(lambda f: f.get("id") == 2, timeout=10)
+    assert answer == {"type": "result", "id": 2, "result": {"text": "admin"}}
+    await device.send({"type": "sign_in", "id": 3, "username": "admin", "password": password})
+    twice = await device.answer({"type": "sign_in", "id": 4, "username": "admin",
+                                 "password": password})
+    assert twice["error"]["message"] == "a sign-in is in progress on this connection"

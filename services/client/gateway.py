@@ -188,6 +188,8 @@ class DeviceConnection:
         self.identity: Identity | None = None
         self.failed_sign_ins = 0
         self._signing_in = False
+        self._settled = asyncio.Event()  # no sign-in in progress: requests may be checked
+        self._settled.set()
         self._new_identity = asyncio.Event()  # wakes the session watch after a sign-in
 
     def spawn(self, coro: Any) -> None:
@@ -293,6 +295,14 @@ class DeviceConnection:
         if request_id is None:
             self.error(None, "bad_frame", f"a {kind} frame needs an id")
             return
+        if kind == "sign_in":
+            if self._signing_in:
+                self.error(request_id, "bad_frame", "a sign-in is in progress on this "
+                           "connection")
+                return
+            # frames after a sign_in are checked as whoever it signs in
+            self._signing_in = True
+            self._settled.clear()
         self.spawn(self._guarded(handler, request_id, frame))
 
     async def _guarded(self, handler: Any, request_id: str | int, frame: dict[str, Any]) -> None:
@@ -310,9 +320,6 @@ class DeviceConnection:
 
     async def sign_in(self, request_id: str | int, frame: dict[str, Any]) -> None:
         """With a username and password, or with a token from an earlier sign-in."""
-        if self._signing_in:
-            raise DeviceError("bad_frame", "a sign-in is in progress on this connection")
-        self._signing_in = True
         try:
             token, identity = await self._authenticate(frame)
         except Unauthenticated as exc:
@@ -325,6 +332,7 @@ class DeviceConnection:
             return
         finally:
             self._signing_in = False
+            self._settled.set()
         self.failed_sign_ins = 0
         self._adopt(token, identity)
         reply: dict[str, Any] = {"type": "signed_in", "id": request_id, "user": identity.user,
@@ -436,6 +444,7 @@ class DeviceConnection:
                 await self.recheck()
 
     async def _who(self) -> Identity:
+        await self._settled.wait()
         if self.token is None:
             raise DeviceError("unauthenticated", "sign in first: send a sign_in frame")
         token = self.token
