@@ -118,6 +118,9 @@ def create_app(cache: ObservableCache, rpc: RpcClient, catalog: Catalog,
             return JSONResponse({"code": exc.code, "message": exc.message,
                                  "details": exc.details}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
+        except RpcError as exc:  # the server cannot check it now
+            return JSONResponse({"code": exc.code, "message": exc.message, "details": None},
+                                status_code=503)
 
     @app.get("/", response_class=HTMLResponse)
     async def demo_page() -> str:
