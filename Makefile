@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed
 # The official AsyncAPI parser, which the tests run over `mesh contracts asyncapi`.
 VALIDATOR := tools/asyncapi-validate
 NODE_STAMP := $(VALIDATOR)/node_modules/.installed
+# Docker Compose v2, which the tests check docker-compose.yml with; Mermaid, which they render
+# the docs' diagrams with.
+COMPOSE_V2 := $(VENV)/bin/docker-compose-v2
+MERMAID := $(VENV)/share/mermaid/mermaid.min.js
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +23,19 @@ $(NODE_STAMP): $(VALIDATOR)/package.json $(VALIDATOR)/package-lock.json
 	npm ci --prefix $(VALIDATOR) --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+$(COMPOSE_V2): scripts/install-compose-v2 | $(STAMP)
+	scripts/install-compose-v2 $(VENV)/bin/python $@
+
+$(MERMAID): scripts/install-mermaid | $(STAMP)
+	scripts/install-mermaid $@
+
 .PHONY: install up test lint bench
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(COMPOSE_V2) $(MERMAID)
 
 up: $(STAMP)
 	$(VENV)/bin/mesh up
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(COMPOSE_V2) $(MERMAID)
 	scripts/install-system-deps
 	scripts/ensure-services
 	$(VENV)/bin/ruff check .

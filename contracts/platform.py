@@ -30,6 +30,9 @@ class Heartbeat(BaseModel):
     state: Literal["running", "stopping"]
     transport: str
     plugins: list[PluginStatus]
+    metrics: str | None = Field(
+        default=None, description="The process's Prometheus metrics in the text format; sent "
+        "by one service per process, served by the server's /metrics.")
 
 
 class PluginSwitch(BaseModel):
@@ -73,6 +76,9 @@ class PlatformState(BaseModel):
 
     disabled: list[str]
     settings: dict[str, dict[str, Any]]
+    uploads: list[PluginInstalled] = Field(
+        default_factory=list, description="Uploaded plugins at the versions that run: a "
+        "service whose environment lacks one installs it before starting its plugins.")
 
 
 class PlatformContract(Contract, plugin="mesh"):

@@ -35,6 +35,7 @@ from mesh.catalog import (
 from mesh.contract import CALLER_KINDS, SERVICES
 from mesh.observable.keys import VERSION_HEADER
 from mesh.rpc import wire
+from mesh.rpc.endpoint import rpc_queue_spec
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
@@ -239,8 +240,8 @@ class _Document:
         key = entry.routing_key
         reply_id = f"{key}.reply"
         timeout_ms = max(1, round(entry.timeout * 1000))
-        queue = names.rpc_queue(self.exchange, entry.service, entry.plugin)
-        pattern = names.rpc_pattern(entry.service, entry.plugin)
+        spec = rpc_queue_spec(self.exchange, entry.service, entry.plugin)
+        queue, pattern = spec.name, spec.bindings[0]
         callers = ", ".join(entry.callers) if entry.callers else "any caller"
         declared = "".join(f"\n- `{e.code}`{': ' + e.doc if e.doc else ''}"
                            for e in entry.errors)
@@ -268,8 +269,9 @@ class _Document:
             }},
             "bindings": {"amqp": {
                 **self._exchange_binding(),
-                "x-mesh-queue": {"name": queue, "bindingKey": pattern, "durable": False,
-                                 "autoDelete": True, "exclusive": False},
+                "x-mesh-queue": {"name": queue, "bindingKey": pattern,
+                                 "durable": spec.durable, "autoDelete": spec.auto_delete,
+                                 "exclusive": spec.exclusive, "arguments": dict(spec.arguments)},
             }},
             "x-mesh": {"plugin": entry.plugin, "service": entry.service, **x_mesh},
         }

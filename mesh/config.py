@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,15 +35,19 @@ class MeshSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9_\-]+$",
         description="Name of the topic exchange; every queue name is prefixed with it.",
     )
-    data_dir: Path = Field(default=Path(".mesh"), description="Where mesh keeps local state.")
+    data_dir: Path = Field(
+        default=Path(".mesh"),
+        description="Local state: the admin token, the wheel store, health files, SQLite files.")
     database_url: str | None = Field(
         default=None,
         description="postgresql+asyncpg:// URL. Unset: SQLite files in the data directory.",
     )
     disabled_plugins: list[str] = Field(
-        default_factory=list, description="Plugins discovered but not loaded."
+        default_factory=list, description="JSON list of plugins discovered but not loaded."
     )
-    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_interval: float = Field(
+        default=5.0, gt=0,
+        description="Seconds between heartbeats; an instance silent for three is gone.")
     rpc_concurrency: int = Field(
         default=64, gt=0, description="RPC calls one plugin's queue runs at once per instance."
     )
@@ -53,22 +57,27 @@ class MeshSettings(BaseSettings):
     task_processes: int = Field(
         default_factory=lambda: os.cpu_count() or 1, gt=0,
         description="Processes of a worker's pool for CPU-bound tasks (one task each).",
+        json_schema_extra={"default_shown": "CPUs"},
     )
     shutdown_timeout: float = Field(
-        default=10.0, ge=0, description="How long in-flight handlers may run after SIGTERM."
+        default=10.0, ge=0, description="Seconds in-flight handlers and tasks get after SIGTERM."
     )
-    connect_timeout: float = Field(default=10.0, gt=0)
-    client_host: str = Field(default="127.0.0.1", description="Where the device gateway listens.")
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for the broker when connecting.")
+    client_host: str = Field(default="127.0.0.1",
+                             description="Where the client's device gateway listens.")
     client_port: int = Field(default=8000, ge=0, le=65535,
                              description="The device gateway's port; 0 picks a free one.")
     observable_linger: float = Field(
         default=30.0, ge=0,
         description="Seconds a client keeps a selector upstream after its last device left.",
     )
-    admin_host: str = Field(default="127.0.0.1", description="Where the admin API listens.")
-    admin_port: int = Field(default=8010, ge=0, le=65535, description="0 picks a free one.")
+    admin_host: str = Field(default="127.0.0.1",
+                            description="Where the server's admin API listens.")
+    admin_port: int = Field(default=8010, ge=0, le=65535,
+                            description="The admin API's port; 0 picks a free one.")
     admin_token: SecretStr | None = Field(
-        default=None,
+        default=None, min_length=1,  # an empty token would let every request in
         description="Bearer token of the admin API; unset: generated once into the data dir.",
     )
     admin_password: SecretStr | None = Field(
@@ -87,11 +96,22 @@ class MeshSettings(BaseSettings):
     )
     admin_url: str | None = Field(
         default=None, description="Where `mesh call` finds the admin API when no broker is set.")
-    upload_max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
-    device_max_frame_bytes: int = Field(default=64 * 1024, gt=0)
-    device_max_subscriptions: int = Field(default=200, gt=0)
-    log_format: Literal["auto", "console", "json"] = "auto"
-    log_level: str = "INFO"
+    upload_max_bytes: int = Field(
+        default=20 * 1024 * 1024, gt=0, description="The largest plugin wheel the admin API takes.")
+    device_max_frame_bytes: int = Field(
+        default=64 * 1024, gt=0, description="The largest WebSocket frame a device may send.")
+    device_max_subscriptions: int = Field(
+        default=200, gt=0, description="Subscriptions one device connection may hold.")
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="`json` lines, `console` for people; `auto`: console on a "
+        "terminal, JSON otherwise.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR (any case).")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
     instance_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]+$",
         description="Names this instance on the bus; defaults to service-host-pid-random.",

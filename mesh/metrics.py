@@ -1,8 +1,9 @@
-"""Prometheus metrics of this process (served by the admin API's /metrics on the server)."""
+"""Prometheus metrics of this process. Heartbeats carry them to the server, whose admin API
+serves every live process's metrics on /metrics (services/server/metrics.py)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -43,3 +44,26 @@ SIGN_INS = Counter(
     "mesh_sign_ins", "Sign-in attempts, by entry point and outcome (ok, refused, unavailable)",
     ["where", "outcome"], registry=REGISTRY,
 )
+
+# One service per process sends the process's metrics in its heartbeats (the registry is the
+# process's, so in the embedded mode the four services would otherwise send it four times).
+_reporter: str | None = None
+
+
+def claim_reporting(instance: str) -> bool:
+    """Whether `instance` is the one service of this process that reports its metrics."""
+    global _reporter
+    if _reporter is None:
+        _reporter = instance
+    return _reporter == instance
+
+
+def release_reporting(instance: str) -> None:
+    global _reporter
+    if _reporter == instance:
+        _reporter = None
+
+
+def snapshot() -> str:
+    """This process's metrics in Prometheus' text format, for a heartbeat to carry."""
+    return generate_latest(REGISTRY).decode()

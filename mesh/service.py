@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import re
 import signal
@@ -24,7 +25,7 @@ from contracts.platform import (
     PluginStatus,
     WheelRequest,
 )
-from mesh import __version__
+from mesh import __version__, metrics
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
 from mesh.caller import Caller
@@ -32,6 +33,7 @@ from mesh.config import MeshSettings
 from mesh.contract import Empty
 from mesh.control import ControlChannel
 from mesh.errors import RpcError
+from mesh.health import HealthRecord, remove_health, write_health
 from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
@@ -89,7 +91,9 @@ class Service:
         self.started_at = datetime.now(UTC)
         self._started_mono = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._reports_metrics = False
         self._stopping = False
+        self._health_failed = False
 
     @property
     def sources(self) -> list[PluginSource]:
@@ -98,23 +102,33 @@ class Service:
 
     async def plugin_installed(self, announcement: PluginInstalled) -> None:
         """A plugin was uploaded to the server: run it here too if this service needs it."""
-        known = self.host.sources.get(announcement.plugin)
-        if known is not None and known.manifest is not None and \
-                known.manifest.version == announcement.version:
-            return  # this service installed it already (the server, which announced it)
-        source = next((s for s in discover() if s.name == announcement.plugin), None)
+        if await self.adopt(announcement):
+            await self.host.start_all()
+            self.log.info("plugin.installed", plugin=announcement.plugin,
+                          version=announcement.version)
+
+    def runs_version(self, upload: PluginInstalled) -> bool:
+        known = self.host.sources.get(upload.plugin)
+        return known is not None and known.manifest is not None and \
+            known.manifest.version == upload.version
+
+    async def adopt(self, upload: PluginInstalled) -> bool:
+        """Make an uploaded plugin's version one this service runs, installing its wheel if
+        the environment lacks it; False when there is nothing to do here (or it failed)."""
+        if self.runs_version(upload):
+            return False  # installed already (on the server, by the upload itself)
+        source = next((s for s in discover() if s.name == upload.plugin), None)
         if source is None or source.manifest is None or \
-                source.manifest.version != announcement.version:
-            if self.kind not in announcement.services:
-                return
-            source = await self._fetch_and_install(announcement)
+                source.manifest.version != upload.version:
+            if self.kind not in upload.services:
+                return False
+            source = await self._fetch_and_install(upload)
             if source is None:
-                return
+                return False
         if self.kind not in (source.manifest.services if source.manifest else {}):
-            return
+            return False
         await self.host.install(source)
-        await self.host.start_all()
-        self.log.info("plugin.installed", plugin=source.name, version=announcement.version)
+        return True
 
     async def _fetch_and_install(self, announcement: PluginInstalled) -> PluginSource | None:
         """Not in this environment: fetch the wheel the server keeps and install it here,
@@ -127,8 +141,11 @@ class Service:
                              version=announcement.version), timeout=60)
             installer = PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir),
                                         max_bytes=self.settings.upload_max_bytes)
-            installed = await installer.install(base64.b64decode(wheel.data),
-                                                filename=wheel.filename)
+            data = base64.b64decode(wheel.data, validate=True)
+            if hashlib.sha256(data).hexdigest() != wheel.sha256:
+                raise ValueError(f"the wheel {wheel.filename} arrived damaged (its sha256 is "
+                                 "not the one the server sent)")
+            installed = await installer.install(data, filename=wheel.filename)
         except Exception as exc:
             self.log.error("plugin.install_failed", plugin=announcement.plugin,
                            version=announcement.version, error=str(exc))
@@ -159,6 +176,7 @@ class Service:
             return None
 
     async def start(self) -> None:
+        self._reports_metrics = metrics.claim_reporting(self.instance)
         await self.transport.connect()
         await self.rpc_client.start()
         await self.control.start()
@@ -168,10 +186,14 @@ class Service:
             self.host.runtime_disabled = set(state.disabled)
             for name, values in state.settings.items():
                 await self.host.update_settings(name, values)
+            for upload in state.uploads:  # a new replica, or an environment made anew
+                if await self.adopt(upload):
+                    self.log.info("plugin.restored", plugin=upload.plugin,
+                                  version=upload.version)
         await self.host.start_all()
         await self.started()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
-        self.log.info("service.started", transport=self.transport.kind,
+        self.log.info("service.started", transport=self.transport.kind, pid=os.getpid(),
                       plugins={n: str(r.state) for n, r in self.host.records.items()})
 
     async def stop(self) -> None:
@@ -190,6 +212,8 @@ class Service:
         await self.transport.close()
         if self.database is not None:
             await self.database.close()
+        remove_health(self.settings.data_dir, self.kind)
+        metrics.release_reporting(self.instance)
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:
@@ -204,6 +228,7 @@ class Service:
             mesh_version=__version__,
             state="stopping" if self._stopping else "running",
             transport=self.transport.kind,
+            metrics=metrics.snapshot() if self._reports_metrics else None,
             plugins=[
                 PluginStatus(
                     name=name,
@@ -217,8 +242,9 @@ class Service:
 
     async def _send_heartbeat(self) -> None:
         interval_ms = int(self.settings.heartbeat_interval * 1000)
+        beat = self.heartbeat()
         message = Message(
-            body=self.heartbeat().model_dump_json().encode(),
+            body=beat.model_dump_json().encode(),
             routing_key=heartbeat_key(self.kind, self.instance),
             expiration_ms=interval_ms * 3,
         )
@@ -227,6 +253,25 @@ class Service:
                 await self.transport.publish(message)
         except (TransportClosed, TimeoutError) as exc:
             self.log.warning("service.heartbeat_failed", error=str(exc))
+            if beat.state == "running":
+                return  # the health file ages: unhealthy after a few missed beats
+        self._record_health(beat)
+
+    def health_url(self) -> str | None:
+        """The URL of this service's own HTTP check, if it has one (see mesh/health.py)."""
+        return None
+
+    def _record_health(self, beat: Heartbeat) -> None:
+        record = HealthRecord(service=self.kind, instance=self.instance, pid=beat.pid,
+                              state=beat.state, beat_at=time.time(),
+                              interval_s=beat.interval_s, check_url=self.health_url())
+        try:
+            write_health(self.settings.data_dir, record)
+        except OSError as exc:
+            if not self._health_failed:
+                self.log.warning("service.health_file_failed", error=str(exc),
+                                 hint="`mesh health` cannot tell this service is healthy")
+            self._health_failed = True
 
     async def _heartbeat_loop(self) -> None:
         while True:

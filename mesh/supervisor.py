@@ -1,10 +1,13 @@
-"""`mesh up` with a broker: the four services as separate processes, as docker compose runs them."""
+"""`mesh up` with a broker: the four services as separate processes, as docker compose runs them,
+each restarted with backoff when it dies (`restart: unless-stopped`, in compose terms)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
+from dataclasses import dataclass
 
 from mesh import __version__
 from mesh.config import SERVICE_KINDS, MeshSettings
@@ -49,39 +52,95 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+CONFIG_ERROR = 2  # `mesh run` exits so on bad configuration: restarting would fail again
+QUICK_CRASH_S = 30.0  # a run shorter than this counts towards a crash loop
+MAX_QUICK_CRASHES = 5
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Supervised:
+    """One service's process under `mesh up`, and its record of recent crashes."""
+
+    kind: str
+    proc: asyncio.subprocess.Process
+    started: float
+    quick_crashes: int = 0
+
+    def crashed(self, now: float) -> float | None:
+        """Count a crash; the seconds to wait before restarting, or None to give up."""
+        if self.proc.returncode == CONFIG_ERROR:
+            return None
+        self.quick_crashes = self.quick_crashes + 1 if now - self.started < QUICK_CRASH_S else 1
+        if self.quick_crashes > MAX_QUICK_CRASHES:
+            return None
+        return min(2.0 ** (self.quick_crashes - 1), MAX_BACKOFF_S)
+
+
+async def spawn(kind: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "mesh", "run", kind)
+
+
+def say(message: str) -> None:
+    print(f"mesh up: {message}", file=sys.stderr, flush=True)
+
+
 async def supervise(settings: MeshSettings) -> int:
+    """Run the four services; restart one that dies (with backoff) until it crash-loops.
+
+    Exits 0 after SIGINT/SIGTERM, 1 when a service keeps crashing or cannot be configured."""
     admin_token(settings)  # made before the server starts, so the banner shows the same one
-    procs: dict[str, asyncio.subprocess.Process] = {}
-    for kind in SERVICE_KINDS:
-        procs[kind] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mesh", "run", kind
-        )
-    print(planned_banner(settings, {k: p.pid for k, p in procs.items()}), flush=True)
+    loop = asyncio.get_running_loop()
+    services = {kind: Supervised(kind, await spawn(kind), loop.time())
+                for kind in SERVICE_KINDS}
+    print(planned_banner(settings, {k: s.proc.pid for k, s in services.items()}), flush=True)
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    waits = {asyncio.ensure_future(p.wait()): kind for kind, p in procs.items()}
     stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+    waits = {asyncio.ensure_future(s.proc.wait()): s for s in services.values()}
     code = 0
-    for task in done:
-        if task in waits:
-            kind = waits[task]
-            code = 1
-            print(f"mesh up: the {kind} exited with code {task.result()}; stopping the others",
-                  file=sys.stderr, flush=True)
-    for proc in procs.values():
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    timeout = settings.shutdown_timeout + 5
-    for kind, proc in procs.items():
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            print(f"mesh up: the {kind} did not stop in {timeout}s; killing it", file=sys.stderr)
-            proc.kill()
-            await proc.wait()
+    while not stop.is_set():
+        done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            service = waits.pop(task, None)
+            if service is None:
+                continue
+            exit_code = service.proc.returncode
+            delay = service.crashed(loop.time())
+            if delay is None:
+                why = ("its configuration is invalid" if exit_code == CONFIG_ERROR
+                       else f"it crashed {MAX_QUICK_CRASHES} times in a row")
+                say(f"the {service.kind} exited with code {exit_code}; {why}: "
+                    "stopping the others")
+                code = 1
+                stop.set()
+                break
+            say(f"the {service.kind} exited with code {exit_code}; restarting it in "
+                f"{delay:g}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stopper), delay)
+            if stop.is_set():
+                break
+            service.proc, service.started = await spawn(service.kind), loop.time()
+            say(f"the {service.kind} runs again as pid {service.proc.pid}")
+            waits[asyncio.ensure_future(service.proc.wait())] = service
+    for task in waits:
+        task.cancel()
+    await stop_all(list(services.values()), settings.shutdown_timeout + 5)
     stopper.cancel()
     return code
+
+
+async def stop_all(services: list[Supervised], timeout: float) -> None:
+    for service in services:
+        if service.proc.returncode is None:
+            service.proc.send_signal(signal.SIGTERM)
+    for service in services:
+        try:
+            await asyncio.wait_for(service.proc.wait(), timeout)
+        except TimeoutError:
+            say(f"the {service.kind} did not stop in {timeout}s; killing it")
+            service.proc.kill()
+            await service.proc.wait()

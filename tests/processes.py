@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,17 +15,23 @@ from typing import Any
 
 
 class MeshProcess:
-    """`mesh <args>` in a child process, its JSON log lines in a file the test can read."""
+    """`mesh <args>` in a child process, its JSON log lines in a file the test can read.
 
-    def __init__(self, args: list[str], log_dir: Path, name: str, env: dict[str, str]) -> None:
+    `argv` runs that command line instead, and `base_env` replaces this process's environment
+    as the one the child's starts from (both for tests/test_compose.py, which runs what the
+    compose file says)."""
+
+    def __init__(self, args: list[str], log_dir: Path, name: str, env: dict[str, str], *,
+                 argv: list[str] | None = None, base_env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("w")
-        full_env = {**os.environ, "MESH_LOG_FORMAT": "json", "MESH_LOG_LEVEL": "INFO",
+        full_env = {**(os.environ if base_env is None else base_env),
+                    "MESH_LOG_FORMAT": "json", "MESH_LOG_LEVEL": "INFO",
                     "MESH_DATA_DIR": str(log_dir / "data"), "MESH_CLIENT_PORT": "0",
                     "MESH_ADMIN_PORT": "0", **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mesh", *args], env=full_env,
+            argv or [sys.executable, "-m", "mesh", *args], env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT, text=True,
         )
 
@@ -68,6 +75,13 @@ class MeshProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now, for a child process to listen on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def drop_connections(name_part: str) -> int:

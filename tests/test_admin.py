@@ -53,6 +53,15 @@ async def test_no_or_wrong_token_gets_401_and_nothing_else(admin: Admin) -> None
         "status": "ready"}
 
 
+async def test_unknown_routes_and_methods_get_the_error_shape(admin: Admin) -> None:
+    missing = await admin.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json() == {"code": "not_found", "message": "Not Found", "details": None}
+    wrong = await admin.put("/api/v1/services")
+    assert wrong.status_code == 405
+    assert wrong.json()["code"] == "method_not_allowed"
+
+
 async def test_the_generated_token_is_kept_owner_only(admin: Admin) -> None:
     token, path = admin_token(admin.server.settings)
     assert path is not None and path.stat().st_mode & 0o777 == 0o600
@@ -142,14 +151,32 @@ async def test_rpc_invoke_and_its_typed_errors(admin: Admin) -> None:
     assert slow.status_code == 200
 
 
+def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics parsed: (sample name, labels) → value; fails on a malformed exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in samples, f"{key} twice in /metrics"
+            samples[key] = sample.value
+    return samples
+
+
 async def test_migrations_and_metrics(admin: Admin) -> None:
     migrations = {m["plugin"]: m for m in (await admin.get("/api/v1/migrations")).json()}
     assert migrations["mesh"]["schema_name"] == "mesh_platform"
     assert migrations["tutorial"]["current"] == migrations["tutorial"]["heads"]
+    server = {"service": "server", "instance": admin.server.instance}
+    echoes = ("mesh_rpc_handled_total",
+              frozenset({**server, "code": "ok", "rpc": "noop.echo"}.items()))
+    before = metric_samples((await admin.get("/metrics")).text).get(echoes, 0)
     await admin.post("/api/v1/rpc/noop/echo", json={"text": "x"})
-    text = (await admin.get("/metrics")).text
-    assert 'mesh_rpc_handled_total{code="ok",rpc="noop.echo"}' in text
-    assert "mesh_rpc_handle_seconds_bucket" in text and 'mesh_services_up{service="server"}' in text
+    samples = metric_samples((await admin.get("/metrics")).text)
+    assert samples[echoes] == before + 1
+    assert any(name == "mesh_rpc_handle_seconds_bucket" for name, _ in samples)
+    assert samples[("mesh_services_up", frozenset({"service": "server"}.items()))] == 1
 
 
 async def test_openapi_lists_every_api_route(admin: Admin) -> None:
@@ -218,7 +245,13 @@ async def test_metrics_count_tasks(admin: Admin) -> None:
     noop = NoopContract(admin.server.caller)
     handle = await noop.echo_later.enqueue(EchoRequest(text="later"))
     await handle.result(timeout=10)
-    text = (await admin.get("/metrics")).text
-    assert 'mesh_tasks_enqueued_total{task="noop.echo_later"}' in text
-    # the worker runs in this test's process, so its counters are in this registry too
-    assert 'mesh_tasks_settled_total{outcome="ok",task="noop.echo_later"}' in text
+    samples = metric_samples((await admin.get("/metrics")).text)
+    server = {"service": "server", "instance": admin.server.instance}
+    assert samples[("mesh_tasks_enqueued_total", frozenset(
+        {**server, "task": "noop.echo_later"}.items()))] >= 1
+    # the worker runs in this test's process: its counters are in this process's registry,
+    # reported once (by the server), never again from the worker's heartbeats
+    assert samples[("mesh_tasks_settled_total", frozenset(
+        {**server, "outcome": "ok", "task": "noop.echo_later"}.items()))] >= 1
+    assert {dict(labels)["instance"] for _, labels in samples if "instance" in dict(labels)} == {
+        admin.server.instance}

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from tests.processes import MeshProcess
-
-
-def free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
+from tests.processes import MeshProcess, free_port
 
 
 async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
-    port = free_port()
+    port = str(free_port())
     env = {"MESH_BROKER_URL": "", "MESH_ADMIN_PORT": port, "MESH_DATA_DIR": str(tmp_path / "d"),
            "MESH_ADMIN_TOKEN": "fuzz-token"}
     up = MeshProcess(["up"], tmp_path, "embedded", env)
@@ -39,7 +32,7 @@ async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
             [str(st), "run", str(schema), "--url", base, "-H", "Authorization: Bearer fuzz-token",
              "-c", "not_a_server_error", "-n", "25", "--generation-deterministic",
              "--request-timeout", "15"],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache too
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert "passed" in result.stdout

@@ -165,8 +165,8 @@ def test_amqp_details_follow_the_protocol() -> None:
     assert amqp["exchange"] == {"name": "mesh", "type": "topic", "durable": True,
                                 "autoDelete": False, "vhost": "/"}
     assert amqp["x-mesh-queue"] == {"name": "mesh.rpc.server.noop", "bindingKey":
-                                    "rpc.server.noop.*", "durable": False, "autoDelete": True,
-                                    "exclusive": False}
+                                    "rpc.server.noop.*", "durable": True, "autoDelete": True,
+                                    "exclusive": False, "arguments": {"x-expires": 3_600_000}}
     request = channel["messages"]["request"]
     assert request["correlationId"] == {"$ref": "#/components/correlationIds/correlationId"}
     headers = request["headers"]

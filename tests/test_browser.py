@@ -5,7 +5,6 @@ comes back; a refused sign-in and a forbidden action show on the page."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -15,12 +14,7 @@ from services.client import ClientService
 from services.server.admin.auth import admin_password
 from tests.browser import browser, cells, sign_in, wait_for
 from tests.conftest import Bus
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.processes import free_port
 
 
 @pytest.fixture

@@ -507,6 +507,12 @@ async def test_auto_delete_queue_goes_with_its_last_consumer(bus: Bus) -> None:
         await transport.publish(Message(b"gone", "k"), mandatory=True)
 
 
+def test_a_queue_neither_durable_nor_exclusive_is_refused() -> None:
+    with pytest.raises(ValueError, match="neither durable nor exclusive"):
+        QueueSpec("q", durable=False)
+    QueueSpec("q", durable=False, exclusive=True)  # a private, transient queue is fine
+
+
 async def test_a_stale_consumer_does_not_delete_a_new_queue(bus: Bus) -> None:
     transport = await bus.connected()
     queue = name(bus, "q")
@@ -546,7 +552,7 @@ async def test_redeclaring_with_other_properties_is_refused(
     first, second = await bus.connected("first"), await bus.connected("second")
     queue = await kept_queue(first, kept_queues, name(bus, "q"), "k")
     with pytest.raises(REFUSED):
-        await second.declare_queue(QueueSpec(queue, ("k",), durable=True, auto_delete=False))
+        await second.declare_queue(QueueSpec(queue, ("k",), durable=True, auto_delete=True))
     inbox = Inbox()
     await first.consume(queue, inbox, prefetch=1)
     await asyncio.wait_for(second.publish(Message(b"still-working", "k")), 1)

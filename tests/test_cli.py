@@ -50,6 +50,10 @@ def test_run_needs_a_known_service_and_a_broker() -> None:
 def test_bad_configuration_is_a_clear_error() -> None:
     result = mesh("run", "server", env={"MESH_HEARTBEAT_INTERVAL": "often"})
     assert result.returncode == 2 and "invalid configuration" in result.stderr
+    assert "MESH_HEARTBEAT_INTERVAL: Input should be a valid number" in result.stderr
+    listed = mesh("plugin", "list", env={"MESH_LOG_LEVEL": "loud"})
+    assert listed.returncode == 2 and "Traceback" not in listed.stderr
+    assert "MESH_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'" in listed.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections import Counter
@@ -161,6 +162,17 @@ async def test_mesh_up_with_a_broker_runs_four_processes(rabbit_bus: Bus,
         started = {e["service"] for e in up.events() if e.get("event") == "service.started"}
         assert started == {"server", "client", "agent", "worker"}
         assert "four processes on amqp://guest:***@" in up.text()
+        worker_pid = next(e["pid"] for e in up.events()
+                          if e.get("event") == "service.started" and e["service"] == "worker")
+        os.kill(worker_pid, signal.SIGKILL)  # a crash: mesh up restarts it, the others run on
+        await asyncio.to_thread(
+            up.wait_for,
+            lambda p: sum(e.get("event") == "service.started" for e in p.events()) == 5,
+            30, "the worker started again",
+        )
+        assert "the worker exited with code -9; restarting it in 1s" in up.text()
+        restarted = [e for e in up.events() if e.get("event") == "service.started"][-1]
+        assert restarted["service"] == "worker" and restarted["pid"] != worker_pid
         up.signal(signal.SIGINT)
         assert await asyncio.to_thread(up.wait, 30) == 0
         assert sum(e.get("event") == "service.stopped" for e in up.events()) == 4
@@ -181,3 +193,23 @@ async def test_mesh_up_embedded_without_a_broker(tmp_path: Path) -> None:
         assert await asyncio.to_thread(up.wait, 30) == 0
     finally:
         up.stop()
+
+
+def test_mesh_up_backs_off_then_gives_up_on_a_crash_loop() -> None:
+    from mesh.supervisor import MAX_QUICK_CRASHES, QUICK_CRASH_S, Supervised
+
+    class Exited:
+        returncode = -9
+
+    service = Supervised("worker", Exited(), started=0.0)  # type: ignore[arg-type]
+    delays = []
+    for _ in range(MAX_QUICK_CRASHES):
+        delays.append(service.crashed(now=service.started + 1))
+        service.started += 1
+    assert delays == [1, 2, 4, 8, 16]
+    assert service.crashed(now=service.started + 1) is None  # a crash loop: give up
+    calm = Supervised("worker", Exited(), started=0.0)  # type: ignore[arg-type]
+    calm.quick_crashes = 4
+    assert calm.crashed(now=QUICK_CRASH_S + 1) == 1  # a long run forgives earlier crashes
+    Exited.returncode = 2
+    assert Supervised("worker", Exited(), started=0.0).crashed(now=99) is None  # bad config

@@ -229,6 +229,26 @@ async def test_hand_made_echo_call_gets_ok_reply(rabbit_bus: Bus, raw: RawCaller
     assert json.loads(reply.body) == {"text": "by hand", "served_by": server.instance}
 
 
+async def test_the_rpc_queue_has_the_documented_properties(rabbit_bus: Bus,
+                                                            raw: RawCaller) -> None:
+    """Declaring a queue again with other properties fails (PRECONDITION_FAILED), so a
+    declaration with the documented ones that succeeds proves they are the broker's."""
+    import aiormq
+
+    from mesh.rpc.endpoint import RPC_QUEUE_EXPIRES_MS
+
+    await rabbit_bus.service("server")
+    text = DOC.read_text(encoding="utf-8")
+    assert f"`x-expires: {RPC_QUEUE_EXPIRES_MS}`" in text
+    queue = f"{rabbit_bus.exchange}.rpc.server.noop"
+    channel = await raw.connection.channel()
+    await channel.declare_queue(queue, durable=True, auto_delete=True,
+                                arguments={"x-expires": RPC_QUEUE_EXPIRES_MS})
+    other = await raw.connection.channel()
+    with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
+        await other.declare_queue(queue, durable=False, auto_delete=True)
+
+
 async def test_request_without_caller_header_is_not_allowed(
     rabbit_bus: Bus, raw: RawCaller
 ) -> None:

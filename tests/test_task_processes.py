@@ -232,3 +232,39 @@ async def test_the_enqueuer_losing_its_connection_loses_no_queued_task_or_result
     results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
     assert [r.task_id for r in results] == [h.task_id for h in handles]
     assert transport.reconnects >= 1
+
+
+async def test_the_servers_metrics_show_what_a_worker_process_ran(
+    spawn: Spawn, jobs: JobsContract, rabbit_bus: Bus, tmp_path: Path,
+) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from services.server import ServerService
+    from services.server.admin.auth import admin_token
+
+    server = await rabbit_bus.service("server", heartbeat_interval=0.5)
+    assert isinstance(server, ServerService) and server.admin is not None
+    worker = spawn(1, MESH_HEARTBEAT_INTERVAL="0.5")
+    await started(worker)
+    handle = await jobs.run.enqueue(Work(seconds=0, note="counted", started=str(tmp_path / "s")))
+    await handle.result(timeout=30)
+    token, _ = admin_token(server.settings)
+
+    async def settled() -> float:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+            text = (await http.get(f"{server.admin.url.rstrip('/')}/metrics")).text
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples
+                   if sample.name == "mesh_tasks_settled_total"
+                   and sample.labels.get("instance") == worker.name
+                   and sample.labels.get("service") == "worker"
+                   and sample.labels.get("task") == "jobs.run")
+
+    async with asyncio.timeout(10):  # the next heartbeat carries the count
+        while await settled() < 1:
+            await asyncio.sleep(0.2)
+    worker.stop()  # a gone instance's metrics leave /metrics
+    async with asyncio.timeout(10):
+        while await settled() > 0:
+            await asyncio.sleep(0.2)

@@ -53,12 +53,21 @@ class QueueSpec:
 
     `arguments` are RabbitMQ's queue arguments (x-queue-type, x-message-ttl,
     x-dead-letter-exchange, ...); `extra_bindings` bind it to other exchanges.
+
+    A queue is durable or exclusive (or both): RabbitMQ 4.3 refuses queues that are neither
+    (the deprecated feature `transient_nonexcl_queues`), so no spec may ask for one.
     """
 
     name: str
     bindings: tuple[str, ...] = ()
-    durable: bool = False
+    durable: bool = True
     auto_delete: bool = True
     exclusive: bool = False
     arguments: tuple[tuple[str, Any], ...] = ()
     extra_bindings: tuple[Binding, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.durable and not self.exclusive:
+            raise ValueError(f"queue {self.name!r} would be neither durable nor exclusive, "
+                             "which RabbitMQ 4.3 refuses: make it durable (with x-expires to "
+                             "clean it up) or exclusive")

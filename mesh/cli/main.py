@@ -8,6 +8,7 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from mesh.cli.broker import broker_app
 from mesh.cli.call import call_command
@@ -33,11 +34,25 @@ app.command("call")(call_command)
 
 
 def settings_or_exit() -> MeshSettings:
+    """The configuration, or exit 2 with what is wrong in it, named as the user sets it."""
     try:
         return MeshSettings()
-    except Exception as exc:  # pydantic's ValidationError, a broken mesh.toml
+    except ValidationError as exc:
+        problems = "".join(
+            f"\n  MESH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False))
+        typer.echo(f"error: invalid configuration (environment or mesh.toml):{problems}",
+                   err=True)
+    except Exception as exc:  # a broken mesh.toml
         typer.echo(f"error: invalid configuration: {exc}", err=True)
-        raise typer.Exit(2) from None
+    raise typer.Exit(2)
+
+
+def known_service(service: str) -> None:
+    if service not in SERVICE_KINDS:
+        typer.echo(f"error: unknown service {service!r}; choose one of "
+                   f"{', '.join(SERVICE_KINDS)}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -59,10 +74,7 @@ def run(
     service: Annotated[str, typer.Argument(help="server, client, agent or worker")],
 ) -> None:
     """Run one service against the broker at MESH_BROKER_URL."""
-    if service not in SERVICE_KINDS:
-        typer.echo(f"error: unknown service {service!r}; choose one of "
-                   f"{', '.join(SERVICE_KINDS)}", err=True)
-        raise typer.Exit(2)
+    known_service(service)
     settings = settings_or_exit()
     if not settings.broker_url:
         typer.echo("error: `mesh run` joins a broker: set MESH_BROKER_URL "
@@ -83,6 +95,24 @@ def run(
     except (OSError, ConnectionError) as exc:
         typer.echo(f"error: cannot join the bus: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def health(
+    service: Annotated[str, typer.Argument(help="server, client, agent or worker")],
+) -> None:
+    """Exit 0 if the service running with this data directory is healthy, 1 if not: the
+    container health check. Reads the service's health file; the server's /readyz and the
+    client's /healthz too."""
+    known_service(service)
+    from mesh.health import Unhealthy, check_health
+
+    try:
+        record = check_health(settings_or_exit().data_dir, service)
+    except Unhealthy as exc:
+        typer.echo(f"unhealthy: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"healthy: {record.instance}")
 
 
 @app.command()

@@ -59,7 +59,9 @@ def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every discovered plugin: version, services, dependencies, load order, refusals."""
-    rows, order = plugin_rows(MeshSettings())
+    from mesh.cli.main import settings_or_exit  # main imports this module
+
+    rows, order = plugin_rows(settings_or_exit())
     if as_json:
         data = {"plugins": [asdict(r) for r in rows], "load_order": order}
         typer.echo(json.dumps(data, indent=2))

@@ -31,3 +31,17 @@ class PluginSettingsRow(Base):
     plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
     values: Mapped[dict] = mapped_column(JSON)  # type: ignore[type-arg]
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UploadedPluginRow(Base):
+    """A plugin an administrator uploaded, at the version that runs: what every service
+    restores at start-up when its environment lacks it (a recreated container, a new
+    replica)."""
+
+    __tablename__ = "uploaded_plugin"
+
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    distribution: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(64))
+    services: Mapped[list] = mapped_column(JSON)  # type: ignore[type-arg]
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

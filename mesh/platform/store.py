@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from contracts.platform import PluginInstalled
 from mesh import __version__
-from mesh.platform.models import SCHEMA, PluginSettingsRow, PluginStateRow
+from mesh.platform.models import SCHEMA, PluginSettingsRow, PluginStateRow, UploadedPluginRow
 from mesh.storage.database import Database
 from mesh.storage.migrations import PluginStorage
 
@@ -47,4 +48,20 @@ class PlatformStore:
         async with self.database.session(SCHEMA) as session:
             await session.merge(PluginSettingsRow(plugin=plugin, values=values,
                                                   updated_at=datetime.now(UTC)))
+            await session.commit()
+
+    async def uploads(self) -> list[PluginInstalled]:
+        async with self.database.session(SCHEMA) as session:
+            rows = await session.scalars(select(UploadedPluginRow)
+                                         .order_by(UploadedPluginRow.plugin))
+            return [PluginInstalled(plugin=row.plugin, distribution=row.distribution,
+                                    version=row.version, services=list(row.services))
+                    for row in rows]
+
+    async def record_upload(self, upload: PluginInstalled) -> None:
+        async with self.database.session(SCHEMA) as session:
+            await session.merge(UploadedPluginRow(
+                plugin=upload.plugin, distribution=upload.distribution,
+                version=upload.version, services=upload.services,
+                uploaded_at=datetime.now(UTC)))
             await session.commit()

@@ -36,6 +36,17 @@ from mesh.rpc import wire
 from mesh.rpc.client import field_errors
 from mesh.rpc.context import CallInfo, _current
 
+# An RPC queue goes with its last consumer (auto-delete); one left behind by a broker restart
+# with nobody consuming goes after an hour (x-expires).
+RPC_QUEUE_EXPIRES_MS = 3_600_000
+
+
+def rpc_queue_spec(exchange: str, service: str, plugin: str) -> QueueSpec:
+    """The queue every instance of `service` running `plugin` shares (competing consumers)."""
+    return QueueSpec(rpc_queue(exchange, service, plugin), (rpc_pattern(service, plugin),),
+                     durable=True, auto_delete=True,
+                     arguments=(("x-expires", RPC_QUEUE_EXPIRES_MS),))
+
 Handler = Callable[[Any], Awaitable[BaseModel]]
 
 
@@ -73,8 +84,7 @@ class RpcEndpoint:
         if self._consumer is not None or not self.handlers:
             return
         await self.transport.declare_queue(
-            QueueSpec(self.queue, (rpc_pattern(self.service, self.plugin),))
-        )
+            rpc_queue_spec(self.transport.exchange, self.service, self.plugin))
         self._consumer = await self.transport.consume(
             self.queue, self._on_delivery, prefetch=self.concurrency
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 from mesh.contract import Contract
 from mesh.control import INVALIDATE_KEY
+from mesh.health import local_url
 from mesh.identity import Invalidation
 from mesh.observable.cache import ObservableCache
 from mesh.plugin.discovery import import_entry
@@ -49,6 +50,11 @@ class ClientService(Service):
     @property
     def bound_port(self) -> int:
         return self.web.port if self.web is not None else self.settings.client_port
+
+    def health_url(self) -> str | None:
+        if self.web is None:
+            return None
+        return local_url(self.settings.client_host, self.bound_port, "/healthz")
 
     async def prepare(self) -> None:
         await self.cache.start()

@@ -23,17 +23,14 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from mesh import audit
 from mesh.contract import Contract, Rpc, Topic
 from mesh.errors import RpcError, Unauthenticated
 from mesh.identity import Identity, Invalidation, token_digest
-from mesh.metrics import REGISTRY
 from mesh.observable.cache import ObservableCache
-from mesh.permissions import ADMIN_VIEW, contract_problem
+from mesh.permissions import contract_problem
 from mesh.plugin.manifest import PluginManifest
 from mesh.rpc.client import RpcClient, field_errors
 from services.client.auth import TokenCache
@@ -143,20 +140,6 @@ def create_app(cache: ObservableCache, rpc: RpcClient, catalog: Catalog,
         """The topics, actions and RPCs the bearer of the token may use."""
         identity = await bearer_identity(request)
         return identity if isinstance(identity, JSONResponse) else catalog.describe(identity)
-
-    @app.get("/metrics", response_model=None)
-    async def metrics(request: Request) -> Response:
-        """This client process's Prometheus metrics, for a token with mesh/admin/view."""
-        identity = await bearer_identity(request)
-        if isinstance(identity, JSONResponse):
-            return identity
-        if not identity.may(ADMIN_VIEW):
-            audit.denied(who=identity.user, what="GET /metrics", permission=ADMIN_VIEW,
-                         where="devices")
-            return JSONResponse({"code": "forbidden", "message": f"{identity.user} lacks the "
-                                 f"permission {ADMIN_VIEW}, which GET /metrics needs",
-                                 "details": {"permission": ADMIN_VIEW}}, status_code=403)
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
     async def device(websocket: WebSocket) -> None:

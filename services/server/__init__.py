@@ -7,6 +7,7 @@ it keeps the platform's state (plugins switched off, settings) and serves the ad
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,9 +25,10 @@ from mesh.contract import Contract, Empty
 from mesh.control import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
+from mesh.health import local_url
 from mesh.observable.provider import ObservableServer
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
-from mesh.plugin.discovery import import_entry
+from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.host import PluginState
 from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
 from mesh.rpc.endpoint import RpcEndpoint
@@ -73,8 +75,10 @@ class ServerService(Service):
     async def prepare(self) -> None:
         await self.observables.start()
         await self.directory.start()
+        result = await self.migrator().upgrade_all()
+        if PLATFORM not in result.failed and await self.restore_uploads():
+            result = await self.migrator().upgrade_all()  # the restored plugins' schemas
         migrator = self.migrator()
-        result = await migrator.upgrade_all()
         if PLATFORM in result.failed:
             raise MigrationError(f"the platform schema could not be migrated: "
                                  f"{result.failed[PLATFORM]}")
@@ -88,7 +92,40 @@ class ServerService(Service):
 
     async def platform_state(self) -> PlatformState:
         return PlatformState(disabled=sorted(await self.store.disabled()),
-                             settings=await self.store.settings())
+                             settings=await self.store.settings(),
+                             uploads=await self.store.uploads())
+
+    async def restore_uploads(self) -> list[str]:
+        """Reinstall, from the wheel store, the uploaded plugins this environment lacks (a
+        container made anew from its image, say); the server installs every upload, since
+        it migrates their schemas and serves their wheels. Returns the restored ones."""
+        restored = []
+        for upload in await self.store.uploads():
+            if self.runs_version(upload):
+                continue
+            source = await self._fetch_and_install(upload)
+            if source is None:
+                continue
+            await self.host.install(source)
+            restored.append(upload.plugin)
+            self.log.info("plugin.restored", plugin=upload.plugin, version=upload.version)
+        return restored
+
+    async def _fetch_and_install(self, upload: PluginInstalled) -> PluginSource | None:
+        """The server keeps every uploaded wheel: install from its own store."""
+        installer = self.installer()
+        stored = installer.store.get(upload.distribution, upload.version)
+        if stored is None:
+            self.log.error("plugin.restore_failed", plugin=upload.plugin,
+                           version=upload.version, error="its wheel is not in the wheel "
+                           f"store ({installer.store.root}); upload it again")
+            return None
+        try:
+            return (await installer.install(stored.path)).source
+        except Exception as exc:
+            self.log.error("plugin.restore_failed", plugin=upload.plugin,
+                           version=upload.version, error=str(exc))
+            return None
 
     async def started(self) -> None:
         endpoint = RpcEndpoint(self.transport, service="server", instance=self.instance,
@@ -119,6 +156,11 @@ class ServerService(Service):
         if self.admin_password_valid is False and kept_in is not None:
             kept_in.unlink(missing_ok=True)
             self.log.info("identity.initial_password_retired", file=str(kept_in))
+
+    def health_url(self) -> str | None:
+        if self.admin is None:
+            return None
+        return local_url(self.settings.admin_host, self.admin.port, "/readyz")
 
     async def stop(self) -> None:
         self.ready = False
@@ -157,9 +199,11 @@ class ServerService(Service):
                                f"{failure}; the previous state is back")
         manifest = source.manifest
         assert manifest is not None
-        await self.control.publish(installed_key(source.name), PluginInstalled(
-            plugin=source.name, distribution=str(installed.info.distribution), version=version,
-            services=sorted(manifest.services)))
+        upload = PluginInstalled(plugin=source.name,
+                                 distribution=str(installed.info.distribution),
+                                 version=version, services=sorted(manifest.services))
+        await self.store.record_upload(upload)
+        await self.control.publish(installed_key(source.name), upload)
         self.log.info("plugin.uploaded", plugin=source.name, version=version,
                       upgrade=installed.info.upgrade)
         return installed
@@ -182,7 +226,7 @@ class ServerService(Service):
             raise RpcError(f"no wheel of {request.distribution} {request.version} is kept",
                            code="unknown_wheel")
         data = stored.read()
-        return WheelFile(filename=stored.path.name, sha256=stored.sha256,
+        return WheelFile(filename=stored.path.name, sha256=hashlib.sha256(data).hexdigest(),
                          data=base64.b64encode(data).decode())
 
     def contract(self, plugin: str) -> type[Contract] | None:

@@ -11,17 +11,17 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
 
 from mesh import __version__
-from mesh.metrics import REGISTRY, SERVICES_UP
 from mesh.permissions import ADMIN_OPERATE, ADMIN_VIEW
 from services.server.admin.api import create_api
 from services.server.admin.auth import AdminAuth
+from services.server.metrics import exposition
 
 if TYPE_CHECKING:
     from services.server import ServerService
@@ -51,6 +51,11 @@ class PluginRoutes:
         self.app.openapi_schema = None
 
 
+# Starlette's own errors (unknown route, wrong method) get the same {code, message, details}
+# shape as the API's.
+HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
 def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
     app = FastAPI(title="mesh admin", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None, description="Run the mesh: services, plugins, settings, "
@@ -63,7 +68,7 @@ def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         body = exc.detail if isinstance(exc.detail, dict) else {
-            "code": "unauthorized" if exc.status_code == 401 else "http_error",
+            "code": HTTP_CODES.get(exc.status_code, "http_error"),
             "message": str(exc.detail), "details": None}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
@@ -93,12 +98,10 @@ def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
     @app.get("/metrics", dependencies=viewers, tags=["health"],
              response_class=Response)
     async def metrics() -> Response:
-        """Prometheus metrics: RPCs handled and made, latencies, services up."""
-        SERVICES_UP.clear()
-        for beat, state, _ in server.directory.instances():
-            if state == "up":
-                SERVICES_UP.labels(beat.service).inc()
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics of every live service process, labelled by service and
+        instance: RPCs handled and made, latencies, tasks; and services up."""
+        body = exposition(server.directory, server.kind, server.instance)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
