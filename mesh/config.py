@@ -81,7 +81,7 @@ class MeshSettings(BaseSettings):
         description="Bearer token of the admin API; unset: generated once into the data dir.",
     )
     admin_password: SecretStr | None = Field(
-        default=None,
+        default=None, min_length=8,
         description="The first administrator's password; unset: generated once into the data "
         "dir. The identity provider creates the user `admin` with it when it has no users.",
     )

@@ -193,3 +193,14 @@ async def test_a_changed_admin_password_retires_the_generated_one(memory_bus: Bu
     again = await memory_bus.service("server", database_url=str(server.database.url))  # type: ignore[union-attr]
     assert isinstance(again, ServerService) and again.admin_password_valid is False
     assert kept_in is not None and not kept_in.exists()
+
+
+def test_a_short_admin_password_is_a_configuration_error() -> None:
+    from pydantic import ValidationError
+
+    from mesh.config import MeshSettings
+
+    with pytest.raises(ValidationError, match="admin_password"):
+        MeshSettings(admin_password="")
+    with pytest.raises(ValidationError, match="admin_password"):
+        MeshSettings(admin_password="short")

@@ -163,4 +163,4 @@ def test_an_empty_admin_token_is_refused() -> None:
     every request in: it is a configuration error instead."""
     result = mesh("run", "server", env={"MESH_ADMIN_TOKEN": "",
                                         "MESH_BROKER_URL": "amqp://127.0.0.1/"})
-    assert result.returncode == 2 and "admin_token" in result.stderr
+    assert result.returncode == 2 and "MESH_ADMIN_TOKEN" in result.stderr
