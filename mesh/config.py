@@ -80,6 +80,20 @@ class MeshSettings(BaseSettings):
         default=None, min_length=1,  # an empty token would let every request in
         description="Bearer token of the admin API; unset: generated once into the data dir.",
     )
+    admin_password: SecretStr | None = Field(
+        default=None, min_length=8,
+        description="The first administrator's password; unset: generated once into the data "
+        "dir. The identity provider creates the user `admin` with it when it has no users.",
+    )
+    identity_provider: str = Field(
+        default="identity", pattern=r"^[a-z][a-z0-9_]*$",
+        description="The plugin whose published IdentityApi says who people and devices are.",
+    )
+    identity_cache_seconds: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="How long a client service trusts a token check without asking again: "
+        "the longest a missed revocation or permission change can take to apply.",
+    )
     admin_url: str | None = Field(
         default=None, description="Where `mesh call` finds the admin API when no broker is set.")
     upload_max_bytes: int = Field(

@@ -3,113 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
-import websockets
 
 from mesh.plugin.discovery import discover
 from services.client import ClientService
-from services.server import ServerService
-from tests.conftest import Bus, fixture_source
-
-Frame = dict[str, Any]
-
-
-class Device:
-    """A device on the gateway: sends frames, and keeps every frame it receives."""
-
-    def __init__(self, socket: Any) -> None:
-        self.socket = socket
-        self.frames: list[Frame] = []
-        self.arrived = asyncio.Event()
-        self.taken: set[int] = set()  # frames a test has already matched
-        self.reader = asyncio.get_running_loop().create_task(self._read())
-
-    @classmethod
-    async def connect(cls, url: str) -> Device:
-        return cls(await websockets.connect(url, max_size=2**22))
-
-    async def _read(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for raw in self.socket:
-                self.frames.append(json.loads(raw))
-                self.arrived.set()
-
-    async def send(self, frame: Frame | str | bytes) -> None:
-        await self.socket.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
-
-    async def expect(self, match: Callable[[Frame], bool], timeout: float = 5.0) -> Frame:
-        try:
-            return await self._expect(match, timeout)
-        except TimeoutError:
-            raise AssertionError(f"no such frame within {timeout}s; got: {self.rest()}") from None
-
-    def rest(self) -> list[Frame]:
-        """Frames no expect() has matched yet."""
-        return [f for i, f in enumerate(self.frames) if i not in self.taken]
-
-    async def _expect(self, match: Callable[[Frame], bool], timeout: float) -> Frame:
-        async with asyncio.timeout(timeout):
-            while True:
-                self.arrived.clear()  # before looking: a frame arriving meanwhile sets it again
-                for index, frame in enumerate(self.frames):
-                    if index not in self.taken and match(frame):
-                        self.taken.add(index)
-                        return frame
-                await self.arrived.wait()
-
-    async def answer(self, frame: Frame) -> Frame:
-        await self.send(frame)
-        return await self.expect(lambda f: f.get("id") == frame["id"] and f["type"] in (
-            "result", "error", "subscribed", "unsubscribed", "pong"))
-
-    async def close(self) -> None:
-        await self.socket.close()
-        self.reader.cancel()
-
-
-class Gateway:
-    def __init__(self, bus: Bus, server: ServerService, clients: list[ClientService]) -> None:
-        self.bus = bus
-        self.server = server
-        self.clients = clients
-        self.devices: list[Device] = []
-
-    def url(self, client: int = 0) -> str:
-        return f"ws://127.0.0.1:{self.clients[client].bound_port}/ws"
-
-    async def device(self, client: int = 0) -> Device:
-        device = await Device.connect(self.url(client))
-        self.devices.append(device)
-        return device
-
-    def provider_calls(self) -> int:
-        from mesh_fixture_devices.contract import DevicesContract
-
-        provider = self.server.observables.provider(DevicesContract.counter)
-        assert provider is not None
-        return provider.provider_calls
-
-
-@pytest.fixture
-async def gateway(bus: Bus) -> AsyncIterator[Gateway]:
-    sources = [*discover(), fixture_source("devices")]
-    server = await bus.service("server", sources=sources)
-    client = await bus.service("client", sources=sources, device_max_subscriptions=5,
-                               device_max_frame_bytes=4096)
-    assert isinstance(server, ServerService) and isinstance(client, ClientService)
-    gw = Gateway(bus, server, [client])
-    yield gw
-    for device in gw.devices:
-        await device.close()
-
-
-def of(kind: str, id_: Any = None) -> Callable[[Frame], bool]:
-    return lambda f: f["type"] == kind and (id_ is None or f.get("id") == id_)
+from tests.conftest import fixture_source
+from tests.devices import Frame, Gateway, of
 
 
 async def test_subscribe_snapshot_action_update_unsubscribe(gateway: Gateway) -> None:
@@ -255,9 +156,11 @@ async def test_health_and_catalog_endpoints(gateway: Gateway) -> None:
     import httpx
 
     base = f"http://127.0.0.1:{gateway.clients[0].bound_port}"
+    device = await gateway.device()
     async with httpx.AsyncClient() as http:
         health = (await http.get(f"{base}/healthz")).json()
-        catalog = (await http.get(f"{base}/catalog")).json()
+        catalog = (await http.get(f"{base}/catalog",
+                                  headers={"Authorization": f"Bearer {device.token}"})).json()
         script = await http.get(f"{base}/mesh.js")
         page = await http.get(f"{base}/")
     assert health["status"] == "ok"

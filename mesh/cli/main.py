@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from mesh.cli.broker import broker_app
 from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
 from mesh.cli.db import db_app
@@ -28,6 +29,7 @@ app.add_typer(plugin_app, name="plugin")
 app.add_typer(db_app, name="db")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(broker_app, name="broker")
 app.command("call")(call_command)
 
 

@@ -76,17 +76,23 @@ class OutOfRange(RpcError):
     code = "tutorial.out_of_range"
 
 
+VIEW, CHANGE = "tutorial/rows/view", "tutorial/rows/change"  # declared in plugin.toml
+
+
 class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
-    string_ints = topic(StringIntSelector, StringIntList,
+    string_ints = topic(StringIntSelector, StringIntList, permission=VIEW,
                         doc="The StringInt rows, live, ordered by id.")
-    add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange])
-    string_cap_toggle = action(StringCapToggle, StringInt, errors=[NotFound])
-    list_string_ints = rpc(StringIntQuery, StringIntList, service="server",
+    add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange],
+                           permission=CHANGE)
+    string_cap_toggle = action(StringCapToggle, StringInt, errors=[NotFound], permission=CHANGE)
+    list_string_ints = rpc(StringIntQuery, StringIntList, service="server", permission=VIEW,
                            doc="The StringInt rows, ordered by id.")
-    add_string_int = rpc(StringIntFields, StringInt, service="server", devices=True)
-    change_string_int = rpc(StringIntChange, StringInt, service="server", errors=[NotFound])
+    add_string_int = rpc(StringIntFields, StringInt, service="server", devices=True,
+                         permission=CHANGE)
+    change_string_int = rpc(StringIntChange, StringInt, service="server", errors=[NotFound],
+                            permission=CHANGE)
     delete_string_int = rpc(StringIntId, Empty, service="server", errors=[NotFound],
-                            devices=True)
+                            devices=True, permission=CHANGE)
     get_setting = rpc(SettingKey, Setting, service="server", errors=[NotFound])
     put_setting = rpc(Setting, Setting, service="server")
     double_int = task(StringIntId, StringInt, max_attempts=5, backoff=2.0, time_limit=30,
