@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from mesh import loop
 from mesh.cli.broker import broker_app
 from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
@@ -66,7 +67,7 @@ def up() -> None:
         raise typer.Exit(asyncio.run(supervise(settings)))
     from mesh.embedded import run_embedded
 
-    asyncio.run(run_embedded(settings))
+    loop.run(run_embedded(settings), settings.event_loop)
 
 
 @app.command()
@@ -91,7 +92,7 @@ def run(
     structlog.contextvars.bind_contextvars(service=service, instance=instance)  # every line
     svc = SERVICES[service](settings, rabbit_transport(settings, instance), instance_id=instance)
     try:
-        asyncio.run(svc.run_until_signalled())
+        loop.run(svc.run_until_signalled(), settings.event_loop)
     except (OSError, ConnectionError) as exc:
         typer.echo(f"error: cannot join the bus: {exc}", err=True)
         raise typer.Exit(1) from None
