@@ -3,7 +3,9 @@
 `python -m bench.baseline_server URL QUEUE` consumes QUEUE and answers each JSON request
 {"text": ...} with {"text": ..., "served_by": ...} (mesh's noop.echo reply) on the request's
 reply_to, through the default exchange. It does the same AMQP work as a mesh server: prefetch
-64, one ack per request, and no publisher confirms on replies, which nobody waits for.
+64, one ack per request, and no publisher confirms on replies, which nobody waits for. It runs
+on the event loop the mesh server runs on (MESH_EVENT_LOOP, uvloop by default), so the loop is
+not what the two sides differ in.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import signal
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
+
+from mesh import loop
+from mesh.config import MeshSettings
 
 PREFETCH = 64  # mesh's default rpc_concurrency
 
@@ -56,7 +61,7 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("queue")
     args = parser.parse_args()
-    asyncio.run(serve(args.url, args.queue))
+    loop.run(serve(args.url, args.queue), MeshSettings().event_loop)
 
 
 if __name__ == "__main__":

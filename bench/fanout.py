@@ -35,6 +35,7 @@ from bench.stats import percentile
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
 from services.server import ServerService
+from services.server.admin.auth import admin_token
 
 NAME = "fanout"
 HELP = "observable fan-out to 100, 1,000 and 5,000 WebSocket devices on one client service"
@@ -77,13 +78,13 @@ class Devices:
         self.target = 0
         self.reached = 0
 
-    async def connect(self, url: str, count: int, first_frame: str | None) -> None:
+    async def connect(self, url: str, count: int, first_frames: list[str]) -> None:
         async def one(index: int) -> None:
             sock = await websockets.connect(url, max_size=2**24, open_timeout=60,
                                             ping_interval=None)
             self.sockets.append(sock)
-            if first_frame is not None:
-                await sock.send(first_frame)
+            for frame in first_frames:
+                await sock.send(frame)
             self.readers.append(asyncio.get_running_loop().create_task(self._read(sock, index)))
 
         self.versions = [0] * count
@@ -146,9 +147,12 @@ async def mesh_row(server: ServerService, ws_url: str, count: int,
     provider = server.observables.provider(TutorialContract.string_ints)
     assert provider is not None
     devices = Devices()
+    # every device signs in with the admin token: one token check in all, then the cache
+    token, _ = admin_token(server.settings)
+    sign_in = json.dumps({"type": "sign_in", "id": "hello", "token": token})
     subscribe = json.dumps({"type": "subscribe", "id": "rows", "topic": "tutorial.string_ints",
                             "selector": {}})
-    await devices.connect(ws_url, count, subscribe)
+    await devices.connect(ws_url, count, [sign_in, subscribe])
     try:
         await asyncio.wait_for(_all_have_a_version(devices), 120)
         latencies = []
@@ -201,7 +205,7 @@ async def baseline_row(count: int, notifies: int, payload: str) -> dict[str, Any
                                             payload]) as process:
         await wait_for_port(port, process)
         devices = Devices()
-        await devices.connect(f"ws://127.0.0.1:{port}/ws", count, None)
+        await devices.connect(f"ws://127.0.0.1:{port}/ws", count, [])
         control = await websockets.connect(f"ws://127.0.0.1:{port}/control")
         latencies = []
         try:

@@ -8,9 +8,12 @@ Two workloads: 10,000 no-op tasks, and 1,000 tasks that sleep 10 ms. For each, a
 * drain: then the workers start, with the same total concurrency C (default 16, mesh's
   default per worker): W `mesh run worker` processes (default: one per core) with
   MESH_TASK_CONCURRENCY=C/W each, sharing the queue as replicas do; or one
-  `celery worker --pool=prefork --concurrency=C` (C pool processes under one master). The time
-  from the first completed task to the last is measured: drain/s = (N - 1) / that time.
-  Worker start-up is not counted.
+  `celery worker --pool=prefork --concurrency=C` (C pool processes under one master). The
+  clock starts once every worker has started and the first task is done (mesh: every worker
+  process has written its health file, which it does once it consumes; Celery: its master
+  forks the whole pool before it consumes), and stops at the last completion: drain/s =
+  (tasks completed after the start) / that time. Worker start-up is not counted, not even a
+  second mesh process that starts a little later than the first.
 
 Both sides do the same work and keep the same promises: each task acknowledged only after it
 ran, no result backend (neither sends results back: mesh tasks are queued with
@@ -38,6 +41,7 @@ from typing import Any
 
 from bench.broker import delete_topology, display_url
 from bench.procs import ServerFailed, server_process
+from mesh.health import health_file
 from mesh.plugin.discovery import discover
 
 NAME = "tasks"
@@ -144,8 +148,14 @@ class Side:
                 for worker in workers:
                     worker.check_alive()
 
-            first, last = watch(self.counter, count, alive, timeout=60 + count / 50)
-        return {"enqueue_per_s": count / enqueue_s, "drain_per_s": (count - 1) / (last - first)}
+            (first, done_at_first), last = watch(self.counter, count, alive, self.ready,
+                                                 timeout=60 + count / 50)
+        return {"enqueue_per_s": count / enqueue_s,
+                "drain_per_s": (count - done_at_first) / (last - first)}
+
+    def ready(self) -> bool:
+        """Whether every worker process consumes."""
+        return True
 
     def enqueue(self, workload: str, count: int) -> None:
         raise NotImplementedError
@@ -178,6 +188,10 @@ class MeshSide(Side):
 
     def enqueue(self, workload: str, count: int) -> None:
         asyncio.run(self._enqueue(workload, count))
+
+    def ready(self) -> bool:
+        return all(health_file(self.data / str(index), "worker").exists()
+                   for index in range(self.processes))
 
     async def _enqueue(self, workload: str, count: int) -> None:
         sys.path.insert(0, str(PLUGINS))
@@ -257,18 +271,28 @@ class CelerySide(Side):
                 "MESH_BENCH_CELERY_QUEUE": self.queue}
 
 
-def watch(counter: Path, count: int, alive: Callable[[], None], *, timeout: float
-          ) -> tuple[float, float]:
-    """When the counter file got its first byte and its count-th, by polling its size."""
+def watch(counter: Path, count: int, alive: Callable[[], None], ready: Callable[[], bool], *,
+          timeout: float) -> tuple[tuple[float, int], float]:
+    """By polling the counter file's size: when the clock starts (the first task is done and
+    every worker is ready) with how many were done then, and when the count-th was done."""
     deadline = time.perf_counter() + timeout
-    first: float | None = None
+    first: tuple[float, int] | None = None
+    first_done: tuple[float, int] | None = None
     while True:
         size = counter.stat().st_size
         now = time.perf_counter()
-        if size and first is None:
-            first = now
-        if size >= count and first is not None:
-            return first, now
+        if size and first_done is None:
+            first_done = (now, size)
+        if size and first is None and ready():
+            first = (now, size)
+        if size >= count and first_done is not None:
+            # too few tasks for every worker to start before they were done (a smoke run):
+            # then the clock started at the first completion
+            start = first if first is not None and first[1] < count else first_done
+            if start[1] >= count:
+                raise ServerFailed(f"all {count} tasks were done between two looks at the "
+                                   "counter: too few to time")
+            return start, now
         if now > deadline:
             raise ServerFailed(f"only {size} of {count} tasks done after {timeout:g}s")
         alive()

@@ -229,6 +229,7 @@ class _Document:
         self._call(entry, entry.qualname, request, reply, {
             "kind": entry.kind, "qualname": entry.qualname,
             "callers": entry.callers, "devices": entry.devices,
+            "permission": entry.permission,
             "timeout": entry.timeout, "errors": [e.code for e in entry.errors],
         }, tags=[_kind_tag(entry.kind)])
 
@@ -386,7 +387,8 @@ class _Document:
         base = {"kind": "topic", "qualname": entry.qualname}
         self._call(entry, f"{entry.qualname}.snapshot", selector, snapshot,
                    {**base, "role": "snapshot", "callers": entry.callers,
-                    "devices": entry.devices, "timeout": entry.timeout, "errors": []},
+                    "devices": entry.devices, "permission": entry.permission,
+                    "timeout": entry.timeout, "errors": []},
                    tags=[_kind_tag("topic")])
         tags = [_plugin_tag_ref(entry.plugin), _kind_tag("topic")]
 

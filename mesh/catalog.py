@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mesh import names
 from mesh.contract import Action, Contract, Rpc, Task, Topic
 from mesh.errors import RpcError
+from mesh.permissions import contract_problem
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.ordering import plan_load_order
 
@@ -65,6 +66,9 @@ class _Entry(BaseModel):
         description="The caller kinds allowed to send it; null: any caller."
     )
     devices: bool = Field(description="Devices may use it through the client service.")
+    permission: str | None = Field(
+        default=None, description="What a device or person using it needs "
+        "(plugin/group/permission); null: any signed-in one (docs/identity.md).")
     timeout: float = Field(description="Default deadline of one request, in seconds.")
     errors: list[ErrorCode] = Field(description="The error codes its contract declares.")
     doc: str = ""
@@ -175,7 +179,11 @@ def build_catalog(sources: Sequence[PluginSource], *, disabled: Iterable[str] = 
                                status="ok" if manifest.contract else "no_contract")
         if manifest.contract is not None:
             try:
-                found = _entries(name, import_entry(manifest.contract, Contract))
+                contract = import_entry(manifest.contract, Contract)
+                problem = contract_problem(manifest, contract)
+                if problem is not None:
+                    raise ValueError(problem)
+                found = _entries(name, contract)
             except Exception as exc:  # a contract module can raise anything when imported
                 plugin = plugin.model_copy(update={"status": "error", "error": _reason(exc)})
             else:
@@ -221,6 +229,7 @@ def _task_entry(task: Task[Any, Any]) -> TaskEntry:
     return TaskEntry(
         plugin=task.plugin, name=task.name, qualname=f"{task.plugin}.{task.name}",
         service="worker", routing_key=names.task_key(task.plugin, task.name), callers=None,
+        permission=None,
         devices=False, timeout=task.time_limit, errors=[], doc=task.doc,
         input=model_schema(task.input, what=f"{task.plugin}.{task.name} input"),
         result=model_schema(task.result, what=f"{task.plugin}.{task.name} result"),
@@ -242,7 +251,7 @@ def _common(rpc: Rpc[Any, Any]) -> dict[str, Any]:
         "plugin": rpc.plugin, "name": rpc.name, "qualname": rpc.qualname,
         "service": rpc.service, "routing_key": names.rpc_key(rpc.service, rpc.plugin, rpc.name),
         "callers": None if rpc.callers is None else sorted(rpc.callers),
-        "devices": rpc.devices, "timeout": rpc.timeout,
+        "devices": rpc.devices, "permission": rpc.permission, "timeout": rpc.timeout,
         "errors": [_error_code(e) for e in rpc.errors], "doc": rpc.doc,
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
@@ -59,6 +60,9 @@ class MeshSettings(BaseSettings):
         description="Processes of a worker's pool for CPU-bound tasks (one task each).",
         json_schema_extra={"default_shown": "CPUs"},
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto", description="The services' event loop: `auto` is uvloop where it is "
+        "installed (it is, on Linux and macOS), else asyncio's.")
     shutdown_timeout: float = Field(
         default=10.0, ge=0, description="Seconds in-flight handlers and tasks get after SIGTERM."
     )
@@ -80,6 +84,20 @@ class MeshSettings(BaseSettings):
         default=None, min_length=1,  # an empty token would let every request in
         description="Bearer token of the admin API; unset: generated once into the data dir.",
     )
+    admin_password: SecretStr | None = Field(
+        default=None, min_length=8,
+        description="The first administrator's password; unset: generated once into the data "
+        "dir. The identity provider creates the user `admin` with it when it has no users.",
+    )
+    identity_provider: str = Field(
+        default="identity", pattern=r"^[a-z][a-z0-9_]*$",
+        description="The plugin whose published IdentityApi says who people and devices are.",
+    )
+    identity_cache_seconds: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="How long a client service trusts a token check without asking again: "
+        "the longest a missed revocation or permission change can take to apply.",
+    )
     admin_url: str | None = Field(
         default=None, description="Where `mesh call` finds the admin API when no broker is set.")
     upload_max_bytes: int = Field(
@@ -93,6 +111,13 @@ class MeshSettings(BaseSettings):
         "terminal, JSON otherwise.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR (any case).")
+
+    @field_validator("event_loop")
+    @classmethod
+    def _uvloop_installed(cls, value: str) -> str:
+        if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("uvloop is not installed (pip install uvloop), or choose auto")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 from pydantic import BaseModel, ValidationError
 
 from mesh.errors import RpcError
+from mesh.permissions import check_address
 
 if TYPE_CHECKING:
     from mesh.tasks.handle import TaskHandle
@@ -58,6 +59,7 @@ class Rpc(Generic[ReqT, RepT]):
     errors: tuple[type[RpcError], ...] = ()
     doc: str = ""
     devices: bool = False
+    permission: str | None = None
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
 
@@ -128,6 +130,7 @@ class Topic(Generic[SelT, PayT]):
     payload: type[PayT]
     timeout: float = 10.0
     doc: str = ""
+    permission: str | None = None
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
     snapshot: Rpc[SelT, TopicSnapshot[PayT]] = field(init=False)
@@ -135,7 +138,8 @@ class Topic(Generic[SelT, PayT]):
     def __post_init__(self) -> None:
         # The current value is fetched like an RPC of the same name, served by the server.
         self.snapshot = Rpc(self.selector, TopicSnapshot[self.payload],  # type: ignore[name-defined]
-                            "server", None, self.timeout, (), self.doc)
+                            "server", None, self.timeout, (), self.doc,
+                            permission=self.permission)
 
     @property
     def qualname(self) -> str:
@@ -147,13 +151,19 @@ class Topic(Generic[SelT, PayT]):
         self.name = self.snapshot.name = name
 
 
+def _permission(permission: str | None) -> str | None:
+    return None if permission is None else check_address(permission)
+
+
 def topic(
-    selector: type[SelT], payload: type[PayT], *, timeout: float = 10.0, doc: str = ""
+    selector: type[SelT], payload: type[PayT], *, timeout: float = 10.0, doc: str = "",
+    permission: str | None = None,
 ) -> Topic[SelT, PayT]:
-    """Declare an observable topic, provided on the server."""
+    """Declare an observable topic, provided on the server. `permission` is what a device
+    needs to watch it (docs/identity.md)."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    return Topic(selector, payload, timeout, doc)
+    return Topic(selector, payload, timeout, doc, _permission(permission))
 
 
 def action(
@@ -163,13 +173,15 @@ def action(
     timeout: float = 10.0,
     errors: Iterable[type[RpcError]] = (),
     doc: str = "",
+    permission: str | None = None,
 ) -> Action[ReqT, RepT]:
-    """Declare an action devices push; the server processes it and answers with `result`."""
+    """Declare an action devices push; the server processes it and answers with `result`.
+    `permission` is what a device needs to push it."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     reply = result if result is not None else Empty
     return Action(model, reply, "server", frozenset({"client"}), timeout,  # type: ignore[arg-type]
-                  tuple(errors), doc, devices=True)
+                  tuple(errors), doc, devices=True, permission=_permission(permission))
 
 
 def rpc(
@@ -182,9 +194,12 @@ def rpc(
     errors: Iterable[type[RpcError]] = (),
     doc: str = "",
     devices: bool = False,
+    permission: str | None = None,
 ) -> Rpc[ReqT, RepT]:
     """Declare an RPC served by `service`; `callers=None` lets every service call it.
-    `devices=True` lets devices call it through the client service's gateway."""
+    `devices=True` lets devices call it through the client service's gateway; `permission`
+    is what a device or person calling it needs (services are not checked: `callers` is
+    their boundary)."""
     if service not in SERVICES:
         raise ValueError(f"service must be one of {sorted(SERVICES)}, not {service!r}")
     allowed = None if callers is None else frozenset(callers)
@@ -193,7 +208,8 @@ def rpc(
         raise ValueError(f"unknown caller kinds {unknown}; known: {sorted(CALLER_KINDS)}")
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc, devices)
+    return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc, devices,
+               _permission(permission))
 
 
 class TaskEnqueuer(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -21,7 +22,9 @@ from mesh.plugin.host import PluginHost
 
 CONTROL_PATTERN = "control.#"
 STATE_KEY = "control.state"
+INVALIDATE_KEY = "control.identity.invalidate"  # a token revoked, permissions changed
 log = structlog.get_logger("mesh.control")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def switch_key(plugin: str) -> str:
@@ -43,6 +46,12 @@ class ControlChannel:
         self.queue = f"{transport.exchange}.control.{instance}"
         self._order = asyncio.Lock()  # apply messages one at a time, in arrival order
         self.on_installed: Callable[[PluginInstalled], Awaitable[None]] | None = None
+        self._listeners: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[None]]]] = {}
+
+    def listen(self, key: str, model: type[ModelT],
+               handler: Callable[[ModelT], Awaitable[None]]) -> None:
+        """Hand every message published on `key` to `handler`, as `model`."""
+        self._listeners[key] = (model, handler)
 
     async def start(self) -> None:
         await self.transport.declare_queue(QueueSpec(self.queue, (CONTROL_PATTERN,),
@@ -65,6 +74,9 @@ class ControlChannel:
                 elif message.routing_key == STATE_KEY:
                     state = PlatformState.model_validate_json(message.body)
                     await self.host.apply_state(set(state.disabled), state.settings)
+                elif message.routing_key in self._listeners:
+                    model, handler = self._listeners[message.routing_key]
+                    await handler(model.model_validate_json(message.body))
             except ValidationError as exc:
                 log.warning("control.bad_message", key=message.routing_key,
                             errors=exc.errors(include_url=False)[:3])

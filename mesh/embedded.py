@@ -11,7 +11,7 @@ from mesh.bus.memory import MemoryBroker
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.service import Service
-from services.server.admin.auth import admin_token
+from services.server.admin.auth import ADMIN_USER, admin_password, admin_token
 
 
 def banner(services: list[Service], where: str) -> str:
@@ -30,6 +30,10 @@ def banner(services: list[Service], where: str) -> str:
             token, kept_in = admin_token(service.settings)
             lines.append(f"          admin:   {admin.url}  token: {token}"
                          + (f"  (kept in {kept_in})" if kept_in else ""))
+            if getattr(service, "admin_password_valid", None):
+                password, kept = admin_password(service.settings)
+                lines.append(f"          sign in: {ADMIN_USER} / {password}"
+                             + (f"  (kept in {kept}; change it, and this goes)" if kept else ""))
     return "\n".join(lines)
 
 

@@ -74,6 +74,20 @@ class NotAllowed(RpcError):
     code = "not_allowed"
 
 
+class Unauthenticated(RpcError):
+    """No identity: wrong username or password, or a token that is unknown, expired or
+    revoked (`details.reason` says which). Sign in again."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(RpcError):
+    """The person or device is signed in but lacks the permission (`details.permission`)
+    the RPC, action, topic or admin route needs."""
+
+    code = "forbidden"
+
+
 class UnknownRpc(RpcError):
     """The serving instance has no handler for this RPC (a key no queue is bound to is
     `Unavailable` instead: the broker cannot tell a missing plugin from a stopped one)."""
@@ -111,6 +125,8 @@ BUILTIN_ERRORS: dict[str, type[RpcError]] = {
         InvalidRequest,
         InvalidReply,
         NotAllowed,
+        Unauthenticated,
+        Forbidden,
         UnknownRpc,
         InternalError,
         BadMessage,

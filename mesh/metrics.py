@@ -36,6 +36,14 @@ TASKS_ENQUEUED = Counter(
     "mesh_tasks_enqueued", "Tasks this process enqueued (confirmed by the broker), by task",
     ["task"], registry=REGISTRY,
 )
+ACCESS_DENIED = Counter(
+    "mesh_access_denied", "Requests refused for a missing permission, by entry point, what was "
+    "asked for and the permission it needs", ["where", "what", "permission"], registry=REGISTRY,
+)
+SIGN_INS = Counter(
+    "mesh_sign_ins", "Sign-in attempts, by entry point and outcome (ok, refused, unavailable)",
+    ["where", "outcome"], registry=REGISTRY,
+)
 
 # One service per process sends the process's metrics in its heartbeats (the registry is the
 # process's, so in the embedded mode the four services would otherwise send it four times).

@@ -14,7 +14,7 @@ from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.plugin.manifest import PluginManifest
 from mesh.plugin.ordering import plan_load_order
-from services.server.admin.auth import admin_token
+from services.server.admin.auth import ADMIN_USER, PASSWORD_FILE, admin_token
 
 
 def planned_banner(settings: MeshSettings, pids: dict[str, int]) -> str:
@@ -35,6 +35,8 @@ def planned_banner(settings: MeshSettings, pids: dict[str, int]) -> str:
     token, where = admin_token(settings)
     lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: {token}"
                  + (f"  (kept in {where})" if where else ""))
+    lines.append(f"  sign in: {ADMIN_USER}, with the first password in "
+                 f"{settings.data_dir / PASSWORD_FILE} (while it is unchanged)")
     for name, reason in sorted(plan.refused.items()):
         lines.append(f"  refused {name}: {reason}")
     return "\n".join(lines)

@@ -33,3 +33,13 @@ def cells(driver: webdriver.Chrome) -> list[tuple[str, str]]:
     rows = driver.find_elements(By.CSS_SELECTOR, "#rows tr[data-id]")
     return [(r.find_element(By.CLASS_NAME, "string1").text,
              r.find_element(By.CLASS_NAME, "int1").text) for r in rows]
+
+
+def sign_in(driver: webdriver.Chrome, username: str, password: str) -> None:
+    """Sign in on the demo device page (it must be loaded)."""
+    wait_for(driver, lambda d: d.find_element(By.ID, "signin").is_displayed())
+    for field, value in (("username", username), ("password", password)):
+        box = driver.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#signin button").click()

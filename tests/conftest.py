@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mesh.plugin.discovery import PluginSource
+from mesh.plugin.discovery import PluginSource, discover
 from mesh.testing.backends import empty_database
 from mesh.testing.bus import Bus, delete_exchange, eventually
 
@@ -57,3 +58,21 @@ def fixture_source(name: str) -> PluginSource:
     from mesh.plugin.discovery import source_from_package
 
     return source_from_package(name, f"mesh_fixture_{name}")
+
+
+@pytest.fixture
+async def gateway(bus: Bus) -> AsyncIterator[Any]:
+    """A server and a client with the devices fixture plugin; devices sign in as admin."""
+    from services.client import ClientService
+    from services.server import ServerService
+    from tests.devices import Gateway
+
+    sources = [*discover(), fixture_source("devices")]
+    server = await bus.service("server", sources=sources)
+    client = await bus.service("client", sources=sources, device_max_subscriptions=5,
+                               device_max_frame_bytes=4096)
+    assert isinstance(server, ServerService) and isinstance(client, ClientService)
+    gw = Gateway(bus, server, [client])
+    yield gw
+    for device in gw.devices:
+        await device.close()

@@ -109,3 +109,32 @@ async def test_contracts_show_and_a_bad_upload_is_refused_on_the_page(
         wait_for(driver, lambda d: "not_a_wheel" in d.find_element(By.ID, "message").text)
 
     await asyncio.to_thread(use_the_page)
+
+
+async def test_an_administrator_signs_in_with_a_password(memory_bus: Bus, page: object) -> None:
+    from services.server.admin.auth import admin_password
+
+    server = await memory_bus.service("server")
+    assert isinstance(server, ServerService) and server.admin is not None
+    password, _ = admin_password(server.settings)
+    driver = page
+
+    def with_password(value: str) -> None:
+        driver.get(server.admin.url)  # type: ignore[union-attr,attr-defined]
+        for field, text in (("username", "admin"), ("password", value)):
+            box = driver.find_element(By.ID, field)  # type: ignore[attr-defined]
+            box.clear()
+            box.send_keys(text)
+        driver.find_element(By.CSS_SELECTOR, "#password-form button").click()  # type: ignore[attr-defined]
+
+    def sign_in_and_out() -> None:
+        with_password("wrong")
+        wait_for(driver, lambda d: "wrong username or password" in
+                 d.find_element(By.ID, "who").text)
+        with_password(password)
+        wait_for(driver, lambda d: d.find_element(By.ID, "who").text == "signed in as admin")
+        wait_for(driver, lambda d: "noop.echo" in d.find_element(By.ID, "contracts").text)
+        driver.find_element(By.ID, "signout").click()  # type: ignore[attr-defined]
+        wait_for(driver, lambda d: d.find_element(By.ID, "signin").is_displayed())
+
+    await asyncio.to_thread(sign_in_and_out)

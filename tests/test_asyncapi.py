@@ -121,6 +121,7 @@ def test_every_catalog_entry_has_its_channels_and_operations() -> None:
         assert request["x-mesh"]["qualname"] == entry.qualname
         assert request["x-mesh"]["kind"] == entry.kind
         assert request["x-mesh"]["callers"] == entry.callers
+        assert request["x-mesh"]["permission"] == entry.permission
         assert request["x-mesh"]["errors"] == [e.code for e in entry.errors]
         reply = channels[f"{entry.routing_key}.reply"]
         assert reply["address"] is None and set(reply["messages"]) == {"reply", "error"}
@@ -259,11 +260,13 @@ def test_contracts_list_cli() -> None:
     result = mesh("contracts", "list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["kind", "name", "service", "callers", "devices", "timeout",
-                                "errors"]
-    assert any(line.split()[:6] == ["action", "tutorial.add_int_value", "server", "client",
-                                    "yes", "10s"] for line in lines)
-    assert "26 entries from 4 plugins: noop, greeter, tutorial, tutorial_stats" in result.stdout
+    assert lines[0].split() == ["kind", "name", "service", "callers", "devices", "permission",
+                                "timeout", "errors"]
+    assert any(line.split()[:7] == ["action", "tutorial.add_int_value", "server", "client",
+                                    "yes", "tutorial/rows/change", "10s"] for line in lines)
+    assert any(line.split()[:7] == ["rpc", "noop.echo", "server", "any", "-", "-", "5s"]
+               for line in lines)
+    assert "33 entries from 5 plugins: identity, noop, greeter, tutorial, tutorial_stats" in result.stdout
     as_json = mesh_here("contracts", "list", "--json")
     assert as_json.exit_code == 0, as_json.stderr
     assert Catalog.model_validate_json(as_json.stdout) == build_catalog(discover())

@@ -1,6 +1,7 @@
-"""The demo device page in two headless Chromium windows: a click in one updates both — an
-action, or a task on the worker — and the JS client reconnects and resubscribes by itself when
-the client service comes back."""
+"""The demo device page in two headless Chromium windows: sign in, a click in one updates both —
+an action, or a task on the worker — the JS client reconnects, signs in again and resubscribes
+by itself when the client service comes back; a refused sign-in and a forbidden action show on
+the page."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from services.client import ClientService
-from tests.browser import browser, cells, wait_for
+from services.server.admin.auth import admin_password
+from tests.browser import browser, cells, sign_in, wait_for
 from tests.conftest import Bus
 from tests.processes import free_port
 
@@ -32,7 +34,8 @@ def click(driver: object, row: int, title: str) -> None:
 
 async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: tuple) -> None:
     port = free_port()
-    await memory_bus.service("server")
+    server = await memory_bus.service("server")
+    password, _ = admin_password(server.settings)
     await memory_bus.service("worker")  # the page doubles a row with a task, on a worker
     client = await memory_bus.service("client", client_port=port)
     first, second = pages
@@ -42,6 +45,9 @@ async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: t
         for page in (first, second):
             page.get(url)
             wait_for(page, lambda p: p.find_element(By.ID, "status").text == "open")
+            assert not p_visible(page, "live")  # nothing to see before signing in
+            sign_in(page, "admin", password)
+            wait_for(page, lambda p: "signed in as admin" in p.find_element(By.ID, "who").text)
             wait_for(page, lambda p: "no rows yet" in p.find_element(By.ID, "rows").text)
         first.find_element(By.ID, "string1").send_keys("hello")
         first.find_element(By.CSS_SELECTOR, "#add button").click()
@@ -78,15 +84,22 @@ async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: t
     await asyncio.to_thread(after_reconnect)
 
 
+def p_visible(page: object, id_: str) -> bool:
+    return bool(page.find_element(By.ID, id_).is_displayed())  # type: ignore[attr-defined]
+
+
 async def test_an_action_error_shows_on_the_page(memory_bus: Bus, pages: tuple) -> None:
     port = free_port()
-    await memory_bus.service("server")
+    server = await memory_bus.service("server")
+    password, _ = admin_password(server.settings)
     await memory_bus.service("client", client_port=port)
     first, _ = pages
 
     def rejected() -> None:
         first.get(f"http://127.0.0.1:{port}/")
         wait_for(first, lambda p: p.find_element(By.ID, "status").text == "open")
+        sign_in(first, "admin", password)
+        wait_for(first, lambda p: p_visible(p, "live"))
         first.find_element(By.ID, "string1").send_keys("x" * 50)
         first.execute_script("document.getElementById('string1').removeAttribute('maxlength');"
                              "document.getElementById('string1').value += 'y';")
@@ -94,3 +107,37 @@ async def test_an_action_error_shows_on_the_page(memory_bus: Bus, pages: tuple) 
         wait_for(first, lambda p: "invalid_request" in p.find_element(By.ID, "error").text)
 
     await asyncio.to_thread(rejected)
+
+
+async def test_sign_in_refused_forbidden_and_sign_out_on_the_page(memory_bus: Bus,
+                                                                  pages: tuple) -> None:
+    from mesh_identity.contract import PutUser, Role
+    from mesh_tutorial.contract import StringIntFields, TutorialContract
+
+    port = free_port()
+    server = await memory_bus.service("server")
+    directory = server.identity.provider()  # type: ignore[attr-defined]
+    await directory.put_role(Role(name="watcher", permissions=["tutorial/rows/view"]))
+    await directory.put_user(PutUser(username="wendy", password="only-watching", roles=["watcher"]))
+    await TutorialContract(server.caller).add_string_int(StringIntFields(string1="row", int1=1))
+    await memory_bus.service("client", client_port=port)
+    page, _ = pages
+
+    def as_a_watcher() -> None:
+        page.get(f"http://127.0.0.1:{port}/")
+        sign_in(page, "wendy", "wrong")
+        wait_for(page, lambda p: "wrong username or password" in
+                 p.find_element(By.ID, "error").text)
+        assert not p_visible(page, "live")
+        sign_in(page, "wendy", "only-watching")
+        wait_for(page, lambda p: cells(p) == [("row", "1")])
+        click(page, 0, "add one")
+        wait_for(page, lambda p: "forbidden: wendy lacks the permission tutorial/rows/change" in
+                 p.find_element(By.ID, "error").text)
+        assert cells(page) == [("row", "1")]
+        page.refresh()  # the token is kept for the tab: still signed in
+        wait_for(page, lambda p: cells(p) == [("row", "1")])
+        page.find_element(By.ID, "signout").click()
+        wait_for(page, lambda p: p_visible(p, "signin") and not p_visible(p, "live"))
+
+    await asyncio.to_thread(as_a_watcher)

@@ -25,7 +25,7 @@ def mesh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_plugin_list_shows_order_and_details() -> None:
     result = mesh("plugin", "list")
     assert result.returncode == 0, result.stderr
-    assert "load order: noop → greeter" in result.stdout
+    assert "load order: identity → noop → greeter" in result.stdout
     assert "noop>=1.0,<2" in result.stdout.replace(" ", "") or "noop>=1.0,<2" in result.stdout
 
 
@@ -37,7 +37,7 @@ def test_plugin_list_json_and_disabled_refusal() -> None:
     assert by_name["greeter"]["status"] == "refused"
     assert by_name["greeter"]["reason"] == "depends on noop, which is disabled"
     assert by_name["noop"]["services"] == ["server", "client", "agent", "worker"]
-    assert data["load_order"] == ["tutorial", "tutorial_stats"]
+    assert data["load_order"] == ["identity", "tutorial", "tutorial_stats"]
 
 
 def test_run_needs_a_known_service_and_a_broker() -> None:

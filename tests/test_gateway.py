@@ -4,56 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from mesh.plugin.discovery import discover
 from services.client import ClientService
-from services.server import ServerService
-from tests.conftest import Bus, fixture_source
-from tests.device import Device, Frame
-
-
-class Gateway:
-    def __init__(self, bus: Bus, server: ServerService, clients: list[ClientService]) -> None:
-        self.bus = bus
-        self.server = server
-        self.clients = clients
-        self.devices: list[Device] = []
-
-    def url(self, client: int = 0) -> str:
-        return f"ws://127.0.0.1:{self.clients[client].bound_port}/ws"
-
-    async def device(self, client: int = 0) -> Device:
-        device = await Device.connect(self.url(client))
-        self.devices.append(device)
-        return device
-
-    def provider_calls(self) -> int:
-        from mesh_fixture_devices.contract import DevicesContract
-
-        provider = self.server.observables.provider(DevicesContract.counter)
-        assert provider is not None
-        return provider.provider_calls
-
-
-@pytest.fixture
-async def gateway(bus: Bus) -> AsyncIterator[Gateway]:
-    sources = [*discover(), fixture_source("devices")]
-    server = await bus.service("server", sources=sources)
-    client = await bus.service("client", sources=sources, device_max_subscriptions=5,
-                               device_max_frame_bytes=4096)
-    assert isinstance(server, ServerService) and isinstance(client, ClientService)
-    gw = Gateway(bus, server, [client])
-    yield gw
-    for device in gw.devices:
-        await device.close()
-
-
-def of(kind: str, id_: Any = None) -> Callable[[Frame], bool]:
-    return lambda f: f["type"] == kind and (id_ is None or f.get("id") == id_)
+from tests.conftest import fixture_source
+from tests.devices import Frame, Gateway, of
 
 
 async def test_subscribe_snapshot_action_update_unsubscribe(gateway: Gateway) -> None:
@@ -199,9 +156,11 @@ async def test_health_and_catalog_endpoints(gateway: Gateway) -> None:
     import httpx
 
     base = f"http://127.0.0.1:{gateway.clients[0].bound_port}"
+    device = await gateway.device()
     async with httpx.AsyncClient() as http:
         health = (await http.get(f"{base}/healthz")).json()
-        catalog = (await http.get(f"{base}/catalog")).json()
+        catalog = (await http.get(f"{base}/catalog",
+                                  headers={"Authorization": f"Bearer {device.token}"})).json()
         script = await http.get(f"{base}/mesh.js")
         page = await http.get(f"{base}/")
     assert health["status"] == "ok"

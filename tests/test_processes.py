@@ -161,6 +161,8 @@ async def test_mesh_up_with_a_broker_runs_four_processes(rabbit_bus: Bus,
         )
         started = {e["service"] for e in up.events() if e.get("event") == "service.started"}
         assert started == {"server", "client", "agent", "worker"}
+        loops = {e["loop"] for e in up.events() if e.get("event") == "service.started"}
+        assert loops == {"uvloop"}  # MESH_EVENT_LOOP=auto, and uvloop is a dependency here
         assert "four processes on amqp://guest:***@" in up.text()
         worker_pid = next(e["pid"] for e in up.events()
                           if e.get("event") == "service.started" and e["service"] == "worker")

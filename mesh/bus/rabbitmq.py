@@ -232,9 +232,10 @@ class RabbitTransport(Transport):
             # The concrete aiormq channel: its basic_publish takes `wait`, the ABC's does not.
             confirm = cast(aiormq.Channel, await confirm_channel.get_underlay_channel())
             plain = cast(aiormq.Channel, await plain_channel.get_underlay_channel())
-            await plain.exchange_declare(
-                exchange=self.exchange, exchange_type="topic", durable=True
-            )
+            if not await self._exchange_exists(connection):
+                await plain.exchange_declare(
+                    exchange=self.exchange, exchange_type="topic", durable=True
+                )
             for name, kind in self._exchanges.items():
                 await plain.exchange_declare(exchange=name, exchange_type=kind, durable=True)
             for queue in self._queues.values():
@@ -251,6 +252,19 @@ class RabbitTransport(Transport):
         for channel in (confirm_channel, plain_channel):
             channel.close_callbacks.add(self._on_channel_closed)
         self._connected.set()
+
+    async def _exchange_exists(self, connection: AbstractConnection) -> bool:
+        """A passive declare, which needs no permission: services whose broker user may not
+        configure the exchange (mesh broker acl) find it; only a missing one is declared."""
+        probe = await connection.channel(publisher_confirms=False)
+        try:
+            await (await probe.get_underlay_channel()).exchange_declare(
+                exchange=self.exchange, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False  # the broker closed the probe channel
+        with contextlib.suppress(*_CHANNEL_ERRORS):
+            await probe.close()
+        return True
 
     def _on_channel_closed(self, channel: Any, exc: BaseException | None = None) -> None:
         # A channel error (say, a queue redeclared with other arguments) kills the channel;

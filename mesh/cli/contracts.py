@@ -45,7 +45,8 @@ def list_contracts(
     as_json: Annotated[bool, typer.Option("--json", help="The catalog as one JSON object, "
                                           "JSON Schemas included.")] = False,
 ) -> None:
-    """Every RPC, action and topic of the enabled plugins: who serves it, who may call it."""
+    """Every RPC, action and topic of the enabled plugins: who serves it, who may call it,
+    and the permission a device or person needs."""
     catalog = _catalog(_settings())
     if as_json:
         typer.echo(catalog.model_dump_json(indent=2))
@@ -53,13 +54,15 @@ def list_contracts(
         return
     if catalog.entries:
         width = max(len(e.qualname) for e in catalog.entries) + 2
+        needs = max(len(e.permission or "-") for e in catalog.entries) + 2
         typer.echo(f"{'kind':<8}{'name':<{width}}{'service':<9}{'callers':<14}"
-                   f"{'devices':<9}{'timeout':<9}errors")
+                   f"{'devices':<9}{'permission':<{needs}}{'timeout':<9}errors")
     for e in catalog.entries:
         typer.echo(
             f"{e.kind:<8}{e.qualname:<{width}}{e.service:<9}"
             f"{','.join(e.callers) if e.callers is not None else 'any':<14}"
-            f"{'yes' if e.devices else '-':<9}{f'{e.timeout:g}s':<9}"
+            f"{'yes' if e.devices else '-':<9}{e.permission or '-':<{needs}}"
+            f"{f'{e.timeout:g}s':<9}"
             f"{', '.join(x.code for x in e.errors) or '-'}"
         )
     served = [p.name for p in catalog.plugins if p.status == "ok"]

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from mesh import loop
+from mesh.cli.broker import broker_app
 from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
 from mesh.cli.db import db_app
@@ -28,6 +30,7 @@ app.add_typer(plugin_app, name="plugin")
 app.add_typer(db_app, name="db")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(broker_app, name="broker")
 app.command("call")(call_command)
 
 
@@ -64,7 +67,7 @@ def up() -> None:
         raise typer.Exit(asyncio.run(supervise(settings)))
     from mesh.embedded import run_embedded
 
-    asyncio.run(run_embedded(settings))
+    loop.run(run_embedded(settings), settings.event_loop)
 
 
 @app.command()
@@ -89,7 +92,7 @@ def run(
     structlog.contextvars.bind_contextvars(service=service, instance=instance)  # every line
     svc = SERVICES[service](settings, rabbit_transport(settings, instance), instance_id=instance)
     try:
-        asyncio.run(svc.run_until_signalled())
+        loop.run(svc.run_until_signalled(), settings.event_loop)
     except (OSError, ConnectionError) as exc:
         typer.echo(f"error: cannot join the bus: {exc}", err=True)
         raise typer.Exit(1) from None

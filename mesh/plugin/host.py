@@ -17,6 +17,7 @@ from mesh.bus.transport import Transport
 from mesh.contract import Contract, Task
 from mesh.errors import PluginError
 from mesh.observable.provider import ObservableServer
+from mesh.permissions import contract_problem
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.manifest import PluginManifest
 from mesh.plugin.ordering import LoadPlan, plan_load_order
@@ -285,6 +286,13 @@ class PluginHost:
                 record.error = f"depends on {dep}, which is {dep_record.state} on this service"
                 self.log.warning("plugin.refused", plugin=name, reason=record.error)
                 return False
+
+        contract = self.contract(name) if manifest.contract else None
+        problem = contract_problem(manifest, contract) if contract is not None else None
+        if problem is not None:
+            record.state, record.error = PluginState.REFUSED, problem
+            self.log.error("plugin.refused", plugin=name, reason=problem)
+            return False
 
         record.error = None
         ctx = PluginContext(self, manifest)

@@ -11,6 +11,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mesh.permissions import PermissionsSection
+
 MANIFEST_FILE = "plugin.toml"
 ServiceKind = Literal["server", "client", "agent", "worker"]
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -56,6 +58,11 @@ class PluginManifest(BaseModel):
     )
     storage: StorageSection | None = None
     settings: dict[str, Any] | None = None
+    permissions: PermissionsSection = Field(
+        default_factory=PermissionsSection,
+        description="Permission groups, their permissions, and those required of other "
+        "plugins (docs/identity.md).",
+    )
 
     @field_validator("name")
     @classmethod

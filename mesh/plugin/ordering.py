@@ -1,8 +1,9 @@
 """Load order from declared dependencies: topological, ties broken by name.
 
 A plugin is refused, with a reason a person can act on, when a dependency is missing, has the
-wrong version, is disabled or refused, or when it sits on a dependency cycle (the reason names
-the loop). Everything else loads.
+wrong version, is disabled or refused, when it sits on a dependency cycle (the reason names
+the loop), or when its manifest requires a permission no plugin declares. Everything else
+loads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
+from mesh.permissions import requirement_problem
 from mesh.plugin.manifest import PluginManifest
 
 
@@ -37,7 +39,7 @@ def plan_load_order(
     candidates = {n for n in manifests if n not in plan.disabled and n not in plan.refused}
 
     for name in sorted(candidates):
-        reason = _dependency_problem(name, manifests, plan)
+        reason = _dependency_problem(name, manifests, plan) or requirement_problem(name, manifests)
         if reason:
             plan.refused[name] = reason
     candidates -= plan.refused.keys()

@@ -69,7 +69,7 @@ class PluginContext:
         self.handlers: list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
         self.providers: list[tuple[Topic[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
         self.default_action: Callable[[Any], Awaitable[Any]] | None = None
-        self.admin_routers: list[Any] = []
+        self.admin_routers: list[tuple[Any, str | None]] = []
         self.task_handlers: list[tuple[Task[Any, Any], Callable[[Any], Any]]] = []
         self.api_object: object | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -133,12 +133,17 @@ class PluginContext:
             raise PluginError(f"{topic.qualname} has a provider already")
         self.providers.append((topic, provide))
 
-    def add_admin_routes(self, router: Any) -> None:
+    def add_admin_routes(self, router: Any, *, permission: str | None = None) -> None:
         """Mount a FastAPI APIRouter in the admin API under /api/v1/plugins/<plugin>/admin
-        (Peek's addAdminResource); it shares the admin's token and is removed on stop."""
+        (Peek's addAdminResource); removed on stop. Its routes need a signed-in caller with
+        `permission` (default: the platform's mesh/admin/operate)."""
         if self.service != "server":
             raise PluginError(f"admin routes live on the server, not the {self.service}")
-        self.admin_routers.append(router)
+        if permission is not None:
+            from mesh.permissions import check_address
+
+            check_address(permission)
+        self.admin_routers.append((router, permission))
 
     def serve_default_action(self, processor: Callable[[Any], Awaitable[Any]]) -> None:
         """Process every action of this plugin's contract that has no processor of its own."""

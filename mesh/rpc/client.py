@@ -74,12 +74,14 @@ class RpcClient:
 
     async def call(
         self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], *,
-        timeout: float | None = None, caller: str | None = None,
+        timeout: float | None = None, caller: str | None = None, user: str | None = None,
     ) -> RepT:
         """Call `rpc`; `caller` names who calls when it is not this service itself (the admin
-        API calls on a person's behalf as "cli")."""
+        API calls on a person's behalf as "cli"); `user` names the signed-in person or device
+        the call is made for (a handler sees it in `current_call().user`; calls it makes pass
+        it on)."""
         try:
-            reply = await self._call(rpc, request, timeout, caller or self.caller)
+            reply = await self._call(rpc, request, timeout, caller or self.caller, user)
         except RpcError as exc:
             RPC_CALLS.labels(rpc.qualname, exc.code).inc()
             raise
@@ -88,7 +90,7 @@ class RpcClient:
 
     async def _call(
         self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], timeout: float | None,
-        caller: str,
+        caller: str, user: str | None,
     ) -> RepT:
         where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
         request = coerce(rpc.request, request, what=f"the request of {rpc.qualname}", **where)
@@ -96,6 +98,7 @@ class RpcClient:
         parent = current_call()
         if parent is not None:
             budget = min(budget, parent.remaining())
+            user = user or parent.user
         if budget <= 0:
             raise RpcTimeout(f"the deadline passed before {rpc.qualname} was called", **where)
         if self._reply_to is None:
@@ -103,10 +106,13 @@ class RpcClient:
 
         correlation_id = f"{self._prefix}.{next(self._ids)}"
         millis = max(1, math.ceil(budget * 1000))
+        headers: dict[str, Any] = {wire.HEADER_CALLER: caller, wire.HEADER_TIMEOUT_MS: millis}
+        if user:
+            headers[wire.HEADER_USER] = user
         message = Message(
             body=request.model_dump_json().encode(),
             routing_key=rpc_key(rpc.service, rpc.plugin, rpc.name),
-            headers={wire.HEADER_CALLER: caller, wire.HEADER_TIMEOUT_MS: millis},
+            headers=headers,
             correlation_id=correlation_id,
             reply_to=self._reply_to,
             content_type=wire.CONTENT_TYPE,

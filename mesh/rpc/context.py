@@ -14,6 +14,7 @@ class CallInfo:
     correlation_id: str | None
     deadline: float  # time.monotonic() value
     redelivered: bool = False
+    user: str | None = None  # the signed-in person or device the call is made for
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

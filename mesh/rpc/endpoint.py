@@ -195,9 +195,11 @@ class RpcEndpoint:
         budget = _budget(message, rpc.timeout) - (time.monotonic() - started)
         if budget <= 0:
             raise RpcTimeout(f"{qualname} arrived after its deadline")
+        user = message.headers.get(wire.HEADER_USER)
+        user = user.decode() if isinstance(user, bytes) else user
         token = _current.set(
             CallInfo(qualname, caller, message.correlation_id, time.monotonic() + budget,
-                     message.redelivered)
+                     message.redelivered, user if isinstance(user, str) and user else None)
         )
         deadline = asyncio.timeout(budget)
         try:

@@ -11,6 +11,7 @@ from mesh.errors import BUILTIN_ERRORS, RpcError
 CONTENT_TYPE = "application/json"
 HEADER_CALLER = "x-mesh-caller"
 HEADER_TIMEOUT_MS = "x-mesh-timeout-ms"
+HEADER_USER = "x-mesh-user"  # the person or device a call is made for, when there is one
 HEADER_STATUS = "x-mesh-status"
 STATUS_OK = "ok"
 STATUS_ERROR = "error"

@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.contract import Contract
+from mesh.control import INVALIDATE_KEY
 from mesh.health import local_url
+from mesh.identity import Invalidation
 from mesh.observable.cache import ObservableCache
 from mesh.plugin.discovery import import_entry
 from mesh.service import Service
 from mesh.web import WebServer
+from services.client.auth import TokenCache
 from services.client.gateway import Catalog, GatewayLimits, create_app
 
 
@@ -26,6 +29,10 @@ class ClientService(Service):
         self.cache = ObservableCache(self.transport, self.rpc_client, self.instance,
                                      linger=self.settings.observable_linger)
         self.web: WebServer | None = None
+        self.auth = TokenCache(self.rpc_client, ttl=self.settings.identity_cache_seconds)
+        self.control.listen(INVALIDATE_KEY, Invalidation, self.auth.on_invalidation)
+        # whatever was revoked while the connection was down: ask the server afresh
+        self.transport.on_reconnected(lambda: self.auth.invalidate(Invalidation()))
 
     def catalog(self) -> Catalog:
         contracts = []
@@ -33,7 +40,7 @@ class ClientService(Service):
         for name in self.host.plan.order:
             manifest = by_name[name].manifest
             if manifest is not None and manifest.contract is not None:
-                contracts.append(import_entry(manifest.contract, Contract))
+                contracts.append((manifest, import_entry(manifest.contract, Contract)))
         return Catalog(contracts)
 
     @property
@@ -54,7 +61,7 @@ class ClientService(Service):
         app = create_app(self.cache, self.rpc_client, self.catalog(), GatewayLimits(
             max_frame_bytes=self.settings.device_max_frame_bytes,
             max_subscriptions=self.settings.device_max_subscriptions,
-        ))
+        ), self.auth)
         self.web = WebServer(app, self.settings.client_host, self.settings.client_port,
                              ws_max_size=self.settings.device_max_frame_bytes * 4)
         await self.web.start()

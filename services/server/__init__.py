@@ -36,8 +36,9 @@ from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
 from mesh.web import WebServer
 from services.server.admin.app import create_admin_app
-from services.server.admin.auth import admin_token
+from services.server.admin.auth import AdminAuth, admin_password, admin_token
 from services.server.errors import UploadFailed
+from services.server.identity import IdentityGate
 
 
 class ServerService(Service):
@@ -53,7 +54,9 @@ class ServerService(Service):
         self.directory = ServiceDirectory(self.transport, self.instance)
         self._platform_endpoint: RpcEndpoint | None = None
         token, _ = admin_token(self.settings)
-        self.admin_app = create_admin_app(self, token)  # plugins mount routes as they start
+        self.identity = IdentityGate(self, token)
+        self.admin_app = create_admin_app(self, AdminAuth(self.identity))  # plugins mount
+        self.admin_password_valid: bool | None = None  # the first admin's generated password
         self.admin: WebServer | None = None
         self.ready = False
 
@@ -128,8 +131,10 @@ class ServerService(Service):
 
         endpoint.add(PlatformContract.state, state)
         endpoint.add(PlatformContract.wheel, self.wheel)
+        self.identity.serve(endpoint)
         await endpoint.start()
         self._platform_endpoint = endpoint
+        await self._bootstrap_admin()
         # services that started before this server hold only their configured state
         await self.control.publish(STATE_KEY, await self.platform_state())
         self.admin = WebServer(self.admin_app, self.settings.admin_host,
@@ -137,6 +142,15 @@ class ServerService(Service):
         await self.admin.start()
         self.ready = True
         self.log.info("admin.listening", url=self.admin.url)
+
+    async def _bootstrap_admin(self) -> None:
+        """The identity provider creates the first administrator if it has no users yet; a
+        generated password that is no longer theirs is removed from the data directory."""
+        password, kept_in = admin_password(self.settings)
+        self.admin_password_valid = await self.identity.bootstrap(password)
+        if self.admin_password_valid is False and kept_in is not None:
+            kept_in.unlink(missing_ok=True)
+            self.log.info("identity.initial_password_retired", file=str(kept_in))
 
     def health_url(self) -> str | None:
         if self.admin is None:

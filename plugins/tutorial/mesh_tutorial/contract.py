@@ -93,23 +93,29 @@ class TaskFailed(RpcError):
     code = "tutorial.task_failed"
 
 
+VIEW, CHANGE = "tutorial/rows/view", "tutorial/rows/change"  # declared in plugin.toml
+
+
 class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
     """The tutorial's RPCs, topic, actions and task; `mesh contracts list` shows them."""
 
-    list_string_ints = rpc(StringIntQuery, StringIntList, service="server",
+    list_string_ints = rpc(StringIntQuery, StringIntList, service="server", permission=VIEW,
                            doc="The StringInt rows, ordered by id.")
-    add_string_int = rpc(StringIntFields, StringInt, service="server", devices=True)
-    change_string_int = rpc(StringIntChange, StringInt, service="server", errors=[NotFound])
+    add_string_int = rpc(StringIntFields, StringInt, service="server", devices=True,
+                         permission=CHANGE)
+    change_string_int = rpc(StringIntChange, StringInt, service="server", errors=[NotFound],
+                            permission=CHANGE)
     delete_string_int = rpc(StringIntId, Empty, service="server", errors=[NotFound],
-                            devices=True)
+                            devices=True, permission=CHANGE)
     get_setting = rpc(SettingKey, Setting, service="server", errors=[NotFound])
     put_setting = rpc(Setting, Setting, service="server")
 
-    string_ints = topic(StringIntSelector, StringIntList,
+    string_ints = topic(StringIntSelector, StringIntList, permission=VIEW,
                         doc="The StringInt rows, live, ordered by id.")
 
-    add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange])
-    string_cap_toggle = action(StringCapToggle, StringInt, errors=[NotFound])
+    add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange],
+                           permission=CHANGE)
+    string_cap_toggle = action(StringCapToggle, StringInt, errors=[NotFound], permission=CHANGE)
 
     add_ints = rpc(Ints, IntResult, service="server", callers=["agent"],
                    doc="val1 + val2; only agents may call it (Peek's RpcForAgent.addInts).")
@@ -123,7 +129,7 @@ class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
     double_int = task(StringIntId, StringInt, max_attempts=3, backoff=0.5, time_limit=30,
                       doc="Doubles a row's int1, once per task even if the task runs twice.")
     double_string_int = rpc(StringIntId, StringInt, service="client", devices=True,
-                            timeout=30, errors=[TaskFailed],
+                            timeout=30, errors=[TaskFailed], permission=CHANGE,
                             doc="Queues double_int for a worker and answers with its result.")
     rows_changed = rpc(Empty, Empty, service="server", callers=["worker"],
                        doc="A worker changed rows: the server tells their watchers.")

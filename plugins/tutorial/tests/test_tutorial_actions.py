@@ -10,7 +10,9 @@ from mesh_tutorial.contract import StringCapToggle, StringIntFields, TutorialCon
 
 from mesh.errors import NotAllowed
 from mesh.testing import RunningMesh
-from tests.device import Device
+from tests.devices import Device
+
+pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # signs devices in
 
 TOPIC = "tutorial.string_ints"
 

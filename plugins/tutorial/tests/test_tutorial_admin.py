@@ -4,11 +4,14 @@ through the admin API; a new max_rows applies at once."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from mesh_tutorial.contract import StringIntQuery, TutorialContract
 
 from mesh.testing import RunningMesh, eventually
 from services.server import ServerService
 from services.server.admin.auth import admin_token
+
+pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # tells a wrong token it is wrong
 
 
 async def test_administrators_edit_the_table_and_the_settings(mesh: RunningMesh) -> None:

@@ -3,10 +3,13 @@ devices by the client part, whose watchers see its change."""
 
 from __future__ import annotations
 
+import pytest
 from mesh_tutorial.contract import StringIntFields, StringIntId, StringIntQuery, TutorialContract
 
 from mesh.testing import RunningMesh
-from tests.device import Device
+from tests.devices import Device
+
+pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # signs devices in
 
 
 async def test_double_int_runs_on_the_worker_once_per_key(mesh: RunningMesh) -> None:

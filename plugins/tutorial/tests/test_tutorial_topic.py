@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from mesh_tutorial.contract import StringIntChange, StringIntFields, StringIntId, TutorialContract
 
 from mesh.testing import RunningMesh
-from tests.device import Device
+from tests.devices import Device
+
+pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # signs devices in
 
 TOPIC = "tutorial.string_ints"
 

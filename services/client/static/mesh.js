@@ -2,12 +2,15 @@
 // A plain ES module, no build step:  import { Mesh } from "/mesh.js";
 //
 //   const mesh = new Mesh();                                  // ws(s)://<this host>/ws
+//   const me = await mesh.signIn("ada", "her password");      // {user, permissions, expiresAt}
 //   const stop = mesh.subscribe("tutorial.string_ints", {}, (payload, version) => {...});
 //   const row = await mesh.action("tutorial.add_int_value", {string_int_id: 1, offset: 1});
 //   const reply = await mesh.call("tutorial.add_string_int", {string1: "a", int1: 1});
 //
-// It reconnects by itself (with backoff) and subscribes again to everything it watched.
-// Failed requests reject with a MeshError carrying the gateway's code, message and details.
+// It reconnects by itself (with backoff), signs in again with its token and subscribes again
+// to everything it watched. The token is kept in sessionStorage (options.storage) so a reload
+// stays signed in. Failed requests reject with a MeshError carrying the gateway's code,
+// message and details ("unauthenticated", "forbidden" with details.permission, ...).
 
 export class MeshError extends Error {
   constructor(code, message, details = null) {
@@ -33,13 +36,63 @@ export class Mesh {
   #backoff;
   #closed = false;
   #statusListeners = new Set();
+  #identityListeners = new Set();
   status = "connecting";
+  identity = null; // {user, displayName, permissions, expiresAt} once signed in
 
   constructor(url = defaultUrl(), options = {}) {
     this.#url = url;
-    this.#options = {minBackoff: 250, maxBackoff: 5000, timeout: 15000, ...options};
+    this.#options = {minBackoff: 250, maxBackoff: 5000, timeout: 15000,
+                     storage: globalThis.sessionStorage ?? null, tokenKey: "mesh-token",
+                     ...options};
     this.#backoff = this.#options.minBackoff;
     this.#connect();
+  }
+
+  /** Sign in with a username and password; resolves with the identity, rejects with a
+   * MeshError ("unauthenticated": wrong username or password). */
+  async signIn(username, password, {lifetime} = {}) {
+    const frame = {type: "sign_in", username, password};
+    if (lifetime) frame.lifetime_s = lifetime;
+    const answer = await this.#request(frame);
+    this.#options.storage?.setItem(this.#options.tokenKey, answer.token);
+    return this.#signedIn(answer, this.identity === null);
+  }
+
+  /** Sign out: the token stops working everywhere, every subscription ends. */
+  async signOut() {
+    try { await this.#request({type: "sign_out"}); } finally { this.#forget("signed out"); }
+  }
+
+  /** Be told of the identity (null when signed out, with the reason: expired, revoked, ...). */
+  onIdentity(listener) {
+    this.#identityListeners.add(listener);
+    listener(this.identity);
+    return () => this.#identityListeners.delete(listener);
+  }
+
+  /** The topics, actions and RPCs this device may use. */
+  async catalog() {
+    const {topics, actions, rpcs} = await this.#request({type: "catalog"});
+    return {topics, actions, rpcs};
+  }
+
+  get #token() { return this.#options.storage?.getItem(this.#options.tokenKey) ?? null; }
+
+  #signedIn(answer, resubscribe) {
+    this.identity = {user: answer.user, displayName: answer.display_name,
+                     permissions: answer.permissions, expiresAt: answer.expires_at};
+    for (const listener of this.#identityListeners) listener(this.identity);
+    // what was asked for before signing in was refused then: ask again
+    if (resubscribe) for (const id of this.#subscriptions.keys()) this.#sendSubscribe(id);
+    return this.identity;
+  }
+
+  #forget(reason) {
+    this.#options.storage?.removeItem(this.#options.tokenKey);
+    const was = this.identity;
+    this.identity = null;
+    if (was) for (const listener of this.#identityListeners) listener(null, reason);
   }
 
   /** Watch `topic` for `selector`: onValue(payload, version) gets the current value, then
@@ -86,10 +139,18 @@ export class Mesh {
     this.#setStatus("connecting");
     const socket = new WebSocket(this.#url);
     this.#socket = socket;
-    socket.onopen = () => {
+    socket.onopen = async () => {
       this.#backoff = this.#options.minBackoff;
+      const token = this.#token;
+      if (token) {
+        try {
+          this.#signedIn(await this.#request({type: "sign_in", token}), true);
+        } catch (error) {
+          if (error.code === "unauthenticated") this.#forget(error.details?.reason ?? error.message);
+        }
+      }
       this.#setStatus("open");
-      for (const id of this.#subscriptions.keys()) this.#sendSubscribe(id);
+      if (!token) for (const id of this.#subscriptions.keys()) this.#sendSubscribe(id);
     };
     socket.onmessage = (event) => this.#receive(JSON.parse(event.data));
     socket.onclose = () => {
@@ -144,11 +205,15 @@ export class Mesh {
       }
       return;
     }
+    if (frame.type === "signed_out" && frame.id === null) {
+      this.#forget(frame.reason); // expired or revoked: the subscriptions ended with it
+      return;
+    }
     const request = this.#pending.get(frame.id);
-    if (frame.type === "result" && request) {
+    if (frame.type !== "error" && request) {
       this.#pending.delete(frame.id);
       clearTimeout(request.timer);
-      request.resolve(frame.result);
+      request.resolve(frame.type === "result" ? frame.result : frame);
     } else if (frame.type === "error") {
       const error = new MeshError(frame.error.code, frame.error.message, frame.error.details);
       if (request) {

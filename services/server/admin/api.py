@@ -1,24 +1,29 @@
-"""The admin REST API under /api/v1 (every route needs the bearer token)."""
+"""The admin REST API under /api/v1: every route but sign-in needs a bearer token and the
+platform permission it declares (mesh/admin/view to read, /operate to change, /call to
+invoke RPCs)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from contracts.platform import PluginStatus
 from mesh.asyncapi import build_asyncapi
 from mesh.catalog import Catalog, build_catalog
-from mesh.errors import PluginError, RpcError
+from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unavailable
+from mesh.identity import Identity
+from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.upload import InstallFailed, WheelRejected
 from mesh.rpc.client import field_errors
 
 if TYPE_CHECKING:
     from services.server import ServerService
 
+from services.server.admin.auth import AdminAuth, forbidden
 from services.server.errors import UploadFailed
 
 
@@ -98,8 +103,22 @@ RPC_STATUS = {
     "timeout": 504, "unavailable": 503, "internal": 502, "invalid_reply": 502,
 }
 
+class SignInRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1000, repr=False)
+    lifetime_s: float | None = Field(default=None, gt=0,
+                                     description="A shorter session than the provider's own.")
+
+
+class SessionView(BaseModel):
+    token: str = Field(description="Send it as `Authorization: Bearer <token>`.")
+    identity: Identity
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or a wrong bearer token"},
+    403: {"model": ErrorBody, "description": "Signed in, but without the permission this "
+          "route needs (details.permission names it)"},
     404: {"model": ErrorBody, "description": "No such plugin"},
 }
 
@@ -109,8 +128,37 @@ def error(code: int, kind: str, message: str, details: Any = None) -> HTTPExcept
                          .model_dump())
 
 
-def create_api(server: ServerService) -> APIRouter:
+def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
     api = APIRouter(prefix="/api/v1", responses=ERRORS)
+    view = [Depends(auth.require(ADMIN_VIEW))]
+    operate = [Depends(auth.require(ADMIN_OPERATE))]
+
+    @api.post("/sign-in", response_model=SessionView, tags=["identity"],
+              responses={401: {"model": ErrorBody, "description": "Wrong username or password"},
+                         503: {"model": ErrorBody, "description": "No identity provider runs"}})
+    async def sign_in(body: SignInRequest, request: Request) -> SessionView:
+        """Sign in with a username and password: a session token for the other routes."""
+        try:
+            session = await server.identity.sign_in(
+                body.username, body.password, lifetime=body.lifetime_s, where="admin",
+                client=request.client.host if request.client else None)
+        except Unauthenticated as exc:
+            raise error(401, "unauthenticated", exc.message) from None
+        except Unavailable as exc:
+            raise error(503, "unavailable", exc.message) from None
+        return SessionView(token=session.token, identity=session.identity)
+
+    @api.post("/sign-out", status_code=204, tags=["identity"])
+    async def sign_out(request: Request, identity: Identity = Depends(auth.who)  # noqa: B008
+                       ) -> None:
+        """Revoke the bearer token (the admin token itself cannot be signed out)."""
+        header = request.headers.get("authorization", "")
+        await server.identity.sign_out(header.partition(" ")[2].strip(), where="admin")
+
+    @api.get("/me", response_model=Identity, tags=["identity"])
+    async def me(identity: Identity = Depends(auth.who)) -> Identity:  # noqa: B008
+        """Who the bearer token is, and the permissions it holds."""
+        return identity
 
     def sources() -> dict[str, Any]:
         return {s.name: s for s in server.sources}
@@ -133,7 +181,8 @@ def create_api(server: ServerService) -> APIRouter:
                 order.append(other)
         return order[::-1]
 
-    @api.get("/services", response_model=list[ServiceView], tags=["services"])
+    @api.get("/services",
+              dependencies=view, response_model=list[ServiceView], tags=["services"])
     async def list_services() -> list[ServiceView]:
         """Every service instance heard from, with its plugins; silent ones show as gone."""
         return [ServiceView(**beat.model_dump(exclude={"interval_s", "mesh_version", "state"}),
@@ -172,17 +221,20 @@ def create_api(server: ServerService) -> APIRouter:
         return {s.plugin: {"schema_name": s.schema, **{k: v for k, v in vars(s).items()
                                                        if k != "schema"}} for s in statuses}
 
-    @api.get("/plugins", response_model=list[PluginView], tags=["plugins"])
+    @api.get("/plugins",
+              dependencies=view, response_model=list[PluginView], tags=["plugins"])
     async def list_plugins() -> list[PluginView]:
         """Every discovered plugin: manifest, state on each instance, migration, last error."""
         states, off = await migrations(), await server.store.disabled()
         return [await plugin_view(name, states, off) for name in sorted(sources())]
 
-    @api.get("/plugins/{name}", response_model=PluginView, tags=["plugins"])
+    @api.get("/plugins/{name}",
+              dependencies=view, response_model=PluginView, tags=["plugins"])
     async def get_plugin(name: str) -> PluginView:
         return await plugin_view(name, await migrations(), await server.store.disabled())
 
-    @api.post("/plugins/{name}/disable", response_model=SwitchResult, tags=["plugins"],
+    @api.post("/plugins/{name}/disable",
+              dependencies=operate, response_model=SwitchResult, tags=["plugins"],
               responses={409: {"model": ErrorBody,
                                "description": "Others depend on it (details lists them)"}})
     async def disable(name: str, cascade: bool = Query(False, description=(
@@ -198,7 +250,8 @@ def create_api(server: ServerService) -> APIRouter:
         await server.set_enabled(changed, False, by="admin")
         return SwitchResult(changed=changed, enabled=False)
 
-    @api.post("/plugins/{name}/enable", response_model=SwitchResult, tags=["plugins"],
+    @api.post("/plugins/{name}/enable",
+              dependencies=operate, response_model=SwitchResult, tags=["plugins"],
               responses={409: {"model": ErrorBody, "description": "It cannot run"}})
     async def enable(name: str) -> SwitchResult:
         """Start the plugin on every service that runs it, now and after restarts."""
@@ -225,7 +278,8 @@ def create_api(server: ServerService) -> APIRouter:
             raise error(404, "no_settings", f"{name} declares no settings")
         return contract.settings_model
 
-    @api.get("/plugins/{name}/settings", response_model=SettingsView, tags=["settings"])
+    @api.get("/plugins/{name}/settings",
+              dependencies=view, response_model=SettingsView, tags=["settings"])
     async def get_settings(name: str) -> SettingsView:
         """The plugin's settings and their JSON Schema (for a form)."""
         model = settings_model(name)
@@ -233,7 +287,8 @@ def create_api(server: ServerService) -> APIRouter:
         values = model.model_validate(stored).model_dump(mode="json")
         return SettingsView(plugin=name, values=values, json_schema=model.model_json_schema())
 
-    @api.put("/plugins/{name}/settings", response_model=SettingsView, tags=["settings"],
+    @api.put("/plugins/{name}/settings",
+              dependencies=operate, response_model=SettingsView, tags=["settings"],
              responses={422: {"model": ErrorBody, "description": "Field errors"}})
     async def put_settings(name: str, values: dict[str, Any] = Body(...)  # noqa: B008
                            ) -> SettingsView:
@@ -249,7 +304,8 @@ def create_api(server: ServerService) -> APIRouter:
         return SettingsView(plugin=name, values=settings.model_dump(mode="json"),
                             json_schema=model.model_json_schema())
 
-    @api.post("/plugins", response_model=UploadResult, status_code=201, tags=["plugins"],
+    @api.post("/plugins",
+              dependencies=operate, response_model=UploadResult, status_code=201, tags=["plugins"],
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/octet-stream": {"schema": {"type": "string",
                                                           "format": "binary"}}}}},
@@ -285,19 +341,22 @@ def create_api(server: ServerService) -> APIRouter:
     def catalog() -> Catalog:
         return build_catalog(server.sources, disabled=server.host.config_disabled)
 
-    @api.get("/contracts", response_model=Catalog, tags=["contracts"])
+    @api.get("/contracts",
+              dependencies=view, response_model=Catalog, tags=["contracts"])
     async def contracts() -> Catalog:
         """Every RPC, action and topic of the enabled plugins, with its models' JSON Schema."""
         return catalog()
 
-    @api.get("/asyncapi.json", tags=["contracts"])
+    @api.get("/asyncapi.json",
+              dependencies=view, tags=["contracts"])
     async def asyncapi() -> dict[str, Any]:
         """The AsyncAPI 3.0 document of the whole mesh (as `mesh contracts asyncapi`)."""
         return build_asyncapi(catalog(), broker_url=server.settings.broker_url,
                               exchange=server.settings.exchange,
                               heartbeat_interval=server.settings.heartbeat_interval)
 
-    @api.get("/migrations", response_model=list[MigrationView], tags=["migrations"])
+    @api.get("/migrations",
+              dependencies=view, response_model=list[MigrationView], tags=["migrations"])
     async def list_migrations() -> list[MigrationView]:
         """Each schema's revision, head and pending revisions (the platform's included)."""
         return [MigrationView(**state) for state in (await migrations()).values()]
@@ -305,17 +364,23 @@ def create_api(server: ServerService) -> APIRouter:
     @api.post("/rpc/{plugin}/{name}", tags=["rpc"],
               responses={code: {"model": ErrorBody} for code in (400, 403, 409, 422, 502, 503,
                                                                   504)})
-    async def invoke(plugin: str, name: str,
-                     request: dict[str, Any] = Body(default_factory=dict)  # noqa: B008
+    async def invoke(plugin: str, name: str, http: Request,
+                     request: dict[str, Any] = Body(default_factory=dict),  # noqa: B008
+                     identity: Identity = Depends(auth.require(ADMIN_CALL)),  # noqa: B008
                      ) -> Any:
-        """Call an RPC as the command line does ("cli"); the reply, or its typed error."""
+        """Call an RPC as the command line does ("cli"), on the signed-in user's behalf: the
+        reply, or its typed error. The RPC's own permission is needed too."""
         known(plugin)
         contract = server.contract(plugin)
         rpc = contract.get_rpc(name) if contract else None
         if rpc is None:
             raise error(404, "unknown_rpc", f"plugin {plugin!r} has no RPC {name!r}")
         try:
-            reply = await server.rpc_client.call(rpc, request, caller="cli")
+            identity.require(rpc.permission, rpc.qualname)
+        except Forbidden as exc:
+            raise forbidden(identity, exc, rpc.qualname, http) from None
+        try:
+            reply = await server.rpc_client.call(rpc, request, caller="cli", user=identity.user)
         except RpcError as exc:
             code = RPC_STATUS.get(exc.code, status.HTTP_409_CONFLICT)
             return JSONResponse(exc.to_wire(), status_code=code)

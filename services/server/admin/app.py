@@ -1,8 +1,9 @@
 """The admin app: the API, its OpenAPI document, health, metrics and the admin page.
 
-Every route but /healthz, /readyz and the page itself (which holds no data) needs the bearer
-token; a request without it gets 401 and learns nothing. Errors are `{code, message, details}`,
-never a stack trace.
+Every route but /healthz, /readyz, sign-in and the page itself (which holds no data) needs a
+bearer token — a signed-in user's, or the admin token — and the platform permission it
+declares; a request without a good token gets 401 and learns nothing, one without the
+permission 403 naming it. Errors are `{code, message, details}`, never a stack trace.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from starlette.exceptions import HTTPException
 
 from mesh import __version__
 from mesh.errors import RpcError
+from mesh.permissions import ADMIN_OPERATE, ADMIN_VIEW
 from services.server.admin.api import RPC_STATUS, create_api
-from services.server.admin.auth import require_token
+from services.server.admin.auth import AdminAuth
 from services.server.metrics import exposition
 
 if TYPE_CHECKING:
@@ -29,16 +31,17 @@ if TYPE_CHECKING:
 class PluginRoutes:
     """Plugins' own admin routes, mounted while the plugin runs (they show in the OpenAPI)."""
 
-    def __init__(self, app: FastAPI, dependencies: list[Any]) -> None:
+    def __init__(self, app: FastAPI, auth: AdminAuth) -> None:
         self.app = app
-        self.dependencies = dependencies
+        self.auth = auth
         self.mounted: dict[str, list[Any]] = {}
 
-    def mount(self, plugin: str, routers: list[APIRouter]) -> None:
+    def mount(self, plugin: str, routers: list[tuple[APIRouter, str | None]]) -> None:
         before = list(self.app.router.routes)
-        for router in routers:
+        for router, permission in routers:
             self.app.include_router(router, prefix=f"/api/v1/plugins/{plugin}/admin",
-                                    tags=[plugin], dependencies=self.dependencies)
+                                    tags=[plugin], dependencies=[
+                                        Depends(self.auth.require(permission or ADMIN_OPERATE))])
         # whatever include_router added (routes, or a router object): exactly what to remove
         self.mounted[plugin] = [r for r in self.app.router.routes if r not in before]
         self.app.openapi_schema = None
@@ -54,13 +57,14 @@ class PluginRoutes:
 HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 
-def create_admin_app(server: ServerService, token: str) -> FastAPI:
+def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
     app = FastAPI(title="mesh admin", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None, description="Run the mesh: services, plugins, settings, "
-                  "migrations, contracts, RPC. Authenticate with the admin bearer token.")
-    authorised = [Depends(require_token(token))]
-    app.include_router(create_api(server), dependencies=authorised)
-    server.host.admin_mount = PluginRoutes(app, authorised)
+                  "migrations, contracts, RPC. Sign in (POST /api/v1/sign-in) and send the "
+                  "session token, or the admin token, as the bearer token.")
+    app.include_router(create_api(server, auth))
+    server.host.admin_mount = PluginRoutes(app, auth)
+    viewers = [Depends(auth.require(ADMIN_VIEW))]
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -81,7 +85,7 @@ def create_admin_app(server: ServerService, token: str) -> FastAPI:
         return JSONResponse({"code": "invalid_request", "message": "the request is invalid",
                              "details": details}, status_code=422)
 
-    @app.get("/api/v1/openapi.json", dependencies=authorised, include_in_schema=False)
+    @app.get("/api/v1/openapi.json", dependencies=viewers, include_in_schema=False)
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
@@ -97,7 +101,7 @@ def create_admin_app(server: ServerService, token: str) -> FastAPI:
         return JSONResponse({"status": "ready" if ready else "not ready"},
                             status_code=200 if ready else 503)
 
-    @app.get("/metrics", dependencies=authorised, tags=["health"],
+    @app.get("/metrics", dependencies=viewers, tags=["health"],
              response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics of every live service process, labelled by service and

@@ -1,4 +1,5 @@
-"""A device on the client service's gateway, for tests: a real WebSocket (docs/devices.md)."""
+"""Devices on the gateway in tests: a WebSocket device that keeps its frames, and the mesh it
+talks to (the `gateway` fixture in conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import websockets
+
+from services.client import ClientService
+from services.server import ServerService
+from services.server.admin.auth import admin_password
+from tests.conftest import Bus
 
 Frame = dict[str, Any]
 
@@ -21,6 +27,7 @@ class Device:
         self.frames: list[Frame] = []
         self.arrived = asyncio.Event()
         self.taken: set[int] = set()  # frames a test has already matched
+        self.token: str | None = None
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -59,8 +66,45 @@ class Device:
     async def answer(self, frame: Frame) -> Frame:
         await self.send(frame)
         return await self.expect(lambda f: f.get("id") == frame["id"] and f["type"] in (
-            "result", "error", "subscribed", "unsubscribed", "pong"))
+            "result", "error", "subscribed", "unsubscribed", "pong", "signed_in", "signed_out",
+            "catalog"))
 
     async def close(self) -> None:
         await self.socket.close()
         self.reader.cancel()
+
+
+class Gateway:
+    def __init__(self, bus: Bus, server: ServerService, clients: list[ClientService]) -> None:
+        self.bus = bus
+        self.server = server
+        self.clients = clients
+        self.devices: list[Device] = []
+
+    def url(self, client: int = 0) -> str:
+        return f"ws://127.0.0.1:{self.clients[client].bound_port}/ws"
+
+    async def device(self, client: int = 0, *, user: str | None = "admin",
+                     password: str | None = None) -> Device:
+        """A device on client `client`, signed in as `user` (None: not signed in)."""
+        device = await Device.connect(self.url(client))
+        self.devices.append(device)
+        if user is not None:
+            if password is None:
+                password, _ = admin_password(self.server.settings)
+            reply = await device.answer({"type": "sign_in", "id": "hello", "username": user,
+                                         "password": password})
+            assert reply["type"] == "signed_in", reply
+            device.token = reply["token"]
+        return device
+
+    def provider_calls(self) -> int:
+        from mesh_fixture_devices.contract import DevicesContract
+
+        provider = self.server.observables.provider(DevicesContract.counter)
+        assert provider is not None
+        return provider.provider_calls
+
+
+def of(kind: str, id_: Any = None) -> Callable[[Frame], bool]:
+    return lambda f: f["type"] == kind and (id_ is None or f.get("id") == id_)

@@ -1,0 +1,30 @@
+"""The audit trail: one log line per sign-in and per refused request — who, what, when (the
+line's timestamp), where — on the `mesh.audit` logger, and a Prometheus counter of refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from mesh.metrics import ACCESS_DENIED, SIGN_INS
+
+log = structlog.get_logger("mesh.audit")
+
+
+def denied(*, who: str, what: str, permission: str, where: str, **context: Any) -> None:
+    """A signed-in person or device asked for something its permissions do not cover."""
+    ACCESS_DENIED.labels(where, what, permission).inc()
+    log.warning("audit.denied", who=who, what=what, permission=permission, where=where,
+                **context)
+
+
+def signed_in(*, who: str, where: str, outcome: str, **context: Any) -> None:
+    """A sign-in attempt and how it ended: ok, refused or unavailable."""
+    SIGN_INS.labels(where, outcome).inc()
+    (log.info if outcome == "ok" else log.warning)(
+        "audit.sign_in", who=who, where=where, outcome=outcome, **context)
+
+
+def signed_out(*, who: str, where: str, **context: Any) -> None:
+    log.info("audit.sign_out", who=who, where=where, **context)

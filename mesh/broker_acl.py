@@ -1,0 +1,123 @@
+"""Broker-level boundaries: one RabbitMQ user per service kind, with vhost and topic
+permissions derived from the contracts, so that a service (an agent in a DMZ, say) can publish
+only the routing keys its contracts let it send, bind only what it consumes, and read only its
+own queues. Applied with `rabbitmqctl` (`mesh broker acl --apply`); docs/identity.md says what
+it guarantees and what it does not.
+
+Every routing key and queue name comes from `mesh.names`, so this stays in step with what the
+services really do (the test runs the whole mesh under these users).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from contracts.identity import IdentityContract
+from contracts.platform import PlatformContract
+from mesh import names
+from mesh.catalog import Catalog
+from mesh.config import SERVICE_KINDS
+from mesh.contract import Contract
+
+PLATFORM_CONTRACTS: tuple[type[Contract], ...] = (PlatformContract, IdentityContract)
+HEX = "[0-9a-f]+"  # no {n} quantifiers: RabbitMQ expands {…} in topic permissions
+
+
+def instance_word(kind: str) -> str:
+    """Instance ids of a kind start with it (the default `<kind>-<host>-<pid>-<hex>`)."""
+    return f"{kind}-[A-Za-z0-9_-]+"
+
+
+@dataclass(frozen=True)
+class Call:
+    service: str
+    plugin: str
+    name: str
+    callers: frozenset[str] | None
+
+    @property
+    def key(self) -> str:
+        return names.rpc_key(self.service, self.plugin, self.name)
+
+
+@dataclass
+class KindAcl:
+    """What one service kind's broker user may do, as RabbitMQ regular expressions."""
+
+    kind: str
+    user: str
+    configure: str
+    write: str
+    read: str
+    topic_write: str
+    topic_read: str
+    publishes: list[str] = field(default_factory=list)  # for people: keys and patterns
+
+    def rabbitmqctl(self, vhost: str, exchange: str) -> list[list[str]]:
+        """The commands that set this user's permissions (the user must exist)."""
+        return [["set_permissions", "-p", vhost, self.user, self.configure, self.write,
+                 self.read],
+                ["set_topic_permissions", "-p", vhost, self.user, exchange, self.topic_write,
+                 self.topic_read]]
+
+
+def _any(patterns: Iterable[str]) -> str:
+    unique = list(dict.fromkeys(patterns))
+    return f"^({'|'.join(unique)})$" if unique else "^$"
+
+
+def _calls(catalog: Catalog) -> list[Call]:
+    found = [Call(e.service, e.plugin, e.name,
+                  None if e.callers is None else frozenset(e.callers))
+             for e in catalog.entries if e.kind in ("rpc", "action", "topic")]
+    for contract in PLATFORM_CONTRACTS:
+        found += [Call(r.service, r.plugin, r.name, r.callers) for r in contract.rpcs.values()]
+    return found
+
+
+def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list[KindAcl]:
+    """One KindAcl per service kind, for the plugins in `catalog` on `exchange`."""
+    e = re.escape(exchange)
+    calls = _calls(catalog)
+    tasks = [f"{re.escape(t.plugin)}\\.{re.escape(t.name)}" for t in catalog.of_kind("task")]
+    topics = [f"{re.escape(t.plugin)}\\.{re.escape(t.name)}" for t in catalog.of_kind("topic")]
+    task_queues = [f"{e}\\.task\\.{t}" for t in tasks] + [f"{e}\\.task-dead"]
+    task_bindings = [f"task\\.{t}" for t in tasks] + ["task-dead\\.\\#"]
+    acls = []
+    for kind in SERVICE_KINDS:
+        me = instance_word(kind)
+        served = sorted({c.plugin for c in calls if c.service == kind})
+        queues = [f"{e}\\.rpc\\.{kind}\\.{re.escape(p)}" for p in served]
+        queues += [f"{e}\\.control\\.{me}", f"{e}\\.task-results\\.{me}", *task_queues]
+        bindings = [f"rpc\\.{kind}\\.{re.escape(p)}\\.\\*" for p in served]
+        bindings += ["control\\.\\#", *task_bindings]
+        sends = [re.escape(c.key) for c in calls if c.callers is None or kind in c.callers]
+        sends += [f"heartbeat\\.{kind}\\.{me}"] + [f"task\\.{t}" for t in tasks]
+        exchanges = [e]
+        if kind == "server":
+            queues += [f"{e}\\.heartbeats\\.{me}", f"{e}\\.obsctl\\.{me}"]
+            bindings += ["heartbeat\\.\\#", "obsctl\\.watch\\.\\#"]
+            sends += ["control\\.[a-z0-9_.-]+", "obsctl\\.hello"]
+            sends += [f"obs\\.{t}\\.{HEX}" for t in topics]
+        if kind == "client":
+            queues += [f"{e}\\.obs\\.{me}"]
+            bindings += ["obsctl\\.hello", *(f"obs\\.{t}\\.{HEX}" for t in topics)]
+            sends += [f"obsctl\\.watch\\.{t}" for t in topics]
+        if kind == "worker":
+            queues += [f"{e}\\.task-delay\\.[0-9]+"]
+            exchanges += [f"{e}\\.task-delay"]
+            sends += [f"task-dead\\.{t}" for t in tasks]
+        configure = [*queues, *exchanges[1:]]
+        if kind == "server":
+            configure.append(e)  # the server creates the exchange; the others find it
+        acls.append(KindAcl(
+            kind=kind, user=f"{prefix}-{kind}",
+            configure=_any(configure),
+            write=_any([*exchanges, "amq\\.default", *queues]),
+            read=_any([*exchanges, "amq\\.rabbitmq\\.reply-to", *queues]),
+            topic_write=_any(sends), topic_read=_any(bindings),
+            publishes=sorted(s.replace("\\", "") for s in sends),
+        ))
+    return acls

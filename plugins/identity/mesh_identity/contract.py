@@ -1,0 +1,103 @@
+"""The identity plugin's contract: managing users, roles and sessions, through the admin API
+(`POST /api/v1/rpc/identity/<rpc>`) or `mesh call`. Sign-in and token checks are the
+platform's (`contracts.identity`), answered through the plugin's published IdentityApi."""
+
+from pydantic import BaseModel, Field, field_validator
+
+from mesh.contract import Contract, Empty, rpc
+from mesh.errors import RpcError
+from mesh.permissions import check_grant
+
+USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$"
+ROLE = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+VIEW = "identity/users/view"
+MANAGE = "identity/users/manage"
+
+
+class IdentitySettings(BaseModel):
+    token_lifetime_s: int = Field(
+        default=12 * 3600, ge=1, le=30 * 24 * 3600,
+        description="How long a session token works after sign-in (a sign-in may ask for "
+        "less).")
+
+
+class Username(BaseModel):
+    username: str = Field(pattern=USERNAME)
+
+
+class PutUser(Username):
+    """Create the user, or change it: every field is set as given."""
+
+    display_name: str = Field(default="", max_length=200)
+    roles: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    password: str | None = Field(
+        default=None, min_length=8, max_length=1000, repr=False,
+        description="A new password; left out, the password is kept (a new user without one "
+        "cannot sign in). A new password ends the user's sessions.")
+
+
+class User(Username):
+    display_name: str
+    roles: list[str]
+    enabled: bool
+    created_at: float
+    sessions: int = Field(description="Sessions that work now.")
+
+
+class UserList(BaseModel):
+    items: list[User]
+
+
+class RoleName(BaseModel):
+    name: str = Field(pattern=ROLE)
+
+
+class Role(RoleName):
+    description: str = Field(default="", max_length=500)
+    permissions: list[str] = Field(
+        default_factory=list,
+        description="Permissions, or patterns of them: plugin/group/*, plugin/*, *.")
+
+    @field_validator("permissions")
+    @classmethod
+    def _grants(cls, value: list[str]) -> list[str]:
+        return [check_grant(v) for v in value]
+
+
+class RoleList(BaseModel):
+    items: list[Role]
+
+
+class Revoked(BaseModel):
+    sessions: int = Field(description="How many sessions were ended.")
+
+
+class UnknownUser(RpcError):
+    """No user has that name."""
+
+    code = "identity.unknown_user"
+
+
+class UnknownRole(RpcError):
+    """No role has that name."""
+
+    code = "identity.unknown_role"
+
+
+class DirectoryContract(Contract, plugin="identity", settings=IdentitySettings):
+    list_users = rpc(Empty, UserList, service="server", callers=["cli"], permission=VIEW,
+                     doc="Every user, with roles and how many sessions work now.")
+    put_user = rpc(PutUser, User, service="server", callers=["cli"], permission=MANAGE,
+                   errors=[UnknownRole], doc="Create or change a user.")
+    delete_user = rpc(Username, Empty, service="server", callers=["cli"], permission=MANAGE,
+                      errors=[UnknownUser], doc="Remove a user and end their sessions.")
+    list_roles = rpc(Empty, RoleList, service="server", callers=["cli"], permission=VIEW,
+                     doc="Every role and its permissions.")
+    put_role = rpc(Role, Role, service="server", callers=["cli"], permission=MANAGE,
+                   doc="Create or change a role; its users' permissions change at once.")
+    delete_role = rpc(RoleName, Empty, service="server", callers=["cli"], permission=MANAGE,
+                      errors=[UnknownRole], doc="Remove a role from everyone who has it.")
+    revoke_sessions = rpc(Username, Revoked, service="server", callers=["cli"],
+                          permission=MANAGE, errors=[UnknownUser],
+                          doc="End every session of a user.")

@@ -1,0 +1,212 @@
+"""`mesh broker acl` against the real RabbitMQ: the whole mesh runs with one broker user per
+service kind, and an agent connection that publishes, binds or consumes what its contracts do
+not allow is refused by the broker. Users and vhost are made for the test and removed after;
+the guest user is never touched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiormq
+import pytest
+
+from mesh.broker_acl import broker_acl
+from mesh.bus.rabbitmq import RabbitTransport
+from mesh.catalog import build_catalog
+from mesh.config import MeshSettings
+from mesh.plugin.discovery import discover
+from mesh.service import Service
+from services.server.admin.auth import admin_password
+
+pytestmark = pytest.mark.rabbitmq
+KINDS = ("server", "client", "agent", "worker")
+
+
+def agent_acl() -> Any:
+    return next(a for a in broker_acl(build_catalog(discover()), exchange="mesh")
+                if a.kind == "agent")
+
+
+def test_the_agent_may_publish_what_its_contracts_allow_and_nothing_else() -> None:
+    write = re.compile(agent_acl().topic_write)
+    for key in ("rpc.server.noop.report", "rpc.server.noop.echo", "rpc.server.mesh.state",
+                "heartbeat.agent.agent-host-1-a1b2c3", "task.noop.echo_later"):
+        assert write.match(key), key
+    for key in ("rpc.server.mesh.sign_in", "rpc.server.mesh.verify", "control.plugin.noop",
+                "heartbeat.server.server-host-1-a1b2c3", "heartbeat.agent.server-x",
+                "obs.tutorial.string_ints.0123abcd", "rpc.server.tutorial.add_int_value",
+                "rpc.server.identity.put_user", "rpc.agent.noop.agent_echo", "task-dead.x.y",
+                "rpc.server.noop.report.extra", "x"):
+        assert not write.match(key), key
+    read = re.compile(agent_acl().topic_read)
+    assert read.match("rpc.agent.noop.*") and read.match("control.#")
+    assert not read.match("rpc.server.noop.*") and not read.match("#")
+
+
+def ctl(*args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(["rabbitmqctl", *args], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def vhost(mesh_broker_url: str) -> Iterator[tuple[str, str]]:
+    """A vhost and a user prefix of the test's own, removed with every user made for it."""
+    tag = uuid.uuid4().hex[:10]
+    name, prefix = f"mesh-acl-{tag}", f"mesh-acl-{tag}"
+    ctl("add_vhost", name)
+    try:
+        yield name, prefix
+    finally:
+        try:
+            users = json.loads(ctl("list_users", "-q", "--formatter", "json") or "[]")
+            for user in users:
+                if user["user"].startswith(prefix + "-"):
+                    ctl("delete_user", user["user"])
+        finally:
+            ctl("delete_vhost", name)
+
+
+@pytest.fixture
+async def mesh_under_acl(vhost: tuple[str, str], mesh_broker_url: str, tmp_path: Path
+                         ) -> AsyncIterator[dict[str, Any]]:
+    """`mesh broker acl --apply`, then the four services, each as its own broker user."""
+    name, prefix = vhost
+    exchange = "mesh"
+    env = {**os.environ, "MESH_BROKER_URL": mesh_broker_url, "MESH_EXCHANGE": exchange}
+    done = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "mesh", "broker", "acl", "--apply", "--json", "--vhost", name,
+        "--prefix", prefix], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    urls = json.loads(done.stdout)["created"]
+    assert set(urls) == set(KINDS)
+    from services import SERVICES
+
+    services: list[Service] = []
+    for kind in KINDS:
+        settings = MeshSettings(exchange=exchange, data_dir=tmp_path / "data",
+                                heartbeat_interval=0.5, client_port=0, admin_port=0,
+                                shutdown_timeout=5)
+        transport = RabbitTransport(urls[kind], exchange, connection_name=f"acl-test-{kind}",
+                                    connect_timeout=5, max_backoff=0.5)
+        service = SERVICES[kind](settings, transport, sources=discover())
+        await service.start()
+        services.append(service)
+    try:
+        yield {"urls": urls, "exchange": exchange, **dict(zip(KINDS, services, strict=True))}
+    finally:
+        for service in reversed(services):
+            await service.stop()
+
+
+async def refused(url: str, action: Any) -> str:
+    """Run `action(channel)` as that broker user; the broker's refusal text (or "" if none)."""
+    connection = await aio_pika.connect(url, timeout=5)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        try:
+            await action(channel)
+        except (aiormq.exceptions.ChannelAccessRefused, aio_pika.exceptions.ChannelClosed,
+                aiormq.exceptions.ChannelClosed) as exc:
+            return str(exc)
+        return ""
+    finally:
+        await connection.close()
+
+
+async def test_the_mesh_runs_as_its_acl_users_and_the_broker_refuses_the_rest(
+    mesh_under_acl: dict[str, Any],
+) -> None:
+    from mesh_noop.contract import EchoRequest, NoopContract
+
+    from tests.devices import Device
+
+    server, client = mesh_under_acl["server"], mesh_under_acl["client"]
+    # everything the contracts allow works: agent → server, server → agent, tasks, devices
+    noop = NoopContract(server.caller)
+    async with asyncio.timeout(15):
+        while not (await noop.stats(__import__("mesh").Empty())).reports:
+            await asyncio.sleep(0.1)  # the agent's report reached the server
+    relayed = await noop.relay(EchoRequest(text="through the agent"))
+    assert relayed.served_by == mesh_under_acl["agent"].instance
+    handle = await noop.echo_later.enqueue(EchoRequest(text="later"))
+    assert (await handle.result(timeout=15)).text == "later"
+    password, _ = admin_password(server.settings)
+    device = await Device.connect(f"ws://127.0.0.1:{client.bound_port}/ws")
+    try:
+        signed = await device.answer({"type": "sign_in", "id": 1, "username": "admin",
+                                      "password": password})
+        assert signed["type"] == "signed_in"
+        await device.answer({"type": "subscribe", "id": "s", "topic": "tutorial.string_ints",
+                             "selector": {}})
+        await device.expect(lambda f: f["type"] == "snapshot", 10)
+    finally:
+        await device.close()
+
+    # the agent's user: what its contracts do not allow, the broker refuses
+    agent_url, exchange = mesh_under_acl["urls"]["agent"], mesh_under_acl["exchange"]
+
+    def publish(key: str) -> Any:
+        async def run(channel: Any) -> None:
+            target = await channel.get_exchange(exchange, ensure=False)
+            await target.publish(aio_pika.Message(b"{}", headers={"x-mesh-caller": "server"}),
+                                 routing_key=key)
+        return run
+
+    for key in ("rpc.server.mesh.sign_in", "rpc.server.mesh.verify", "control.plugin.noop",
+                "heartbeat.server.server-fake-1-abcdef", "obs.tutorial.string_ints.00ff",
+                "rpc.server.identity.put_user"):
+        reason = await refused(agent_url, publish(key))
+        assert "ACCESS_REFUSED" in reason and key in reason, (key, reason)
+    assert await refused(agent_url, publish("rpc.server.noop.report")) == ""  # allowed
+
+    async def eavesdrop(channel: Any) -> None:
+        queue = await channel.declare_queue(f"{exchange}.task-results.agent-spy-1-abc",
+                                            exclusive=True)
+        await queue.bind(exchange, "rpc.server.#")
+
+    assert "ACCESS_REFUSED" in await refused(agent_url, eavesdrop)
+
+    async def ignore(message: Any) -> None:
+        pass
+
+    async def steal(channel: Any) -> None:
+        queue = await channel.get_queue(f"{exchange}.rpc.server.noop", ensure=False)
+        await queue.consume(ignore)
+
+    assert "ACCESS_REFUSED" in await refused(agent_url, steal)
+
+    async def delete_exchange(channel: Any) -> None:
+        await channel.exchange_delete(exchange)
+
+    assert "ACCESS_REFUSED" in await refused(agent_url, delete_exchange)
+    # and the mesh is none the worse for it
+    assert (await noop.echo(EchoRequest(text="still here"))).text == "still here"
+
+
+def test_the_printed_commands_name_every_user() -> None:
+    done = subprocess.run([sys.executable, "-m", "mesh", "broker", "acl", "--vhost", "prod",
+                           "--prefix", "acme"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for kind in KINDS:
+        assert f"rabbitmqctl set_permissions -p prod acme-{kind} " in done.stdout
+        assert f"rabbitmqctl set_topic_permissions -p prod acme-{kind} mesh " in done.stdout
+    assert "# agent: may publish heartbeat.agent." in done.stdout
+
+
+def test_apply_needs_an_existing_vhost() -> None:
+    done = subprocess.run([sys.executable, "-m", "mesh", "broker", "acl", "--apply",
+                           "--vhost", f"mesh-none-{uuid.uuid4().hex[:8]}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "does not exist: create it first" in done.stderr
