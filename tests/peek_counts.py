@@ -137,6 +137,7 @@ STEPS: dict[int | str, PeekStep] = {
         (12952, 12967, 12999, 13026, 13064, 13070, 13076, 13084, 13090, 13124, 13141, 13187,
          13194, 13204)),
     10: PeekStep("8.9.19 (no task)", (), ()),
+    11: PeekStep("none", (), ()),
     "device page": PeekStep(
         "8.9.9",
         ("plugin_package.json",), (9378, 9386),
@@ -168,6 +169,7 @@ PEEK: dict[int | str, Counted] = {
     8: Counted("8.9.15", 8, 182, 0, 0),
     9: Counted("8.9.16", 6, 93, 0, 0),
     10: Counted("8.9.19 (no task)", 0, 0, 0, 0),
+    11: Counted("none", 0, 0, 0, 0),
     "device page": Counted("8.9.9", 1, 10, 4, 55),
 }
 

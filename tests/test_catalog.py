@@ -35,7 +35,7 @@ def test_entries_in_load_order_then_declaration_order() -> None:
     names = [e.qualname for e in catalog.entries if e.plugin != "identity"]
     assert names[:9] == ["noop.echo", "noop.fail", "noop.slow", "noop.report", "noop.agent_echo",
                          "noop.relay", "noop.stats", "noop.echo_later", "greeter.greet"]
-    assert names[22:25] == ["tutorial.string_ints", "tutorial.add_int_value",
+    assert names[15:18] == ["tutorial.string_ints", "tutorial.add_int_value",
                             "tutorial.string_cap_toggle"]
     assert names[-1] == "tutorial_stats.summary"
     assert {p.name: p.entries for p in catalog.plugins} == {

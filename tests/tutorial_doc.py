@@ -400,6 +400,7 @@ class Tutorial:
 # -- the shell sessions ------------------------------------------------------------------------
 
 ANY = "…"
+ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")  # the variables a later command uses
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -535,6 +536,7 @@ class Replay:
         return text
 
     def run_sessions(self, step: Step) -> None:
+        self.assignments: list[str] = []  # `NAME=$(...)` lines, as a terminal keeps them
         try:
             for block in step.sessions:
                 for command in commands(block):
@@ -574,9 +576,15 @@ class Replay:
         self.up = None
 
     def run(self, command: Command) -> None:
-        result = subprocess.run(["bash", "-c", self.shell(command.text)], cwd=self.folder,
+        script = "\n".join([*self.assignments, f"set -e\n{command.text}"])
+        result = subprocess.run(["bash", "-c", self.shell(script)], cwd=self.folder,
                                 env=self.env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, timeout=120)
+        if ASSIGNMENT.match(command.text):
+            if result.returncode != 0:
+                raise TutorialError(f"{command.where}: `$ {command.text}` failed:\n"
+                                    + result.stdout)
+            self.assignments.append(command.text)
         actual = output_lines(result.stdout)
         if not matches_in_order(command.expected, actual):
             raise TutorialError(f"{command.where}: `$ {command.text}` printed\n"
