@@ -18,7 +18,8 @@ COPY services/ services/
 COPY contracts/ contracts/
 COPY plugins/ plugins/
 # Not editable, no [dev] extra: what `make install` installs, as a user would have it.
-RUN /opt/mesh/bin/pip install . ./plugins/greeter ./plugins/identity ./plugins/noop ./plugins/tutorial
+RUN /opt/mesh/bin/pip install . ./plugins/greeter ./plugins/identity ./plugins/noop \
+    ./plugins/tutorial ./plugins/tutorial_stats
 
 # -- run ---------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm

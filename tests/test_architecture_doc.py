@@ -22,7 +22,7 @@ from mesh.control import (
 from mesh.directory import ServiceDirectory
 from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.tasks.topology import DELIVERY_LIMIT, HEADER_DELAY_MS
-from tests.test_docs import DOCS, ROOT, blocks
+from tests.doc_blocks import DOCS, ROOT, blocks
 
 MERMAID = Path(sys.prefix) / "share" / "mermaid" / "mermaid.min.js"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -31,11 +31,11 @@ OPEN, CLOSE = "\u2039", "\u203a"  # around placeholders in the picture: <> is HT
 
 
 def diagrams() -> list[tuple[str, str]]:
-    return [(doc.name, body) for doc in DOCS for lang, body in blocks(doc) if lang == "mermaid"]
+    return [(doc.name, b.body) for doc in DOCS for b in blocks(doc) if b.language == "mermaid"]
 
 
 def picture() -> str:
-    [body] = [body for lang, body in blocks(ARCHITECTURE) if lang == "mermaid"]
+    [body] = [b.body for b in blocks(ARCHITECTURE) if b.language == "mermaid"]
     return body
 
 

@@ -266,7 +266,8 @@ def test_contracts_list_cli() -> None:
                                     "yes", "tutorial/rows/change", "10s"] for line in lines)
     assert any(line.split()[:7] == ["rpc", "noop.echo", "server", "any", "-", "-", "5s"]
                for line in lines)
-    assert "26 entries from 4 plugins: identity, noop, greeter, tutorial" in result.stdout
+    assert ("33 entries from 5 plugins: identity, noop, greeter, tutorial, tutorial_stats"
+            in result.stdout)
     as_json = mesh_here("contracts", "list", "--json")
     assert as_json.exit_code == 0, as_json.stderr
     assert Catalog.model_validate_json(as_json.stdout) == build_catalog(discover())

@@ -1,6 +1,7 @@
-"""The demo device page in two headless Chromium windows: sign in, a click in one updates both,
-the JS client reconnects, signs in again and resubscribes by itself when the client service
-comes back; a refused sign-in and a forbidden action show on the page."""
+"""The demo device page in two headless Chromium windows: sign in, a click in one updates both —
+an action, or a task on the worker — the JS client reconnects, signs in again and resubscribes
+by itself when the client service comes back; a refused sign-in and a forbidden action show on
+the page."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: t
     port = free_port()
     server = await memory_bus.service("server")
     password, _ = admin_password(server.settings)
+    await memory_bus.service("worker")  # the page doubles a row with a task, on a worker
     client = await memory_bus.service("client", client_port=port)
     first, second = pages
     url = f"http://127.0.0.1:{port}/"
@@ -75,6 +77,9 @@ async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: t
         click(first, 0, "add one")
         for page in (first, second):
             wait_for(page, lambda p: cells(p) == [("HELLO", "2")])
+        click(second, 0, "double, on a worker")
+        for page in (first, second):
+            wait_for(page, lambda p: cells(p) == [("HELLO", "4")])
 
     await asyncio.to_thread(after_reconnect)
 

@@ -29,15 +29,17 @@ def made_up(name: str, contract: str) -> PluginSource:
 
 def test_entries_in_load_order_then_declaration_order() -> None:
     catalog = installed()
-    assert [p.name for p in catalog.plugins] == ["identity", "noop", "greeter", "tutorial"]
+    assert [p.name for p in catalog.plugins] == ["identity", "noop", "greeter", "tutorial",
+                                                  "tutorial_stats"]
     assert all(p.status == "ok" and p.error is None for p in catalog.plugins)
     names = [e.qualname for e in catalog.entries if e.plugin != "identity"]
     assert names[:9] == ["noop.echo", "noop.fail", "noop.slow", "noop.report", "noop.agent_echo",
                          "noop.relay", "noop.stats", "noop.echo_later", "greeter.greet"]
-    assert names[9:12] == ["tutorial.string_ints", "tutorial.add_int_value",
-                           "tutorial.string_cap_toggle"]
-    assert {p.name: p.entries for p in catalog.plugins} == {"identity": 7, "noop": 8,
-                                                            "greeter": 1, "tutorial": 10}
+    assert names[15:18] == ["tutorial.string_ints", "tutorial.add_int_value",
+                            "tutorial.string_cap_toggle"]
+    assert names[-1] == "tutorial_stats.summary"
+    assert {p.name: p.entries for p in catalog.plugins} == {
+        "identity": 7, "noop": 8, "greeter": 1, "tutorial": 16, "tutorial_stats": 1}
     task = catalog.entry("tutorial.double_int")
     assert task is not None and task.kind == "task" and task.service == "worker"
 
@@ -132,7 +134,7 @@ def test_disabled_refused_and_contractless_plugins() -> None:
     assert status["greeter"] == ("refused", "depends on noop, which is disabled")
     assert status["nodeps_api"] == ("no_contract", None)
     assert status["tutorial"] == ("ok", None)
-    assert {e.plugin for e in catalog.entries} == {"identity", "tutorial"}
+    assert {e.plugin for e in catalog.entries} == {"identity", "tutorial", "tutorial_stats"}
     assert catalog.broken == []
 
 

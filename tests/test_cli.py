@@ -37,7 +37,7 @@ def test_plugin_list_json_and_disabled_refusal() -> None:
     assert by_name["greeter"]["status"] == "refused"
     assert by_name["greeter"]["reason"] == "depends on noop, which is disabled"
     assert by_name["noop"]["services"] == ["server", "client", "agent", "worker"]
-    assert data["load_order"] == ["identity", "tutorial"]
+    assert data["load_order"] == ["identity", "tutorial", "tutorial_stats"]
 
 
 def test_run_needs_a_known_service_and_a_broker() -> None:

@@ -52,6 +52,9 @@ def test_status_upgrade_revision_downgrade(env: dict[str, str], tmp_path: Path) 
     assert status(env)["store_a"]["current"] == ["0001"]
     human = mesh_db(env, "status")
     assert "store_a" in human.stdout and "pending" in human.stdout
+    # the platform's own schema is listed (and migrated) like a plugin's, never as an orphan
+    assert status(env)["mesh"]["schema"] == "mesh_platform"
+    assert status(env)["mesh"]["state"] == "up_to_date" and "orphan" not in human.stdout
 
 
 def test_errors_are_clear(env: dict[str, str]) -> None:

@@ -1,4 +1,8 @@
-"""Code in the docs is real: excerpts match the files they name, and examples run."""
+"""Code in the docs is real: excerpts match the files they name, and examples run.
+
+docs/tutorial.md is checked more strictly by tests/test_tutorial_doc.py: each of its blocks
+against the plugin as it is at the block's step.
+"""
 
 from __future__ import annotations
 
@@ -13,32 +17,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Bus
+from tests.doc_blocks import DOCS, ROOT, Block, blocks
 
-ROOT = Path(__file__).parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
-
-
-def blocks(path: Path) -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(path.read_text())]
+TUTORIAL = ROOT / "docs" / "tutorial.md"
 
 
-def file_excerpts() -> list[tuple[str, str, str]]:
-    found = []
-    for doc in DOCS:
-        for _, body in blocks(doc):
-            first, _, rest = body.partition("\n")
-            match = re.match(r"# file: (\S+)$", first)
-            if match:
-                found.append((doc.name, match.group(1), rest))
-    return found
+def file_excerpts() -> list[Block]:
+    return [b for doc in DOCS if doc != TUTORIAL for b in blocks(doc) if b.file is not None]
 
 
-@pytest.mark.parametrize(("doc", "path", "excerpt"), file_excerpts(),
-                         ids=lambda v: v if isinstance(v, str) and "/" in v else None)
-def test_excerpts_match_their_files(doc: str, path: str, excerpt: str) -> None:
-    text = (ROOT / path).read_text()
-    assert excerpt.strip() in text, f"{doc} shows {path} differently from the file"
+@pytest.mark.parametrize("block", file_excerpts(), ids=lambda b: b.where)
+def test_excerpts_match_their_files(block: Block) -> None:
+    assert block.file is not None
+    text = (ROOT / block.file).read_text()
+    for chunk in block.chunks():
+        excerpt = "\n".join(chunk).strip()
+        assert excerpt in text, f"{block.where} shows {block.file} differently from the file"
 
 
 def test_docs_have_excerpts() -> None:
@@ -47,9 +41,9 @@ def test_docs_have_excerpts() -> None:
 
 def example(name: str) -> str:
     for doc in DOCS:
-        for _, body in blocks(doc):
-            if body.startswith(f"# example: {name}\n"):
-                return body
+        for block in blocks(doc):
+            if block.body.startswith(f"# example: {name}\n"):
+                return block.body
     raise AssertionError(f"no example {name!r} in the docs")
 
 
@@ -78,8 +72,8 @@ def scaffold_blocks() -> list[tuple[str, str, tuple[str, ...], str, str]]:
     `# mesh plugin new NAME [OPTIONS] → PATH`."""
     found = []
     for doc in DOCS:
-        for _, body in blocks(doc):
-            first, _, rest = body.partition("\n")
+        for block in blocks(doc):
+            first, _, rest = block.body.partition("\n")
             match = SCAFFOLDED.match(first)
             if match:
                 name, options, path = match.groups()
@@ -147,8 +141,8 @@ def test_the_readme_tour_shows_what_scaffolding_prints(
 
     from mesh.cli.main import app
 
-    session = next(body for kind, body in blocks(ROOT / "README.md")
-                   if kind == "sh" and "mesh plugin new" in body)
+    session = next(b.body for b in blocks(ROOT / "README.md")
+                   if b.language == "sh" and "mesh plugin new" in b.body)
     command, _, rest = session.partition("\n")
     args = command.split("mesh ", 1)[1].split()
     shown = rest.split("\n$ ", 1)[0]

@@ -127,7 +127,7 @@ async def test_disabled_by_configuration(memory_bus: Bus) -> None:
 
 async def test_plugins_only_run_on_services_they_declare(memory_bus: Bus) -> None:
     client = await memory_bus.service("client")
-    assert set(client.host.records) == {"noop"}  # greeter is server-only
+    assert set(client.host.records) == {"noop", "tutorial"}  # greeter is server-only
 
 
 async def test_heartbeat_reports_plugins(bus: Bus) -> None:

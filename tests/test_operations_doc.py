@@ -24,8 +24,9 @@ from mesh.config import MeshSettings
 from mesh.testing.backends import fresh_postgres_database
 from services.server import ServerService
 from tests.conftest import Bus
+from tests.doc_blocks import DOCS, ROOT, blocks
 from tests.test_compose import HADOLINT, compose_config, tool
-from tests.test_docs import DOCS, ROOT, blocks, example
+from tests.test_docs import example
 
 OPERATIONS = ROOT / "docs" / "operations.md"
 RUN_HERE = {"mesh.toml", "plugin-image", "broker-user", "database-owner"}
@@ -71,8 +72,8 @@ def test_every_mesh_variable_the_docs_name_is_a_setting() -> None:
 
 
 def test_every_example_of_the_page_is_run() -> None:
-    names = {m.group(1) for _, body in blocks(OPERATIONS)
-             if (m := re.match(r"(?:#|--) example: (\S+)\n", body))}
+    names = {m.group(1) for b in blocks(OPERATIONS)
+             if (m := re.match(r"(?:#|--) example: (\S+)\n", b.body))}
     assert names == RUN_HERE | RUN_BY_TEST_COMPOSE
 
 
@@ -80,7 +81,8 @@ def test_the_docker_commands_not_run_name_real_services() -> None:
     """`docker compose up/ps/logs/build` cannot run here: they at least name what exists."""
     services = set(compose_services())
     for doc in DOCS:
-        for _, body in blocks(doc):
+        for block in blocks(doc):
+            body = block.body
             for line in body.splitlines():
                 if not line.startswith("docker compose "):
                     continue
@@ -191,8 +193,8 @@ async def test_a_database_owner_is_enough_for_the_server(mesh_postgres_admin_url
     from sqlalchemy.ext.asyncio import create_async_engine
 
     name = f"mesh_doc_{uuid.uuid4().hex[:8]}"
-    [sql] = [body for _, body in blocks(OPERATIONS)
-             if body.startswith("-- example: database-owner\n")]
+    [sql] = [b.body for b in blocks(OPERATIONS)
+             if b.body.startswith("-- example: database-owner\n")]
     sql = re.sub(r"\bmesh\b", name, sql.split("\n", 1)[1])
     admin = create_async_engine(mesh_postgres_admin_url, isolation_level="AUTOCOMMIT")
     try:

@@ -233,7 +233,9 @@ async def test_the_enqueuer_losing_its_connection_loses_no_queued_task_or_result
     assert min(returned) < dropping and max(returned) > dropped, (dropping, dropped)
     results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
     assert [r.task_id for r in results] == [h.task_id for h in handles]
-    assert transport.reconnects >= 1
+    # the results came over the restored consumer, which _open() restores before it returns
+    # and the transport counts the reconnect: under load the results can be first
+    await eventually(lambda: transport.reconnects >= 1, timeout=10)
 
 
 async def test_the_servers_metrics_show_what_a_worker_process_ran(

@@ -42,7 +42,8 @@ def test_platform_and_bundled_plugins_type_check() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--no-error-summary", "mesh", "services", "contracts",
          "plugins/noop/mesh_noop", "plugins/greeter/mesh_greeter",
-         "plugins/tutorial/mesh_tutorial", "plugins/identity/mesh_identity"],
+         "plugins/tutorial/mesh_tutorial", "plugins/tutorial_stats/mesh_tutorial_stats",
+         "plugins/identity/mesh_identity"],
         capture_output=True, text=True, timeout=300, cwd=root,
     )
     assert result.returncode == 0, result.stdout + result.stderr

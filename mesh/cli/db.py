@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from mesh.config import MeshSettings
+from mesh.platform.store import platform_storage
 from mesh.plugin.discovery import discover
 from mesh.plugin.ordering import plan_load_order
 from mesh.storage.database import Database, database_url
@@ -34,7 +35,8 @@ def with_migrator(work: Callable[[Migrator], Awaitable[T]]) -> T:
     async def run() -> T:
         database = Database(database_url(settings))
         try:
-            return await work(Migrator.for_sources(database, sources, plan.order))
+            return await work(Migrator.for_sources(database, sources, plan.order,
+                                                   first=[platform_storage()]))
         finally:
             await database.close()
 

@@ -248,10 +248,12 @@ class Migrator:
 
     @classmethod
     def for_sources(cls, database: Database, sources: Sequence[PluginSource],
-                    order: Sequence[str], *, heads_cache: Path | None = None) -> Migrator:
+                    order: Sequence[str], *, first: Sequence[PluginStorage] = (),
+                    heads_cache: Path | None = None) -> Migrator:
+        """The plugins' storages in load order, after `first` (the platform's schema)."""
         by_name = {s.name: s for s in sources}
-        storages = [st for name in order
-                    if (st := PluginStorage.from_source(by_name[name])) is not None]
+        storages = [*first, *(st for name in order
+                              if (st := PluginStorage.from_source(by_name[name])) is not None)]
         depends = {name: set(by_name[name].manifest.depends)  # type: ignore[union-attr]
                    for name in order}
         return cls(database, storages, depends, heads_cache=heads_cache)

@@ -33,7 +33,7 @@ from mesh.plugin.host import PluginState
 from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
 from mesh.rpc.endpoint import RpcEndpoint
 from mesh.service import Service
-from mesh.storage.migrations import MigrationError, Migrator, PluginStorage
+from mesh.storage.migrations import MigrationError, Migrator
 from mesh.web import WebServer
 from services.server.admin.app import create_admin_app
 from services.server.admin.auth import AdminAuth, admin_password, admin_token
@@ -63,14 +63,9 @@ class ServerService(Service):
     def migrator(self) -> Migrator:
         """The platform's schema first, then every enabled plugin's, in dependency order."""
         assert self.database is not None
-        by_name = {s.name: s for s in self.sources}
-        storages = [platform_storage()]
-        storages += [st for name in self.host.plan.order
-                     if (st := PluginStorage.from_source(by_name[name])) is not None]
-        depends = {name: set(by_name[name].manifest.depends)  # type: ignore[union-attr]
-                   for name in self.host.plan.order}
-        return Migrator(self.database, storages, depends,
-                        heads_cache=self.settings.data_dir / "migration-heads.json")
+        return Migrator.for_sources(self.database, self.sources, self.host.plan.order,
+                                    first=[platform_storage()],
+                                    heads_cache=self.settings.data_dir / "migration-heads.json")
 
     async def prepare(self) -> None:
         await self.observables.start()

@@ -1,1 +1,1 @@
-"""The tutorial plugin (docs/tutorial.md builds it step by step)."""
+"""The tutorial plugin: docs/tutorial.md builds it, step by step."""

@@ -1,4 +1,4 @@
-"""The tutorial's contract: StringInt rows and settings over RPC, and a task on the worker."""
+"""The tutorial's contract: everything it offers on the bus, as data."""
 
 from pydantic import BaseModel, Field
 
@@ -41,24 +41,8 @@ class Setting(SettingKey):
     value: str
 
 
-class StringIntSelector(BaseModel):
-    """Which rows a device watches (Peek's TupleSelector)."""
-
-    prefix: str | None = Field(default=None, max_length=50,
-                               description="Only rows whose string1 starts so; all if unset.")
-
-
-class AddIntValue(BaseModel):
-    """Add `offset` to a row's int1 (Peek 8.9.14)."""
-
-    string_int_id: int
-    offset: int = Field(ge=-(2**31), lt=2**31)
-
-
-class StringCapToggle(BaseModel):
-    """Toggle a row's string1 between upper and lower case (Peek 8.9.14)."""
-
-    string_int_id: int
+class NotFound(RpcError):
+    code = "tutorial.not_found"
 
 
 class TutorialSettings(BaseModel):
@@ -68,23 +52,53 @@ class TutorialSettings(BaseModel):
                           description="The most rows a list or the live topic returns.")
 
 
-class NotFound(RpcError):
-    code = "tutorial.not_found"
+class StringIntSelector(BaseModel):
+    """Which rows a device watches (Peek's TupleSelector)."""
+
+    prefix: str | None = Field(default=None, max_length=50,
+                               description="Only rows whose string1 starts so; all if unset.")
+
+
+class AddIntValue(BaseModel):
+    """Add `offset` to a row's int1 (Peek's AddIntValueActionTuple)."""
+
+    string_int_id: int
+    offset: int = Field(ge=-(2**31), lt=2**31)
+
+
+class StringCapToggle(BaseModel):
+    """Toggle a row's string1 between upper and lower case (Peek's StringCapToggleActionTuple)."""
+
+    string_int_id: int
 
 
 class OutOfRange(RpcError):
     code = "tutorial.out_of_range"
 
 
+class Ints(BaseModel):
+    val1: int
+    val2: int = 9
+
+
+class IntResult(BaseModel):
+    result: int
+
+
+class AgentStatus(BaseModel):
+    text: str = Field(min_length=1, max_length=200)
+
+
+class TaskFailed(RpcError):
+    code = "tutorial.task_failed"
+
+
 VIEW, CHANGE = "tutorial/rows/view", "tutorial/rows/change"  # declared in plugin.toml
 
 
 class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
-    string_ints = topic(StringIntSelector, StringIntList, permission=VIEW,
-                        doc="The StringInt rows, live, ordered by id.")
-    add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange],
-                           permission=CHANGE)
-    string_cap_toggle = action(StringCapToggle, StringInt, errors=[NotFound], permission=CHANGE)
+    """The tutorial's RPCs, topic, actions and task; `mesh contracts list` shows them."""
+
     list_string_ints = rpc(StringIntQuery, StringIntList, service="server", permission=VIEW,
                            doc="The StringInt rows, ordered by id.")
     add_string_int = rpc(StringIntFields, StringInt, service="server", devices=True,
@@ -95,5 +109,27 @@ class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
                             devices=True, permission=CHANGE)
     get_setting = rpc(SettingKey, Setting, service="server", errors=[NotFound])
     put_setting = rpc(Setting, Setting, service="server")
-    double_int = task(StringIntId, StringInt, max_attempts=5, backoff=2.0, time_limit=30,
+
+    string_ints = topic(StringIntSelector, StringIntList, permission=VIEW,
+                        doc="The StringInt rows, live, ordered by id.")
+
+    add_int_value = action(AddIntValue, StringInt, errors=[NotFound, OutOfRange],
+                           permission=CHANGE)
+    string_cap_toggle = action(StringCapToggle, StringInt, errors=[NotFound], permission=CHANGE)
+
+    add_ints = rpc(Ints, IntResult, service="server", callers=["agent"],
+                   doc="val1 + val2; only agents may call it (Peek's RpcForAgent.addInts).")
+    update_status = rpc(AgentStatus, Empty, service="server", callers=["agent"],
+                        doc="An agent says how it is doing; the server logs it.")
+    sub_ints = rpc(Ints, IntResult, service="agent", callers=["server"],
+                   doc="val1 - val2, on an agent; only the server may call it.")
+    ask_agent = rpc(Ints, IntResult, service="server",
+                    doc="The server asks an agent for sub_ints and passes the answer on.")
+
+    double_int = task(StringIntId, StringInt, max_attempts=3, backoff=0.5, time_limit=30,
                       doc="Doubles a row's int1, once per task even if the task runs twice.")
+    double_string_int = rpc(StringIntId, StringInt, service="client", devices=True,
+                            timeout=30, errors=[TaskFailed], permission=CHANGE,
+                            doc="Queues double_int for a worker and answers with its result.")
+    rows_changed = rpc(Empty, Empty, service="server", callers=["worker"],
+                       doc="A worker changed rows: the server tells their watchers.")

@@ -1,4 +1,4 @@
-"""The tutorial's tables, in its own schema `pl_tutorial` (Peek 8.9.7)."""
+"""The tutorial's tables, in its own schema `pl_tutorial`."""
 
 from sqlalchemy import MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -24,16 +24,16 @@ class StringIntRow(Base):
     int1: Mapped[int]
 
 
+class SettingRow(Base):
+    __tablename__ = "setting"
+
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class AppliedTaskRow(Base):
     """The idempotency keys of the tasks whose effect is in the database (docs/tasks.md)."""
 
     __tablename__ = "applied_task"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-
-
-class SettingRow(Base):
-    __tablename__ = "setting"
-
-    key: Mapped[str] = mapped_column(String(50), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)

@@ -18,8 +18,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from mesh import __version__
+from mesh.errors import RpcError
 from mesh.permissions import ADMIN_OPERATE, ADMIN_VIEW
-from services.server.admin.api import create_api
+from services.server.admin.api import RPC_STATUS, create_api
 from services.server.admin.auth import AdminAuth
 from services.server.metrics import exposition
 
@@ -71,6 +72,11 @@ def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
             "code": HTTP_CODES.get(exc.status_code, "http_error"),
             "message": str(exc.detail), "details": None}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RpcError)
+    async def rpc_error(request: Request, exc: RpcError) -> JSONResponse:
+        """A plugin's admin route raised an RPC error (its declared NotFound, say)."""
+        return JSONResponse(exc.to_wire(), status_code=RPC_STATUS.get(exc.code, 409))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
