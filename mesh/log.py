@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -37,3 +38,20 @@ def _identity(
     logger: object, name: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
     return event
+
+
+class LazyLog:
+    """A logger bound to a message's fields only when something is logged: most RPCs and
+    tasks log nothing, and binding costs more than running a small handler."""
+
+    __slots__ = ("_base", "_bound", "_fields")
+
+    def __init__(self, base: Any, **fields: Any) -> None:
+        self._base = base
+        self._fields = fields
+        self._bound: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._bound is None:
+            self._bound = self._base.bind(**self._fields)
+        return getattr(self._bound, name)

@@ -22,7 +22,7 @@ LEVELS = {"c1", "c64"}
 
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(180)
-def test_rpc_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:
+def test_rpc_bench_prints_figures_for_every_side(mesh_broker_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "rpc", "--json", "--calls", "200", "--warmup", "20",
          "--url", mesh_broker_url],
@@ -31,16 +31,17 @@ def test_rpc_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
 
-    assert set(report) == {"mesh", "baseline", "ratio"}
-    for side in ("mesh", "baseline"):
+    assert set(report) == {"mesh", "baseline", "baseline_wire", "ratio", "ratio_wire"}
+    for side in ("mesh", "baseline", "baseline_wire"):
         assert set(report[side]) == LEVELS
         for level in LEVELS:
             figures = report[side][level]
             assert set(figures) == FIGURES
             assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
             assert figures["p50_ms"] <= figures["p99_ms"]
-    assert set(report["ratio"]) == LEVELS
-    assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())
+    for ratio in ("ratio", "ratio_wire"):
+        assert set(report[ratio]) == LEVELS
+        assert all(isinstance(v, int | float) and v > 0 for v in report[ratio].values())
 
 
 def test_percentile_is_nearest_rank() -> None:

@@ -13,6 +13,7 @@ from mesh_noop.contract import (
     NoopRefused,
     SlowRequest,
 )
+from structlog.testing import capture_logs
 
 from mesh.bus.message import Message
 from mesh.contract import Empty
@@ -65,6 +66,17 @@ async def test_undeclared_exception_is_internal_and_leaks_nothing(bus: Bus) -> N
     assert "hunter2" not in str(info.value) and "hunter2" not in repr(info.value.details)
     assert "Traceback" not in info.value.message
     assert "RuntimeError" in info.value.message and "reference" in info.value.message
+
+
+async def test_handler_failure_is_logged_with_its_reference_and_call(bus: Bus) -> None:
+    await bus.service("server")
+    noop = await caller(bus)
+    with capture_logs() as logs, pytest.raises(InternalError) as info:
+        await noop.fail(FailRequest(internal=True))
+    [failed] = [e for e in logs if e["event"] == "rpc.handler_failed"]
+    assert failed["reference"] in info.value.message
+    assert failed["rpc"] == "noop.fail" and failed["correlation_id"]
+    assert failed["plugin"] == "noop" and failed["service"] == "server"
 
 
 async def test_timeout_names_rpc_and_target(bus: Bus) -> None:

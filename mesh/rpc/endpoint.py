@@ -30,6 +30,7 @@ from mesh.errors import (
     Unavailable,
     UnknownRpc,
 )
+from mesh.log import LazyLog
 from mesh.metrics import RPC_HANDLED, RPC_SECONDS
 from mesh.names import parse_rpc_key, rpc_pattern, rpc_queue
 from mesh.rpc import wire
@@ -119,7 +120,7 @@ class RpcEndpoint:
     async def _serve(self, message: Message) -> None:
         started = time.monotonic()
         correlation_id = message.correlation_id
-        log = self.log.bind(correlation_id=correlation_id)
+        log = LazyLog(self.log, correlation_id=correlation_id)
         structlog.contextvars.bind_contextvars(
             service=self.service, instance=self.instance, plugin=self.plugin,
             correlation_id=correlation_id,

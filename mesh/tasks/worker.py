@@ -28,6 +28,7 @@ from mesh.bus.message import Delivery, Message
 from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import Task
 from mesh.errors import TaskError
+from mesh.log import LazyLog
 from mesh.metrics import TASK_SECONDS, TASKS_SETTLED
 from mesh.names import task_dead_key, task_delay_exchange, task_key, task_queue
 from mesh.rpc import wire as rpc_wire
@@ -41,23 +42,6 @@ Handler = Callable[[Any], Any]
 Attempt = tuple[BaseModel | None, TaskError | None]
 FINISHED_MEMORY = 4096  # finished tasks a worker process recognises if they come back
 NO_REPLY = Message(b"")  # what is remembered of a finished task that wants no result
-
-
-class _LazyLog:
-    """A logger bound to a task's fields only when something is logged: most tasks log
-    nothing, and binding costs more than running a small task."""
-
-    __slots__ = ("_base", "_bound", "_fields")
-
-    def __init__(self, base: Any, **fields: Any) -> None:
-        self._base = base
-        self._fields = fields
-        self._bound: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._bound is None:
-            self._bound = self._base.bind(**self._fields)
-        return getattr(self._bound, name)
 
 
 class TaskRuntime:
@@ -187,7 +171,7 @@ class TaskEndpoint:
                        delivery: Delivery) -> None:
         message = delivery.message
         meta = wire.TaskMeta.of(message)
-        log = _LazyLog(self.log, task=task.qualname, task_id=meta.task_id,
+        log = LazyLog(self.log, task=task.qualname, task_id=meta.task_id,
                        attempt=meta.attempt)
         # For what the handler logs (the delivery runs in a context of its own).
         structlog.contextvars.bind_contextvars(task=task.qualname, task_id=meta.task_id)
