@@ -125,6 +125,26 @@ def declared_permissions(manifests: Mapping[str, PluginManifest]) -> dict[str, s
     return known
 
 
+def unknown_grants(held: Iterable[str], known: Iterable[str]) -> list[str]:
+    """The permissions and patterns in `held` that name nothing in `known`: a role granting one
+    is a typo, or names a plugin that is not installed, and would silently grant nothing."""
+    known = list(known)
+    plugins = {address.split("/", 1)[0] for address in known}
+    unknown = []
+    for grant in held:
+        if grant == "*":
+            continue
+        if grant.endswith("/*"):
+            prefix = grant[:-1]
+            matched = (grant[:-2] in plugins if grant.count("/") == 1
+                       else any(a.startswith(prefix) for a in known))
+        else:
+            matched = grant in known
+        if not matched:
+            unknown.append(grant)
+    return unknown
+
+
 def requirement_problem(name: str, manifests: Mapping[str, PluginManifest]) -> str | None:
     """Why `name`'s manifest requires a permission no one declares, or None."""
     known = declared_permissions(manifests)

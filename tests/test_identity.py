@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from mesh_identity.contract import PutUser, Role
+from mesh_identity.contract import PutUser, Role, UnknownPermission
 from mesh_identity.models import TokenRow, UserRow
 from sqlalchemy import select
 
@@ -90,6 +90,28 @@ async def test_roles_give_permissions_and_changes_apply_to_live_tokens(directory
     assert [c.user for c in changes] == [None, None, "cy", "cy", None]
     users = {u.username: u for u in await directory.list_users()}
     assert users["cy"].sessions == 1 and users["cy"].roles == ["admin-view"]
+
+
+@pytest.mark.parametrize("grant", [
+    "tutorial/rows/vew",     # a typo
+    "tutorial/row/*",        # a group no one declares
+    "nosuchplugin/*",        # a plugin that is not installed
+    "nosuchplugin/a/b",
+])
+async def test_a_role_granting_an_undeclared_permission_is_refused(directory: Any,
+                                                                   grant: str) -> None:
+    with pytest.raises(UnknownPermission) as refused:
+        await directory.put_role(Role(name="typo", permissions=["tutorial/rows/view", grant]))
+    assert refused.value.message == (f"role 'typo' grants {grant}, which no installed plugin "
+                                     "declares")
+    assert refused.value.details["unknown"] == [grant]
+    assert "tutorial/rows/view" in refused.value.details["declared"]
+    assert [r.name for r in await directory.list_roles()] == ["admin"]  # nothing was stored
+
+
+async def test_a_role_may_grant_declared_permissions_and_patterns(directory: Any) -> None:
+    grants = ["*", "tutorial/*", "tutorial/rows/*", "tutorial/rows/view", "mesh/admin/view"]
+    assert (await directory.put_role(Role(name="wide", permissions=grants))).permissions == grants
 
 
 async def test_the_first_administrator_is_made_once(memory_bus: Bus, db_url: str) -> None:

@@ -133,6 +133,15 @@ class PluginContext:
             raise PluginError(f"{topic.qualname} has a provider already")
         self.providers.append((topic, provide))
 
+    def declared_permissions(self) -> dict[str, str]:
+        """Every permission there is on this service, by address: the platform's and every
+        discovered plugin's (an uploaded plugin's too, once installed)."""
+        from mesh.permissions import declared_permissions
+
+        return declared_permissions({name: source.manifest
+                                     for name, source in self._host.sources.items()
+                                     if source.manifest is not None})
+
     def add_admin_routes(self, router: Any, *, permission: str | None = None) -> None:
         """Mount a FastAPI APIRouter in the admin API under /api/v1/plugins/<plugin>/admin
         (Peek's addAdminResource); removed on stop. Its routes need a signed-in caller with

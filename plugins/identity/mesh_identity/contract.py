@@ -85,6 +85,12 @@ class UnknownRole(RpcError):
     code = "identity.unknown_role"
 
 
+class UnknownPermission(RpcError):
+    """A role grants a permission (or pattern) that no installed plugin declares."""
+
+    code = "identity.unknown_permission"
+
+
 class DirectoryContract(Contract, plugin="identity", settings=IdentitySettings):
     list_users = rpc(Empty, UserList, service="server", callers=["cli"], permission=VIEW,
                      doc="Every user, with roles and how many sessions work now.")
@@ -95,6 +101,7 @@ class DirectoryContract(Contract, plugin="identity", settings=IdentitySettings):
     list_roles = rpc(Empty, RoleList, service="server", callers=["cli"], permission=VIEW,
                      doc="Every role and its permissions.")
     put_role = rpc(Role, Role, service="server", callers=["cli"], permission=MANAGE,
+                   errors=[UnknownPermission],
                    doc="Create or change a role; its users' permissions change at once.")
     delete_role = rpc(RoleName, Empty, service="server", callers=["cli"], permission=MANAGE,
                       errors=[UnknownRole], doc="Remove a role from everyone who has it.")

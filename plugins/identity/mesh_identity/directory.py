@@ -17,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mesh.errors import Unauthenticated
 from mesh.identity import Identity, IdentityApi, Session, token_digest
-from mesh_identity.contract import PutUser, Role, UnknownRole, UnknownUser, User
+from mesh.permissions import unknown_grants
+from mesh_identity.contract import (
+    PutUser,
+    Role,
+    UnknownPermission,
+    UnknownRole,
+    UnknownUser,
+    User,
+)
 from mesh_identity.models import RoleRow, TokenRow, UserRoleRow, UserRow
 
 if TYPE_CHECKING:
@@ -212,6 +220,12 @@ class Directory(IdentityApi):
                          permissions=json.loads(r.permissions)) for r in rows]
 
     async def put_role(self, role: Role) -> Role:
+        known = self.ctx.declared_permissions()
+        unknown = unknown_grants(role.permissions, known)
+        if unknown:
+            raise UnknownPermission(
+                f"role {role.name!r} grants {', '.join(unknown)}, which no installed plugin "
+                "declares", details={"unknown": unknown, "declared": sorted(known)})
         async with self.ctx.session() as session:
             await session.merge(RoleRow(name=role.name, description=role.description,
                                         permissions=json.dumps(sorted(set(role.permissions)))))
