@@ -239,3 +239,20 @@ def test_corrupt_heads_cache_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "heads.json"
     path.write_text("{not json")
     assert HeadsCache(path).entries == {}
+
+
+async def test_sqlite_files_are_private_to_their_owner(tmp_path: Path) -> None:
+    """They hold password hashes and token digests."""
+    folder = tmp_path / "data"
+    database = Database(f"sqlite+aiosqlite:///{folder / 'mesh.sqlite'}")
+    try:
+        assert (await Migrator.for_sources(database, sources("store_a"), ["store_a"])
+                .upgrade_all()).ok
+    finally:
+        await database.close()
+    files = sorted(p.name for p in folder.iterdir())
+    assert "mesh.sqlite" in files and "pl_store_a.sqlite" in files
+    assert folder.stat().st_mode & 0o777 == 0o700
+    for name in files:
+        if name.endswith(".sqlite"):  # the lock file is empty
+            assert (folder / name).stat().st_mode & 0o077 == 0, name

@@ -9,6 +9,8 @@ same models and migrations run on either.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,7 +44,7 @@ class Database:
         self.dialect = self.url.get_backend_name()
         self.echo = echo
         if self.is_sqlite:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._engines: dict[str | None, AsyncEngine] = {}
         self._sessions: dict[str | None, async_sessionmaker[AsyncSession]] = {}
 
@@ -71,6 +73,9 @@ class Database:
                                        pool_pre_ping=True)
         engine = create_async_engine(self.url, echo=self.echo, connect_args={"timeout": 30})
         attach = None if schema is None else str(self.schema_file(schema))
+        for path in (self.url.database, attach):
+            if path and path != ":memory:" and not path.startswith("file:"):
+                _create_private(Path(path))
 
         @event.listens_for(engine.sync_engine, "connect")
         def connect(dbapi_connection: Any, _record: Any) -> None:
@@ -103,3 +108,10 @@ class Database:
             await engine.dispose()
         self._engines.clear()
         self._sessions.clear()
+
+
+def _create_private(path: Path) -> None:
+    """Create a SQLite file readable by its owner only (it holds password hashes and token
+    digests; SQLite gives its journals the same mode), unless it exists."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
