@@ -41,6 +41,7 @@ from typing import Any
 
 from bench.broker import delete_topology, display_url
 from bench.procs import ServerFailed, server_process
+from mesh.cpus import usable_cpus
 from mesh.health import health_file
 from mesh.plugin.discovery import discover
 
@@ -79,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "MESH_TASK_CONCURRENCY default (default: %(default)s)")
     parser.add_argument("--rounds", type=_positive, default=2, metavar="N",
                         help="alternating rounds (default: %(default)s)")
-    parser.add_argument("--workers", type=_positive, default=os.cpu_count() or 1, metavar="W",
+    parser.add_argument("--workers", type=_positive, default=usable_cpus(), metavar="W",
                         help="mesh worker processes sharing the concurrency (default: one per "
                              "core, %(default)s)")
 

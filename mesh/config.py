@@ -15,6 +15,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mesh.cpus import usable_cpus
+
 SERVICE_KINDS: tuple[str, ...] = ("server", "client", "agent", "worker")
 
 
@@ -56,9 +58,9 @@ class MeshSettings(BaseSettings):
         default=16, gt=0, description="Async tasks one worker process runs at once.",
     )
     task_processes: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, gt=0,
+        default_factory=usable_cpus, gt=0,
         description="Processes of a worker's pool for CPU-bound tasks (one task each).",
-        json_schema_extra={"default_shown": "CPUs"},
+        json_schema_extra={"default_shown": "usable CPUs"},
     )
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto", description="The services' event loop: `auto` is uvloop where it is "
