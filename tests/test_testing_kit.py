@@ -18,6 +18,9 @@ from mesh_tutorial.contract import (
     TutorialSettings,
 )
 from mesh_tutorial.server import TutorialServer
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from mesh import Empty
 from mesh.errors import NotAllowed
@@ -31,6 +34,7 @@ from mesh.testing import (
     assert_migrations_sound,
     select_plugins,
 )
+from mesh.testing.backends import fresh_postgres_database
 from mesh.testing.harness import project_plugins
 from tests.conftest import fixture_source
 
@@ -68,6 +72,25 @@ async def test_only_the_services_the_plugins_need_run(memory_bus: Bus, tmp_path:
             running.service("client")
     finally:
         await running.close()
+
+
+async def test_closing_lets_go_of_the_database_before_it_is_dropped(
+        memory_bus: Bus, mesh_postgres_admin_url: str) -> None:
+    async def connections(name: str) -> int:
+        admin = create_async_engine(mesh_postgres_admin_url)
+        try:
+            async with admin.connect() as connection:
+                return int(await connection.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :name"), {"name": name}))
+        finally:
+            await admin.dispose()
+
+    async with fresh_postgres_database(mesh_postgres_admin_url) as url:
+        name = str(make_url(url).database)
+        running = await RunningMesh.start(memory_bus, [fixture_source("store_a")], url)
+        assert await connections(name) > 0
+        await running.close()
+        assert await connections(name) == 0  # the drop that follows forces nothing
 
 
 @pytest.mark.mesh_plugins("greeter")
@@ -160,9 +183,9 @@ def test_the_project_of_the_test_names_its_plugins(tmp_path: Path) -> None:
 
 def made_plugin(root: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> PluginStorage:
     """A plugin from `mesh plugin new`, importable from `root` (not installed)."""
-    for path, text in render(PluginSpec(name, ("server",), True)).items():
+    for path, content in render(PluginSpec(name, ("server",), True)).items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text)
+        (root / path).write_text(content)
     monkeypatch.syspath_prepend(str(root))
     storage = PluginStorage.from_source(source_from_package(name, f"mesh_{name}"))
     assert storage is not None

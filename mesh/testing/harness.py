@@ -178,5 +178,9 @@ class RunningMesh:
         return database.session(schema)
 
     async def close(self) -> None:
-        """Stop the caller; the bus stops the services (the `mesh` fixture does both)."""
+        """Stop the caller, then the services, last started first: they let go of the test's
+        database before its fixture drops it, whatever order pytest tears fixtures down in.
+        The bus closes their connections and deletes the topology."""
         await self._caller.tasks.close()
+        for service in reversed(self.services.values()):
+            await service.stop()
