@@ -23,8 +23,10 @@ from typing import Any
 
 from mesh.bus.memory import MemoryBroker
 from mesh.config import MeshSettings
+from mesh.log import configure_logging
 from mesh.plugin.discovery import PluginSource, source_from_package
 from mesh.storage import migrations
+from mesh.testing.backends import empty_database
 from services.server import ServerService
 
 NAME = "startup"
@@ -101,11 +103,12 @@ async def time_start(sources: list[PluginSource], settings: MeshSettings) -> flo
 
 
 async def measure(kind: str, stored: list[PluginSource], bare: list[PluginSource],
-                  repeat: int, new_database: Callable[[], Any]) -> dict[str, float]:
+                  repeat: int, pg_admin_url: Callable[[], str]) -> dict[str, float]:
     firsts, seconds, nones = [], [], []
     await time_start(bare, MeshSettings(data_dir=Path(tempfile.mkdtemp()), admin_port=0))
     for _ in range(repeat):
-        async with new_database() as (url, data_dir):
+        data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-db-"))
+        async with empty_database(kind, data_dir, pg_admin_url) as url:
             settings = MeshSettings(database_url=url, data_dir=data_dir, admin_port=0)
             firsts.append(await time_start(stored, settings))
             seconds.append(await time_start(stored, settings))
@@ -121,44 +124,18 @@ async def measure(kind: str, stored: list[PluginSource], bare: list[PluginSource
 
 
 def run(args: argparse.Namespace) -> int:
-    from contextlib import asynccontextmanager
-
+    configure_logging("WARNING")  # the services' start and stop lines would bury the figures
     root = Path(tempfile.mkdtemp(prefix="mesh-bench-startup-"))
     sys.path.insert(0, str(root))
     stored = generate(root, args.plugins, args.migrations, storage=True)
     bare = generate(root, args.plugins, args.migrations, storage=False)
 
-    @asynccontextmanager
-    async def sqlite_database():  # type: ignore[no-untyped-def]
-        data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-db-"))
-        yield f"sqlite+aiosqlite:///{data_dir / 'mesh.sqlite'}", data_dir
-
-    @asynccontextmanager
-    async def postgres_database():  # type: ignore[no-untyped-def]
-        import uuid
-
-        from sqlalchemy import text
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        name = f"mesh_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_async_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            url = make_url(args.pg_admin_url).set(database=name)
-            yield url.render_as_string(hide_password=False), Path(tempfile.mkdtemp())
-        finally:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-            await admin.dispose()
-
     kinds = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
-    factories = {"postgresql": postgres_database, "sqlite": sqlite_database}
     report: dict[str, Any] = {"plugins": args.plugins, "migrations_per_plugin": args.migrations,
                               "repeat": args.repeat}
     for kind in kinds:
-        report[kind] = asyncio.run(measure(kind, stored, bare, args.repeat, factories[kind]))
+        report[kind] = asyncio.run(measure(kind, stored, bare, args.repeat,
+                                           lambda: args.pg_admin_url))
     if args.json:
         print(json.dumps(report))
         return 0
