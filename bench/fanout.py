@@ -34,6 +34,7 @@ from bench.procs import ServerFailed, ServerProcess, server_process
 from bench.stats import percentile
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
+from mesh.log import configure_logging
 from services.server import ServerService
 from services.server.admin.auth import admin_token
 
@@ -246,6 +247,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_logging("WARNING")  # the in-process server's lines would bury the figures
     report = asyncio.run(measure(args))
     if args.json:
         print(json.dumps(report))
