@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from mesh_identity.contract import PutUser, Role, UnknownPermission
+from mesh_identity.contract import IdentitySettings, PutUser, Role, UnknownPermission
 from mesh_identity.models import TokenRow, UserRow
 from sqlalchemy import select
 
@@ -90,6 +90,49 @@ async def test_roles_give_permissions_and_changes_apply_to_live_tokens(directory
     assert [c.user for c in changes] == [None, None, "cy", "cy", None]
     users = {u.username: u for u in await directory.list_users()}
     assert users["cy"].sessions == 1 and users["cy"].roles == ["admin-view"]
+
+
+async def test_wrong_passwords_in_a_row_lock_the_user_for_a_while(directory: Any) -> None:
+    host = directory.ctx._host
+    host.settings["identity"] = IdentitySettings(max_failed_sign_ins=3, lockout_s=1)
+    await directory.put_user(PutUser(username="eve", password="right-password"))
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="wrong username or password"):
+            await directory.sign_in("eve", "wrong-password")
+    await directory.sign_in("eve", "right-password")  # a success starts the count again
+    for _ in range(3):
+        with pytest.raises(Unauthenticated, match="wrong username or password"):
+            await directory.sign_in("eve", "wrong-password")
+    users = {u.username: u for u in await directory.list_users()}
+    until = users["eve"].locked_until
+    assert until is not None and time.time() < until <= time.time() + 1
+    with pytest.raises(Unauthenticated) as locked:
+        await directory.sign_in("eve", "right-password")  # even the right one, for now
+    assert locked.value.message == ("too many wrong passwords for eve: try again in 1 s, or "
+                                    "ask an administrator")
+    assert locked.value.details == {"reason": "locked", "retry_after_s": 1}
+    users = {u.username: u for u in await directory.list_users()}
+    assert users["eve"].locked_until == until  # a locked try changes nothing
+    await asyncio.sleep(1.05)
+    assert (await directory.sign_in("eve", "right-password")).identity.user == "eve"
+
+
+async def test_an_administrator_unlocks_a_user_and_zero_never_locks(directory: Any) -> None:
+    host = directory.ctx._host
+    host.settings["identity"] = IdentitySettings(max_failed_sign_ins=2, lockout_s=3600)
+    await directory.put_user(PutUser(username="fay", password="right-password"))
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await directory.sign_in("fay", "wrong-password")
+    with pytest.raises(Unauthenticated, match="too many wrong passwords"):
+        await directory.sign_in("fay", "right-password")
+    await directory.put_user(PutUser(username="fay"))  # any change by an administrator
+    await directory.sign_in("fay", "right-password")
+    host.settings["identity"] = IdentitySettings(max_failed_sign_ins=0)
+    for _ in range(5):
+        with pytest.raises(Unauthenticated, match="wrong username or password"):
+            await directory.sign_in("fay", "wrong-password")
+    await directory.sign_in("fay", "right-password")
 
 
 @pytest.mark.parametrize("grant", [

@@ -19,6 +19,14 @@ class IdentitySettings(BaseModel):
         default=12 * 3600, ge=1, le=30 * 24 * 3600,
         description="How long a session token works after sign-in (a sign-in may ask for "
         "less).")
+    max_failed_sign_ins: int = Field(
+        default=5, ge=0, le=1000,
+        description="Wrong passwords in a row after which a user cannot sign in for "
+        "`lockout_s` (0: never locked). Counted on every server and entry point alike.")
+    lockout_s: int = Field(
+        default=300, ge=1, le=24 * 3600,
+        description="How long a user stays locked after too many wrong passwords; changing "
+        "the user (identity.put_user) unlocks it.")
 
 
 class Username(BaseModel):
@@ -43,6 +51,9 @@ class User(Username):
     enabled: bool
     created_at: float
     sessions: int = Field(description="Sessions that work now.")
+    locked_until: float | None = Field(
+        default=None, description="Until when sign-in is refused after too many wrong "
+        "passwords (Unix seconds), or null.")
 
 
 class UserList(BaseModel):

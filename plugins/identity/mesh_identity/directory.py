@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -71,8 +72,16 @@ class Directory(IdentityApi):
                       lifetime: float | None = None) -> Session:
         async with self.ctx.session() as session:
             user = await session.scalar(select(UserRow).where(UserRow.username == username))
+        now = time.time()
+        if user is not None and user.locked_until is not None and user.locked_until > now:
+            wait = math.ceil(user.locked_until - now)
+            raise Unauthenticated(
+                f"too many wrong passwords for {username}: try again in {wait} s, or ask an "
+                "administrator", details={"reason": "locked", "retry_after_s": wait})
         stored = user.password_hash if user is not None and user.enabled else None
         if not await self._matches(stored, password):
+            if user is not None:
+                await self._count_failure(user, now)
             raise Unauthenticated(REFUSED)
         assert user is not None and user.password_hash is not None
         longest = float(self.ctx.settings.token_lifetime_s)
@@ -85,12 +94,33 @@ class Directory(IdentityApi):
             session.add(TokenRow(digest=token_digest(token), user_id=user.id, created_at=now,
                                  expires_at=expires_at, revoked_at=None))
             await session.flush()
+            if user.failed_sign_ins or user.locked_until is not None:
+                await session.execute(update(UserRow).where(UserRow.id == user.id)
+                                      .values(failed_sign_ins=0, locked_until=None))
             if rehashed is not None:
                 await session.execute(update(UserRow).where(UserRow.id == user.id)
                                       .values(password_hash=rehashed))
             identity = await self._identity(session, user, expires_at)
             await session.commit()
         return Session(token=token, identity=identity)
+
+    async def _count_failure(self, user: UserRow, now: float) -> None:
+        """One more wrong password in a row; at the limit, lock the user and start counting
+        again. One UPDATE, so that servers signing the same user in at once count right."""
+        limit = int(self.ctx.settings.max_failed_sign_ins)
+        if limit == 0:
+            return
+        async with self.ctx.session() as session:
+            failed = await session.scalar(
+                update(UserRow).where(UserRow.id == user.id)
+                .values(failed_sign_ins=UserRow.failed_sign_ins + 1)
+                .returning(UserRow.failed_sign_ins))
+            if failed is not None and failed >= limit:
+                await session.execute(update(UserRow).where(UserRow.id == user.id).values(
+                    failed_sign_ins=0, locked_until=now + self.ctx.settings.lockout_s))
+                self.ctx.log.warning("identity.user_locked", user=user.username,
+                                     failed=failed, lockout_s=self.ctx.settings.lockout_s)
+            await session.commit()
 
     async def verify(self, token: str) -> Identity:
         async with self.ctx.session() as session:
@@ -170,7 +200,9 @@ class Directory(IdentityApi):
             TokenRow.user_id == user.id, TokenRow.revoked_at.is_(None),
             TokenRow.expires_at > time.time()))
         return User(username=user.username, display_name=user.display_name, roles=list(roles),
-                    enabled=user.enabled, created_at=user.created_at, sessions=live or 0)
+                    enabled=user.enabled, created_at=user.created_at, sessions=live or 0,
+                    locked_until=user.locked_until if (user.locked_until or 0) > time.time()
+                    else None)
 
     async def list_users(self) -> list[User]:
         async with self.ctx.session() as session:
@@ -192,6 +224,7 @@ class Directory(IdentityApi):
                                password_hash=None, bootstrap=False)
                 session.add(user)
             user.display_name, user.enabled = request.display_name, request.enabled
+            user.failed_sign_ins, user.locked_until = 0, None  # an administrator's change
             if new_hash is not None:
                 user.password_hash, user.bootstrap = new_hash, False
             await session.flush()

@@ -1,6 +1,6 @@
 """The identity plugin's tables, in its own schema `pl_identity`. Times are Unix seconds."""
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, MetaData, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.storage.naming import NAMING_CONVENTION
@@ -20,6 +20,9 @@ class UserRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     bootstrap: Mapped[bool] = mapped_column(Boolean, default=False)  # password generated
     created_at: Mapped[float] = mapped_column(Float)
+    # wrong passwords in a row, and until when sign-in is refused once there were too many
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[float | None] = mapped_column(Float)
 
 
 class RoleRow(Base):
