@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -141,6 +142,7 @@ async def mesh_side(url: str) -> AsyncIterator[tuple[ServerService, str, str]]:
     finally:
         await server.stop()
         await delete_topology(url, exchange, [])
+        shutil.rmtree(data, ignore_errors=True)
 
 
 async def mesh_row(server: ServerService, ws_url: str, count: int,

@@ -103,11 +103,12 @@ async def time_start(sources: list[PluginSource], settings: MeshSettings) -> flo
 
 
 async def measure(kind: str, stored: list[PluginSource], bare: list[PluginSource],
-                  repeat: int, pg_admin_url: Callable[[], str]) -> dict[str, float]:
+                  repeat: int, pg_admin_url: Callable[[], str], scratch: Path
+                  ) -> dict[str, float]:
     firsts, seconds, nones = [], [], []
-    await time_start(bare, MeshSettings(data_dir=Path(tempfile.mkdtemp()), admin_port=0))
-    for _ in range(repeat):
-        data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-db-"))
+    await time_start(bare, MeshSettings(data_dir=scratch / f"{kind}-warm-up", admin_port=0))
+    for number in range(repeat):
+        data_dir = scratch / f"{kind}-{number}"
         async with empty_database(kind, data_dir, pg_admin_url) as url:
             settings = MeshSettings(database_url=url, data_dir=data_dir, admin_port=0)
             firsts.append(await time_start(stored, settings))
@@ -125,17 +126,17 @@ async def measure(kind: str, stored: list[PluginSource], bare: list[PluginSource
 
 def run(args: argparse.Namespace) -> int:
     configure_logging("WARNING")  # the services' start and stop lines would bury the figures
-    root = Path(tempfile.mkdtemp(prefix="mesh-bench-startup-"))
-    sys.path.insert(0, str(root))
-    stored = generate(root, args.plugins, args.migrations, storage=True)
-    bare = generate(root, args.plugins, args.migrations, storage=False)
-
     kinds = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
     report: dict[str, Any] = {"plugins": args.plugins, "migrations_per_plugin": args.migrations,
                               "repeat": args.repeat}
-    for kind in kinds:
-        report[kind] = asyncio.run(measure(kind, stored, bare, args.repeat,
-                                           lambda: args.pg_admin_url))
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-startup-") as scratch:
+        root = Path(scratch) / "plugins"
+        sys.path.insert(0, str(root))
+        stored = generate(root, args.plugins, args.migrations, storage=True)
+        bare = generate(root, args.plugins, args.migrations, storage=False)
+        for kind in kinds:
+            report[kind] = asyncio.run(measure(kind, stored, bare, args.repeat,
+                                               lambda: args.pg_admin_url, Path(scratch)))
     if args.json:
         print(json.dumps(report))
         return 0
