@@ -123,9 +123,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error(code: int, kind: str, message: str, details: Any = None) -> HTTPException:
+def error(code: int, kind: str, message: str, details: Any = None,
+          headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(code, ErrorBody(code=kind, message=message, details=details)
-                         .model_dump())
+                         .model_dump(), headers=headers)
 
 
 def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
@@ -135,6 +136,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
 
     @api.post("/sign-in", response_model=SessionView, tags=["identity"],
               responses={401: {"model": ErrorBody, "description": "Wrong username or password"},
+                         429: {"model": ErrorBody, "description": "The user is locked after "
+                               "too many wrong passwords (Retry-After says how long)"},
                          503: {"model": ErrorBody, "description": "No identity provider runs"}})
     async def sign_in(body: SignInRequest, request: Request) -> SessionView:
         """Sign in with a username and password: a session token for the other routes."""
@@ -143,6 +146,10 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                 body.username, body.password, lifetime=body.lifetime_s, where="admin",
                 client=request.client.host if request.client else None)
         except Unauthenticated as exc:
+            details = exc.details or {}
+            if details.get("reason") == "locked":
+                raise error(429, "locked", exc.message, details, headers={
+                    "Retry-After": str(details.get("retry_after_s", 1))}) from None
             raise error(401, "unauthenticated", exc.message) from None
         except Unavailable as exc:
             raise error(503, "unavailable", exc.message) from None
