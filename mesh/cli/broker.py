@@ -14,6 +14,7 @@ import typer
 
 from mesh.broker_acl import KindAcl, broker_acl
 from mesh.catalog import build_catalog
+from mesh.cli.errors import fail
 from mesh.config import MeshSettings
 from mesh.plugin.discovery import discover
 
@@ -31,12 +32,10 @@ def rabbitmqctl(*args: str, stdin: str | None = None) -> str:
         done = subprocess.run(["rabbitmqctl", *args], input=stdin, capture_output=True,
                               text=True, timeout=60)
     except FileNotFoundError:
-        typer.echo("error: rabbitmqctl is not installed here: run `mesh broker acl` without "
-                   "--apply and run its commands on the broker's host", err=True)
-        raise typer.Exit(1) from None
+        raise fail("rabbitmqctl is not installed here: run `mesh broker acl` without "
+                   "--apply and run its commands on the broker's host", 1) from None
     if done.returncode != 0:
-        typer.echo(f"error: rabbitmqctl {args[0]} failed: {done.stderr.strip()}", err=True)
-        raise typer.Exit(1)
+        raise fail(f"rabbitmqctl {args[0]} failed: {done.stderr.strip()}", 1)
     return done.stdout
 
 
@@ -81,9 +80,8 @@ def acl(
         typer.echo(script(acls, host, settings.exchange))
         return
     if host not in listed("list_vhosts"):
-        typer.echo(f"error: the vhost {host!r} does not exist: create it first "
-                   f"(rabbitmqctl add_vhost {shlex.quote(host)})", err=True)
-        raise typer.Exit(1)
+        raise fail(f"the vhost {host!r} does not exist: create it first "
+                   f"(rabbitmqctl add_vhost {shlex.quote(host)})", 1)
     users = listed("list_users")
     created: dict[str, str] = {}
     for entry in acls:

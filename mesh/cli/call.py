@@ -9,16 +9,12 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from mesh.cli.errors import fail
 from mesh.config import MeshSettings
 from mesh.contract import Contract, Rpc
 from mesh.errors import RpcError
 from mesh.plugin.discovery import discover, import_entry
 from mesh.rpc.client import field_errors
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def find_rpc(target: str) -> Rpc[Any, Any]:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from mesh.catalog import Catalog, build_catalog
+from mesh.cli.errors import fail
 from mesh.config import MeshSettings
 from mesh.plugin.discovery import discover
 
@@ -91,8 +92,7 @@ def asyncapi(
             heartbeat_interval=settings.heartbeat_interval,
         )
     except ValueError as exc:
-        typer.echo(f"error: invalid configuration: MESH_BROKER_URL: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(f"invalid configuration: MESH_BROKER_URL: {exc}") from None
     text = json.dumps(document, indent=2)
     if output is None:
         typer.echo(text)
@@ -100,8 +100,7 @@ def asyncapi(
         try:
             output.write_text(text + "\n", encoding="utf-8")
         except OSError as exc:
-            typer.echo(f"error: cannot write {output}: {exc.strerror or exc}", err=True)
-            raise typer.Exit(2) from None
+            raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
         typer.echo(f"wrote {output}: {len(document['channels'])} channels, "
                    f"{len(document['operations'])} operations", err=True)
     _exit_if_broken(catalog)

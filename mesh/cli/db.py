@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from mesh.cli.errors import fail
 from mesh.config import MeshSettings
 from mesh.platform.store import platform_storage
 from mesh.plugin.discovery import discover
@@ -43,11 +44,9 @@ def with_migrator(work: Callable[[Migrator], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except MigrationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc), 1) from None
     except OSError as exc:
-        typer.echo(f"error: cannot reach the database: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot reach the database: {exc}", 1) from None
 
 
 @db_app.command("status")

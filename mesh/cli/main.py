@@ -15,6 +15,7 @@ from mesh.cli.broker import broker_app
 from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
 from mesh.cli.db import db_app
+from mesh.cli.errors import fail
 from mesh.cli.plugins import plugin_app
 from mesh.cli.tasks import tasks_app
 from mesh.config import SERVICE_KINDS, MeshSettings
@@ -42,18 +43,15 @@ def settings_or_exit() -> MeshSettings:
         problems = "".join(
             f"\n  MESH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             for e in exc.errors(include_url=False))
-        typer.echo(f"error: invalid configuration (environment or mesh.toml):{problems}",
-                   err=True)
+        raise fail(f"invalid configuration (environment or mesh.toml):{problems}") from None
     except Exception as exc:  # a broken mesh.toml
-        typer.echo(f"error: invalid configuration: {exc}", err=True)
-    raise typer.Exit(2)
+        raise fail(f"invalid configuration: {exc}") from None
 
 
 def known_service(service: str) -> None:
     if service not in SERVICE_KINDS:
-        typer.echo(f"error: unknown service {service!r}; choose one of "
-                   f"{', '.join(SERVICE_KINDS)}", err=True)
-        raise typer.Exit(2)
+        raise fail(f"unknown service {service!r}; choose one of "
+                   f"{', '.join(SERVICE_KINDS)}")
 
 
 @app.command()
@@ -78,9 +76,8 @@ def run(
     known_service(service)
     settings = settings_or_exit()
     if not settings.broker_url:
-        typer.echo("error: `mesh run` joins a broker: set MESH_BROKER_URL "
-                   "(or use `mesh up` for the embedded mesh)", err=True)
-        raise typer.Exit(2)
+        raise fail("`mesh run` joins a broker: set MESH_BROKER_URL "
+                   "(or use `mesh up` for the embedded mesh)")
     configure_logging(settings.log_level, settings.log_format)
     import structlog
 
@@ -94,8 +91,7 @@ def run(
     try:
         loop.run(svc.run_until_signalled(), settings.event_loop)
     except (OSError, ConnectionError) as exc:
-        typer.echo(f"error: cannot join the bus: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot join the bus: {exc}", 1) from None
 
 
 @app.command()

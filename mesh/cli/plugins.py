@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from mesh.cli.errors import fail
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.plugin.ordering import plan_load_order
@@ -104,11 +105,9 @@ def new_plugin(
     try:
         written = new_plugin(name, target, parse_services(services), storage=not no_storage)
     except ScaffoldError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
     except OSError as exc:
-        typer.echo(f"error: cannot write {target}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot write {target}: {exc}", 1) from None
     typer.echo(f"made plugin {name} in {target} ({len(written)} files). Next:\n"
                f"  pip install -e {target}\n"
                f"  mesh plugin list                 # shows {name}\n"

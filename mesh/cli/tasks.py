@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from mesh.bus.transport import ChannelError, TransportClosed
+from mesh.cli.errors import fail
 from mesh.tasks.admin import DeadLetters
 
 tasks_app = typer.Typer(help="Durable tasks: the dead-letter queue.", no_args_is_help=True)
@@ -25,9 +26,8 @@ def with_dead_letters(work: Callable[[DeadLetters], Awaitable[T]], *,
 
     settings = settings_or_exit()
     if not settings.broker_url:
-        typer.echo("error: set MESH_BROKER_URL: `mesh tasks` reads the broker's dead-letter "
-                   "queue", err=True)
-        raise typer.Exit(2)
+        raise fail("set MESH_BROKER_URL: `mesh tasks` reads the broker's dead-letter "
+                   "queue")
 
     async def run() -> T:
         transport = RabbitTransport(settings.broker_url or "", settings.exchange,
@@ -42,8 +42,7 @@ def with_dead_letters(work: Callable[[DeadLetters], Awaitable[T]], *,
     try:
         return asyncio.run(run())
     except (OSError, TransportClosed, ChannelError) as exc:
-        typer.echo(f"error: cannot read the dead-letter queue: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot read the dead-letter queue: {exc}", 1) from None
 
 
 def _when(ms: int | None) -> str:
@@ -87,8 +86,7 @@ def retry(task_id: Annotated[str, typer.Argument(help="The task id (from `mesh t
 
     name = with_dead_letters(work)
     if name is None:
-        typer.echo(f"error: no dead-lettered task {task_id!r} (see `mesh tasks dead`)", err=True)
-        raise typer.Exit(1)
+        raise fail(f"no dead-lettered task {task_id!r} (see `mesh tasks dead`)", 1)
     typer.echo(f"queued {name} {task_id} again")
 
 
@@ -98,8 +96,7 @@ def purge_dead(
 ) -> None:
     """Delete every dead-lettered task (they are gone for good)."""
     if not yes:
-        typer.echo("error: this deletes every dead-lettered task for good; add --yes", err=True)
-        raise typer.Exit(2)
+        raise fail("this deletes every dead-lettered task for good; add --yes")
 
     async def work(letters: DeadLetters) -> int:
         return await letters.purge()

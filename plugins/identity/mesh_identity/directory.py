@@ -94,12 +94,14 @@ class Directory(IdentityApi):
             session.add(TokenRow(digest=token_digest(token), user_id=user.id, created_at=now,
                                  expires_at=expires_at, revoked_at=None))
             await session.flush()
+            changes: dict[str, Any] = {}
             if user.failed_sign_ins or user.locked_until is not None:
-                await session.execute(update(UserRow).where(UserRow.id == user.id)
-                                      .values(failed_sign_ins=0, locked_until=None))
+                changes.update(failed_sign_ins=0, locked_until=None)
             if rehashed is not None:
+                changes["password_hash"] = rehashed
+            if changes:
                 await session.execute(update(UserRow).where(UserRow.id == user.id)
-                                      .values(password_hash=rehashed))
+                                      .values(**changes))
             identity = await self._identity(session, user, expires_at)
             await session.commit()
         return Session(token=token, identity=identity)
@@ -201,8 +203,7 @@ class Directory(IdentityApi):
             TokenRow.expires_at > time.time()))
         return User(username=user.username, display_name=user.display_name, roles=list(roles),
                     enabled=user.enabled, created_at=user.created_at, sessions=live or 0,
-                    locked_until=user.locked_until if (user.locked_until or 0) > time.time()
-                    else None)
+                    locked_until=_still_locked(user))
 
     async def list_users(self) -> list[User]:
         async with self.ctx.session() as session:
@@ -298,3 +299,9 @@ class Directory(IdentityApi):
                 TokenRow.expires_at < cutoff, TokenRow.revoked_at < cutoff)))
             await session.commit()
         return int(result.rowcount or 0)
+
+
+def _still_locked(user: UserRow) -> float | None:
+    """Until when `user` is locked, or None once the lockout is over (the column keeps it)."""
+    until = user.locked_until
+    return until if until is not None and until > time.time() else None
