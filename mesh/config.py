@@ -57,8 +57,8 @@ class MeshSettings(BaseSettings):
     task_concurrency: int = Field(
         default=16, gt=0, description="Async tasks one worker process runs at once.",
     )
-    task_processes: int = Field(
-        default_factory=usable_cpus, gt=0,
+    task_processes: int = Field(  # looked up on each use, so a test can stand in a limit
+        default_factory=lambda: usable_cpus(), gt=0,
         description="Processes of a worker's pool for CPU-bound tasks (one task each).",
         json_schema_extra={"default_shown": "usable CPUs"},
     )

@@ -58,5 +58,7 @@ def test_a_limit_narrows_the_cpus_and_rounds_up(tmp_path: Path) -> None:
 def test_the_pool_defaults_to_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MESH_TASK_PROCESSES", raising=False)
     assert MeshSettings().task_processes == usable_cpus()
+    monkeypatch.setattr("mesh.config.usable_cpus", lambda: 7)  # a container's limit, say
+    assert MeshSettings().task_processes == 7
     monkeypatch.setenv("MESH_TASK_PROCESSES", "3")
     assert MeshSettings().task_processes == 3
