@@ -35,7 +35,7 @@ from mesh.catalog import (
 from mesh.contract import CALLER_KINDS, SERVICES
 from mesh.observable.keys import VERSION_HEADER
 from mesh.rpc import wire
-from mesh.rpc.endpoint import rpc_queue_spec
+from mesh.rpc.binder import rpc_queue_spec
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"

@@ -143,23 +143,27 @@ class PluginError(MeshError):
 class TaskError(MeshError):
     """A task failed for good (after its last attempt, or at once for bad input).
 
-    `code` is stable: `failed` (the handler raised), `time_limit`, `invalid_input`,
-    `unknown_task`, `invalid_result`; `attempts` is how many attempts ran.
+    Built like RpcError: `TaskError(message, code=...)`. `code` is stable: `failed` (the handler
+    raised), `time_limit`, `invalid_input`, `unknown_task`, `invalid_result`; `attempts` is how
+    many attempts ran.
     """
+
+    code: str = "failed"
 
     def __init__(
         self,
-        code: str,
         message: str = "",
         *,
+        code: str | None = None,
         task: str | None = None,
         task_id: str | None = None,
         attempts: int = 0,
         instance: str | None = None,
         details: Any = None,
     ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
+        if code is not None:
+            self.code = code
+        super().__init__(f"{self.code}: {message}")
         self.message = message
         self.task = task
         self.task_id = task_id
@@ -181,13 +185,20 @@ class TaskError(MeshError):
     @classmethod
     def from_wire(cls, data: Any) -> TaskError:
         if not isinstance(data, dict) or not isinstance(data.get("code"), str):
-            return cls("bad_message", "undecodable task error")
+            return cls("undecodable task error", code="bad_message")
         attempts = data.get("attempts")
         return cls(
-            data["code"], str(data.get("message") or ""), task=data.get("task"),
+            str(data.get("message") or ""), code=data["code"], task=data.get("task"),
             task_id=data.get("task_id"), attempts=attempts if isinstance(attempts, int) else 0,
             instance=data.get("instance"), details=data.get("details"),
         )
+
+
+class TaskRefused(TaskError):
+    """A task message that can never run (its input does not fit, or it names another task):
+    dead-lettered at once, with no retry."""
+
+    code = "invalid_input"
 
 
 class TaskUnavailable(MeshError):

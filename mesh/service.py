@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -26,21 +26,25 @@ from contracts.platform import (
     WheelRequest,
 )
 from mesh import __version__, metrics
+from mesh.binder import BinderKind
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed
 from mesh.caller import Caller
 from mesh.config import MeshSettings
-from mesh.contract import Empty
+from mesh.contract import Contract, Empty
 from mesh.control import ControlChannel
 from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
+from mesh.invoke import Middleware
+from mesh.middleware import default_middleware
 from mesh.names import heartbeat_key
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginHost
+from mesh.rpc.binder import RpcBinder
 from mesh.rpc.client import RpcClient
 from mesh.storage.database import Database, database_url
+from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.client import TaskClient
-from mesh.tasks.worker import TaskRuntime
 
 
 def new_instance_id(service: str) -> str:
@@ -62,26 +66,26 @@ class Service:
         *,
         sources: Iterable[PluginSource] | None = None,
         instance_id: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
-        self.rpc_client = RpcClient(transport, self.kind)
-        self.tasks = TaskClient(transport, self.kind, self.instance)
+        # One chain around every handler this service runs and every call it makes.
+        self.middleware = list(default_middleware() if middleware is None else middleware)
+        self.rpc_client = RpcClient(transport, self.kind, middleware=self.middleware)
+        self.tasks = TaskClient(transport, self.kind, self.instance, middleware=self.middleware)
         self.caller = Caller(self.rpc_client, self.tasks)
         self.task_runtime = self._task_runtime()
         self.database = self._open_database() if self.uses_database else None
         self.host = PluginHost(
             service=self.kind,
             instance=self.instance,
-            transport=transport,
-            rpc_client=self.rpc_client,
             sources=list(discover() if sources is None else sources),
-            disabled=set(settings.disabled_plugins),
-            rpc_concurrency=settings.rpc_concurrency,
-            database=self.database,
             caller=self.caller,
-            task_runtime=self.task_runtime,
+            binders=self.binder_kinds(),
+            disabled=set(settings.disabled_plugins),
+            database=self.database,
         )
         self.control = ControlChannel(transport, self.instance, self.host)
         self.control.on_installed = self.plugin_installed
@@ -151,6 +155,16 @@ class Service:
                            version=announcement.version, error=str(exc))
             return None
         return installed.source
+
+    def binder_kinds(self) -> list[BinderKind]:
+        """The kinds of entry this service serves for its plugins, one binder each (a
+        subclass adds its own: topics and admin routes on the server, tasks on the worker)."""
+        return [self.rpc_binder]
+
+    def rpc_binder(self, plugin: str, contract: type[Contract] | None = None) -> RpcBinder:
+        return RpcBinder(plugin, contract, transport=self.transport, service=self.kind,
+                         instance=self.instance, concurrency=self.settings.rpc_concurrency,
+                         middleware=self.middleware)
 
     def _task_runtime(self) -> TaskRuntime | None:
         """The worker runs tasks; the other services only enqueue them."""

@@ -235,7 +235,7 @@ async def test_the_rpc_queue_has_the_documented_properties(rabbit_bus: Bus,
     declaration with the documented ones that succeeds proves they are the broker's."""
     import aiormq
 
-    from mesh.rpc.endpoint import RPC_QUEUE_EXPIRES_MS
+    from mesh.rpc.binder import RPC_QUEUE_EXPIRES_MS
 
     await rabbit_bus.service("server")
     text = DOC.read_text(encoding="utf-8")

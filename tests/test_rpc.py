@@ -236,7 +236,7 @@ async def test_handler_raising_timeouterror_is_internal_not_a_deadline(memory_bu
     from pydantic import BaseModel
 
     from mesh.contract import Contract, rpc
-    from mesh.rpc.endpoint import RpcEndpoint
+    from mesh.rpc.binder import RpcBinder
 
     class Ping(BaseModel):
         pass
@@ -247,10 +247,10 @@ async def test_handler_raising_timeouterror_is_internal_not_a_deadline(memory_bu
     async def handler(request: Ping) -> Ping:
         raise TimeoutError("a socket timed out inside the handler")
 
-    endpoint = RpcEndpoint(await memory_bus.connected("srv"), service="server",
-                           instance="srv-1", plugin="tmo", concurrency=4)
-    endpoint.add(TimeoutContract.ping, handler)
-    await endpoint.start()
+    binder = RpcBinder("tmo", transport=await memory_bus.connected("srv"), service="server",
+                       instance="srv-1", concurrency=4)
+    binder.add(TimeoutContract.ping, handler)
+    await binder.start()
     client = RpcClient(await memory_bus.connected("cli"), "client")
     await client.start()
     with pytest.raises(InternalError, match="TimeoutError in tmo.ping"):

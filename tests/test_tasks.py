@@ -213,20 +213,29 @@ async def test_fire_and_forget_without_a_result(bus: Bus, tmp_path: Path) -> Non
     assert task_id not in client._handles
 
 
-def test_task_handlers_are_checked_when_the_plugin_loads() -> None:
+async def test_task_handlers_are_checked_when_the_plugin_loads(memory_bus: Bus) -> None:
     from mesh_fixture_jobs.contract import JobsContract
     from mesh_fixture_jobs.worker import burn
 
     from mesh.errors import PluginError
-    from mesh.plugin.part import PluginContext
-
-    class Host:
-        service, instance, database = "worker", "w-1", None
+    from mesh.plugin.part import PluginContext, ServiceFacilities
+    from mesh.rpc.binder import RpcBinder
+    from mesh.tasks.binder import TaskBinder, TaskRuntime
 
     class Manifest:
         name, depends, db_schema = "jobs", {}, None
 
-    ctx = PluginContext(Host(), Manifest())  # type: ignore[arg-type]
+    def facilities(service: str) -> ServiceFacilities:
+        return ServiceFacilities(service, f"{service}-1", None, None,  # type: ignore[arg-type]
+                                 dict.get, dict.get, dict)  # type: ignore[arg-type]
+
+    transport = await memory_bus.connected("w")
+    runtime = TaskRuntime(transport, service="worker", instance="w-1", concurrency=1,
+                          processes=1)
+    worker_binders = [RpcBinder("jobs", transport=transport, service="worker",
+                                instance="w-1", concurrency=1),
+                      TaskBinder("jobs", runtime=runtime)]
+    ctx = PluginContext(Manifest(), facilities("worker"), worker_binders)  # type: ignore[arg-type]
 
     async def coroutine(work: Work) -> None: ...
 
@@ -239,8 +248,10 @@ def test_task_handlers_are_checked_when_the_plugin_loads() -> None:
     ctx.serve_task(JobsContract.crunch, burn)
     with pytest.raises(PluginError, match="has a handler already"):
         ctx.serve_task(JobsContract.crunch, burn)
-    Host.service = "server"
-    server_ctx = PluginContext(Host(), Manifest())  # type: ignore[arg-type]
+    server_binders = [RpcBinder("jobs", transport=transport, service="server",
+                                instance="s-1", concurrency=1)]
+    server_ctx = PluginContext(Manifest(), facilities("server"),  # type: ignore[arg-type]
+                               server_binders)
     with pytest.raises(PluginError, match="tasks run on the worker, not the server"):
         server_ctx.serve_task(JobsContract.run, coroutine)
 

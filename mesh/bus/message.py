@@ -20,6 +20,14 @@ class Message:
     persistent: bool = False
     redelivered: bool = False
 
+    def header(self, name: str) -> str | None:
+        """A header as text (AMQP hands strings over as bytes or str), or None when it is
+        missing or not text."""
+        value = self.headers.get(name)
+        if isinstance(value, bytes):
+            return value.decode(errors="replace")
+        return value if isinstance(value, str) else None
+
 
 class Delivery(Protocol):
     """A message taken from a queue. Unless consumed with no_ack, the handler must settle it

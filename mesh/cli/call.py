@@ -14,7 +14,7 @@ from mesh.config import MeshSettings
 from mesh.contract import Contract, Rpc
 from mesh.errors import RpcError
 from mesh.plugin.discovery import discover, import_entry
-from mesh.rpc.client import field_errors
+from mesh.validation import field_errors
 
 
 def find_rpc(target: str) -> Rpc[Any, Any]:

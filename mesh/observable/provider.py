@@ -25,6 +25,7 @@ from mesh.bus.transport import Transport, TransportClosed
 from mesh.contract import Topic, TopicSnapshot
 from mesh.names import HELLO_KEY, WATCH_PATTERN, observable_key, watch_queue
 from mesh.observable.keys import VERSION_HEADER, selector_key
+from mesh.validation import as_model
 
 Provide = Callable[[Any], Awaitable[BaseModel]]
 log = structlog.get_logger("mesh.observable")
@@ -89,10 +90,7 @@ class TopicProvider:
         version = time.time_ns()
         self.provider_calls += 1
         payload = await self._provide(selector)
-        if not isinstance(payload, self.topic.payload):
-            payload = self.topic.payload.model_validate(
-                payload.model_dump() if isinstance(payload, BaseModel) else payload)
-        return version, payload
+        return version, as_model(self.topic.payload, payload)
 
     async def snapshot(self, selector: BaseModel) -> TopicSnapshot[Any]:
         """The current value, as the topic's snapshot RPC returns it."""
@@ -108,9 +106,7 @@ class TopicProvider:
             targets = {key: self.topic.selector.model_validate(raw)
                        for key, raw in watched.items()}
         else:
-            if not isinstance(selector, self.topic.selector):
-                selector = self.topic.selector.model_validate(
-                    selector.model_dump() if isinstance(selector, BaseModel) else selector)
+            selector = as_model(self.topic.selector, selector)
             key = selector_key(selector)
             targets = {key: selector} if key in watched else {}
         if targets:
@@ -192,10 +188,12 @@ class ObservableServer:
             return
         self.registry.apply(watch)
 
-    def add(self, topic: Topic[Any, Any], provide: Provide) -> TopicProvider:
-        provider = TopicProvider(topic, provide, self.transport, self.registry)
-        self.providers[topic.qualname] = provider
-        return provider
+    def new_provider(self, topic: Topic[Any, Any], provide: Provide) -> TopicProvider:
+        """A provider for `topic` that hears this server's watches (attached when it starts)."""
+        return TopicProvider(topic, provide, self.transport, self.registry)
+
+    def attach(self, provider: TopicProvider) -> None:
+        self.providers[provider.topic.qualname] = provider
 
     def remove(self, topic: Topic[Any, Any]) -> None:
         self.providers.pop(topic.qualname, None)

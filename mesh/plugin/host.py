@@ -6,26 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from mesh.bus.transport import Transport
-from mesh.contract import Contract, Task
+from mesh.binder import Binder, BinderKind
+from mesh.contract import Contract
 from mesh.errors import PluginError
-from mesh.observable.provider import ObservableServer
-from mesh.permissions import contract_problem
+from mesh.permissions import contract_problem, declared_permissions
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.manifest import PluginManifest
 from mesh.plugin.ordering import LoadPlan, plan_load_order
-from mesh.plugin.part import PluginContext, PluginPart
-from mesh.rpc.client import RpcClient
-from mesh.rpc.endpoint import RpcEndpoint
+from mesh.plugin.part import PluginContext, PluginPart, ServiceFacilities
 from mesh.storage.database import Database
-from mesh.tasks.worker import TaskEndpoint, TaskRuntime
 
 if TYPE_CHECKING:
     from mesh.caller import Caller
@@ -35,14 +32,6 @@ def _forget_modules(package: str) -> None:
     """Drop a plugin package's modules, so the next import reads the installed code."""
     for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
         del sys.modules[module]
-
-
-class AdminMount(Protocol):
-    """Where plugins' admin routes go (the server's admin app)."""
-
-    def mount(self, plugin: str, routers: list[Any]) -> None: ...
-
-    def unmount(self, plugin: str) -> None: ...
 
 
 class PluginState(StrEnum):
@@ -62,39 +51,34 @@ class PluginRecord:
     error: str | None = None
     part: PluginPart | None = None
     ctx: PluginContext | None = None
-    endpoint: RpcEndpoint | None = None
-    task_endpoint: TaskEndpoint | None = None
+    binders: list[Binder] = field(default_factory=list)
 
 
 class PluginHost:
+    """Everything it needs is given when it is made: the binders of the kinds of entry its
+    service serves (mesh/binder.py) and what plugin contexts get (ServiceFacilities)."""
+
     def __init__(
         self,
         *,
         service: str,
         instance: str,
-        transport: Transport,
-        rpc_client: RpcClient,
         sources: list[PluginSource],
+        caller: Caller,
+        binders: Sequence[BinderKind],
         disabled: set[str] | frozenset[str] = frozenset(),
-        rpc_concurrency: int = 64,
         database: Database | None = None,
-        observables: ObservableServer | None = None,
-        caller: Caller | None = None,
-        task_runtime: TaskRuntime | None = None,
     ) -> None:
         self.service = service
         self.instance = instance
-        self.transport = transport
-        self.rpc_client = rpc_client
-        self.rpc_concurrency = rpc_concurrency
-        self.database = database
-        self.observables = observables
+        self.binder_kinds = tuple(binders)
         self.settings: dict[str, BaseModel] = {}
-        self.admin_mount: AdminMount | None = None
         self.runtime_disabled: set[str] = set()
         self._contracts: dict[str, type[Contract] | None] = {}
-        self.caller: Any = caller if caller is not None else rpc_client
-        self.task_runtime = task_runtime
+        self.facilities = ServiceFacilities(
+            service=service, instance=instance, caller=caller, database=database,
+            settings_for=self.settings_for, published_api=self.published_api,
+            declared_permissions=self.declared_permissions)
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
         self.config_disabled = set(disabled)
         self.sources = {s.name: s for s in sources}
@@ -146,6 +130,12 @@ class PluginHost:
         self._plan()
 
     # -- queries ---------------------------------------------------------------------------
+
+    def declared_permissions(self) -> dict[str, str]:
+        """Every permission there is: the platform's and every known plugin's, by address."""
+        return declared_permissions({name: source.manifest
+                                     for name, source in self.sources.items()
+                                     if source.manifest is not None})
 
     def state(self, name: str) -> PluginState:
         return self.records[name].state
@@ -295,41 +285,21 @@ class PluginHost:
             return False
 
         record.error = None
-        ctx = PluginContext(self, manifest)
-        record.ctx = ctx
         phase = "import"
         try:
+            record.binders = [kind(name, contract) for kind in self.binder_kinds]
+            record.ctx = ctx = PluginContext(manifest, self.facilities, record.binders)
             part_class = import_entry(manifest.services[self.service], PluginPart)  # type: ignore[index]
             record.part = part = part_class(ctx)
             phase = "load"
             await part.load()
             for target, handler in part.marked_handlers():
-                if isinstance(target, Task):
-                    ctx.serve_task(target, handler)
-                else:
-                    ctx.serve(target, handler)
+                ctx.serve(target, handler)
             record.state = PluginState.LOADED
             phase = "start"
             await part.start()
-            endpoint = RpcEndpoint(
-                self.transport, service=self.service, instance=self.instance, plugin=name,
-                concurrency=self.rpc_concurrency,
-            )
-            for rpc, handler in ctx.handlers:
-                endpoint.add(rpc, handler)
-            self._add_topics_and_default_action(record, endpoint)
-            record.endpoint = endpoint
-            await endpoint.start()
-            if ctx.admin_routers and self.admin_mount is not None:
-                self.admin_mount.mount(name, ctx.admin_routers)
-            if ctx.task_handlers:
-                if self.task_runtime is None:
-                    raise PluginError(f"the {self.service} runs no tasks")
-                tasks = TaskEndpoint(self.task_runtime, name)
-                for task, task_handler in ctx.task_handlers:
-                    tasks.add(task, task_handler)
-                record.task_endpoint = tasks
-                await tasks.start()
+            for binder in record.binders:
+                await binder.start()
         except Exception as exc:
             self.log.exception("plugin.failed", plugin=name, phase=phase)
             await self._teardown(record, started=phase == "start", loaded=phase != "import")
@@ -337,45 +307,10 @@ class PluginHost:
             record.error = f"{phase} failed: {type(exc).__name__}: {exc}"
             return False
         record.state = PluginState.STARTED
-        if self.task_runtime is not None:
-            self._warn_unhandled_tasks(manifest, {t.name for t, _ in ctx.task_handlers})
-        self.log.info("plugin.started", plugin=name, version=manifest.version,
-                      rpcs=sorted(r.name for r, _ in ctx.handlers),
-                      tasks=sorted(t.name for t, _ in ctx.task_handlers))
+        self.log.info("plugin.started", plugin=name, version=manifest.version, **{
+            type(b).__name__.removesuffix("Binder").lower(): b.names
+            for b in record.binders if b.names})
         return True
-
-    def _add_topics_and_default_action(self, record: PluginRecord, endpoint: RpcEndpoint) -> None:
-        ctx = record.ctx
-        assert ctx is not None and record.manifest is not None
-        for topic, provide in ctx.providers:
-            if self.observables is None:
-                raise PluginError(f"{topic.qualname}: this {self.service} serves no topics")
-            provider = self.observables.add(topic, provide)
-            endpoint.add(topic.snapshot, provider.snapshot)
-        if record.manifest.contract is None:
-            return
-        contract = import_entry(record.manifest.contract, Contract)
-        if ctx.default_action is not None:
-            for action in contract.actions().values():
-                if action.name not in endpoint.handlers:
-                    endpoint.add(action, ctx.default_action)
-        if self.service == "server":
-            provided = {t.name for t, _ in ctx.providers}
-            for name in contract.topics.keys() - provided:
-                self.log.warning("plugin.topic_without_provider", plugin=record.name, topic=name)
-
-    def _warn_unhandled_tasks(self, manifest: PluginManifest, handled: set[str]) -> None:
-        """A task the contract declares but no worker part handles waits in its queue."""
-        if manifest.contract is None:
-            return
-        try:
-            contract = import_entry(manifest.contract, Contract)
-        except Exception:
-            return  # the contract's own problems show where it is used
-        for task_name in sorted(set(contract.tasks) - handled):
-            self.log.warning("task.unhandled", plugin=manifest.name, task=task_name,
-                             hint="declared in the contract, but this worker has no handler: "
-                                  "its tasks wait in their queue")
 
     async def stop(self, name: str, *, timeout: float = 10.0) -> list[str]:
         """Stop `name` and, first, every running plugin that depends on it. Returns them all."""
@@ -392,11 +327,10 @@ class PluginHost:
         """Stop taking calls everywhere, drain them together, then stop plugins in reverse."""
         running = [self.records[n] for n in self.order
                    if self.records[n].state in (PluginState.STARTED, PluginState.LOADED)]
-        endpoints: list[RpcEndpoint | TaskEndpoint] = [
-            e for r in running for e in (r.endpoint, r.task_endpoint) if e is not None]
-        for endpoint in endpoints:
-            await endpoint.stop_taking()
-        cut = await asyncio.gather(*(e.drain(timeout) for e in endpoints))
+        binders = [b for r in running for b in r.binders]
+        for binder in binders:
+            await binder.stop_taking()
+        cut = await asyncio.gather(*(b.drain(timeout) for b in binders))
         if sum(cut):
             self.log.warning("service.drain_cut", cancelled=sum(cut), timeout=timeout)
         for record in reversed(running):
@@ -415,24 +349,17 @@ class PluginHost:
     ) -> str | None:
         """Undo everything `record`'s plugin set up; returns the first error a hook raised."""
         error: str | None = None
-        if record.endpoint is not None:
-            await record.endpoint.stop_taking()
-            await record.endpoint.drain(timeout)
-            record.endpoint = None
-        if record.task_endpoint is not None:
-            await record.task_endpoint.stop_taking()
-            await record.task_endpoint.drain(timeout)
-            record.task_endpoint = None
+        binders, record.binders = record.binders, []
+        for binder in binders:
+            await binder.stop_taking()
+        await asyncio.gather(*(b.drain(timeout) for b in binders))
+        for binder in binders:
+            await binder.close()
         ctx = record.ctx
-        if ctx is not None and ctx.admin_routers and self.admin_mount is not None:
-            self.admin_mount.unmount(record.name)
-        if ctx is not None and self.observables is not None:
-            for topic, _ in ctx.providers:
-                self.observables.remove(topic)
-        if ctx is not None and ctx.tasks:
-            for task in list(ctx.tasks):
+        if ctx is not None and ctx.background:
+            for task in list(ctx.background):
                 task.cancel()
-            await asyncio.gather(*ctx.tasks, return_exceptions=True)
+            await asyncio.gather(*ctx.background, return_exceptions=True)
         part = record.part
         hooks: list[tuple[str, Any]] = []
         if part is not None:

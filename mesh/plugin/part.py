@@ -4,23 +4,25 @@ handlers."""
 from __future__ import annotations
 
 import asyncio
-import inspect
-import pickle
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import structlog
 from pydantic import BaseModel
 
+from mesh.binder import Binder
 from mesh.contract import Contract, Rpc, Task, Topic
 from mesh.errors import PluginError
+from mesh.rpc.binder import DefaultAction
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from mesh.plugin.host import PluginHost
+    from mesh.caller import Caller
     from mesh.plugin.manifest import PluginManifest
+    from mesh.storage.database import Database
 
 ContractT = TypeVar("ContractT", bound=Contract)
 ApiT = TypeVar("ApiT")
@@ -53,112 +55,96 @@ def handles(target: Rpc[Any, Any] | Topic[Any, Any] | Task[Any, Any]) -> Callabl
     return mark
 
 
+@dataclass(frozen=True)
+class AdminRoutes:
+    """What `ctx.add_admin_routes` declares: a FastAPI router for the admin API, behind
+    `permission`."""
+
+    permission: str | None = None
+
+
+# Where each kind of entry is served, for the error when a part declares one elsewhere.
+_SERVED_ON: dict[type, str] = {
+    Task: "tasks run on the worker",
+    Topic: "topics are provided on the server",
+    AdminRoutes: "admin routes live on the server",
+}
+
+
+@dataclass(frozen=True)
+class ServiceFacilities:
+    """What a service gives every plugin context it makes (Home Assistant hands a panel its
+    `hass` the same way): made once by the plugin host, never filled in later."""
+
+    service: str
+    instance: str
+    caller: Caller
+    database: Database | None
+    settings_for: Callable[[str], Any]
+    published_api: Callable[[str], object | None]
+    declared_permissions: Callable[[], dict[str, str]]
+
+
 class PluginContext:
     """A plugin's handle on its service. Everything registered through it is owned by the host
     and removed when the plugin stops, so a plugin can be stopped and started again."""
 
-    def __init__(self, host: PluginHost, manifest: PluginManifest) -> None:
-        self._host = host
+    def __init__(self, manifest: PluginManifest, facilities: ServiceFacilities,
+                 binders: Sequence[Binder] = ()) -> None:
         self.manifest = manifest
         self.plugin = manifest.name
-        self.service = host.service
-        self.instance = host.instance
+        self.service = facilities.service
+        self.instance = facilities.instance
+        self._facilities = facilities
+        self._binders = list(binders)
         self.log = structlog.get_logger(f"mesh.plugin.{self.plugin}").bind(
             service=self.service, instance=self.instance, plugin=self.plugin
         )
-        self.handlers: list[tuple[Rpc[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
-        self.providers: list[tuple[Topic[Any, Any], Callable[[Any], Awaitable[Any]]]] = []
-        self.default_action: Callable[[Any], Awaitable[Any]] | None = None
-        self.admin_routers: list[tuple[Any, str | None]] = []
-        self.task_handlers: list[tuple[Task[Any, Any], Callable[[Any], Any]]] = []
         self.api_object: object | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.background: set[asyncio.Task[Any]] = set()
 
     def stub(self, contract: type[ContractT]) -> ContractT:
         """A typed stub that calls `contract`'s RPCs and enqueues its tasks as this service."""
-        return contract(self._host.caller)
+        return contract(self._facilities.caller)
+
+    def serve(self, target: Any, handler: Any) -> None:
+        """Serve one entry: handle an RPC or action, provide a topic, run a task — what
+        `@handles(target)` does. The service's binder for that kind checks it (raising
+        PluginError when it cannot be served here) and serves it from the plugin's start."""
+        pending = [(target, handler)]
+        while pending:
+            target, handler = pending.pop()
+            binder = next((b for b in self._binders if isinstance(target, b.claims)), None)
+            if binder is None:
+                where = next((text for kind, text in _SERVED_ON.items()
+                              if isinstance(target, kind)), None)
+                name = getattr(target, "qualname", type(target).__name__)
+                raise PluginError(f"{name}: {where}, not the {self.service}" if where else
+                                  f"the {self.service} does not serve {name}")
+            pending.extend(binder.add(target, handler))
 
     def serve_task(self, task: Task[Any, Any], handler: Callable[[Any], Any]) -> None:
         """Run `task` with `handler` on this worker (what `@handles(task)` does)."""
-        if task.plugin != self.plugin:
-            raise PluginError(f"{self.plugin} cannot run {task.qualname}: it is another "
-                              "plugin's task")
-        if self.service != "worker":
-            raise PluginError(f"{task.qualname} is a task: tasks run on the worker, not the "
-                              f"{self.service}")
-        if any(existing.name == task.name for existing, _ in self.task_handlers):
-            raise PluginError(f"{task.qualname} has a handler already")
-        if task.cpu_bound:
-            if inspect.iscoroutinefunction(handler) or inspect.ismethod(handler):
-                raise PluginError(
-                    f"{task.qualname} is CPU-bound: its handler runs in another process, so it "
-                    "must be a plain function (a module function or a staticmethod), not "
-                    "a coroutine or a method")
-            try:
-                pickle.dumps(handler)
-            except Exception as exc:
-                raise PluginError(f"{task.qualname}'s handler cannot be sent to the process "
-                                  f"pool (it must be importable by name): {exc}") from None
-        elif not inspect.iscoroutinefunction(handler):
-            raise PluginError(f"{task.qualname}'s handler must be a coroutine (async def); "
-                              "declare the task cpu_bound=True to run a plain function in "
-                              "the process pool")
-        self.task_handlers.append((task, handler))
-
-    def serve(self, spec: Rpc[Any, Any] | Topic[Any, Any],
-              handler: Callable[[Any], Awaitable[Any]]) -> None:
-        """Handle an RPC or action, or provide a topic: `handler` takes the request (or the
-        selector) and returns the reply (or the payload)."""
-        if isinstance(spec, Topic):
-            self._provide(spec, handler)
-            return
-        rpc = spec
-        if rpc.plugin != self.plugin:
-            raise PluginError(f"{self.plugin} cannot serve {rpc.qualname}: it is another "
-                              "plugin's RPC")
-        if rpc.service != self.service:
-            raise PluginError(f"{rpc.qualname} is served by the {rpc.service}, not the "
-                              f"{self.service}")
-        if any(existing.name == rpc.name for existing, _ in self.handlers):
-            raise PluginError(f"{rpc.qualname} has a handler already")
-        self.handlers.append((rpc, handler))
-
-    def _provide(self, topic: Topic[Any, Any], provide: Callable[[Any], Awaitable[Any]]) -> None:
-        if topic.plugin != self.plugin:
-            raise PluginError(f"{self.plugin} cannot provide {topic.qualname}: it is another "
-                              "plugin's topic")
-        if self.service != "server":
-            raise PluginError(f"topics are provided on the server, not the {self.service}")
-        if any(existing is topic for existing, _ in self.providers):
-            raise PluginError(f"{topic.qualname} has a provider already")
-        self.providers.append((topic, provide))
+        self.serve(task, handler)
 
     def declared_permissions(self) -> dict[str, str]:
         """Every permission there is on this service, by address: the platform's and every
         discovered plugin's (an uploaded plugin's too, once installed)."""
-        from mesh.permissions import declared_permissions
-
-        return declared_permissions({name: source.manifest
-                                     for name, source in self._host.sources.items()
-                                     if source.manifest is not None})
+        return self._facilities.declared_permissions()
 
     def add_admin_routes(self, router: Any, *, permission: str | None = None) -> None:
         """Mount a FastAPI APIRouter in the admin API under /api/v1/plugins/<plugin>/admin
         (Peek's addAdminResource); removed on stop. Its routes need a signed-in caller with
         `permission` (default: the platform's mesh/admin/operate)."""
-        if self.service != "server":
-            raise PluginError(f"admin routes live on the server, not the {self.service}")
         if permission is not None:
             from mesh.permissions import check_address
 
             check_address(permission)
-        self.admin_routers.append((router, permission))
+        self.serve(AdminRoutes(permission), router)
 
     def serve_default_action(self, processor: Callable[[Any], Awaitable[Any]]) -> None:
         """Process every action of this plugin's contract that has no processor of its own."""
-        if self.service != "server":
-            raise PluginError(f"actions are processed on the server, not the {self.service}")
-        self.default_action = processor
+        self.serve(DefaultAction(), processor)
 
     async def notify(self, topic: Topic[Any, Any], selector: BaseModel | None = None) -> None:
         """Tell the watchers of `selector` (or of every selector of `topic`) that its data
@@ -167,11 +153,12 @@ class PluginContext:
         if topic.plugin != self.plugin:
             raise PluginError(f"{self.plugin} cannot notify {topic.qualname}: it is "
                               f"{topic.plugin}'s topic; ask {topic.plugin}'s API to")
-        observables = self._host.observables
-        provider = observables.provider(topic) if observables is not None else None
-        if provider is None:
+        from mesh.observable.binder import TopicBinder
+
+        binder = next((b for b in self._binders if isinstance(b, TopicBinder)), None)
+        if binder is None or topic.name not in binder.providers:
             raise PluginError(f"{topic.qualname} has no provider on this {self.service}")
-        await provider.notify(selector)
+        await binder.notify(topic, selector)
 
     def publish_api(self, api: object) -> None:
         """Offer `api` to other plugins on this service (Peek's publishedServerApi)."""
@@ -188,7 +175,7 @@ class PluginContext:
         if plugin not in self.manifest.depends:
             raise PluginError(f"{self.plugin} uses {plugin}'s API but does not list {plugin} "
                               "in its manifest's depends")
-        api = self._host.published_api(plugin)
+        api = self._facilities.published_api(plugin)
         if api is None:
             raise PluginError(f"{plugin} has published no API on the {self.service}")
         if not isinstance(api, kind):
@@ -198,11 +185,11 @@ class PluginContext:
     @property
     def settings(self) -> Any:
         """The plugin's current settings (its contract's settings model), or None."""
-        return self._host.settings_for(self.plugin)
+        return self._facilities.settings_for(self.plugin)
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """An async SQLAlchemy session on the plugin's database (server and worker only)."""
-        database = self._host.database
+        database = self._facilities.database
         if database is None:
             raise PluginError(f"the {self.service} has no database: plugins get sessions on "
                               "the server and the worker only")
@@ -215,12 +202,12 @@ class PluginContext:
     ) -> asyncio.Task[Any]:
         """Run `coro` in the background for as long as the plugin runs; cancelled on stop."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
+        self.background.add(task)
+        task.add_done_callback(self._background_done)
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.log.error("plugin.task_failed", task=task.get_name(), exc_info=task.exception())
 

@@ -5,51 +5,32 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 import uuid
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any, cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed, Unroutable
 from mesh.contract import RepT, ReqT, Rpc
-from mesh.errors import InvalidReply, InvalidRequest, RpcError, RpcTimeout, Unavailable
-from mesh.metrics import RPC_CALLS
+from mesh.errors import InvalidReply, RpcTimeout, Unavailable
+from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import rpc_key
 from mesh.rpc import wire
 from mesh.rpc.context import current_call
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic's errors without the input values (which may hold secrets)."""
-    return [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_context=False, include_input=False)
-    ]
-
-
-def coerce(model: type[ModelT], value: Any, *, what: str, **where: Any) -> ModelT:
-    """`value` as an instance of `model`: itself, or validated from a dict or another model.
-    Raises TypeError for anything else, InvalidRequest (with field errors) if it does not fit."""
-    if isinstance(value, model):
-        return value
-    if not isinstance(value, dict | BaseModel):
-        raise TypeError(f"{what} takes {model.__name__}, not {type(value).__name__}")
-    try:
-        return model.model_validate(value.model_dump() if isinstance(value, BaseModel) else value)
-    except ValidationError as exc:
-        raise InvalidRequest(f"{what} does not match {model.__name__}",
-                             details=field_errors(exc), **where) from None
+from mesh.validation import coerce, field_errors
 
 
 class RpcClient:
     """Calls RPCs as the service `caller`. No lock: calls proceed independently."""
 
-    def __init__(self, transport: Transport, caller: str) -> None:
+    def __init__(self, transport: Transport, caller: str, *,
+                 middleware: Sequence[Middleware] = ()) -> None:
         self.transport = transport
         self.caller = caller
+        self._send = compose_send(middleware, self._publish)
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
@@ -80,18 +61,6 @@ class RpcClient:
         API calls on a person's behalf as "cli"); `user` names the signed-in person or device
         the call is made for (a handler sees it in `current_call().user`; calls it makes pass
         it on)."""
-        try:
-            reply = await self._call(rpc, request, timeout, caller or self.caller, user)
-        except RpcError as exc:
-            RPC_CALLS.labels(rpc.qualname, exc.code).inc()
-            raise
-        RPC_CALLS.labels(rpc.qualname, "ok").inc()
-        return reply
-
-    async def _call(
-        self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], timeout: float | None,
-        caller: str, user: str | None,
-    ) -> RepT:
         where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
         request = coerce(rpc.request, request, what=f"the request of {rpc.qualname}", **where)
         budget = rpc.timeout if timeout is None else timeout
@@ -99,6 +68,20 @@ class RpcClient:
         if parent is not None:
             budget = min(budget, parent.remaining())
             user = user or parent.user
+        caller = caller or self.caller
+        headers: dict[str, Any] = {wire.HEADER_CALLER: caller,
+                                   wire.HEADER_TIMEOUT_MS: max(1, math.ceil(budget * 1000))}
+        if user:
+            headers[wire.HEADER_USER] = user
+        outgoing = Outgoing("rpc", rpc, request, caller, headers, time.monotonic() + budget)
+        return cast(RepT, await self._send(outgoing))
+
+    async def _publish(self, outgoing: Outgoing) -> Any:
+        """The end of the chain: publish the request, wait for its reply, decode it."""
+        rpc = outgoing.entry
+        assert isinstance(rpc, Rpc) and outgoing.deadline is not None
+        where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
+        budget = outgoing.deadline - time.monotonic()
         if budget <= 0:
             raise RpcTimeout(f"the deadline passed before {rpc.qualname} was called", **where)
         if self._reply_to is None:
@@ -106,13 +89,11 @@ class RpcClient:
 
         correlation_id = f"{self._prefix}.{next(self._ids)}"
         millis = max(1, math.ceil(budget * 1000))
-        headers: dict[str, Any] = {wire.HEADER_CALLER: caller, wire.HEADER_TIMEOUT_MS: millis}
-        if user:
-            headers[wire.HEADER_USER] = user
+        outgoing.headers[wire.HEADER_TIMEOUT_MS] = millis
         message = Message(
-            body=request.model_dump_json().encode(),
+            body=outgoing.request.model_dump_json().encode(),
             routing_key=rpc_key(rpc.service, rpc.plugin, rpc.name),
-            headers=headers,
+            headers=outgoing.headers,
             correlation_id=correlation_id,
             reply_to=self._reply_to,
             content_type=wire.CONTENT_TYPE,

@@ -34,8 +34,7 @@ def reply_error(error: RpcError, correlation_id: str | None) -> Message:
 
 
 def status(message: Message) -> str | None:
-    value = message.headers.get(HEADER_STATUS)
-    return value.decode() if isinstance(value, bytes) else value
+    return message.header(HEADER_STATUS)
 
 
 def is_json(content_type: str | None) -> bool:

@@ -50,9 +50,9 @@ def describe(delivery: Delivery) -> DeadTask:
         deaths = message.headers.get("x-death") or []
         reason = str(deaths[0].get("reason")) if deaths else "unknown"
         error = TaskError(
-            reason, "RabbitMQ dead-lettered it: it went back to its queue too often (its "
+            "RabbitMQ dead-lettered it: it went back to its queue too often (its "
             "worker died or stopped while running it)" if reason == "delivery_limit"
-            else f"RabbitMQ dead-lettered it ({reason})")
+            else f"RabbitMQ dead-lettered it ({reason})", code=reason)
     dead_at = message.headers.get(wire.HEADER_DEAD_AT)
     return DeadTask(
         task_id=meta.task_id, task=name, code=error.code, message=error.message,

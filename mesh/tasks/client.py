@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import uuid
 import weakref
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import structlog
 
@@ -21,12 +22,12 @@ from mesh.bus.message import Delivery
 from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import InT, OutT, Task
 from mesh.errors import TaskUnavailable
-from mesh.metrics import TASKS_ENQUEUED
+from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import task_key
-from mesh.rpc.client import coerce
 from mesh.tasks import wire
 from mesh.tasks.handle import TaskHandle
 from mesh.tasks.topology import Topology, results_queue_spec
+from mesh.validation import coerce
 
 log = structlog.get_logger("mesh.tasks")
 
@@ -36,8 +37,9 @@ class TaskClient:
 
     def __init__(
         self, transport: Transport, caller: str, instance: str, *,
-        topology: Topology | None = None,
+        topology: Topology | None = None, middleware: Sequence[Middleware] = (),
     ) -> None:
+        self._send = compose_send(middleware, self._publish)
         self.transport = transport
         self.caller = caller
         self.instance = instance
@@ -82,14 +84,24 @@ class TaskClient:
         input = coerce(task.input, input, what=f"the input of {task.qualname}")
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
             raise ValueError("an idempotency key has 1 to 200 characters")
+        headers = wire.task_headers(task=task.qualname, caller=self.caller,
+                                    idempotency_key=idempotency_key)
+        outgoing = Outgoing("task", task, input, self.caller, headers, want_result=want_result)
+        return cast(TaskHandle[OutT], await self._send(outgoing))
+
+    async def _publish(self, outgoing: Outgoing) -> TaskHandle[Any]:
+        """The end of the chain: publish the task once its queue exists; its handle."""
+        task = outgoing.entry
+        assert isinstance(task, Task)
+        want_result = outgoing.want_result
         task_id = uuid.uuid4().hex
-        handle: TaskHandle[OutT] = TaskHandle(task, task_id, idempotency_key or task_id,
-                                              want_result=want_result)
+        key = outgoing.headers.setdefault(wire.HEADER_KEY, task_id)
         message = wire.task_message(
-            input.model_dump_json().encode(), task_key(task.plugin, task.name),
-            task=task.qualname, task_id=task_id, idempotency_key=handle.idempotency_key,
-            caller=self.caller, reply_to=self.results_queue if want_result else None,
+            outgoing.request.model_dump_json().encode(), task_key(task.plugin, task.name),
+            outgoing.headers, task_id=task_id,
+            reply_to=self.results_queue if want_result else None,
         )
+        handle: TaskHandle[Any] = TaskHandle(task, task_id, key, want_result=want_result)
         try:
             if want_result:
                 await self._listen()
@@ -107,7 +119,6 @@ class TaskClient:
             self._handles.pop(task_id, None)
             raise TaskUnavailable(f"cannot reach the broker to queue {task.qualname}: {exc}"
                                   ) from None
-        TASKS_ENQUEUED.labels(task.qualname).inc()
         return handle
 
     async def close(self, *, delete_results_queue: bool = True) -> None:

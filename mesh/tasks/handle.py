@@ -43,7 +43,7 @@ class TaskHandle(Generic[OutT]):
         """The task's result model; raises TaskError if it failed for good (dead-lettered), and
         TaskResultTimeout after `timeout` seconds (the task itself is not cancelled)."""
         if not self.want_result:
-            raise TaskError("no_result", "the task was queued with want_result=False",
+            raise TaskError("the task was queued with want_result=False", code="no_result",
                             task=self.task.qualname, task_id=self.task_id)
         try:
             async with asyncio.timeout(timeout):
@@ -53,17 +53,18 @@ class TaskHandle(Generic[OutT]):
                 f"no result for {self.task.qualname} ({self.task_id}) within {timeout:g}s"
             ) from None
         where: dict[str, Any] = {"task": self.task.qualname, "task_id": self.task_id}
-        status = wire.text(message.headers.get(wire.HEADER_STATUS))
+        status = message.header(wire.HEADER_STATUS)
         if status == wire.STATUS_ERROR:
             try:
                 raise TaskError.from_wire(json.loads(message.body))
             except ValueError:
-                raise TaskError("bad_message", "undecodable task error", **where) from None
+                raise TaskError("undecodable task error", code="bad_message", **where) from None
         if status != wire.STATUS_OK:
-            raise TaskError("invalid_result", "the result has no valid x-mesh-status", **where)
+            raise TaskError("the result has no valid x-mesh-status", code="invalid_result",
+                            **where)
         try:
             return self.task.result.model_validate_json(message.body)
         except ValidationError as exc:
-            raise TaskError("invalid_result",
-                            f"the result does not match {self.task.result.__name__}",
+            raise TaskError(f"the result does not match {self.task.result.__name__}",
+                            code="invalid_result",
                             details=str(exc), **where) from None

@@ -9,8 +9,11 @@ from typing import Any
 
 from mesh.bus.message import Message
 from mesh.errors import TaskError
+from mesh.rpc.wire import CONTENT_TYPE, HEADER_STATUS, STATUS_ERROR, STATUS_OK, is_json
 
-CONTENT_TYPE = "application/json"
+# Task messages and results share the RPC wire's content type, status header and JSON check.
+__all__ = ["CONTENT_TYPE", "HEADER_STATUS", "STATUS_ERROR", "STATUS_OK", "is_json"]
+
 HEADER_TASK = "x-mesh-task"
 HEADER_KEY = "x-mesh-idempotency-key"
 HEADER_ATTEMPT = "x-mesh-attempt"
@@ -18,9 +21,6 @@ HEADER_ENQUEUED_BY = "x-mesh-enqueued-by"
 HEADER_ENQUEUED_AT = "x-mesh-enqueued-at"
 HEADER_ERROR = "x-mesh-error"
 HEADER_DEAD_AT = "x-mesh-dead-at"
-HEADER_STATUS = "x-mesh-status"
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
 # Broker bookkeeping a republished task must not carry along.
 BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
                   "x-first-death-reason", "x-delivery-count", "x-last-death-exchange",
@@ -29,12 +29,6 @@ BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,26 +49,30 @@ class TaskMeta:
         attempt = headers.get(HEADER_ATTEMPT)
         enqueued_at = headers.get(HEADER_ENQUEUED_AT)
         return cls(
-            task=text(headers.get(HEADER_TASK)),
+            task=message.header(HEADER_TASK),
             task_id=task_id,
-            idempotency_key=text(headers.get(HEADER_KEY)) or task_id,
+            idempotency_key=message.header(HEADER_KEY) or task_id,
             attempt=attempt if isinstance(attempt, int) and attempt >= 1 else 1,
-            enqueued_by=text(headers.get(HEADER_ENQUEUED_BY)),
+            enqueued_by=message.header(HEADER_ENQUEUED_BY),
             enqueued_at=enqueued_at if isinstance(enqueued_at, int) else None,
         )
 
 
-def task_message(
-    body: bytes, routing_key: str, *, task: str, task_id: str, idempotency_key: str,
-    caller: str, reply_to: str | None,
-) -> Message:
+def task_headers(*, task: str, caller: str, idempotency_key: str | None) -> dict[str, Any]:
+    """A new task message's headers (its idempotency key defaults to its id, set on publish)."""
+    headers: dict[str, Any] = {HEADER_TASK: task, HEADER_ATTEMPT: 1,
+                               HEADER_ENQUEUED_BY: caller, HEADER_ENQUEUED_AT: now_ms()}
+    if idempotency_key is not None:
+        headers[HEADER_KEY] = idempotency_key
+    return headers
+
+
+def task_message(body: bytes, routing_key: str, headers: dict[str, Any], *, task_id: str,
+                 reply_to: str | None) -> Message:
     return Message(
         body=body,
         routing_key=routing_key,
-        headers={
-            HEADER_TASK: task, HEADER_KEY: idempotency_key, HEADER_ATTEMPT: 1,
-            HEADER_ENQUEUED_BY: caller, HEADER_ENQUEUED_AT: now_ms(),
-        },
+        headers=headers,
         message_id=task_id,
         correlation_id=task_id,
         reply_to=reply_to,
@@ -100,13 +98,13 @@ def error_header(error: TaskError) -> str:
 
 
 def read_error(message: Message) -> TaskError | None:
-    raw = text(message.headers.get(HEADER_ERROR))
+    raw = message.header(HEADER_ERROR)
     if raw is None:
         return None
     try:
         return TaskError.from_wire(json.loads(raw))
     except ValueError:
-        return TaskError("bad_message", "undecodable x-mesh-error header")
+        return TaskError("undecodable x-mesh-error header", code="bad_message")
 
 
 def result_ok(body: bytes, task_id: str, attempt: int) -> Message:

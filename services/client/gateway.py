@@ -32,7 +32,8 @@ from mesh.identity import Identity, Invalidation, token_digest
 from mesh.observable.cache import ObservableCache
 from mesh.permissions import contract_problem
 from mesh.plugin.manifest import PluginManifest
-from mesh.rpc.client import RpcClient, field_errors
+from mesh.rpc.client import RpcClient
+from mesh.validation import field_errors
 from services.client.auth import TokenCache
 
 log = structlog.get_logger("mesh.gateway")

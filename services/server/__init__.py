@@ -21,21 +21,23 @@ from contracts.platform import (
     WheelFile,
     WheelRequest,
 )
+from mesh.binder import BinderKind
 from mesh.contract import Contract, Empty
 from mesh.control import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
 from mesh.health import local_url
+from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.host import PluginState
 from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
-from mesh.rpc.endpoint import RpcEndpoint
+from mesh.rpc.binder import RpcBinder
 from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
 from mesh.web import WebServer
-from services.server.admin.app import create_admin_app
+from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_admin_app
 from services.server.admin.auth import AdminAuth, admin_password, admin_token
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
@@ -49,16 +51,27 @@ class ServerService(Service):
         super().__init__(*args, **kwargs)
         assert self.database is not None
         self.observables = ObservableServer(self.transport, self.instance)
-        self.host.observables = self.observables
         self.store = PlatformStore(self.database)
         self.directory = ServiceDirectory(self.transport, self.instance)
-        self._platform_endpoint: RpcEndpoint | None = None
+        self._platform_endpoint: RpcBinder | None = None
         token, _ = admin_token(self.settings)
         self.identity = IdentityGate(self, token)
-        self.admin_app = create_admin_app(self, AdminAuth(self.identity))  # plugins mount
+        auth = AdminAuth(self.identity)
+        self.admin_app = create_admin_app(self, auth)
+        self.plugin_routes = PluginRoutes(self.admin_app, auth)  # plugins' own admin routes
         self.admin_password_valid: bool | None = None  # the first admin's generated password
         self.admin: WebServer | None = None
         self.ready = False
+
+    def binder_kinds(self) -> list[BinderKind]:
+        return [self.topic_binder, *super().binder_kinds(), self.admin_routes_binder]
+
+    def topic_binder(self, plugin: str, contract: type[Contract] | None = None) -> TopicBinder:
+        return TopicBinder(plugin, contract, observables=self.observables)
+
+    def admin_routes_binder(self, plugin: str, contract: type[Contract] | None = None
+                            ) -> AdminRoutesBinder:
+        return AdminRoutesBinder(plugin, contract, routes=self.plugin_routes)
 
     def migrator(self) -> Migrator:
         """The platform's schema first, then every enabled plugin's, in dependency order."""
@@ -123,8 +136,7 @@ class ServerService(Service):
             return None
 
     async def started(self) -> None:
-        endpoint = RpcEndpoint(self.transport, service="server", instance=self.instance,
-                               plugin=PLATFORM, concurrency=self.settings.rpc_concurrency)
+        endpoint = self.rpc_binder(PLATFORM)
 
         async def state(request: Empty) -> PlatformState:
             return await self.platform_state()

@@ -16,7 +16,7 @@ from mesh.contract import Empty
 from mesh.control import INVALIDATE_KEY
 from mesh.errors import Unauthenticated, Unavailable
 from mesh.identity import ADMIN_TOKEN_USER, Identity, IdentityApi, Invalidation, Session
-from mesh.rpc.endpoint import RpcEndpoint
+from mesh.rpc.binder import RpcBinder
 
 if TYPE_CHECKING:
     from services.server import ServerService
@@ -93,7 +93,7 @@ class IdentityGate:
 
     # -- the RPCs the client service calls ----------------------------------------------
 
-    def serve(self, endpoint: RpcEndpoint) -> None:
+    def serve(self, endpoint: RpcBinder) -> None:
         endpoint.add(IdentityContract.sign_in, self._sign_in)
         endpoint.add(IdentityContract.verify, self._verify)
         endpoint.add(IdentityContract.sign_out, self._sign_out)

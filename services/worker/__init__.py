@@ -6,8 +6,10 @@ CPU-bound tasks in a process pool, and gives plugins database sessions, as the s
 
 from __future__ import annotations
 
+from mesh.binder import BinderKind
+from mesh.contract import Contract
 from mesh.service import Service
-from mesh.tasks.worker import TaskRuntime
+from mesh.tasks.binder import TaskBinder, TaskRuntime
 
 
 class WorkerService(Service):
@@ -19,3 +21,11 @@ class WorkerService(Service):
             self.transport, service=self.kind, instance=self.instance,
             concurrency=self.settings.task_concurrency, processes=self.settings.task_processes,
         )
+
+    def binder_kinds(self) -> list[BinderKind]:
+        return [*super().binder_kinds(), self.task_binder]
+
+    def task_binder(self, plugin: str, contract: type[Contract] | None = None) -> TaskBinder:
+        assert self.task_runtime is not None
+        return TaskBinder(plugin, contract, runtime=self.task_runtime,
+                          middleware=self.middleware)

@@ -18,7 +18,7 @@ from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unava
 from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.upload import InstallFailed, WheelRejected
-from mesh.rpc.client import field_errors
+from mesh.validation import field_errors
 
 if TYPE_CHECKING:
     from services.server import ServerService

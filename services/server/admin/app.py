@@ -8,6 +8,7 @@ permission 403 naming it. Errors are `{code, message, details}`, never a stack t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +19,16 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from mesh import __version__
+from mesh.binder import Binder, Entry
 from mesh.errors import RpcError
 from mesh.permissions import ADMIN_OPERATE, ADMIN_VIEW
+from mesh.plugin.part import AdminRoutes
 from services.server.admin.api import RPC_STATUS, create_api
 from services.server.admin.auth import AdminAuth
 from services.server.metrics import exposition
 
 if TYPE_CHECKING:
+    from mesh.contract import Contract
     from services.server import ServerService
 
 
@@ -52,6 +56,30 @@ class PluginRoutes:
         self.app.openapi_schema = None
 
 
+class AdminRoutesBinder(Binder):
+    """The admin routes one plugin adds (`ctx.add_admin_routes`), mounted while it runs."""
+
+    claims = (AdminRoutes,)
+
+    def __init__(self, plugin: str, contract: type[Contract] | None = None, *,
+                 routes: PluginRoutes) -> None:
+        super().__init__(plugin, contract)
+        self.routes = routes
+        self.routers: list[tuple[APIRouter, str | None]] = []
+
+    def add(self, target: Any, handler: Any) -> Iterable[Entry]:
+        self.routers.append((handler, target.permission))
+        return ()
+
+    async def start(self) -> None:
+        if self.routers:
+            self.routes.mount(self.plugin, self.routers)
+
+    async def close(self) -> None:
+        if self.routers:
+            self.routes.unmount(self.plugin)
+
+
 # Starlette's own errors (unknown route, wrong method) get the same {code, message, details}
 # shape as the API's.
 HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
@@ -63,7 +91,6 @@ def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
                   "migrations, contracts, RPC. Sign in (POST /api/v1/sign-in) and send the "
                   "session token, or the admin token, as the bearer token.")
     app.include_router(create_api(server, auth))
-    server.host.admin_mount = PluginRoutes(app, auth)
     viewers = [Depends(auth.require(ADMIN_VIEW))]
 
     @app.exception_handler(HTTPException)

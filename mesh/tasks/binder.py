@@ -1,4 +1,5 @@
-"""Running tasks on the worker service: consume each task's queue, run, settle.
+"""Running tasks on the worker service: consume each task's queue, run (through the worker's
+middleware, mesh/invoke.py), settle.
 
 A task message is acknowledged only once its attempt has been settled, that is after the
 result was published (success), the next attempt was queued in a delay queue (a failure with
@@ -15,28 +16,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
+import pickle
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from mesh.binder import Binder, Entry
 from mesh.bus.message import Delivery, Message
 from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import Task
-from mesh.errors import TaskError
+from mesh.errors import PluginError, TaskError, TaskRefused
+from mesh.invoke import (
+    DeadlineExceeded,
+    Invocation,
+    Middleware,
+    compose_invoke,
+    report_failure,
+    within,
+)
 from mesh.log import LazyLog
-from mesh.metrics import TASK_SECONDS, TASKS_SETTLED
 from mesh.names import task_dead_key, task_delay_exchange, task_key, task_queue
-from mesh.rpc import wire as rpc_wire
-from mesh.rpc.client import field_errors
 from mesh.tasks import wire
 from mesh.tasks.context import TaskInfo, _current
 from mesh.tasks.pool import ProcessDied, ProcessPool, TaskRaised, TimeLimitExceeded
 from mesh.tasks.topology import HEADER_DELAY_MS, Topology
+from mesh.validation import as_model, field_errors
+
+if TYPE_CHECKING:
+    from mesh.contract import Contract
 
 Handler = Callable[[Any], Any]
 Attempt = tuple[BaseModel | None, TaskError | None]
@@ -45,7 +57,7 @@ NO_REPLY = Message(b"")  # what is remembered of a finished task that wants no r
 
 
 class TaskRuntime:
-    """What the task endpoints of one worker instance share: the concurrency limits, the
+    """What the task binders of one worker instance share: the concurrency limits, the
     process pool, the topology, and the memory of recently finished tasks."""
 
     def __init__(
@@ -84,37 +96,65 @@ class TaskRuntime:
             self._pool = None
 
 
-class TaskEndpoint:
+class TaskBinder(Binder):
     """The task handlers one plugin registered on one worker instance."""
 
-    def __init__(self, runtime: TaskRuntime, plugin: str) -> None:
+    claims = (Task,)
+
+    def __init__(self, plugin: str, contract: type[Contract] | None = None, *,
+                 runtime: TaskRuntime, middleware: Sequence[Middleware] = ()) -> None:
+        super().__init__(plugin, contract)
         self.runtime = runtime
         self.transport = runtime.transport
-        self.plugin = plugin
         self.handlers: dict[str, tuple[Task[Any, Any], Handler]] = {}
         self._consumers: list[Consumer] = []
-        self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
-        self._cutting = False
+        self._cut = False
+        self._invoke = compose_invoke(middleware, self._run)
         self.log = structlog.get_logger("mesh.tasks").bind(
             service=runtime.service, instance=runtime.instance, plugin=plugin)
 
-    def add(self, task: Task[Any, Any], handler: Handler) -> None:
+    def add(self, target: Any, handler: Callable[..., Any]) -> Iterable[Entry]:
+        task: Task[Any, Any] = target
+        if task.plugin != self.plugin:
+            raise PluginError(f"{self.plugin} cannot run {task.qualname}: it is another "
+                              "plugin's task")
         if task.name in self.handlers:
-            raise ValueError(f"{task.qualname} already has a handler")
+            raise PluginError(f"{task.qualname} has a handler already")
+        if task.cpu_bound:
+            if inspect.iscoroutinefunction(handler) or inspect.ismethod(handler):
+                raise PluginError(
+                    f"{task.qualname} is CPU-bound: its handler runs in another process, so it "
+                    "must be a plain function (a module function or a staticmethod), not "
+                    "a coroutine or a method")
+            try:
+                pickle.dumps(handler)
+            except Exception as exc:
+                raise PluginError(f"{task.qualname}'s handler cannot be sent to the process "
+                                  f"pool (it must be importable by name): {exc}") from None
+        elif not inspect.iscoroutinefunction(handler):
+            raise PluginError(f"{task.qualname}'s handler must be a coroutine (async def); "
+                              "declare the task cpu_bound=True to run a plain function in "
+                              "the process pool")
         self.handlers[task.name] = (task, handler)
+        return ()
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.handlers)
 
     @property
     def consuming(self) -> bool:
         return bool(self._consumers)
 
     async def start(self) -> None:
+        self._warn_unhandled()
         if self._consumers or not self.handlers:
             return
         self._stopping = False
         if any(task.cpu_bound for task, _ in self.handlers.values()):
             await self.runtime.pool.warm_up()
-        for task, handler in self.handlers.values():
+        for task, _ in self.handlers.values():
             await self.runtime.topology.task_queue(self.plugin, task.name)
             # Twice the slots: a finished task's slot is refilled from what waits here, not
             # after a round trip to the broker (those waiting are not started, and go back to
@@ -123,8 +163,16 @@ class TaskEndpoint:
                             else self.runtime.concurrency)
             self._consumers.append(await self.transport.consume(
                 task_queue(self.transport.exchange, self.plugin, task.name),
-                functools.partial(self._on_delivery, task, handler), prefetch=prefetch,
+                functools.partial(self._on_delivery, task), prefetch=prefetch,
             ))
+
+    def _warn_unhandled(self) -> None:
+        """A task the contract declares but no worker part handles waits in its queue."""
+        declared = self.contract.tasks if self.contract is not None else {}
+        for task_name in sorted(set(declared) - set(self.handlers)):
+            self.log.warning("task.unhandled", task=task_name,
+                             hint="declared in the contract, but this worker has no handler: "
+                                  "its tasks wait in their queue")
 
     async def stop_taking(self) -> None:
         """Take no more tasks; those waiting for a slot go back to the queue at once."""
@@ -134,55 +182,41 @@ class TaskEndpoint:
             with contextlib.suppress(TransportClosed):
                 await consumer.cancel()
 
-    async def drain(self, timeout: float) -> int:
-        """Let running tasks finish for up to `timeout`; then cut them (their messages go back
-        to the queue, for another worker). Returns how many were cut."""
-        if not self._inflight:
-            return 0
-        _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
-        self._cutting = True
-        for running in pending:
-            running.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        return len(pending)
+    def _cutting(self) -> None:
+        # Past the drain timeout: the running attempts stop too (their messages go back to the
+        # queue, for another worker).
+        self._cut = True
 
-    async def _on_delivery(self, task: Task[Any, Any], handler: Handler,
-                           delivery: Delivery) -> None:
-        me = asyncio.current_task()
-        assert me is not None
-        self._inflight.add(me)
+    async def _on_delivery(self, task: Task[Any, Any], delivery: Delivery) -> None:
+        done = self._track()
         try:
             async with self.runtime.cpu_slots if task.cpu_bound else self.runtime.slots:
                 if self._stopping:
                     await delivery.reject(requeue=True)  # never started: another worker's
                     return
-                await self._process(task, handler, delivery)
+                await self._process(task, delivery)
         except asyncio.CancelledError:
             # Cut by a shutdown: not settled, so RabbitMQ gives it to another worker.
             await asyncio.shield(delivery.reject(requeue=True))
             raise
         finally:
-            self._inflight.discard(me)
+            done()
 
     # -- one delivery ----------------------------------------------------------------------
 
-    async def _process(self, task: Task[Any, Any], handler: Handler,
-                       delivery: Delivery) -> None:
+    async def _process(self, task: Task[Any, Any], delivery: Delivery) -> None:
         message = delivery.message
         meta = wire.TaskMeta.of(message)
         log = LazyLog(self.log, task=task.qualname, task_id=meta.task_id,
                        attempt=meta.attempt)
-        # For what the handler logs (the delivery runs in a context of its own).
-        structlog.contextvars.bind_contextvars(task=task.qualname, task_id=meta.task_id)
         try:
-            await self._settle_run(task, handler, delivery, meta, log)
+            await self._settle_run(task, delivery, meta, log)
         except (TransportClosed, Unroutable) as exc:
             # The outcome could not be published: leave the task unacknowledged. It comes
             # back (a lost connection requeues it); a finished one is recognised then.
             log.warning("task.settle_failed", error=str(exc) or type(exc).__name__)
 
-    async def _settle_run(self, task: Task[Any, Any], handler: Handler, delivery: Delivery,
+    async def _settle_run(self, task: Task[Any, Any], delivery: Delivery,
                           meta: wire.TaskMeta, log: Any) -> None:
         message = delivery.message
         # A redelivery of a task this process finished (its ack was lost with the connection).
@@ -194,27 +228,21 @@ class TaskEndpoint:
             await delivery.ack()
             return
 
-        value, refusal = self._read_input(task, message, meta)
-        if refusal is not None:
-            TASKS_SETTLED.labels(task.qualname, "refused").inc()
-            log.warning("task.refused", code=refusal.code, error=refusal.message)
-            await self._bury(task, message, refusal, log)
-            await delivery.ack()
-            return
-
         info = TaskInfo(
             task=task.qualname, task_id=meta.task_id, idempotency_key=meta.idempotency_key,
             attempt=meta.attempt, max_attempts=task.max_attempts,
             redelivered=message.redelivered, enqueued_by=meta.enqueued_by,
             enqueued_at_ms=meta.enqueued_at, reply=bool(message.reply_to),
         )
+        invocation = Invocation(
+            "task", task.qualname, task, self.plugin, self.runtime.service,
+            self.runtime.instance, message, _decode_input, caller=meta.enqueued_by,
+            attempt=meta.attempt, max_attempts=task.max_attempts, info=info,
+        )
         started = time.monotonic()
-        result, error = await self._attempt(task, handler, value, info, log)
+        result, error = await self._attempt(invocation, log)
         error = self._fill(error, task, meta)
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-        TASK_SECONDS.labels(task.qualname).observe(elapsed_ms / 1000)
-        TASKS_SETTLED.labels(task.qualname, "ok" if error is None else "retry"
-                             if meta.attempt < task.max_attempts else "dead").inc()
 
         if error is None:
             assert result is not None
@@ -222,6 +250,10 @@ class TaskEndpoint:
                 outcome = self.runtime.finished.get(meta.task_id) or wire.result_ok(
                     result.model_dump_json().encode(), meta.task_id, meta.attempt)
                 await self._send_result(message, outcome, log)
+            await delivery.ack()
+        elif isinstance(error, TaskRefused):
+            log.warning("task.refused", code=error.code, error=error.message)
+            await self._bury(task, message, error, log)
             await delivery.ack()
         elif meta.attempt < task.max_attempts:
             delay = task.delay_ms(meta.attempt)
@@ -241,15 +273,14 @@ class TaskEndpoint:
             await self._bury(task, message, error, log)
             await delivery.ack()
 
-    async def _attempt(self, task: Task[Any, Any], handler: Handler, value: Any,
-                       info: TaskInfo, log: Any) -> Attempt:
+    async def _attempt(self, invocation: Invocation, log: Any) -> Attempt:
         """Run the attempt in a task of its own, so that losing the connection (which cancels
         the delivery's handler) does not cut it: it finishes, and is remembered as finished."""
         runtime = self.runtime
+        info: TaskInfo = invocation.info
         work = runtime.running.get(info.task_id) if info.task_id else None
         if work is None:
-            work = asyncio.get_running_loop().create_task(
-                self._outcome(task, handler, value, info, log))
+            work = asyncio.get_running_loop().create_task(self._outcome(invocation))
             if info.task_id:
                 runtime.running[info.task_id] = work
                 work.add_done_callback(functools.partial(self._finished, info))
@@ -258,14 +289,13 @@ class TaskEndpoint:
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
-            if self._cutting:  # a shutdown past its drain timeout: stop the work too
+            if self._cut:  # a shutdown past its drain timeout: stop the work too
                 work.cancel()
             raise
 
-    async def _outcome(self, task: Task[Any, Any], handler: Handler, value: Any,
-                       info: TaskInfo, log: Any) -> Attempt:
+    async def _outcome(self, invocation: Invocation) -> Attempt:
         try:
-            return await self._run(task, handler, value, info, log), None
+            return await self._invoke(invocation), None
         except TaskError as exc:
             return None, exc
 
@@ -280,65 +310,45 @@ class TaskEndpoint:
                 result.model_dump_json().encode(), info.task_id, info.attempt)
                 if info.reply else NO_REPLY)
 
-    def _read_input(self, task: Task[Any, Any], message: Message, meta: wire.TaskMeta
-                    ) -> tuple[Any, TaskError | None]:
-        if meta.task is not None and meta.task != task.qualname:
-            return None, TaskError(
-                "unknown_task", f"the message names the task {meta.task!r}, but it is in the "
-                f"queue of {task.qualname}")
-        if not rpc_wire.is_json(message.content_type):
-            return None, TaskError(
-                "invalid_input", f"content type {message.content_type!r} is not JSON")
-        try:
-            return task.input.model_validate_json(message.body), None
-        except ValidationError as exc:
-            return None, TaskError(
-                "invalid_input", f"the input does not match {task.input.__name__}",
-                details=field_errors(exc))
-
-    async def _run(self, task: Task[Any, Any], handler: Handler, value: Any, info: TaskInfo,
-                   log: Any) -> BaseModel:
-        token = _current.set(info)
+    async def _run(self, invocation: Invocation) -> BaseModel:
+        """The end of the chain: run the handler within the task's time limit; whatever it
+        raises becomes a TaskError with a stable code."""
+        task = invocation.entry
+        assert isinstance(task, Task)
+        _, handler = self.handlers[task.name]
+        value = invocation.input()
+        token = _current.set(invocation.info)
         try:
             if task.cpu_bound:
-                result = await self.runtime.pool.run(handler, value, info, task.time_limit)
+                result = await self.runtime.pool.run(handler, value, invocation.info,
+                                                     task.time_limit)
             else:
-                deadline = asyncio.timeout(task.time_limit)
-                try:
-                    async with deadline:
-                        result = await handler(value)
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise
-                    raise TimeLimitExceeded(
-                        f"ran past its time limit of {task.time_limit:g}s") from None
+                result = await within(task.time_limit, handler(value))
         except asyncio.CancelledError:
             raise
-        except TimeLimitExceeded as exc:
-            raise TaskError("time_limit", f"{task.qualname} {exc}") from None
+        except (TimeLimitExceeded, DeadlineExceeded):
+            raise TaskError(f"{task.qualname} ran past its time limit of "
+                            f"{task.time_limit:g}s", code="time_limit") from None
         except ProcessDied as exc:
-            raise TaskError("failed", f"{task.qualname}: {exc}") from None
+            raise TaskError(f"{task.qualname}: {exc}") from None
         except TaskRaised as exc:
-            reference = uuid.uuid4().hex[:12]
-            log.error("task.failed", reference=reference, exception=exc.formatted)
-            raise TaskError("failed", f"{exc.type_name} in {task.qualname} (reference "
-                                      f"{reference} in the worker log)") from None
+            reference = report_failure(self.log, "task.failed", exception_text=exc.formatted,
+                                       task=task.qualname, task_id=invocation.info.task_id)
+            raise TaskError(f"{exc.type_name} in {task.qualname} (reference "
+                            f"{reference} in the worker log)") from None
         except Exception as exc:
-            reference = uuid.uuid4().hex[:12]
-            log.exception("task.failed", reference=reference)
-            raise TaskError("failed", f"{type(exc).__name__} in {task.qualname} (reference "
-                                      f"{reference} in the worker log)") from None
+            reference = report_failure(self.log, "task.failed", task=task.qualname,
+                                       task_id=invocation.info.task_id)
+            raise TaskError(f"{type(exc).__name__} in {task.qualname} (reference "
+                            f"{reference} in the worker log)") from None
         finally:
             _current.reset(token)
-        if isinstance(result, task.result):
-            return result
         try:
-            return task.result.model_validate(
-                result.model_dump() if isinstance(result, BaseModel) else result)
+            return as_model(task.result, result)
         except ValidationError as exc:
-            log.error("task.bad_result", errors=field_errors(exc))
-            raise TaskError("invalid_result", f"{task.qualname} returned a result that is "
-                                              f"not {task.result.__name__}") from None
+            self.log.error("task.bad_result", task=task.qualname, errors=field_errors(exc))
+            raise TaskError(f"{task.qualname} returned a result that is not "
+                            f"{task.result.__name__}", code="invalid_result") from None
 
     def _fill(self, error: TaskError | None, task: Task[Any, Any], meta: wire.TaskMeta
               ) -> TaskError | None:
@@ -380,3 +390,22 @@ class TaskEndpoint:
             await self.transport.publish(reply, exchange="", mandatory=True)
         except Unroutable:
             log.info("task.result_undeliverable", reply_to=message.reply_to)  # enqueuer gone
+
+
+def _decode_input(invocation: Invocation) -> BaseModel:
+    """The task message's body as the task's input model; a message that can never be valid
+    is refused (dead-lettered at once)."""
+    task = invocation.entry
+    assert isinstance(task, Task)
+    message = invocation.message
+    named = message.header(wire.HEADER_TASK)
+    if named is not None and named != task.qualname:
+        raise TaskRefused(f"the message names the task {named!r}, but it is in the queue of "
+                          f"{task.qualname}", code="unknown_task")
+    if not wire.is_json(message.content_type):
+        raise TaskRefused(f"content type {message.content_type!r} is not JSON")
+    try:
+        return task.input.model_validate_json(message.body)
+    except ValidationError as exc:
+        raise TaskRefused(f"the input does not match {task.input.__name__}",
+                          details=field_errors(exc)) from None
