@@ -120,3 +120,13 @@ def test_the_diagrams_render(tmp_path: Path) -> None:
                 assert name in outcome["svg"], f"{doc}: {name} is not in the rendered picture"
     finally:
         driver.quit()
+
+
+def test_following_a_call_names_modules_that_exist() -> None:
+    """The walk-through of an RPC, a task and a topic update names one module per step."""
+    text = ARCHITECTURE.read_text()
+    section = text[text.index("## Following a call"):text.index("## Binders and middleware")]
+    paths = re.findall(r"`((?:mesh|services)/[\w/]+\.py)`", section)
+    assert len(paths) >= 15, paths
+    missing = [p for p in paths if not (ROOT / p).is_file()]
+    assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"

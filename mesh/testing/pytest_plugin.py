@@ -58,6 +58,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "mesh_plugins(*names): the plugins the mesh fixture loads for this test "
                    "(and their dependencies); none: every installed plugin")
+    # Services log as they do in production: structlog's unconfigured default renders every
+    # logged exception with rich and the locals of each frame, which takes seconds under load
+    # and would put that cost into the timing of the very failures a test provokes.
+    from mesh.log import configure_logging
+
+    configure_logging("INFO", "console")
 
 
 def _unreachable(find: Callable[[], str]) -> str:
