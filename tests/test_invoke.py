@@ -15,8 +15,15 @@ from pydantic import BaseModel
 
 from mesh.bus.message import Message
 from mesh.errors import BadMessage, Forbidden, InternalError
-from mesh.invoke import Invocation, Invoke, Middleware, Outgoing, Send, compose_invoke, \
-    compose_send
+from mesh.invoke import (
+    Invocation,
+    Invoke,
+    Middleware,
+    Outgoing,
+    Send,
+    compose_invoke,
+    compose_send,
+)
 from mesh.middleware import default_middleware
 from mesh.names import rpc_key
 from mesh.plugin.discovery import discover
