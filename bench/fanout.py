@@ -33,11 +33,11 @@ from mesh_tutorial.contract import StringIntFields, TutorialContract
 from bench.broker import delete_topology
 from bench.procs import ServerFailed, ServerProcess, server_process
 from bench.stats import percentile
+from mesh.admin_credentials import admin_token
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
 from mesh.log import configure_logging
 from services.server import ServerService
-from services.server.admin.auth import admin_token
 
 NAME = "fanout"
 HELP = "observable fan-out to 100, 1,000 and 5,000 WebSocket devices on one client service"

@@ -7,11 +7,12 @@ import signal
 import sys
 
 from mesh import __version__
+from mesh.admin_credentials import ADMIN_USER, admin_password, admin_token
 from mesh.bus.memory import MemoryBroker
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
+from mesh.programs import service_class
 from mesh.service import Service
-from services.server.admin.auth import ADMIN_USER, admin_password, admin_token
 
 
 def banner(services: list[Service], where: str) -> str:
@@ -38,12 +39,10 @@ def banner(services: list[Service], where: str) -> str:
 
 
 async def run_embedded(settings: MeshSettings, *, ready: asyncio.Event | None = None) -> None:
-    from services import SERVICES
-
     broker = MemoryBroker()
     sources = discover()
     services = [
-        SERVICES[kind](settings, broker.connect(settings.exchange), sources=sources)
+        service_class(kind)(settings, broker.connect(settings.exchange), sources=sources)
         for kind in SERVICE_KINDS
     ]
     stop = asyncio.Event()

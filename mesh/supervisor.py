@@ -10,11 +10,11 @@ import sys
 from dataclasses import dataclass
 
 from mesh import __version__
+from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.plugin.manifest import PluginManifest
 from mesh.plugin.ordering import plan_load_order
-from services.server.admin.auth import ADMIN_USER, PASSWORD_FILE, admin_token
 
 
 def planned_banner(settings: MeshSettings, pids: dict[str, int]) -> str:

@@ -11,9 +11,9 @@ from typing import Any
 
 import websockets
 
+from mesh.admin_credentials import admin_password
 from services.client import ClientService
 from services.server import ServerService
-from services.server.admin.auth import admin_password
 from tests.conftest import Bus
 
 Frame = dict[str, Any]

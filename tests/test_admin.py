@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from mesh.admin_credentials import admin_token
 from mesh.plugin.host import PluginState
 from services.server import ServerService
-from services.server.admin.auth import admin_token
 from tests.conftest import Bus, eventually
 
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from mesh_identity.contract import PutUser, Role
 
+from mesh.admin_credentials import admin_password, admin_token
 from services.server import ServerService
-from services.server.admin.auth import admin_password, admin_token
 from tests.conftest import Bus
 
 PUBLIC = {"/healthz", "/readyz", "/", "/favicon.ico", "/api/v1/sign-in"}

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from selenium.webdriver.common.by import By
 
+from mesh.admin_credentials import admin_token
 from mesh.plugin.host import PluginState
 from services.server import ServerService
-from services.server.admin.auth import admin_token
 from tests.browser import browser, wait_for
 from tests.conftest import Bus
 
@@ -112,7 +112,7 @@ async def test_contracts_show_and_a_bad_upload_is_refused_on_the_page(
 
 
 async def test_an_administrator_signs_in_with_a_password(memory_bus: Bus, page: object) -> None:
-    from services.server.admin.auth import admin_password
+    from mesh.admin_credentials import admin_password
 
     server = await memory_bus.service("server")
     assert isinstance(server, ServerService) and server.admin is not None

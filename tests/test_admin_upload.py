@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mesh.admin_credentials import admin_token
 from mesh.plugin.host import PluginState
 from services.server import ServerService
-from services.server.admin.auth import admin_token
 from tests.conftest import Bus
 from tests.test_wheel_upload import PLUGIN, built, environment  # noqa: F401  (fixtures)
 

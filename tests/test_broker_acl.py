@@ -20,13 +20,14 @@ import aio_pika
 import aiormq
 import pytest
 
+from mesh.admin_credentials import admin_password
 from mesh.broker_acl import broker_acl
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.catalog import build_catalog
 from mesh.config import MeshSettings
 from mesh.plugin.discovery import discover
+from mesh.programs import service_class
 from mesh.service import Service
-from services.server.admin.auth import admin_password
 
 pytestmark = pytest.mark.rabbitmq
 KINDS = ("server", "client", "agent", "worker")
@@ -91,8 +92,6 @@ async def mesh_under_acl(vhost: tuple[str, str], mesh_broker_url: str, tmp_path:
     assert done.returncode == 0, done.stderr
     urls = json.loads(done.stdout)["created"]
     assert set(urls) == set(KINDS)
-    from services import SERVICES
-
     services: list[Service] = []
     for kind in KINDS:
         settings = MeshSettings(exchange=exchange, data_dir=tmp_path / "data",
@@ -100,7 +99,7 @@ async def mesh_under_acl(vhost: tuple[str, str], mesh_broker_url: str, tmp_path:
                                 shutdown_timeout=5)
         transport = RabbitTransport(urls[kind], exchange, connection_name=f"acl-test-{kind}",
                                     connect_timeout=5, max_backoff=0.5)
-        service = SERVICES[kind](settings, transport, sources=discover())
+        service = service_class(kind)(settings, transport, sources=discover())
         await service.start()
         services.append(service)
     try:

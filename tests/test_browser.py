@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from selenium.webdriver.common.by import By
 
+from mesh.admin_credentials import admin_password
 from services.client import ClientService
-from services.server.admin.auth import admin_password
 from tests.browser import browser, cells, sign_in, wait_for
 from tests.conftest import Bus
 from tests.processes import free_port

@@ -95,7 +95,7 @@ async def test_a_denied_request_names_the_permission_is_counted_and_audited(
                                  "payload": {"name": "d"}})
     assert reset["error"]["details"]["permission"] == "devices/counter/reset"
     assert (await device.answer({"type": "ping", "id": 4}))["type"] == "pong"
-    from services.server.admin.auth import admin_token
+    from mesh.admin_credentials import admin_token
 
     token, _ = admin_token(gateway.server.settings)
     assert gateway.server.admin is not None
@@ -176,7 +176,7 @@ async def test_a_device_signing_out_revokes_its_token_everywhere(gateway: Gatewa
 
 
 async def test_an_expiring_token_signs_the_device_out(gateway: Gateway) -> None:
-    from services.server.admin.auth import admin_password
+    from mesh.admin_credentials import admin_password
 
     password, _ = admin_password(gateway.server.settings)
     device = await gateway.device(user=None)
@@ -265,7 +265,7 @@ async def test_a_client_replica_hears_of_revocations_too(gateway: Gateway) -> No
 
 
 async def test_the_documented_sign_in_frames_are_understood(gateway: Gateway) -> None:
-    from services.server.admin.auth import admin_password
+    from mesh.admin_credentials import admin_password
     from tests.test_gateway import doc_frames
 
     password, _ = admin_password(gateway.server.settings)
@@ -281,7 +281,7 @@ async def test_the_documented_sign_in_frames_are_understood(gateway: Gateway) ->
 
 async def test_frames_sent_right_after_sign_in_are_checked_as_that_user(gateway: Gateway
                                                                         ) -> None:
-    from services.server.admin.auth import admin_password
+    from mesh.admin_credentials import admin_password
 
     password, _ = admin_password(gateway.server.settings)
     device = await gateway.device(user=None)

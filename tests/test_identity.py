@@ -12,10 +12,10 @@ from mesh_identity.contract import IdentitySettings, PutUser, Role, UnknownPermi
 from mesh_identity.models import TokenRow, UserRow
 from sqlalchemy import select
 
+from mesh.admin_credentials import admin_password
 from mesh.errors import Unauthenticated
 from mesh.identity import token_digest
 from services.server import ServerService
-from services.server.admin.auth import admin_password
 from tests.conftest import Bus
 
 

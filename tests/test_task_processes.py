@@ -244,8 +244,8 @@ async def test_the_servers_metrics_show_what_a_worker_process_ran(
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
+    from mesh.admin_credentials import admin_token
     from services.server import ServerService
-    from services.server.admin.auth import admin_token
 
     server = await rabbit_bus.service("server", heartbeat_interval=0.5)
     assert isinstance(server, ServerService) and server.admin is not None

@@ -14,7 +14,7 @@ import typer
 
 from mesh.broker_acl import KindAcl, broker_acl
 from mesh.catalog import build_catalog
-from mesh.cli.errors import fail
+from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.plugin.discovery import discover
 
@@ -66,8 +66,6 @@ def acl(
 ) -> None:
     """Each service kind's broker user: what it may configure, write and read in the vhost,
     and which routing keys it may publish and bind on the mesh exchange."""
-    from mesh.cli.main import settings_or_exit
-
     settings = settings_or_exit()
     host = vhost or vhost_of(settings.broker_url)
     catalog = build_catalog(discover(), disabled=settings.disabled_plugins)

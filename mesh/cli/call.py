@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from mesh.cli.errors import fail
+from mesh.admin_credentials import admin_token
+from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.contract import Contract, Rpc
 from mesh.errors import RpcError
@@ -48,8 +49,6 @@ def call_command(
     ] = None,
 ) -> None:
     """Call an RPC and print its typed reply as JSON."""
-    from mesh.cli.main import settings_or_exit
-
     rpc = find_rpc(target)
     try:
         data = json.loads(payload)
@@ -82,8 +81,6 @@ def _call_through_admin(settings: MeshSettings, rpc: Rpc[Any, Any], request: Any
                         timeout: float | None) -> str:
     """No broker configured: ask the server's admin API to make the call (embedded mesh)."""
     import httpx
-
-    from services.server.admin.auth import admin_token
 
     url = settings.admin_url or f"http://{settings.admin_host}:{settings.admin_port}"
     token, _ = admin_token(settings)

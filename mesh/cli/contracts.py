@@ -14,19 +14,13 @@ from typing import Annotated
 import typer
 
 from mesh.catalog import Catalog, build_catalog
-from mesh.cli.errors import fail
+from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.plugin.discovery import discover
 
 contracts_app = typer.Typer(
     help="The contract catalog and the AsyncAPI document of the mesh.", no_args_is_help=True
 )
-
-
-def _settings() -> MeshSettings:
-    from mesh.cli.main import settings_or_exit  # main imports this module
-
-    return settings_or_exit()
 
 
 def _catalog(settings: MeshSettings) -> Catalog:
@@ -48,7 +42,7 @@ def list_contracts(
 ) -> None:
     """Every RPC, action and topic of the enabled plugins: who serves it, who may call it,
     and the permission a device or person needs."""
-    catalog = _catalog(_settings())
+    catalog = _catalog(settings_or_exit())
     if as_json:
         typer.echo(catalog.model_dump_json(indent=2))
         _exit_if_broken(catalog)
@@ -84,7 +78,7 @@ def asyncapi(
     """The AsyncAPI 3.0 document of the whole mesh, as JSON."""
     from mesh.asyncapi import build_asyncapi
 
-    settings = _settings()
+    settings = settings_or_exit()
     catalog = _catalog(settings)
     try:
         document = build_asyncapi(

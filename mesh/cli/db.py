@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from mesh.cli.errors import fail
+from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.platform.store import platform_storage
 from mesh.plugin.discovery import discover
@@ -25,8 +25,6 @@ PluginOption = Annotated[str, typer.Option("--plugin", "-p", help="The plugin's 
 
 def with_migrator(work: Callable[[Migrator], Awaitable[T]]) -> T:
     """Run `work` with a migrator over every installed, enabled plugin that has storage."""
-    from mesh.cli.main import settings_or_exit
-
     settings: MeshSettings = settings_or_exit()
     sources = discover()
     manifests = {s.name: s.manifest for s in sources if s.manifest is not None}

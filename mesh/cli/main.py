@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from mesh import loop
 from mesh.cli.broker import broker_app
 from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
 from mesh.cli.db import db_app
-from mesh.cli.errors import fail
+from mesh.cli.errors import fail, settings_or_exit
 from mesh.cli.plugins import plugin_app
 from mesh.cli.tasks import tasks_app
-from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.config import SERVICE_KINDS
 from mesh.log import configure_logging
 
 app = typer.Typer(
@@ -33,19 +31,6 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(broker_app, name="broker")
 app.command("call")(call_command)
-
-
-def settings_or_exit() -> MeshSettings:
-    """The configuration, or exit 2 with what is wrong in it, named as the user sets it."""
-    try:
-        return MeshSettings()
-    except ValidationError as exc:
-        problems = "".join(
-            f"\n  MESH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors(include_url=False))
-        raise fail(f"invalid configuration (environment or mesh.toml):{problems}") from None
-    except Exception as exc:  # a broken mesh.toml
-        raise fail(f"invalid configuration: {exc}") from None
 
 
 def known_service(service: str) -> None:
@@ -82,12 +67,16 @@ def run(
     import structlog
 
     from mesh.bus import rabbit_transport
+    from mesh.programs import ProgramMissing, service_class
     from mesh.service import new_instance_id
-    from services import SERVICES
 
     instance = settings.instance_id or new_instance_id(service)
     structlog.contextvars.bind_contextvars(service=service, instance=instance)  # every line
-    svc = SERVICES[service](settings, rabbit_transport(settings, instance), instance_id=instance)
+    try:
+        program = service_class(service)
+    except ProgramMissing as exc:
+        raise fail(str(exc), 1) from None
+    svc = program(settings, rabbit_transport(settings, instance), instance_id=instance)
     try:
         loop.run(svc.run_until_signalled(), settings.event_loop)
     except (OSError, ConnectionError) as exc:
@@ -125,7 +114,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def print_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mesh.cli.errors import fail
+from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.plugin.discovery import discover
 from mesh.plugin.ordering import plan_load_order
@@ -62,8 +62,6 @@ def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every discovered plugin: version, services, dependencies, load order, refusals."""
-    from mesh.cli.main import settings_or_exit  # main imports this module
-
     rows, order = plugin_rows(settings_or_exit())
     if as_json:
         data = {"plugins": [asdict(r) for r in rows], "load_order": order}

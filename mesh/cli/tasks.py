@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from mesh.bus.transport import ChannelError, TransportClosed
-from mesh.cli.errors import fail
+from mesh.cli.errors import fail, settings_or_exit
 from mesh.tasks.admin import DeadLetters
 
 tasks_app = typer.Typer(help="Durable tasks: the dead-letter queue.", no_args_is_help=True)
@@ -21,7 +21,6 @@ T = TypeVar("T")
 def with_dead_letters(work: Callable[[DeadLetters], Awaitable[T]], *,
                       limit: int | None = None) -> T:
     from mesh.bus.rabbitmq import RabbitTransport
-    from mesh.cli.main import settings_or_exit
     from mesh.service import new_instance_id
 
     settings = settings_or_exit()

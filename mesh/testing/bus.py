@@ -21,6 +21,7 @@ from mesh.bus.rabbitmq import RabbitTransport
 from mesh.bus.transport import Transport
 from mesh.config import MeshSettings
 from mesh.plugin.discovery import PluginSource, discover
+from mesh.programs import service_class
 from mesh.service import Service
 
 
@@ -108,9 +109,7 @@ class Bus:
     ) -> Service:
         """A service of `kind` on this bus, with `sources` (default: every installed plugin)
         and `settings` over the test defaults (free ports, short heartbeats)."""
-        from services import SERVICES
-
-        service = SERVICES[kind](
+        service = service_class(kind)(
             self.settings(**settings), self.transport(f"test-{kind}-{self.exchange}"),
             sources=list(discover() if sources is None else sources),
         )

@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
 ContractT = TypeVar("ContractT", bound=Contract)
+
+
+@runtime_checkable
+class SettingsKeeper(Protocol):
+    """The server's side of plugin settings, as the admin API uses it."""
+
+    async def set_settings(self, plugin: str, values: dict[str, Any]) -> BaseModel: ...
 
 
 class MeshSetupError(Exception):
@@ -158,10 +165,8 @@ class RunningMesh:
         plugin has them in `ctx.settings`; each part's `on_settings` has been called by then
         (one that awaits something may still be running: wait for its effect with
         `eventually`)."""
-        from services.server import ServerService
-
         server = self.service("server")
-        assert isinstance(server, ServerService)
+        assert isinstance(server, SettingsKeeper)
         settings = await server.set_settings(plugin, values)
         hosts = [s.host for s in self.services.values() if plugin in s.host.records]
         await eventually(lambda: all(h.settings.get(plugin) == settings for h in hosts))

@@ -21,6 +21,7 @@ from contracts.platform import (
     WheelFile,
     WheelRequest,
 )
+from mesh.admin_credentials import admin_password, admin_token
 from mesh.binder import BinderKind
 from mesh.contract import Contract, Empty
 from mesh.control import STATE_KEY, installed_key, settings_key, switch_key
@@ -38,7 +39,7 @@ from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
 from mesh.web import WebServer
 from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_admin_app
-from services.server.admin.auth import AdminAuth, admin_password, admin_token
+from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from mesh.admin_credentials import admin_password
 from mesh.testing import RunningMesh
 from mesh.testing.backends import empty_database
 from services.client import ClientService
-from services.server.admin.auth import admin_password
 from tests.devices import Device
 
 

@@ -7,9 +7,9 @@ import httpx
 import pytest
 from mesh_tutorial.contract import StringIntQuery, TutorialContract
 
+from mesh.admin_credentials import admin_token
 from mesh.testing import RunningMesh, eventually
 from services.server import ServerService
-from services.server.admin.auth import admin_token
 
 pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # tells a wrong token it is wrong
 

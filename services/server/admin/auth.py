@@ -2,60 +2,23 @@
 bootstrap bearer token (MESH_ADMIN_TOKEN, else generated into the data directory), which acts
 with every permission for automation.
 
-The two bootstrap secrets — the admin token and the first administrator's password — are
-MESH_ADMIN_TOKEN and MESH_ADMIN_PASSWORD, or generated once into the data directory, readable
-by their owner only, and printed in the `mesh up` banner.
+The two bootstrap secrets themselves (the admin token and the first administrator's password)
+are kept by the library, in `mesh.admin_credentials`: `mesh up` and `mesh call` read them too.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
 
 from mesh import audit
-from mesh.config import MeshSettings
 from mesh.errors import Forbidden, Unauthenticated, Unavailable
 from mesh.identity import Identity
 
 if TYPE_CHECKING:
     from services.server.identity import IdentityGate
-
-TOKEN_FILE = "admin-token"
-PASSWORD_FILE = "admin-password"
-ADMIN_USER = "admin"
-
-
-def _kept_secret(value: SecretStr | None, path: Path) -> tuple[str, Path | None]:
-    """The configured secret, or one generated into `path` (0600) on first use."""
-    if value is not None:
-        return value.get_secret_value(), None
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process wrote it first: read theirs
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32))
-    return path.read_text().strip(), path
-
-
-def admin_token(settings: MeshSettings) -> tuple[str, Path | None]:
-    """The token, and the file it is kept in (None when it comes from the environment)."""
-    return _kept_secret(settings.admin_token, settings.data_dir / TOKEN_FILE)
-
-
-def admin_password(settings: MeshSettings) -> tuple[str, Path | None]:
-    """The first administrator's password, and the file it is kept in (None: from the
-    environment). The identity provider creates `admin` with it when its directory is empty."""
-    return _kept_secret(settings.admin_password, settings.data_dir / PASSWORD_FILE)
 
 
 def unauthorized(reason: str | None = None) -> HTTPException:
