@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.contract import Contract
-from mesh.control import INVALIDATE_KEY
 from mesh.health import local_url
 from mesh.identity import Invalidation
+from mesh.names import INVALIDATE_KEY
 from mesh.observable.cache import ObservableCache
 from mesh.plugin.discovery import import_entry
 from mesh.service import Service

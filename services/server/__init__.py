@@ -22,10 +22,10 @@ from contracts.platform import (
     WheelRequest,
 )
 from mesh.contract import Contract, Empty
-from mesh.control import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
 from mesh.health import local_url
+from mesh.names import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.provider import ObservableServer
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource, import_entry
