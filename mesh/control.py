@@ -3,7 +3,7 @@ or off and their new settings, and applies them at once, without a restart.
 
 Messages go to the exchange on `control.plugin.<plugin>`, `control.settings.<plugin>` and
 `control.state` (the whole state, which a server publishes when it starts); each instance
-consumes them, in order, on an exclusive queue of its own.
+consumes them, in order, on an exclusive queue of its own. The keys are in `mesh/names.py`.
 """
 
 from __future__ import annotations
@@ -16,45 +16,33 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from contracts.platform import PlatformState, PluginInstalled, PluginSettingsChanged, PluginSwitch
+from mesh import names
 from mesh.bus.message import Delivery, Message, QueueSpec
+from mesh.bus.topic import topic_matches
 from mesh.bus.transport import Transport
 from mesh.plugin.host import PluginHost
 
-CONTROL_PATTERN = "control.#"
-STATE_KEY = "control.state"
-INVALIDATE_KEY = "control.identity.invalidate"  # a token revoked, permissions changed
 log = structlog.get_logger("mesh.control")
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def switch_key(plugin: str) -> str:
-    return f"control.plugin.{plugin}"
-
-
-def settings_key(plugin: str) -> str:
-    return f"control.settings.{plugin}"
-
-
-def installed_key(plugin: str) -> str:
-    return f"control.installed.{plugin}"
-
 
 class ControlChannel:
     def __init__(self, transport: Transport, instance: str, host: PluginHost) -> None:
         self.transport = transport
         self.host = host
-        self.queue = f"{transport.exchange}.control.{instance}"
+        self.queue = names.control_queue(transport.exchange, instance)
         self._order = asyncio.Lock()  # apply messages one at a time, in arrival order
         self.on_installed: Callable[[PluginInstalled], Awaitable[None]] | None = None
         self._listeners: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[None]]]] = {}
 
-    def listen(self, key: str, model: type[ModelT],
+    def listen(self, pattern: str, model: type[ModelT],
                handler: Callable[[ModelT], Awaitable[None]]) -> None:
-        """Hand every message published on `key` to `handler`, as `model`."""
-        self._listeners[key] = (model, handler)
+        """Hand every message whose key matches `pattern` (a routing key, or a topic pattern
+        such as `names.switch_key("*")`) to `handler`, as `model`: after this instance's plugin
+        host has applied it, when it is a switch, an install or the platform's state."""
+        self._listeners[pattern] = (model, handler)
 
     async def start(self) -> None:
-        await self.transport.declare_queue(QueueSpec(self.queue, (CONTROL_PATTERN,),
+        await self.transport.declare_queue(QueueSpec(self.queue, (names.CONTROL_PATTERN,),
                                                      exclusive=True))
         await self.transport.consume(self.queue, self._on_message, prefetch=0, no_ack=True)
 
@@ -62,21 +50,21 @@ class ControlChannel:
         message = delivery.message
         async with self._order:
             try:
-                if message.routing_key.startswith("control.plugin."):
+                if topic_matches(names.switch_key("*"), message.routing_key):
                     switch = PluginSwitch.model_validate_json(message.body)
                     await self.host.switch(switch.plugin, switch.enabled)
-                elif message.routing_key.startswith("control.settings."):
+                elif topic_matches(names.settings_key("*"), message.routing_key):
                     change = PluginSettingsChanged.model_validate_json(message.body)
                     await self.host.update_settings(change.plugin, change.values)
-                elif message.routing_key.startswith("control.installed."):
+                elif topic_matches(names.installed_key("*"), message.routing_key):
                     if self.on_installed is not None:
                         await self.on_installed(PluginInstalled.model_validate_json(message.body))
-                elif message.routing_key == STATE_KEY:
+                elif message.routing_key == names.STATE_KEY:
                     state = PlatformState.model_validate_json(message.body)
                     await self.host.apply_state(set(state.disabled), state.settings)
-                elif message.routing_key in self._listeners:
-                    model, handler = self._listeners[message.routing_key]
-                    await handler(model.model_validate_json(message.body))
+                for pattern, (model, handler) in list(self._listeners.items()):
+                    if topic_matches(pattern, message.routing_key):
+                        await handler(model.model_validate_json(message.body))
             except ValidationError as exc:
                 log.warning("control.bad_message", key=message.routing_key,
                             errors=exc.errors(include_url=False)[:3])

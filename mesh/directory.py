@@ -8,6 +8,7 @@ import structlog
 from pydantic import ValidationError
 
 from contracts.platform import Heartbeat
+from mesh import names
 from mesh.bus.message import Delivery, QueueSpec
 from mesh.bus.transport import Transport
 
@@ -18,11 +19,11 @@ MISSED_BEATS = 3  # an instance silent for this many intervals is gone
 class ServiceDirectory:
     def __init__(self, transport: Transport, instance: str) -> None:
         self.transport = transport
-        self.queue = f"{transport.exchange}.heartbeats.{instance}"
+        self.queue = names.heartbeat_queue(transport.exchange, instance)
         self.beats: dict[str, tuple[Heartbeat, float]] = {}  # instance → (beat, received at)
 
     async def start(self) -> None:
-        await self.transport.declare_queue(QueueSpec(self.queue, ("heartbeat.#",),
+        await self.transport.declare_queue(QueueSpec(self.queue, (names.HEARTBEAT_PATTERN,),
                                                      exclusive=True))
         await self.transport.consume(self.queue, self._on_beat, prefetch=0, no_ack=True)
 

@@ -19,6 +19,14 @@ def heartbeat_key(service: str, instance: str) -> str:
     return f"heartbeat.{service}.{instance}"
 
 
+HEARTBEAT_PATTERN = "heartbeat.#"
+
+
+def heartbeat_queue(exchange: str, instance: str) -> str:
+    """A server instance's own queue of every service's heartbeats."""
+    return f"{exchange}.heartbeats.{instance}"
+
+
 def parse_rpc_key(routing_key: str) -> tuple[str, str, str] | None:
     parts = routing_key.split(".")
     if len(parts) != 4 or parts[0] != "rpc":
@@ -48,6 +56,30 @@ def observer_queue(exchange: str, instance: str) -> str:
 def watch_queue(exchange: str, instance: str) -> str:
     """A server instance's own queue of watch announcements."""
     return f"{exchange}.obsctl.{instance}"
+
+
+# -- control: plugins switched, settings changed, plugins installed, identities invalidated ------
+
+CONTROL_PATTERN = "control.#"
+STATE_KEY = "control.state"  # the whole platform state, which a server publishes when it starts
+INVALIDATE_KEY = "control.identity.invalidate"  # a token revoked, permissions changed
+
+
+def switch_key(plugin: str) -> str:
+    return f"control.plugin.{plugin}"
+
+
+def settings_key(plugin: str) -> str:
+    return f"control.settings.{plugin}"
+
+
+def installed_key(plugin: str) -> str:
+    return f"control.installed.{plugin}"
+
+
+def control_queue(exchange: str, instance: str) -> str:
+    """A service instance's own queue of control messages."""
+    return f"{exchange}.control.{instance}"
 
 
 # -- tasks: docs/protocol.md §14 -----------------------------------------------------------------

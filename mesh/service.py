@@ -58,6 +58,9 @@ class Service:
 
     kind: ClassVar[str]
     uses_database: ClassVar[bool] = False
+    # the client: devices use the contracts of plugins that run elsewhere, so it installs
+    # every uploaded plugin, whether or not it runs a part of it
+    uses_every_contract: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -124,12 +127,13 @@ class Service:
         source = next((s for s in discover() if s.name == upload.plugin), None)
         if source is None or source.manifest is None or \
                 source.manifest.version != upload.version:
-            if self.kind not in upload.services:
+            if self.kind not in upload.services and not self.uses_every_contract:
                 return False
             source = await self._fetch_and_install(upload)
             if source is None:
                 return False
-        if self.kind not in (source.manifest.services if source.manifest else {}):
+        if self.kind not in (source.manifest.services if source.manifest else {}) and \
+                not self.uses_every_contract:
             return False
         await self.host.install(source)
         return True

@@ -11,14 +11,7 @@ import pytest
 
 from mesh import names
 from mesh.bus.memory import MemoryBroker
-from mesh.control import (
-    CONTROL_PATTERN,
-    STATE_KEY,
-    ControlChannel,
-    installed_key,
-    settings_key,
-    switch_key,
-)
+from mesh.control import ControlChannel
 from mesh.directory import ServiceDirectory
 from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.tasks.topology import DELIVERY_LIMIT, HEADER_DELAY_MS
@@ -69,9 +62,9 @@ def routing_keys() -> set[str]:
         "service", "plugin", "rpc", "instance", "topic", "task", "key"))
     return {
         names.rpc_key(service, plugin, rpc), names.rpc_pattern(service, plugin),
-        names.heartbeat_key(service, instance), "heartbeat.#",
-        switch_key(plugin), settings_key(plugin), installed_key(plugin), STATE_KEY,
-        CONTROL_PATTERN,
+        names.heartbeat_key(service, instance), names.HEARTBEAT_PATTERN,
+        names.switch_key(plugin), names.settings_key(plugin), names.installed_key(plugin),
+        names.STATE_KEY, names.CONTROL_PATTERN, names.INVALIDATE_KEY,
         names.observable_key(plugin, topic, key), names.watch_key(plugin, topic),
         names.WATCH_PATTERN, names.HELLO_KEY,
         names.task_key(plugin, task), names.task_dead_key(plugin, task), names.TASK_DEAD_PATTERN,

@@ -12,8 +12,8 @@ import pytest
 from mesh_identity.contract import PutUser, Role, Username
 from structlog.testing import capture_logs
 
-from mesh.control import INVALIDATE_KEY
 from mesh.metrics import ACCESS_DENIED
+from mesh.names import INVALIDATE_KEY
 from services.client import ClientService
 from tests.conftest import eventually
 from tests.devices import Gateway, of

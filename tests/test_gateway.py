@@ -73,6 +73,7 @@ async def test_rpcs_open_to_devices_and_closed_ones(gateway: Gateway) -> None:
     ("[1, 2]", "bad_frame"),
     (json.dumps({"type": "subscribe", "topic": "devices.counter"}), "bad_frame"),  # no id
     (json.dumps({"type": "dance", "id": 1}), "bad_frame"),
+    (json.dumps({"type": ["subscribe"], "id": 1}), "bad_frame"),
     (json.dumps({"type": "ping", "id": {"no": 1}}), "bad_frame"),
     (b"\x00binary", "bad_frame"),
     ("x" * 5000, "frame_too_large"),

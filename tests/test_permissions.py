@@ -126,7 +126,7 @@ async def test_a_contract_naming_an_undeclared_permission_is_never_served(memory
     assert server.host.records["undeclared"].error == reason
     client = await memory_bus.service("client", sources=sources)
     assert isinstance(client, ClientService)
-    assert "undeclared.poke" not in client.catalog().rpcs
+    assert "undeclared.poke" not in client.device_entries().rpcs
 
 
 async def test_callers_are_enforced_by_the_serving_side(bus: Bus) -> None:

@@ -102,7 +102,7 @@ def _call_through_admin(settings: MeshSettings, rpc: Rpc[Any, Any], request: Any
 
 
 async def _call(url: str, rpc: Rpc[Any, Any], request: Any, timeout: float | None) -> str:
-    from mesh.client import connect
+    from mesh.connection import connect
 
     async with connect(url) as mesh:
         reply = await mesh.rpc.call(rpc, request, timeout=timeout)

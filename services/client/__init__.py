@@ -2,46 +2,76 @@
 
 It caches observable topics — one upstream subscription per selector however many devices
 watch it — fans updates out to devices over WebSocket, and forwards their actions and calls to
-the server.
+the server. What devices may use follows the plugins live: an uploaded plugin, or one an
+administrator switches on or off, changes it without a restart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mesh.contract import Contract
-from mesh.control import INVALIDATE_KEY
+from contracts.platform import PlatformState, PluginInstalled, PluginSwitch
+from mesh.catalog import build_catalog
 from mesh.health import local_url
 from mesh.identity import Invalidation
+from mesh.names import INVALIDATE_KEY, STATE_KEY, switch_key
 from mesh.observable.cache import ObservableCache
-from mesh.plugin.discovery import import_entry
 from mesh.service import Service
 from mesh.web import WebServer
 from services.client.auth import TokenCache
-from services.client.gateway import Catalog, GatewayLimits, create_app
+from services.client.gateway import DeviceEntries, Gateway, GatewayLimits, create_app
 
 
 class ClientService(Service):
     kind = "client"
+    uses_every_contract = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cache = ObservableCache(self.transport, self.rpc_client, self.instance,
                                      linger=self.settings.observable_linger)
         self.web: WebServer | None = None
+        self.gateway: Gateway | None = None
+        self.switched_off: set[str] = set()  # by an administrator: every plugin, not only ours
         self.auth = TokenCache(self.rpc_client, ttl=self.settings.identity_cache_seconds)
         self.control.listen(INVALIDATE_KEY, Invalidation, self.auth.on_invalidation)
+        self.control.listen(switch_key("*"), PluginSwitch, self._plugin_switched)
+        self.control.listen(STATE_KEY, PlatformState, self._state_applied)
         # whatever was revoked while the connection was down: ask the server afresh
         self.transport.on_reconnected(lambda: self.auth.invalidate(Invalidation()))
 
-    def catalog(self) -> Catalog:
-        contracts = []
-        by_name = {s.name: s for s in self.sources}
-        for name in self.host.plan.order:
-            manifest = by_name[name].manifest
-            if manifest is not None and manifest.contract is not None:
-                contracts.append((manifest, import_entry(manifest.contract, Contract)))
-        return Catalog(contracts)
+    def device_entries(self) -> DeviceEntries:
+        """What devices may use: the catalog of the plugins that run, on any service."""
+        disabled = set(self.settings.disabled_plugins) | self.switched_off
+        return DeviceEntries.from_catalog(build_catalog(self.sources, disabled=disabled))
+
+    def _refresh_entries(self) -> None:
+        if self.gateway is not None:
+            self.gateway.entries = self.device_entries()
+            self.log.info("gateway.entries_changed", topics=len(self.gateway.entries.topics),
+                          actions=len(self.gateway.entries.actions),
+                          rpcs=len(self.gateway.entries.rpcs))
+
+    async def platform_state(self) -> PlatformState | None:
+        state = await super().platform_state()
+        if state is not None:
+            self.switched_off = set(state.disabled)
+        return state
+
+    async def _plugin_switched(self, switch: PluginSwitch) -> None:
+        if switch.enabled:
+            self.switched_off.discard(switch.plugin)
+        else:
+            self.switched_off.add(switch.plugin)
+        self._refresh_entries()
+
+    async def _state_applied(self, state: PlatformState) -> None:
+        self.switched_off = set(state.disabled)
+        self._refresh_entries()
+
+    async def plugin_installed(self, announcement: PluginInstalled) -> None:
+        await super().plugin_installed(announcement)
+        self._refresh_entries()
 
     @property
     def url(self) -> str:
@@ -58,14 +88,18 @@ class ClientService(Service):
 
     async def prepare(self) -> None:
         await self.cache.start()
-        app = create_app(self.cache, self.rpc_client, self.catalog(), GatewayLimits(
+        self.gateway = Gateway(self.cache, self.rpc_client, self.device_entries(), GatewayLimits(
             max_frame_bytes=self.settings.device_max_frame_bytes,
             max_subscriptions=self.settings.device_max_subscriptions,
         ), self.auth)
-        self.web = WebServer(app, self.settings.client_host, self.settings.client_port,
+        self.web = WebServer(create_app(self.gateway), self.settings.client_host,
+                             self.settings.client_port,
                              ws_max_size=self.settings.device_max_frame_bytes * 4)
         await self.web.start()
         self.log.info("gateway.listening", url=self.url)
+
+    async def started(self) -> None:
+        self._refresh_entries()  # with the plugins restored from uploads, and those switched off
 
     async def stop(self) -> None:
         if self.web is not None:

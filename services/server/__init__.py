@@ -24,10 +24,10 @@ from contracts.platform import (
 from mesh.admin_credentials import admin_password, admin_token
 from mesh.binder import BinderKind
 from mesh.contract import Contract, Empty
-from mesh.control import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
 from mesh.health import local_url
+from mesh.names import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage

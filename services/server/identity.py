@@ -13,9 +13,9 @@ import structlog
 from contracts.identity import IdentityContract, SignIn, TokenRequest
 from mesh import audit
 from mesh.contract import Empty
-from mesh.control import INVALIDATE_KEY
 from mesh.errors import Unauthenticated, Unavailable
 from mesh.identity import ADMIN_TOKEN_USER, Identity, IdentityApi, Invalidation, Session
+from mesh.names import INVALIDATE_KEY
 from mesh.rpc.binder import RpcBinder
 
 if TYPE_CHECKING:

@@ -1,4 +1,6 @@
-"""Calling the mesh from a script or another program: join the bus, get typed stubs, leave."""
+"""Calling the mesh from a script or another program: join the bus, get typed stubs, leave.
+
+(Not the client *service*, which devices connect to: that is `services/client`.)"""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from mesh.tasks.client import TaskClient
 ContractT = TypeVar("ContractT", bound=Contract)
 
 
-class MeshClient:
+class MeshConnection:
+    """A script's connection to the mesh, as `connect()` yields it."""
+
     def __init__(self, rpc: RpcClient, tasks: TaskClient) -> None:
         self.rpc = rpc
         self.tasks = tasks
@@ -32,7 +36,7 @@ class MeshClient:
 async def connect(
     url: str | None = None, *, exchange: str | None = None, caller: str = "cli",
     connect_timeout: float = 5.0,
-) -> AsyncIterator[MeshClient]:
+) -> AsyncIterator[MeshConnection]:
     """`async with connect() as mesh: await mesh.stub(NoopContract).echo(...)`.
 
     The URL and exchange default to MESH_BROKER_URL and MESH_EXCHANGE.
@@ -51,7 +55,7 @@ async def connect(
     try:
         rpc = RpcClient(transport, caller)
         await rpc.start()
-        yield MeshClient(rpc, tasks)
+        yield MeshConnection(rpc, tasks)
     finally:
         await tasks.close()
         await transport.close()

@@ -1,0 +1,70 @@
+"""Device frames (docs/devices.md, Frames): reading a request from a WebSocket text message, and
+writing the frames a device gets back. Every frame is one JSON object."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+Frame = dict[str, Any]
+RequestId = str | int
+
+
+class DeviceError(Exception):
+    """A request refused: the device gets an error frame with `code`, and the connection stays
+    usable."""
+
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details
+
+
+@dataclass(frozen=True)
+class Request:
+    """A frame read from a device: its `id` (None if it had none) and `type` (any JSON value;
+    dispatch decides what it means)."""
+
+    id: RequestId | None
+    type: Any
+    frame: Frame
+
+
+def read(text: str, max_bytes: int) -> Request:
+    """The request in `text`; a DeviceError (answered with id null) if it is too large, not
+    JSON, not an object, or its id is neither a string nor an integer."""
+    if len(text.encode()) > max_bytes:
+        raise DeviceError("frame_too_large", f"frames are at most {max_bytes} bytes")
+    try:
+        frame = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeviceError("bad_frame", f"not JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise DeviceError("bad_frame", "a frame is a JSON object")
+    request_id = frame.get("id")
+    if request_id is not None and not isinstance(request_id, str | int):
+        raise DeviceError("bad_frame", "id must be a string or an integer")
+    return Request(request_id, frame.get("type"), frame)
+
+
+def encode(frame: Frame) -> str:
+    return json.dumps(frame, separators=(",", ":"))
+
+
+def error(request_id: Any, code: str, message: str, details: Any = None) -> Frame:
+    return {"type": "error", "id": request_id,
+            "error": {"code": code, "message": message, "details": details}}
+
+
+class TopicValues:
+    """The frames of one subscription: a `snapshot` first, then `update`s. The payload comes
+    from the cache already as JSON and is spliced in, never parsed again."""
+
+    def __init__(self, subscription: RequestId, topic: str) -> None:
+        self._rest = f',"id":{json.dumps(subscription)},"topic":{json.dumps(topic)},"version":'
+        self._first = True
+
+    def frame(self, version: int, payload: str) -> str:
+        kind = "snapshot" if self._first else "update"
+        self._first = False
+        return f'{{"type":"{kind}"{self._rest}{version},"payload":{payload}}}'
