@@ -9,7 +9,7 @@ import sys
 from mesh import __version__
 from mesh.bus.memory import MemoryBroker
 from mesh.config import SERVICE_KINDS, MeshSettings
-from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 from mesh.service import Service
 from services.server.admin.auth import ADMIN_USER, admin_password, admin_token
 
@@ -41,9 +41,9 @@ async def run_embedded(settings: MeshSettings, *, ready: asyncio.Event | None = 
     from services import SERVICES
 
     broker = MemoryBroker()
-    sources = discover()
+    plugins = PluginSet.installed(disabled=settings.disabled_plugins)
     services = [
-        SERVICES[kind](settings, broker.connect(settings.exchange), sources=sources)
+        SERVICES[kind](settings, broker.connect(settings.exchange), plugins=plugins)
         for kind in SERVICE_KINDS
     ]
     stop = asyncio.Event()

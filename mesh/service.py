@@ -11,7 +11,6 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -35,8 +34,9 @@ from mesh.control import ControlChannel
 from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
 from mesh.names import heartbeat_key
-from mesh.plugin.discovery import PluginSource, discover
+from mesh.plugin.discovery import PluginSource
 from mesh.plugin.host import PluginHost
+from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.client import RpcClient
 from mesh.storage.database import Database, database_url
 from mesh.tasks.client import TaskClient
@@ -60,7 +60,7 @@ class Service:
         settings: MeshSettings,
         transport: Transport,
         *,
-        sources: Iterable[PluginSource] | None = None,
+        plugins: PluginSet | None = None,
         instance_id: str | None = None,
     ) -> None:
         self.settings = settings
@@ -76,8 +76,8 @@ class Service:
             instance=self.instance,
             transport=transport,
             rpc_client=self.rpc_client,
-            sources=list(discover() if sources is None else sources),
-            disabled=set(settings.disabled_plugins),
+            plugins=plugins if plugins is not None
+            else PluginSet.installed(disabled=settings.disabled_plugins),
             rpc_concurrency=settings.rpc_concurrency,
             database=self.database,
             caller=self.caller,
@@ -96,9 +96,9 @@ class Service:
         self._health_failed = False
 
     @property
-    def sources(self) -> list[PluginSource]:
-        """Every plugin this service knows of, installed ones included."""
-        return list(self.host.sources.values())
+    def plugins(self) -> PluginSet:
+        """Every plugin this service knows of, uploaded ones included, and their plan."""
+        return self.host.plugins
 
     async def plugin_installed(self, announcement: PluginInstalled) -> None:
         """A plugin was uploaded to the server: run it here too if this service needs it."""
@@ -117,7 +117,7 @@ class Service:
         the environment lacks it; False when there is nothing to do here (or it failed)."""
         if self.runs_version(upload):
             return False  # installed already (on the server, by the upload itself)
-        source = next((s for s in discover() if s.name == upload.plugin), None)
+        source = PluginSet.installed().source(upload.plugin)  # the environment now
         if source is None or source.manifest is None or \
                 source.manifest.version != upload.version:
             if self.kind not in upload.services:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mesh.contract import Contract
 from mesh.control import INVALIDATE_KEY
 from mesh.health import local_url
 from mesh.identity import Invalidation
 from mesh.observable.cache import ObservableCache
-from mesh.plugin.discovery import import_entry
 from mesh.service import Service
 from mesh.web import WebServer
 from services.client.auth import TokenCache
@@ -35,12 +33,13 @@ class ClientService(Service):
         self.transport.on_reconnected(lambda: self.auth.invalidate(Invalidation()))
 
     def catalog(self) -> Catalog:
+        """The contracts of the plugins that load; one that cannot be imported is left out
+        (and logged by the host)."""
         contracts = []
-        by_name = {s.name: s for s in self.sources}
-        for name in self.host.plan.order:
-            manifest = by_name[name].manifest
-            if manifest is not None and manifest.contract is not None:
-                contracts.append((manifest, import_entry(manifest.contract, Contract)))
+        for name in self.plugins.order:
+            contract = self.host.contract(name)
+            if contract is not None:
+                contracts.append((self.plugins.manifests[name], contract))
         return Catalog(contracts)
 
     @property
