@@ -25,6 +25,7 @@ from mesh.bus.memory import MemoryBroker
 from mesh.config import MeshSettings
 from mesh.log import configure_logging
 from mesh.plugin.discovery import PluginSource, source_from_package
+from mesh.plugin.plugin_set import PluginSet
 from mesh.storage import migrations
 from mesh.testing.backends import empty_database
 from services.server import ServerService
@@ -91,7 +92,8 @@ def generate(root: Path, count: int, revisions: int, *, storage: bool) -> list[P
 
 async def time_start(sources: list[PluginSource], settings: MeshSettings) -> float:
     migrations._script.cache_clear()  # read revision files again, as a new process does
-    server = ServerService(settings, MemoryBroker().connect("bench"), sources=sources)
+    server = ServerService(settings, MemoryBroker().connect("bench"),
+                           plugins=PluginSet(sources))
     started = time.perf_counter()
     await server.start()
     elapsed = time.perf_counter() - started

@@ -12,7 +12,6 @@ is one more model in `CatalogEntry` and one more branch in `_entries`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,8 +20,7 @@ from mesh import names
 from mesh.contract import Action, Contract, Rpc, Task, Topic
 from mesh.errors import RpcError
 from mesh.permissions import contract_problem
-from mesh.plugin.discovery import PluginSource, import_entry
-from mesh.plugin.ordering import plan_load_order
+from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 
 ServiceKind = Literal["server", "client", "agent", "worker"]
 PluginStatus = Literal["ok", "no_contract", "error", "disabled", "refused"]
@@ -158,49 +156,53 @@ class Catalog(BaseModel):
         return [p for p in self.plugins if p.status == "error"]
 
 
-def build_catalog(sources: Sequence[PluginSource], *, disabled: Iterable[str] = ()) -> Catalog:
-    """The catalog of `sources` (normally `discover()`), with `disabled` plugins left out.
-
-    The plugins that load are the ones the services would load: the same load plan, so a
-    plugin refused for its dependencies is not in the catalog either.
-    """
-    manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
-    plan = plan_load_order(
-        manifests, disabled=disabled,
-        broken={s.name: s.error or "unreadable" for s in sources if s.manifest is None},
-    )
-    by_name = {s.name: s for s in sources}
-    plugins: list[CatalogPlugin] = []
+def build_catalog(plugins: PluginSet) -> Catalog:
+    """The catalog of the plugins in `plugins` that load: the services' own load plan, so a
+    plugin disabled, or refused for its dependencies, is not in the catalog either."""
+    listed: list[CatalogPlugin] = []
     entries: list[AnyEntry] = []
-    for name in plan.order:
-        manifest = manifests[name]
+    for name in plugins.order:
+        manifest = plugins.manifests[name]
         plugin = CatalogPlugin(name=name, version=manifest.version, title=manifest.title,
                                description=manifest.description, contract=manifest.contract,
                                status="ok" if manifest.contract else "no_contract")
         if manifest.contract is not None:
             try:
-                contract = import_entry(manifest.contract, Contract)
-                problem = contract_problem(manifest, contract)
-                if problem is not None:
-                    raise ValueError(problem)
-                found = _entries(name, contract)
-            except Exception as exc:  # a contract module can raise anything when imported
+                found = _contract_entries(plugins, name)
+            except ContractUnloadable as exc:
+                plugin = plugin.model_copy(update={"status": "error", "error": exc.reason})
+            except Exception as exc:  # describing a contract runs its models' own code
                 plugin = plugin.model_copy(update={"status": "error", "error": _reason(exc)})
             else:
                 entries.extend(found)
                 plugin = plugin.model_copy(update={"entries": len(found)})
-        plugins.append(plugin)
-    for name in sorted(set(by_name) - set(plan.order)):
-        unloaded = by_name[name].manifest
-        status: PluginStatus = "disabled" if name in plan.disabled else "refused"
-        plugins.append(CatalogPlugin(
-            name=name, version=unloaded.version if unloaded else None,
+        listed.append(plugin)
+    for source in plugins:
+        if source.name in plugins.order:
+            continue
+        unloaded = source.manifest
+        status = plugins.status(source.name)
+        listed.append(CatalogPlugin(
+            name=source.name, version=unloaded.version if unloaded else None,
             title=unloaded.title if unloaded else None,
             description=unloaded.description if unloaded else "",
             contract=unloaded.contract if unloaded else None, status=status,
-            error="disabled by configuration" if status == "disabled" else plan.refused.get(name),
+            error="disabled by configuration" if status == "disabled"
+            else plugins.refused.get(source.name),
         ))
-    return Catalog(plugins=plugins, entries=entries)
+    return Catalog(plugins=listed, entries=entries)
+
+
+def _contract_entries(plugins: PluginSet, name: str) -> list[AnyEntry]:
+    """The entries of the plugin's contract; ContractUnloadable if it cannot be imported,
+    ValueError if it does not fit the manifest or a model has no JSON Schema."""
+    contract = plugins.contract(name)
+    if contract is None:
+        return []
+    problem = contract_problem(plugins.manifests[name], contract)
+    if problem is not None:
+        raise ValueError(problem)
+    return _entries(name, contract)
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from mesh import __version__
 from mesh.admin_credentials import ADMIN_USER, admin_password, admin_token
 from mesh.bus.memory import MemoryBroker
 from mesh.config import SERVICE_KINDS, MeshSettings
-from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 from mesh.programs import service_class
 from mesh.service import Service
 
@@ -40,9 +40,9 @@ def banner(services: list[Service], where: str) -> str:
 
 async def run_embedded(settings: MeshSettings, *, ready: asyncio.Event | None = None) -> None:
     broker = MemoryBroker()
-    sources = discover()
+    plugins = PluginSet.installed(disabled=settings.disabled_plugins)
     services = [
-        service_class(kind)(settings, broker.connect(settings.exchange), sources=sources)
+        service_class(kind)(settings, broker.connect(settings.exchange), plugins=plugins)
         for kind in SERVICE_KINDS
     ]
     stop = asyncio.Event()

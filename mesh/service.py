@@ -11,7 +11,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -38,8 +38,9 @@ from mesh.health import HealthRecord, remove_health, write_health
 from mesh.invoke import Middleware
 from mesh.middleware import default_middleware
 from mesh.names import heartbeat_key
-from mesh.plugin.discovery import PluginSource, discover
+from mesh.plugin.discovery import PluginSource
 from mesh.plugin.host import PluginHost
+from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
 from mesh.rpc.client import RpcClient
 from mesh.storage.database import Database, database_url
@@ -67,7 +68,7 @@ class Service:
         settings: MeshSettings,
         transport: Transport,
         *,
-        sources: Iterable[PluginSource] | None = None,
+        plugins: PluginSet | None = None,
         instance_id: str | None = None,
         middleware: Sequence[Middleware] | None = None,
     ) -> None:
@@ -84,10 +85,10 @@ class Service:
         self.host = PluginHost(
             service=self.kind,
             instance=self.instance,
-            sources=list(discover() if sources is None else sources),
+            plugins=plugins if plugins is not None
+            else PluginSet.installed(disabled=settings.disabled_plugins),
             caller=self.caller,
             binders=self.binder_kinds(),
-            disabled=set(settings.disabled_plugins),
             database=self.database,
         )
         self.control = ControlChannel(transport, self.instance, self.host)
@@ -103,9 +104,9 @@ class Service:
         self._health_failed = False
 
     @property
-    def sources(self) -> list[PluginSource]:
-        """Every plugin this service knows of, installed ones included."""
-        return list(self.host.sources.values())
+    def plugins(self) -> PluginSet:
+        """Every plugin this service knows of, uploaded ones included, and their plan."""
+        return self.host.plugins
 
     async def plugin_installed(self, announcement: PluginInstalled) -> None:
         """A plugin was uploaded to the server: run it here too if this service needs it."""
@@ -124,7 +125,7 @@ class Service:
         the environment lacks it; False when there is nothing to do here (or it failed)."""
         if self.runs_version(upload):
             return False  # installed already (on the server, by the upload itself)
-        source = next((s for s in discover() if s.name == upload.plugin), None)
+        source = PluginSet.installed().source(upload.plugin)  # the environment now
         if source is None or source.manifest is None or \
                 source.manifest.version != upload.version:
             if self.kind not in upload.services and not self.uses_every_contract:

@@ -12,32 +12,22 @@ from dataclasses import dataclass
 from mesh import __version__
 from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token
 from mesh.config import SERVICE_KINDS, MeshSettings
-from mesh.plugin.discovery import discover
-from mesh.plugin.manifest import PluginManifest
-from mesh.plugin.ordering import plan_load_order
+from mesh.plugin.plugin_set import PluginSet
 
 
-def planned_banner(settings: MeshSettings, pids: dict[str, int]) -> str:
-    sources = discover()
-    manifests: dict[str, PluginManifest] = {
-        s.name: s.manifest for s in sources if s.manifest is not None
-    }
-    plan = plan_load_order(
-        manifests, disabled=settings.disabled_plugins,
-        broken={s.name: s.error or "" for s in sources if s.manifest is None},
-    )
+def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: PluginSet) -> str:
     lines = [f"mesh {__version__} — four processes on {redact(settings.broker_url or '')} "
              f"(exchange {settings.exchange})"]
     for kind in SERVICE_KINDS:
-        plugins = ", ".join(plan.for_service(kind, manifests)) or "no plugins"
-        lines.append(f"  {kind:<7} pid {pids[kind]:<8} {plugins}")
+        loaded = ", ".join(plugins.for_service(kind)) or "no plugins"
+        lines.append(f"  {kind:<7} pid {pids[kind]:<8} {loaded}")
     lines.append(f"  devices: http://{settings.client_host}:{settings.client_port}/")
     token, where = admin_token(settings)
     lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: {token}"
                  + (f"  (kept in {where})" if where else ""))
     lines.append(f"  sign in: {ADMIN_USER}, with the first password in "
                  f"{settings.data_dir / PASSWORD_FILE} (while it is unchanged)")
-    for name, reason in sorted(plan.refused.items()):
+    for name, reason in sorted(plugins.refused.items()):
         lines.append(f"  refused {name}: {reason}")
     return "\n".join(lines)
 
@@ -93,7 +83,9 @@ async def supervise(settings: MeshSettings) -> int:
     loop = asyncio.get_running_loop()
     services = {kind: Supervised(kind, await spawn(kind), loop.time())
                 for kind in SERVICE_KINDS}
-    print(planned_banner(settings, {k: s.proc.pid for k, s in services.items()}), flush=True)
+    plugins = PluginSet.installed(disabled=settings.disabled_plugins)
+    print(planned_banner(settings, {k: s.proc.pid for k, s in services.items()}, plugins),
+          flush=True)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,7 @@ from mesh.asyncapi import build_asyncapi, component_name
 from mesh.catalog import Catalog, TaskEntry, TopicEntry, build_catalog
 from mesh.cli.main import app
 from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 from tests.conftest import fixture_source
 from tests.processes import fixture_plugins_env
 
@@ -74,7 +75,7 @@ def mesh_here(*args: str, env: dict[str, str] | None = None) -> Result:
 
 @cache
 def installed() -> tuple[Catalog, Json]:
-    catalog = build_catalog(discover())
+    catalog = build_catalog(PluginSet.installed())
     return catalog, build_asyncapi(catalog, broker_url="amqp://guest:guest@127.0.0.1/",
                                    exchange="mesh")
 
@@ -212,7 +213,7 @@ def test_the_server_is_the_broker_without_its_credentials() -> None:
 
 def test_awkward_model_shapes_are_valid_asyncapi() -> None:
     """Tuples, discriminated unions, recursive models, enums, two models named Item."""
-    catalog = build_catalog([*discover(), fixture_source("shapes")])
+    catalog = build_catalog(PluginSet([*discover(), fixture_source("shapes")]))
     assert catalog.broken == []
     document = build_asyncapi(catalog)
     verdict = validate(document)
@@ -270,7 +271,7 @@ def test_contracts_list_cli() -> None:
             in result.stdout)
     as_json = mesh_here("contracts", "list", "--json")
     assert as_json.exit_code == 0, as_json.stderr
-    assert Catalog.model_validate_json(as_json.stdout) == build_catalog(discover())
+    assert Catalog.model_validate_json(as_json.stdout) == build_catalog(PluginSet.installed())
     disabled = mesh_here("contracts", "list", env={"MESH_DISABLED_PLUGINS": '["noop"]'})
     assert disabled.exit_code == 0, disabled.stderr
     assert "not in the catalog: greeter (refused: depends on noop, which is disabled)" in (

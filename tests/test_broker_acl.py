@@ -25,7 +25,7 @@ from mesh.broker_acl import broker_acl
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.catalog import build_catalog
 from mesh.config import MeshSettings
-from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 from mesh.programs import service_class
 from mesh.service import Service
 
@@ -34,7 +34,7 @@ KINDS = ("server", "client", "agent", "worker")
 
 
 def agent_acl() -> Any:
-    return next(a for a in broker_acl(build_catalog(discover()), exchange="mesh")
+    return next(a for a in broker_acl(build_catalog(PluginSet.installed()), exchange="mesh")
                 if a.kind == "agent")
 
 
@@ -99,7 +99,7 @@ async def mesh_under_acl(vhost: tuple[str, str], mesh_broker_url: str, tmp_path:
                                 shutdown_timeout=5)
         transport = RabbitTransport(urls[kind], exchange, connection_name=f"acl-test-{kind}",
                                     connect_timeout=5, max_backoff=0.5)
-        service = service_class(kind)(settings, transport, sources=discover())
+        service = service_class(kind)(settings, transport, plugins=PluginSet.installed())
         await service.start()
         services.append(service)
     try:

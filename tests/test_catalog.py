@@ -13,11 +13,12 @@ from mesh.catalog import ActionEntry, Catalog, RpcEntry, TopicEntry, build_catal
 from mesh.contract import Contract, Empty, TopicSnapshot, rpc
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.manifest import parse_manifest
+from mesh.plugin.plugin_set import PluginSet
 from tests.conftest import fixture_source
 
 
 def installed() -> Catalog:
-    return build_catalog(discover())
+    return build_catalog(PluginSet.installed())
 
 
 def made_up(name: str, contract: str) -> PluginSource:
@@ -99,7 +100,7 @@ def test_the_catalog_is_json_both_ways() -> None:
 
 
 def test_a_contract_that_fails_to_import_is_listed_with_its_error() -> None:
-    catalog = build_catalog([*discover(), fixture_source("bad_contract")])
+    catalog = build_catalog(PluginSet([*discover(), fixture_source("bad_contract")]))
     [bad] = catalog.broken
     assert bad.name == "bad_contract" and bad.status == "error" and bad.entries == 0
     assert bad.contract == "mesh_fixture_bad_contract.contract:BadContract"
@@ -110,12 +111,12 @@ def test_a_contract_that_fails_to_import_is_listed_with_its_error() -> None:
 
 
 def test_other_contract_failures_are_listed_too() -> None:
-    catalog = build_catalog([
+    catalog = build_catalog(PluginSet([
         made_up("missing", "mesh_fixture_nowhere.contract:Nothing"),
         made_up("impostor", "mesh_noop.contract:NoopContract"),
         made_up("notacontract", "mesh_noop.contract:EchoRequest"),
         made_up("undescribable", "tests.test_catalog:UndescribableContract"),
-    ])
+    ]))
     errors = {p.name: p.error for p in catalog.plugins}
     assert catalog.entries == [] and len(catalog.broken) == 4
     assert errors["missing"] == "ModuleNotFoundError: No module named 'mesh_fixture_nowhere'"
@@ -128,7 +129,8 @@ def test_other_contract_failures_are_listed_too() -> None:
 
 
 def test_disabled_refused_and_contractless_plugins() -> None:
-    catalog = build_catalog([*discover(), fixture_source("nodeps_api")], disabled=["noop"])
+    catalog = build_catalog(PluginSet([*discover(), fixture_source("nodeps_api")],
+                                      disabled=["noop"]))
     status = {p.name: (p.status, p.error) for p in catalog.plugins}
     assert status["noop"] == ("disabled", "disabled by configuration")
     assert status["greeter"] == ("refused", "depends on noop, which is disabled")

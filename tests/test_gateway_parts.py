@@ -11,6 +11,7 @@ import pytest
 from mesh.catalog import build_catalog
 from mesh.identity import Identity
 from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 from services.client.gateway import DeviceEntries
 from services.client.gateway.frames import DeviceError, TopicValues, read
 from services.client.gateway.subscriptions import Subscriptions
@@ -55,7 +56,7 @@ def test_topic_values_are_a_snapshot_then_updates_whatever_the_id(sub_id: Any) -
 
 @pytest.fixture(scope="module")
 def entries() -> DeviceEntries:
-    return DeviceEntries.from_catalog(build_catalog([*discover(), fixture_source("devices")]))
+    return DeviceEntries.from_catalog(build_catalog(PluginSet([*discover(), fixture_source("devices")])))
 
 
 def test_devices_may_use_topics_actions_and_open_rpcs_only(entries: DeviceEntries) -> None:
@@ -89,7 +90,7 @@ def test_disabled_and_refused_contracts_are_left_out() -> None:
     declare, is never served (without its check); the others are."""
     sources = [*discover(), fixture_source("devices"), fixture_source("undeclared"),
                fixture_source("bad_contract")]
-    entries = DeviceEntries.from_catalog(build_catalog(sources, disabled={"devices"}))
+    entries = DeviceEntries.from_catalog(build_catalog(PluginSet(sources, disabled={"devices"})))
     names = [n for kind in entries.describe(who("*")).values() for n in kind]
     assert not [n for n in names if n.split(".")[0] in ("devices", "undeclared",
                                                         "bad_contract")]

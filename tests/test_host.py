@@ -8,6 +8,7 @@ import pytest
 from mesh_fixture_boom.contract import BoomContract
 from mesh_greeter.contract import GreeterContract, GreetRequest
 from mesh_noop.contract import EchoRequest, NoopContract
+from structlog.testing import capture_logs
 
 from mesh.contract import Contract, Empty
 from mesh.errors import Unavailable
@@ -67,6 +68,21 @@ async def test_plugin_failing_on_import_is_isolated(memory_bus: Bus) -> None:
     server = await memory_bus.service("server", sources=[*discover(), bad])
     assert server.host.state("boom") is PluginState.FAILED
     assert "import failed: ModuleNotFoundError" in (server.host.records["boom"].error or "")
+    assert server.host.state("noop") is PluginState.STARTED
+
+
+async def test_an_unloadable_contract_fails_its_plugin_and_is_logged_once(
+        memory_bus: Bus) -> None:
+    with capture_logs() as logs:
+        server = await memory_bus.service("server", sources=sources("bad_contract"))
+        assert server.host.contract("bad_contract") is None
+        assert server.host.settings_for("bad_contract") is None
+    record = server.host.records["bad_contract"]
+    assert record.state is PluginState.FAILED
+    assert "ValueError: bad_contract.ping declares Oops" in (record.error or "")
+    [logged] = [e for e in logs if e["event"] == "plugin.contract_unloadable"]
+    assert logged["plugin"] == "bad_contract" and logged["log_level"] == "error"
+    assert logged["error"].startswith("ValueError: bad_contract.ping declares Oops")
     assert server.host.state("noop") is PluginState.STARTED
 
 

@@ -27,6 +27,7 @@ from mesh.invoke import (
 from mesh.middleware import default_middleware
 from mesh.names import rpc_key
 from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc import wire
 from mesh.service import Service
 from services.client import ClientService
@@ -65,7 +66,7 @@ async def service(bus: Bus, cls: type[Service], *middleware: Middleware,
                   sources: list[Any] | None = None, **settings: Any) -> Service:
     """A started service of `cls` on `bus` running `middleware` after the default links."""
     made = cls(bus.settings(**settings), bus.transport(f"test-{cls.kind}-{uuid.uuid4().hex[:6]}"),
-               sources=list(discover() if sources is None else sources),
+               plugins=PluginSet(discover() if sources is None else sources),
                middleware=[*default_middleware(), *middleware])
     bus.services.append(made)
     await made.start()

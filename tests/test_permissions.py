@@ -22,6 +22,7 @@ from mesh.plugin.discovery import discover
 from mesh.plugin.host import PluginState
 from mesh.plugin.manifest import ManifestError, parse_manifest
 from mesh.plugin.ordering import plan_load_order
+from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.client import RpcClient
 from services.client import ClientService
 from services.server import ServerService
@@ -116,7 +117,7 @@ def test_mesh_plugin_list_shows_why(tmp_path: Path) -> None:
 async def test_a_contract_naming_an_undeclared_permission_is_never_served(memory_bus: Bus
                                                                          ) -> None:
     sources = [*discover(), fixture_source("undeclared")]
-    catalog = build_catalog(sources)
+    catalog = build_catalog(PluginSet(sources))
     entry = next(p for p in catalog.plugins if p.name == "undeclared")
     reason = ("undeclared.poke needs permission undeclared/things/poke, which undeclared's "
               "manifest neither declares nor lists under [permissions.requires]")

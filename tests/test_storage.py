@@ -11,6 +11,7 @@ from sqlalchemy import inspect, text
 
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.host import PluginState
+from mesh.plugin.plugin_set import PluginSet
 from mesh.storage.database import Database
 from mesh.storage.migrations import Migrator, PluginStorage
 from tests.conftest import Bus, fixture_source
@@ -28,7 +29,7 @@ async def database(db_url: str) -> AsyncIterator[Database]:
 
 
 def migrator(database: Database, *names: str) -> Migrator:
-    return Migrator.for_sources(database, sources(*names), list(names))
+    return Migrator.for_plugins(database, PluginSet(sources(*names)))
 
 
 async def tables(database: Database, schema: str) -> set[str]:
@@ -246,8 +247,7 @@ async def test_sqlite_files_are_private_to_their_owner(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     database = Database(f"sqlite+aiosqlite:///{folder / 'mesh.sqlite'}")
     try:
-        assert (await Migrator.for_sources(database, sources("store_a"), ["store_a"])
-                .upgrade_all()).ok
+        assert (await migrator(database, "store_a").upgrade_all()).ok
     finally:
         await database.close()
     files = sorted(p.name for p in folder.iterdir())

@@ -20,7 +20,7 @@ import sys
 import sysconfig
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib.metadata import distributions
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import pytest
 
 from mesh.plugin.discovery import discover, import_entry
 from mesh.plugin.part import PluginPart
+from mesh.plugin.plugin_set import PluginSet
 from mesh.plugin.upload import (
     INSTALL_CODES,
     REJECT_CODES,
@@ -711,7 +712,14 @@ async def test_not_discovered_after_install_is_undone(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(install_module, "discover", lambda: [])
+    class NothingInstalled(PluginSet):
+        """What the installer finds after pip: nothing (the checks before it see it all)."""
+
+        @classmethod
+        def installed(cls, *, disabled: Iterable[str] = ()) -> PluginSet:
+            return PluginSet([])
+
+    monkeypatch.setattr(install_module, "PluginSet", NothingInstalled)
     installer = PluginInstaller(WheelStore(tmp_path / "wheels"))
     with pytest.raises(InstallFailed) as caught:
         await installer.install(built["1.0.0"])

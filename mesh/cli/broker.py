@@ -16,7 +16,7 @@ from mesh.broker_acl import KindAcl, broker_acl
 from mesh.catalog import build_catalog
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
-from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 
 broker_app = typer.Typer(help="RabbitMQ users and permissions for the services.",
                          no_args_is_help=True)
@@ -68,7 +68,7 @@ def acl(
     and which routing keys it may publish and bind on the mesh exchange."""
     settings = settings_or_exit()
     host = vhost or vhost_of(settings.broker_url)
-    catalog = build_catalog(discover(), disabled=settings.disabled_plugins)
+    catalog = build_catalog(PluginSet.installed(disabled=settings.disabled_plugins))
     acls = broker_acl(catalog, exchange=settings.exchange, prefix=prefix)
     if as_json and not apply:
         typer.echo(json.dumps({"vhost": host, "exchange": settings.exchange,

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from mesh.admin_credentials import admin_token
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
-from mesh.contract import Contract, Rpc
+from mesh.contract import Rpc
 from mesh.errors import RpcError
-from mesh.plugin.discovery import discover, import_entry
+from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 from mesh.validation import field_errors
 
 
@@ -22,18 +22,17 @@ def find_rpc(target: str) -> Rpc[Any, Any]:
     plugin, _, name = target.partition(".")
     if not plugin or not name:
         raise fail(f"name the RPC as plugin.rpc, not {target!r}")
-    sources = {s.name: s for s in discover()}
-    source = sources.get(plugin)
-    if source is None:
-        raise fail(f"unknown plugin {plugin!r} (installed: {', '.join(sorted(sources)) or 'none'})")
-    if source.manifest is None:
-        raise fail(f"plugin {plugin!r} is broken: {source.error}")
-    if source.manifest.contract is None:
-        raise fail(f"plugin {plugin!r} declares no contract, so it has no RPCs")
+    plugins = PluginSet.installed()
+    if plugin not in plugins:
+        raise fail(f"unknown plugin {plugin!r} (installed: {', '.join(plugins.sources) or 'none'})")
+    if plugin in plugins.broken:
+        raise fail(f"plugin {plugin!r} is broken: {plugins.broken[plugin]}")
     try:
-        contract = import_entry(source.manifest.contract, Contract)
-    except (ImportError, TypeError) as exc:
-        raise fail(f"cannot load {plugin}'s contract: {exc}", 1) from None
+        contract = plugins.contract(plugin)
+    except ContractUnloadable as exc:
+        raise fail(f"cannot load {plugin}'s contract: {exc.reason}", 1) from None
+    if contract is None:
+        raise fail(f"plugin {plugin!r} declares no contract, so it has no RPCs")
     rpc = contract.get_rpc(name)
     if rpc is None:
         raise fail(f"plugin {plugin!r} has no RPC {name!r} "

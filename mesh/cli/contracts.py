@@ -16,7 +16,7 @@ import typer
 from mesh.catalog import Catalog, build_catalog
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
-from mesh.plugin.discovery import discover
+from mesh.plugin.plugin_set import PluginSet
 
 contracts_app = typer.Typer(
     help="The contract catalog and the AsyncAPI document of the mesh.", no_args_is_help=True
@@ -24,7 +24,7 @@ contracts_app = typer.Typer(
 
 
 def _catalog(settings: MeshSettings) -> Catalog:
-    return build_catalog(discover(), disabled=settings.disabled_plugins)
+    return build_catalog(PluginSet.installed(disabled=settings.disabled_plugins))
 
 
 def _exit_if_broken(catalog: Catalog) -> None:

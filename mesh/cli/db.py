@@ -13,8 +13,7 @@ import typer
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.platform.store import platform_storage
-from mesh.plugin.discovery import discover
-from mesh.plugin.ordering import plan_load_order
+from mesh.plugin.plugin_set import PluginSet
 from mesh.storage.database import Database, database_url
 from mesh.storage.migrations import MigrationError, Migrator, UpgradeResult
 
@@ -26,15 +25,12 @@ PluginOption = Annotated[str, typer.Option("--plugin", "-p", help="The plugin's 
 def with_migrator(work: Callable[[Migrator], Awaitable[T]]) -> T:
     """Run `work` with a migrator over every installed, enabled plugin that has storage."""
     settings: MeshSettings = settings_or_exit()
-    sources = discover()
-    manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
-    plan = plan_load_order(manifests, disabled=settings.disabled_plugins,
-                           broken={s.name: s.error or "" for s in sources if s.manifest is None})
+    plugins = PluginSet.installed(disabled=settings.disabled_plugins)
 
     async def run() -> T:
         database = Database(database_url(settings))
         try:
-            return await work(Migrator.for_sources(database, sources, plan.order,
+            return await work(Migrator.for_plugins(database, plugins,
                                                    first=[platform_storage()]))
         finally:
             await database.close()

@@ -11,9 +11,8 @@ from typing import Annotated
 import typer
 
 from mesh.cli.errors import fail, settings_or_exit
-from mesh.config import SERVICE_KINDS, MeshSettings
-from mesh.plugin.discovery import discover
-from mesh.plugin.ordering import plan_load_order
+from mesh.config import SERVICE_KINDS
+from mesh.plugin.plugin_set import PluginSet
 
 plugin_app = typer.Typer(help="Inspect plugins, and make new ones.", no_args_is_help=True)
 
@@ -31,18 +30,10 @@ class PluginRow:
     load_position: int | None
 
 
-def plugin_rows(settings: MeshSettings) -> tuple[list[PluginRow], list[str]]:
-    sources = discover()
-    manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
-    plan = plan_load_order(
-        manifests, disabled=settings.disabled_plugins,
-        broken={s.name: s.error or "" for s in sources if s.manifest is None},
-    )
+def plugin_rows(plugins: PluginSet) -> tuple[list[PluginRow], list[str]]:
     rows = []
-    for source in sources:
+    for source in plugins:
         m = source.manifest
-        status = ("disabled" if source.name in plan.disabled
-                  else "refused" if source.name in plan.refused else "ok")
         rows.append(PluginRow(
             name=source.name,
             title=m.title if m else None,
@@ -50,11 +41,12 @@ def plugin_rows(settings: MeshSettings) -> tuple[list[PluginRow], list[str]]:
             services=[k for k in SERVICE_KINDS if m and k in m.services],
             depends=dict(m.depends) if m else {},
             distribution=source.distribution,
-            status=status,
-            reason=plan.refused.get(source.name),
-            load_position=plan.order.index(source.name) + 1 if source.name in plan.order else None,
+            status=plugins.status(source.name),
+            reason=plugins.refused.get(source.name),
+            load_position=plugins.order.index(source.name) + 1
+            if source.name in plugins.order else None,
         ))
-    return rows, plan.order
+    return rows, plugins.order
 
 
 @plugin_app.command("list")
@@ -62,7 +54,8 @@ def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every discovered plugin: version, services, dependencies, load order, refusals."""
-    rows, order = plugin_rows(settings_or_exit())
+    settings = settings_or_exit()
+    rows, order = plugin_rows(PluginSet.installed(disabled=settings.disabled_plugins))
     if as_json:
         data = {"plugins": [asdict(r) for r in rows], "load_order": order}
         typer.echo(json.dumps(data, indent=2))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -20,8 +20,9 @@ from mesh.errors import PluginError
 from mesh.permissions import contract_problem, declared_permissions
 from mesh.plugin.discovery import PluginSource, import_entry
 from mesh.plugin.manifest import PluginManifest
-from mesh.plugin.ordering import LoadPlan, plan_load_order
+from mesh.plugin.ordering import LoadPlan
 from mesh.plugin.part import PluginContext, PluginPart, ServiceFacilities
+from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 from mesh.storage.database import Database
 
 if TYPE_CHECKING:
@@ -63,10 +64,9 @@ class PluginHost:
         *,
         service: str,
         instance: str,
-        sources: list[PluginSource],
+        plugins: PluginSet,
         caller: Caller,
         binders: Sequence[BinderKind],
-        disabled: set[str] | frozenset[str] = frozenset(),
         database: Database | None = None,
     ) -> None:
         self.service = service
@@ -74,27 +74,31 @@ class PluginHost:
         self.binder_kinds = tuple(binders)
         self.settings: dict[str, BaseModel] = {}
         self.runtime_disabled: set[str] = set()
-        self._contracts: dict[str, type[Contract] | None] = {}
+        self._unloadable_logged: set[str] = set()
         self.facilities = ServiceFacilities(
             service=service, instance=instance, caller=caller, database=database,
             settings_for=self.settings_for, published_api=self.published_api,
             declared_permissions=self.declared_permissions)
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
-        self.config_disabled = set(disabled)
-        self.sources = {s.name: s for s in sources}
+        self.plugins = plugins
         self.records: dict[str, PluginRecord] = {}
         self._plan()
 
+    @property
+    def sources(self) -> Mapping[str, PluginSource]:
+        """Every plugin this host knows of, by name (the plugin set's sources)."""
+        return self.plugins.sources
+
+    @property
+    def plan(self) -> LoadPlan:
+        """The plugin set's load plan: order, refused, disabled by configuration."""
+        return self.plugins.plan
+
     def _plan(self) -> None:
-        """Order the plugins from their sources; records of plugins new to this host are
-        added, stopped (or refused, or disabled by configuration)."""
-        sources = list(self.sources.values())
-        manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
-        broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
-        self.plan: LoadPlan = plan_load_order(manifests, disabled=self.config_disabled,
-                                              broken=broken)
-        self.order = self.plan.for_service(self.service, manifests)
-        for source in sources:
+        """Take the plan of the plugin set; records of plugins new to this host are added,
+        stopped (or refused, or disabled by configuration)."""
+        self.order = self.plugins.for_service(self.service)
+        for source in self.plugins:
             manifest = source.manifest
             if manifest is not None and self.service not in manifest.services:
                 continue
@@ -117,16 +121,16 @@ class PluginHost:
         stopped = await self.stop(source.name) if source.name in self.records else []
         if source.manifest is not None:
             _forget_modules(source.package)
-        self.sources[source.name] = source
-        self._contracts.pop(source.name, None)
+        self.plugins = self.plugins.with_source(source)
+        self._unloadable_logged.discard(source.name)
         self._plan()
         return stopped
 
     def uninstall(self, name: str) -> None:
         """Forget a plugin that was taken out again (its install rolled back)."""
-        self.sources.pop(name, None)
+        self.plugins = self.plugins.without(name)
         self.records.pop(name, None)
-        self._contracts.pop(name, None)
+        self._unloadable_logged.discard(name)
         self._plan()
 
     # -- queries ---------------------------------------------------------------------------
@@ -158,16 +162,16 @@ class PluginHost:
         return [n for n in reversed(self.order) if n in needed and n != name]
 
     def contract(self, name: str) -> type[Contract] | None:
-        """The plugin's contract class, imported once (contracts are pure data)."""
-        if name not in self._contracts:
-            record = self.records.get(name)
-            entry = record.manifest.contract if record and record.manifest else None
-            try:
-                self._contracts[name] = import_entry(entry, Contract) if entry else None
-            except (ImportError, TypeError, ValueError) as exc:
-                self.log.error("plugin.contract_unloadable", plugin=name, error=str(exc))
-                self._contracts[name] = None
-        return self._contracts[name]
+        """The plugin's contract class (the plugin set imports it once); None when it
+        declares none or it cannot be imported, which is logged once."""
+        try:
+            return self.plugins.contract(name)
+        except ContractUnloadable as exc:
+            if name not in self._unloadable_logged:
+                self._unloadable_logged.add(name)
+                self.log.error("plugin.contract_unloadable", plugin=name, contract=exc.entry,
+                               error=exc.reason)
+            return None
 
     def settings_for(self, name: str) -> BaseModel | None:
         """The plugin's current settings: the stored values over the model's defaults."""

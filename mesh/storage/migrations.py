@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from alembic import command
@@ -33,6 +33,9 @@ from sqlalchemy.engine import Connection
 
 from mesh.plugin.discovery import PluginSource
 from mesh.storage.database import Database
+
+if TYPE_CHECKING:
+    from mesh.plugin.plugin_set import PluginSet
 
 ALEMBIC_DIR = Path(__file__).parent / "environment"
 LOCK_KEY = 0x6D657368  # "mesh": the advisory lock every migrator takes
@@ -247,15 +250,15 @@ class Migrator:
         self.cache = HeadsCache(heads_cache)
 
     @classmethod
-    def for_sources(cls, database: Database, sources: Sequence[PluginSource],
-                    order: Sequence[str], *, first: Sequence[PluginStorage] = (),
+    def for_plugins(cls, database: Database, plugins: PluginSet, *,
+                    first: Sequence[PluginStorage] = (),
                     heads_cache: Path | None = None) -> Migrator:
-        """The plugins' storages in load order, after `first` (the platform's schema)."""
-        by_name = {s.name: s for s in sources}
-        storages = [*first, *(st for name in order
-                              if (st := PluginStorage.from_source(by_name[name])) is not None)]
-        depends = {name: set(by_name[name].manifest.depends)  # type: ignore[union-attr]
-                   for name in order}
+        """The storages of the plugins that load, in load order, after `first` (the
+        platform's schema)."""
+        storages = [*first, *(st for name in plugins.order
+                              if (st := PluginStorage.from_source(plugins.sources[name]))
+                              is not None)]
+        depends = {name: set(plugins.manifests[name].depends) for name in plugins.order}
         return cls(database, storages, depends, heads_cache=heads_cache)
 
     def storage(self, plugin: str) -> PluginStorage:

@@ -20,7 +20,8 @@ from mesh.bus.memory import MemoryBroker
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.bus.transport import Transport
 from mesh.config import MeshSettings
-from mesh.plugin.discovery import PluginSource, discover
+from mesh.plugin.discovery import PluginSource
+from mesh.plugin.plugin_set import PluginSet
 from mesh.programs import service_class
 from mesh.service import Service
 
@@ -109,10 +110,11 @@ class Bus:
     ) -> Service:
         """A service of `kind` on this bus, with `sources` (default: every installed plugin)
         and `settings` over the test defaults (free ports, short heartbeats)."""
-        service = service_class(kind)(
-            self.settings(**settings), self.transport(f"test-{kind}-{self.exchange}"),
-            sources=list(discover() if sources is None else sources),
-        )
+        config = self.settings(**settings)
+        plugins = (PluginSet.installed(disabled=config.disabled_plugins) if sources is None
+                   else PluginSet(sources, disabled=config.disabled_plugins))
+        service = service_class(kind)(config, self.transport(f"test-{kind}-{self.exchange}"),
+                                      plugins=plugins)
         self.services.append(service)
         if start:
             await service.start()

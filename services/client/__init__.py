@@ -16,6 +16,7 @@ from mesh.health import local_url
 from mesh.identity import Invalidation
 from mesh.names import INVALIDATE_KEY, STATE_KEY, switch_key
 from mesh.observable.cache import ObservableCache
+from mesh.plugin.plugin_set import PluginSet
 from mesh.service import Service
 from mesh.web import WebServer
 from services.client.auth import TokenCache
@@ -42,8 +43,9 @@ class ClientService(Service):
 
     def device_entries(self) -> DeviceEntries:
         """What devices may use: the catalog of the plugins that run, on any service."""
-        disabled = set(self.settings.disabled_plugins) | self.switched_off
-        return DeviceEntries.from_catalog(build_catalog(self.sources, disabled=disabled))
+        plugins = self.plugins
+        running = PluginSet(plugins, disabled=plugins.disabled | self.switched_off)
+        return DeviceEntries.from_catalog(build_catalog(running))
 
     def _refresh_entries(self) -> None:
         if self.gateway is not None:

@@ -31,7 +31,7 @@ from mesh.names import STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
-from mesh.plugin.discovery import PluginSource, import_entry
+from mesh.plugin.discovery import PluginSource
 from mesh.plugin.host import PluginState
 from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
 from mesh.rpc.binder import RpcBinder
@@ -77,8 +77,7 @@ class ServerService(Service):
     def migrator(self) -> Migrator:
         """The platform's schema first, then every enabled plugin's, in dependency order."""
         assert self.database is not None
-        return Migrator.for_sources(self.database, self.sources, self.host.plan.order,
-                                    first=[platform_storage()],
+        return Migrator.for_plugins(self.database, self.plugins, first=[platform_storage()],
                                     heads_cache=self.settings.data_dir / "migration-heads.json")
 
     async def prepare(self) -> None:
@@ -192,7 +191,7 @@ class ServerService(Service):
         installer = self.installer()
         installed = await installer.install(data, filename=filename)
         source, version = installed.source, installed.info.version
-        previous = self.host.sources.get(source.name)
+        previous = self.plugins.source(source.name)
         await self.host.install(source)
         failure = await self._migrate_and_start(source.name)
         if failure is not None:
@@ -237,12 +236,6 @@ class ServerService(Service):
         return WheelFile(filename=stored.path.name, sha256=hashlib.sha256(data).hexdigest(),
                          data=base64.b64encode(data).decode())
 
-    def contract(self, plugin: str) -> type[Contract] | None:
-        source = next((s for s in self.sources if s.name == plugin), None)
-        if source is None or source.manifest is None or source.manifest.contract is None:
-            return None
-        return import_entry(source.manifest.contract, Contract)
-
     async def set_enabled(self, plugins: list[str], enabled: bool, by: str) -> None:
         """Persist the choice and tell every service (this one included) over the bus."""
         await self.store.set_enabled(plugins, enabled, by)
@@ -252,7 +245,7 @@ class ServerService(Service):
 
     async def set_settings(self, plugin: str, values: dict[str, Any]) -> BaseModel:
         """Validate (raises pydantic's ValidationError), persist, and push to every service."""
-        contract = self.contract(plugin)
+        contract = self.host.contract(plugin)
         model = contract.settings_model if contract else None
         if model is None:
             raise PluginError(f"{plugin} declares no settings")

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import structlog
 from packaging.utils import NormalizedName, canonicalize_name
 
-from mesh.plugin.discovery import PluginSource, discover
-from mesh.plugin.ordering import plan_load_order
+from mesh.plugin.discovery import PluginSource
+from mesh.plugin.plugin_set import PluginSet
 from mesh.plugin.upload import environment
 from mesh.plugin.upload.errors import InstallFailed, WheelRejected
 from mesh.plugin.upload.store import StoredWheel, WheelStore
@@ -203,20 +203,20 @@ class PluginInstaller:
     def _discovered(self, info: WheelInfo) -> PluginSource:
         """Discovery, as every service will run it, must now find the plugin."""
         importlib.invalidate_caches()
-        for source in discover():
-            if source.name != info.plugin:
-                continue
-            if source.manifest is None:
-                raise InstallFailed("not_discovered", f"{info.plugin} was installed but "
-                                    f"discovery refuses it: {source.error}")
-            owner = canonicalize_name(source.distribution or "")
-            if owner != info.distribution or source.manifest.version != info.version:
-                raise InstallFailed("not_discovered", f"after installing {info.distribution} "
-                                    f"{info.version}, discovery finds {info.plugin} "
-                                    f"{source.manifest.version} from {source.distribution}")
-            return source
-        raise InstallFailed("not_discovered", f"{info.distribution} {info.version} was "
-                            f"installed but discovery does not find the plugin {info.plugin}")
+        source = PluginSet.installed().source(info.plugin)
+        if source is None:
+            raise InstallFailed("not_discovered", f"{info.distribution} {info.version} was "
+                                "installed but discovery does not find the plugin "
+                                f"{info.plugin}")
+        if source.manifest is None:
+            raise InstallFailed("not_discovered", f"{info.plugin} was installed but "
+                                f"discovery refuses it: {source.error}")
+        owner = canonicalize_name(source.distribution or "")
+        if owner != info.distribution or source.manifest.version != info.version:
+            raise InstallFailed("not_discovered", f"after installing {info.distribution} "
+                                f"{info.version}, discovery finds {info.plugin} "
+                                f"{source.manifest.version} from {source.distribution}")
+        return source
 
     async def _restore(
         self, info: WheelInfo, previous: StoredWheel | None,
@@ -271,19 +271,13 @@ class PluginInstaller:
 
     async def _uninstall(self, plugin: str) -> Removed:
         importlib.invalidate_caches()
-        sources = discover()
-        source = next((s for s in sources if s.name == plugin), None)
+        plugins = PluginSet.installed()
+        source = plugins.source(plugin)
         if source is None or source.distribution is None:
             raise InstallFailed("not_installed", f"no plugin {plugin!r} is installed")
         dist = canonicalize_name(source.distribution)
-        manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
-        broken = {s.name: s.error or "unreadable" for s in sources if s.manifest is None}
-        others = {n: m for n, m in manifests.items() if n != plugin}
-        before_plan = plan_load_order(manifests, broken=broken)
-        after_plan = plan_load_order(others, broken={k: v for k, v in broken.items()
-                                                     if k != plugin})
-        harmed = [f"{n}: {after_plan.refused[n]}" for n in before_plan.order
-                  if n in after_plan.refused]
+        after = plugins.without(plugin)
+        harmed = [f"{n}: {after.refused[n]}" for n in plugins.order if n in after.refused]
         harmed += environment.dependents_of(dist, None)
         if harmed:
             raise InstallFailed("has_dependents", f"{plugin} is still needed: "

@@ -36,9 +36,9 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from mesh.plugin.discovery import ENTRY_POINT_GROUP, discover
+from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource
 from mesh.plugin.manifest import MANIFEST_FILE, ManifestError, PluginManifest, parse_manifest
-from mesh.plugin.ordering import plan_load_order
+from mesh.plugin.plugin_set import PluginSet
 from mesh.plugin.upload import environment
 from mesh.plugin.upload.errors import WheelRejected
 
@@ -467,8 +467,8 @@ def check_environment(info: WheelInfo) -> WheelInfo:
                                 f"installed and {info.version} is older; the plugin's database "
                                 "may already be migrated past it. Upload a higher version")
 
-    sources = discover()
-    for source in sources:
+    plugins = PluginSet.installed()
+    for source in plugins:
         owner = canonicalize_name(source.distribution) if source.distribution else None
         if source.name == info.plugin and owner != info.distribution:
             raise WheelRejected("name_taken", f"the plugin name {info.plugin!r} is already used "
@@ -496,15 +496,12 @@ def check_environment(info: WheelInfo) -> WheelInfo:
         raise WheelRejected("missing_dependencies", "mesh installs plugins without their "
                             "dependencies, and these are not installed: " + "; ".join(missing))
 
-    manifests = {s.name: s.manifest for s in sources if s.manifest is not None}
-    broken = {s.name: s.error or "unreadable" for s in sources
-              if s.manifest is None and s.name != info.plugin}
-    before = plan_load_order(manifests, broken=broken)
-    after = plan_load_order({**manifests, info.plugin: info.manifest}, broken=broken)
+    after = plugins.with_source(PluginSource(info.plugin, info.package, None, info.manifest,
+                                             distribution=info.distribution))
     if info.plugin in after.refused:
         raise WheelRejected("unmet_depends", f"{info.plugin} would not load: "
                             f"{after.refused[info.plugin]}")
-    harmed = [f"{n}: {after.refused[n]}" for n in before.order if n in after.refused]
+    harmed = [f"{n}: {after.refused[n]}" for n in plugins.order if n in after.refused]
     if current is not None:
         harmed += environment.dependents_of(info.distribution, info.version, dists)
     if harmed:

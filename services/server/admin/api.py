@@ -17,6 +17,7 @@ from mesh.catalog import Catalog, build_catalog
 from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unavailable
 from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
+from mesh.plugin.discovery import PluginSource
 from mesh.plugin.upload import InstallFailed, WheelRejected
 from mesh.validation import field_errors
 
@@ -167,23 +168,19 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         """Who the bearer token is, and the permissions it holds."""
         return identity
 
-    def sources() -> dict[str, Any]:
-        return {s.name: s for s in server.sources}
-
-    def known(name: str) -> Any:
-        source = sources().get(name)
+    def known(name: str) -> PluginSource:
+        source = server.plugins.source(name)
         if source is None:
             raise error(404, "unknown_plugin", f"no plugin {name!r} is installed")
         return source
 
     async def dependents(name: str) -> list[str]:
         """Enabled plugins that need `name`, directly or not, dependents of dependents first."""
-        plan = server.host.plan
-        manifests = {s.name: s.manifest for s in server.sources if s.manifest}
+        plugins = server.plugins
         off = await server.store.disabled()  # the record; hosts catch up over the bus
         needed, order = {name}, []
-        for other in plan.order:
-            if other not in off and needed & set(manifests[other].depends):
+        for other in plugins.order:
+            if other not in off and needed & set(plugins.manifests[other].depends):
                 needed.add(other)
                 order.append(other)
         return order[::-1]
@@ -199,7 +196,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
     async def plugin_view(name: str, migrations: dict[str, Any], off: set[str]) -> PluginView:
         source = known(name)
         manifest = source.manifest
-        plan = server.host.plan
+        plan = server.plugins.plan
         disabled = name in plan.disabled or name in off
         instances = [
             InstanceState(service=beat.service, instance=beat.instance, state=p.state,
@@ -207,7 +204,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
             for beat, alive, _ in server.directory.instances() if alive == "up"
             for p in beat.plugins if p.name == name
         ]
-        contract = server.contract(name) if manifest else None
+        contract = server.host.contract(name)
         migration = migrations.get(name)
         return PluginView(
             name=name, title=manifest.title if manifest else None,
@@ -233,7 +230,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
     async def list_plugins() -> list[PluginView]:
         """Every discovered plugin: manifest, state on each instance, migration, last error."""
         states, off = await migrations(), await server.store.disabled()
-        return [await plugin_view(name, states, off) for name in sorted(sources())]
+        return [await plugin_view(name, states, off) for name in server.plugins.sources]
 
     @api.get("/plugins/{name}",
               dependencies=view, response_model=PluginView, tags=["plugins"])
@@ -262,15 +259,15 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
               responses={409: {"model": ErrorBody, "description": "It cannot run"}})
     async def enable(name: str) -> SwitchResult:
         """Start the plugin on every service that runs it, now and after restarts."""
-        source = known(name)
-        plan = server.host.plan
+        known(name)
+        plan = server.plugins.plan
         if name in plan.disabled:
             raise error(409, "disabled_by_configuration",
                         f"{name} is disabled by configuration (MESH_DISABLED_PLUGINS)")
         if name in plan.refused:
             raise error(409, "refused", f"{name} cannot run: {plan.refused[name]}")
         disabled = await server.store.disabled()
-        off = [d for d in source.manifest.depends if d in disabled]
+        off = [d for d in server.plugins.manifests[name].depends if d in disabled]
         if off:
             raise error(409, "dependency_disabled",
                         f"{name} needs {', '.join(off)}, which an administrator disabled: "
@@ -280,7 +277,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
 
     def settings_model(name: str) -> type[BaseModel]:
         known(name)
-        contract = server.contract(name)
+        contract = server.host.contract(name)
         if contract is None or contract.settings_model is None:
             raise error(404, "no_settings", f"{name} declares no settings")
         return contract.settings_model
@@ -346,7 +343,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                             services=sorted(info.manifest.services))
 
     def catalog() -> Catalog:
-        return build_catalog(server.sources, disabled=server.host.config_disabled)
+        return build_catalog(server.plugins)
 
     @api.get("/contracts",
               dependencies=view, response_model=Catalog, tags=["contracts"])
@@ -378,7 +375,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         """Call an RPC as the command line does ("cli"), on the signed-in user's behalf: the
         reply, or its typed error. The RPC's own permission is needed too."""
         known(plugin)
-        contract = server.contract(plugin)
+        contract = server.host.contract(plugin)
         rpc = contract.get_rpc(name) if contract else None
         if rpc is None:
             raise error(404, "unknown_rpc", f"plugin {plugin!r} has no RPC {name!r}")
