@@ -56,7 +56,8 @@ def test_topic_values_are_a_snapshot_then_updates_whatever_the_id(sub_id: Any) -
 
 @pytest.fixture(scope="module")
 def entries() -> DeviceEntries:
-    return DeviceEntries.from_catalog(build_catalog(PluginSet([*discover(), fixture_source("devices")])))
+    plugins = PluginSet([*discover(), fixture_source("devices")])
+    return DeviceEntries.from_catalog(build_catalog(plugins))
 
 
 def test_devices_may_use_topics_actions_and_open_rpcs_only(entries: DeviceEntries) -> None:
