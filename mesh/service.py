@@ -202,7 +202,7 @@ class Service:
         await self.prepare()
         state = await self.platform_state()
         if state is not None:
-            self.host.runtime_disabled = set(state.disabled)
+            self.host.switched_off_before_start(state.disabled)
             for name, values in state.settings.items():
                 await self.host.update_settings(name, values)
             for upload in state.uploads:  # a new replica, or an environment made anew

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -213,6 +213,11 @@ class PluginHost:
         for name in self.order:
             if name not in disabled and name in self.runtime_disabled:
                 await self.switch(name, True)
+
+    def switched_off_before_start(self, names: Iterable[str]) -> None:
+        """The plugins an administrator switched off, as the server's state says when this
+        service starts: `start_all` leaves them disabled."""
+        self.runtime_disabled = set(names)
 
     async def switch(self, name: str, enabled: bool) -> None:
         """Start or stop a plugin at run time, as an administrator asked (over the bus)."""
