@@ -20,9 +20,14 @@ from tests.conftest import Bus
 
 
 @pytest.fixture
-async def directory(memory_bus: Bus, db_url: str) -> Any:
+async def server(memory_bus: Bus, db_url: str) -> ServerService:
     server = await memory_bus.service("server", database_url=db_url)
     assert isinstance(server, ServerService)
+    return server
+
+
+@pytest.fixture
+async def directory(server: ServerService) -> Any:
     return server.identity.provider()
 
 
@@ -92,9 +97,10 @@ async def test_roles_give_permissions_and_changes_apply_to_live_tokens(directory
     assert users["cy"].sessions == 1 and users["cy"].roles == ["admin-view"]
 
 
-async def test_wrong_passwords_in_a_row_lock_the_user_for_a_while(directory: Any) -> None:
-    host = directory.ctx._host
-    host.settings["identity"] = IdentitySettings(max_failed_sign_ins=3, lockout_s=1)
+async def test_wrong_passwords_in_a_row_lock_the_user_for_a_while(
+        server: ServerService, directory: Any) -> None:
+    await server.host.update_settings(
+        "identity", IdentitySettings(max_failed_sign_ins=3, lockout_s=1).model_dump())
     await directory.put_user(PutUser(username="eve", password="right-password"))
     for _ in range(2):
         with pytest.raises(Unauthenticated, match="wrong username or password"):
@@ -117,9 +123,10 @@ async def test_wrong_passwords_in_a_row_lock_the_user_for_a_while(directory: Any
     assert (await directory.sign_in("eve", "right-password")).identity.user == "eve"
 
 
-async def test_an_administrator_unlocks_a_user_and_zero_never_locks(directory: Any) -> None:
-    host = directory.ctx._host
-    host.settings["identity"] = IdentitySettings(max_failed_sign_ins=2, lockout_s=3600)
+async def test_an_administrator_unlocks_a_user_and_zero_never_locks(
+        server: ServerService, directory: Any) -> None:
+    await server.host.update_settings(
+        "identity", IdentitySettings(max_failed_sign_ins=2, lockout_s=3600).model_dump())
     await directory.put_user(PutUser(username="fay", password="right-password"))
     for _ in range(2):
         with pytest.raises(Unauthenticated):
@@ -128,7 +135,8 @@ async def test_an_administrator_unlocks_a_user_and_zero_never_locks(directory: A
         await directory.sign_in("fay", "right-password")
     await directory.put_user(PutUser(username="fay"))  # any change by an administrator
     await directory.sign_in("fay", "right-password")
-    host.settings["identity"] = IdentitySettings(max_failed_sign_ins=0)
+    await server.host.update_settings(
+        "identity", IdentitySettings(max_failed_sign_ins=0).model_dump())
     for _ in range(5):
         with pytest.raises(Unauthenticated, match="wrong username or password"):
             await directory.sign_in("fay", "wrong-password")
