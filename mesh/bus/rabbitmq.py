@@ -262,9 +262,9 @@ class RabbitTransport(Transport):
                 await plain.exchange_declare(
                     exchange=self.exchange, exchange_type="topic", durable=True
                 )
-            for name, kind in self._exchanges.items():
+            for name, kind in list(self._exchanges.items()):
                 await plain.exchange_declare(exchange=name, exchange_type=kind, durable=True)
-            for queue in self._queues.values():
+            for queue in list(self._queues.values()):
                 await self._declare(plain, queue)
             if self._reply_handler is not None:
                 await confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
