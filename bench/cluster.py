@@ -269,6 +269,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queues", choices=("today", "quorum", "both"), default="both",
                         help="today's queues, RPC and results queues as quorum queues, or "
                              "both runs one after the other (%(default)s)")
+    parser.add_argument("--log-level", default="ERROR",
+                        help="the services' log level, to stderr (%(default)s)")
     parser.add_argument("--recover", type=float, default=30.0,
                         help="seconds after the kill before what is not done counts lost")
 
@@ -276,7 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mesh.log import configure_logging
 
-    configure_logging("ERROR")  # the reconnect warnings of a node loss are expected here
+    configure_logging(args.log_level)  # a node loss's reconnect warnings are expected here
     urls = cluster("start").split(",")
     kinds = ("today", "quorum") if args.queues == "both" else (args.queues,)
     runs = []
