@@ -22,6 +22,7 @@ from contracts.observable import Hello, Watch
 from contracts.platform import Heartbeat
 from contracts.rpc import ErrorReply
 from mesh import __version__, names
+from mesh.broker_urls import split_broker_urls
 from mesh.catalog import (
     ActionEntry,
     Catalog,
@@ -607,7 +608,8 @@ def _server(broker_url: str | None) -> tuple[Json, str]:
             "The embedded mesh routes exactly the same on its in-process bus.",
             "security": [{"$ref": "#/components/securitySchemes/broker"}],
         }, "/"
-    parts = urlsplit(broker_url)
+    urls = split_broker_urls(broker_url)  # the nodes of one cluster share one vhost
+    parts = urlsplit(urls[0])
     if parts.scheme not in ("amqp", "amqps"):
         raise ValueError(f"the broker URL must start with amqp:// or amqps://, not "
                          f"{parts.scheme or '(no scheme)'}")
@@ -620,7 +622,8 @@ def _server(broker_url: str | None) -> tuple[Json, str]:
         "host": f"{host}:{port}", "protocol": parts.scheme, "protocolVersion": "0.9.1",
         "pathname": parts.path or "/",
         "description": f"RabbitMQ, virtual host `{vhost}`: the mesh's topic exchange and "
-        "every queue live here.",
+        "every queue live here." + (f" One of {len(urls)} nodes of a cluster; services connect "
+                                    "to any of them." if len(urls) > 1 else ""),
         "security": [{"$ref": "#/components/securitySchemes/broker"}],
     }, vhost
 

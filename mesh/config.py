@@ -15,6 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mesh.broker_urls import split_broker_urls
 from mesh.cpus import usable_cpus
 
 SERVICE_KINDS: tuple[str, ...] = ("server", "client", "agent", "worker")
@@ -31,7 +32,8 @@ class MeshSettings(BaseSettings):
 
     broker_url: str | None = Field(
         default=None,
-        description="amqp:// URL of RabbitMQ. Unset: the embedded in-process bus.",
+        description="amqp:// URL of RabbitMQ, or the comma-separated URLs of a cluster's nodes "
+        "(one vhost; a service fails over between them). Unset: the embedded in-process bus.",
     )
     exchange: str = Field(
         default="mesh",
@@ -113,6 +115,13 @@ class MeshSettings(BaseSettings):
         "terminal, JSON otherwise.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR (any case).")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_urls(cls, value: str | None) -> str | None:
+        if value and value.strip():
+            split_broker_urls(value)  # a clear error now, not a failed connect later
+        return value
 
     @field_validator("event_loop")
     @classmethod

@@ -4,6 +4,8 @@ aio-pika opens the connection and channels; the hot path (publish, deliver, ack)
 channel underneath (aiormq) directly, so a message costs no wrapper objects. The transport
 remembers the queues and consumers it was asked for and, when the connection drops, reconnects
 with backoff and declares them again: callers above never see a reconnect, only a short wait.
+Given the nodes of a cluster (several URLs), it connects to one, in an order shuffled per
+transport, and a reconnect tries the node after the lost one first, then the rest in turn.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
+from mesh.broker_urls import failover_order, split_broker_urls
 from mesh.bus.message import DeliveryHandler, Message, QueueSpec, ReplyHandler
 from mesh.bus.transport import ChannelError, Consumer, Transport, TransportClosed, Unroutable
 
@@ -175,6 +178,9 @@ class RabbitTransport(Transport):
     ) -> None:
         super().__init__(exchange)
         self.url = url
+        self.urls = failover_order(split_broker_urls(url))
+        self._node = 0  # index in self.urls of the node to try first
+        self.broker: str | None = None  # the URL of the node connected to
         self.connection_name = connection_name
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
@@ -218,12 +224,32 @@ class RabbitTransport(Transport):
         self._closing = False
         await self._open()
 
+    async def _connect_any(self) -> AbstractConnection:
+        """A connection to the first node that takes one, from `self._node` on, in turn."""
+        error: Exception | None = None
+        for step in range(len(self.urls)):
+            index = (self._node + step) % len(self.urls)
+            try:
+                connection = await aio_pika.connect(
+                    self.urls[index],
+                    timeout=self.connect_timeout,
+                    client_properties={"connection_name": self.connection_name},
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+                if len(self.urls) > 1:
+                    self.log.warning("bus.node_unreachable", node=index + 1,
+                                     error=str(exc) or repr(exc))
+                continue
+            self._node, self.broker = index, self.urls[index]
+            return connection
+        assert error is not None
+        raise error
+
     async def _open(self) -> None:
-        connection = await aio_pika.connect(
-            self.url,
-            timeout=self.connect_timeout,
-            client_properties={"connection_name": self.connection_name},
-        )
+        connection = await self._connect_any()
         try:
             confirm_channel = await connection.channel(
                 publisher_confirms=True, on_return_raises=True
@@ -236,9 +262,9 @@ class RabbitTransport(Transport):
                 await plain.exchange_declare(
                     exchange=self.exchange, exchange_type="topic", durable=True
                 )
-            for name, kind in self._exchanges.items():
+            for name, kind in list(self._exchanges.items()):
                 await plain.exchange_declare(exchange=name, exchange_type=kind, durable=True)
-            for queue in self._queues.values():
+            for queue in list(self._queues.values()):
                 await self._declare(plain, queue)
             if self._reply_handler is not None:
                 await confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
@@ -280,6 +306,7 @@ class RabbitTransport(Transport):
         self._connected.clear()
         self._confirm = self._plain = None
         self.log.warning("bus.connection_lost", error=str(exc) if exc else None)
+        self._node = (self._node + 1) % len(self.urls)  # that node may be gone: another first
         self._notify_lost()
         if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
