@@ -96,7 +96,7 @@ def queue_kinds(queues: str) -> Iterator[None]:
     if queues == "today":
         yield
         return
-    import mesh.rpc.endpoint as endpoint
+    import mesh.rpc.binder as endpoint
     import mesh.tasks.client as task_client
     from mesh.bus.message import QueueSpec
 
@@ -122,9 +122,10 @@ async def _scenario(urls: list[str], *, node: int, tasks: int, callers: int, wor
     from mesh.contract import Empty
     from mesh.errors import MeshError
     from mesh.plugin.discovery import discover, source_from_package
+    from mesh.plugin.plugin_set import PluginSet
+    from mesh.programs import service_class
     from mesh.rpc.client import RpcClient
     from mesh.tasks.client import TaskClient
-    from services import SERVICES
 
     if str(PLUGINS) not in sys.path:
         sys.path.insert(0, str(PLUGINS))
@@ -151,8 +152,8 @@ async def _scenario(urls: list[str], *, node: int, tasks: int, callers: int, wor
                             admin_port=0, task_concurrency=32)
     noop = [s for s in discover() if s.name == "noop"]
     bench = [source_from_package("bench_tasks", "mesh_bench_tasks")]
-    server = SERVICES["server"](settings, transport("server"), sources=noop)
-    worker = SERVICES["worker"](settings, transport("worker"), sources=bench)
+    server = service_class("server")(settings, transport("server"), plugins=PluginSet(noop))
+    worker = service_class("worker")(settings, transport("worker"), plugins=PluginSet(bench))
     await server.start()
     await worker.start()
     callers_transport, tasks_transport = transport("caller"), transport("enqueuer")

@@ -7,10 +7,10 @@ four loops call noop.echo. The scenario is bench/cluster.py's (`python -m bench 
 With today's queues the RPC queue and the enqueuer's results queue are durable classic queues
 homed on rc2: RabbitMQ refuses to redeclare them ("home node ... is down or inaccessible")
 until rc2 returns, so the server and the enqueuer cannot reconnect. That test is xfail (strict)
-with the reason; the same scenario with those two made quorum queues recovers: nothing lost,
-no key applied twice, no call hung. Its first good call came 2.1 to 7.3 s after the kill here
-(a quorum queue's new leader is elected first; this machine is shared and loaded), so that test
-holds it to 10 s, not to the issue's 5 s.
+with the reason, so that the day the queues recover it fails and says so. The same scenario with
+those two made quorum queues is `python -m bench cluster --queues quorum`, not a test: it swaps
+the queue definitions for the run (a design measured before it is made), its first good call
+came 2.1 to 7.3 s after the kill here, and one run in six lost results, cause not yet found.
 """
 
 from __future__ import annotations
@@ -63,11 +63,3 @@ def check(figures: Figures, first_good_within: float) -> None:
 async def test_todays_queues_survive_losing_their_node(cluster_urls: list[str],
                                                        tmp_path: Path) -> None:
     check(await kill_under_load(cluster_urls, tmp_path, "today"), first_good_within=10.0)
-
-
-async def test_quorum_rpc_and_results_queues_survive_losing_their_node(
-    cluster_urls: list[str], tmp_path: Path,
-) -> None:
-    figures = await kill_under_load(cluster_urls, tmp_path, "quorum")
-    check(figures, first_good_within=10.0)
-    assert all(count >= 1 for count in figures.reconnects.values()), figures.reconnects
