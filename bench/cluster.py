@@ -97,7 +97,7 @@ def queue_kinds(queues: str) -> Iterator[None]:
         yield
         return
     import mesh.rpc.binder as endpoint
-    import mesh.tasks.client as task_client
+    import mesh.tasks.enqueuer as task_client
     from mesh.bus.message import QueueSpec
 
     rpc_spec, results_spec = endpoint.rpc_queue_spec, task_client.results_queue_spec
@@ -124,8 +124,8 @@ async def _scenario(urls: list[str], *, node: int, tasks: int, callers: int, wor
     from mesh.plugin.discovery import discover, source_from_package
     from mesh.plugin.plugin_set import PluginSet
     from mesh.programs import service_class
-    from mesh.rpc.client import RpcClient
-    from mesh.tasks.client import TaskClient
+    from mesh.rpc.caller import RpcCaller
+    from mesh.tasks.enqueuer import TaskEnqueuer
 
     if str(PLUGINS) not in sys.path:
         sys.path.insert(0, str(PLUGINS))
@@ -159,10 +159,11 @@ async def _scenario(urls: list[str], *, node: int, tasks: int, callers: int, wor
     callers_transport, tasks_transport = transport("caller"), transport("enqueuer")
     await callers_transport.connect()
     await tasks_transport.connect()
-    rpc_client = RpcClient(callers_transport, "client")
-    await rpc_client.start()
-    echo = NoopContract(rpc_client).echo
-    keyed = BenchTasksContract(TaskClient(tasks_transport, "client", f"{exchange}-enqueuer")).keyed
+    rpc_caller = RpcCaller(callers_transport, "client")
+    await rpc_caller.start()
+    echo = NoopContract(rpc_caller).echo
+    enqueuer = TaskEnqueuer(tasks_transport, "client", f"{exchange}-enqueuer")
+    keyed = BenchTasksContract(enqueuer).keyed
 
     calls: list[Call] = []
     stop = asyncio.Event()

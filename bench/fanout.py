@@ -231,7 +231,7 @@ async def baseline_row(count: int, notifies: int, payload: str) -> dict[str, Any
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows, baseline = [], []
     async with mesh_side(args.url) as (server, ws_url, _):
-        caller = TutorialContract(server.rpc_client)
+        caller = TutorialContract(server.rpc_caller)
         for index in range(args.rows):
             await caller.add_string_int(StringIntFields(string1=f"row {index}", int1=index))
         provider = server.observables.provider(TutorialContract.string_ints)

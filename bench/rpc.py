@@ -2,7 +2,7 @@
 
 Both sides call an echo server in a process of its own over the same RabbitMQ, with the same
 JSON payload, at 1 and at 64 calls in flight: mesh calls noop.echo on a real `mesh run server`
-through RpcClient and the typed NoopContract stub (as a "client"); the baseline uses aio-pika
+through RpcCaller and the typed NoopContract stub (as a "client"); the baseline uses aio-pika
 directly with direct reply-to. A third side, `baseline_wire`, is the same aio-pika caller sending
 what mesh's wire format asks of a request (a topic exchange, `mandatory`, an expiration, the
 caller and timeout headers) to the same baseline server: `ratio` compares mesh with plain
@@ -35,7 +35,7 @@ from bench.stats import Call, Run, Summary, drive, summarize
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.names import rpc_queue
 from mesh.plugin.discovery import discover
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 
 NAME = "rpc"
 HELP = "RPC round trips: mesh vs plain aio-pika, at 1 and 64 calls in flight"
@@ -173,7 +173,7 @@ async def _mesh_caller(url: str, exchange: str) -> AsyncIterator[NoopContract]:
                                 connect_timeout=10)
     try:
         await transport.connect()
-        client = RpcClient(transport, "client")
+        client = RpcCaller(transport, "client")
         await client.start()
         yield NoopContract(client)
     finally:

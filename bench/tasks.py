@@ -3,7 +3,7 @@
 Two workloads: 10,000 no-op tasks, and 1,000 tasks that sleep 10 ms. For each, and each side:
 
 * enqueue: the tasks are queued while no worker runs, and timed. mesh enqueues through its
-  TaskClient (persistent, publisher confirms, up to 128 in flight on one connection); Celery
+  TaskEnqueuer (persistent, publisher confirms, up to 128 in flight on one connection); Celery
   through apply_async (persistent, confirm_publish, one at a time: its client is synchronous).
 * drain: then the workers start, with the same total concurrency C (default 16, mesh's
   default per worker): W `mesh run worker` processes (default: one per core) with
@@ -200,13 +200,13 @@ class MeshSide(Side):
 
         from mesh.bus.rabbitmq import RabbitTransport
         from mesh.contract import Empty
-        from mesh.tasks.client import TaskClient
+        from mesh.tasks.enqueuer import TaskEnqueuer
 
         transport = RabbitTransport(self.options.url, self.exchange,
                                     connection_name=f"{self.exchange}-enqueuer")
         await transport.connect()
         try:
-            client = TaskClient(transport, "cli", f"{self.exchange}-enqueuer")
+            client = TaskEnqueuer(transport, "cli", f"{self.exchange}-enqueuer")
             task = getattr(BenchTasksContract(client), workload)
             await task.enqueue(Empty(), want_result=False)  # declares the queue: untimed
             count -= 1

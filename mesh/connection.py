@@ -12,9 +12,9 @@ from mesh.bus.rabbitmq import RabbitTransport
 from mesh.caller import Caller
 from mesh.config import MeshSettings
 from mesh.contract import Contract
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from mesh.service import new_instance_id
-from mesh.tasks.client import TaskClient
+from mesh.tasks.enqueuer import TaskEnqueuer
 
 ContractT = TypeVar("ContractT", bound=Contract)
 
@@ -22,10 +22,10 @@ ContractT = TypeVar("ContractT", bound=Contract)
 class MeshConnection:
     """A script's connection to the mesh, as `connect()` yields it."""
 
-    def __init__(self, rpc: RpcClient, tasks: TaskClient) -> None:
+    def __init__(self, rpc: RpcCaller, enqueuer: TaskEnqueuer) -> None:
         self.rpc = rpc
-        self.tasks = tasks
-        self.caller = Caller(rpc, tasks)
+        self.enqueuer = enqueuer
+        self.caller = Caller(rpc, enqueuer)
 
     def stub(self, contract: type[ContractT]) -> ContractT:
         """Typed RPC calls and task enqueueing for `contract`."""
@@ -51,11 +51,11 @@ async def connect(
         connect_timeout=connect_timeout,
     )
     await transport.connect()
-    tasks = TaskClient(transport, caller, instance)
+    enqueuer = TaskEnqueuer(transport, caller, instance)
     try:
-        rpc = RpcClient(transport, caller)
+        rpc = RpcCaller(transport, caller)
         await rpc.start()
-        yield MeshConnection(rpc, tasks)
+        yield MeshConnection(rpc, enqueuer)
     finally:
-        await tasks.close()
+        await enqueuer.close()
         await transport.close()

@@ -39,7 +39,7 @@ class Empty(BaseModel):
     """A request or reply that carries nothing."""
 
 
-class RpcCaller(Protocol):
+class CallsRpcs(Protocol):
     """What a stub needs to make calls: the bus's RPC client provides it."""
 
     def call(
@@ -92,7 +92,7 @@ class Rpc(Generic[ReqT, RepT]):
     ) -> Rpc[ReqT, RepT] | BoundRpc[ReqT, RepT]:
         if instance is None:
             return self
-        return BoundRpc(self, cast(RpcCaller, instance._caller))
+        return BoundRpc(self, cast(CallsRpcs, instance._caller))
 
 
 class BoundRpc(Generic[ReqT, RepT]):
@@ -100,7 +100,7 @@ class BoundRpc(Generic[ReqT, RepT]):
 
     __slots__ = ("_caller", "rpc")
 
-    def __init__(self, rpc: Rpc[ReqT, RepT], caller: RpcCaller) -> None:
+    def __init__(self, rpc: Rpc[ReqT, RepT], caller: CallsRpcs) -> None:
         self.rpc = rpc
         self._caller = caller
 
@@ -212,7 +212,7 @@ def rpc(
                _permission(permission))
 
 
-class TaskEnqueuer(Protocol):
+class EnqueuesTasks(Protocol):
     """What a stub needs to enqueue tasks: the service's (or client's) task client provides it."""
 
     def enqueue(
@@ -371,7 +371,7 @@ class Contract:
         cls.topics = topics
         cls.tasks = tasks
 
-    def __init__(self, caller: RpcCaller | TaskEnqueuer) -> None:
+    def __init__(self, caller: CallsRpcs | EnqueuesTasks) -> None:
         self._caller = caller
 
     @classmethod

@@ -42,10 +42,10 @@ from mesh.plugin.discovery import PluginSource
 from mesh.plugin.host import PluginHost
 from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
-from mesh.tasks.client import TaskClient
+from mesh.tasks.enqueuer import TaskEnqueuer
 
 
 def new_instance_id(service: str) -> str:
@@ -77,9 +77,10 @@ class Service:
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
         # One chain around every handler this service runs and every call it makes.
         self.middleware = list(default_middleware() if middleware is None else middleware)
-        self.rpc_client = RpcClient(transport, self.kind, middleware=self.middleware)
-        self.tasks = TaskClient(transport, self.kind, self.instance, middleware=self.middleware)
-        self.caller = Caller(self.rpc_client, self.tasks)
+        self.rpc_caller = RpcCaller(transport, self.kind, middleware=self.middleware)
+        self.enqueuer = TaskEnqueuer(transport, self.kind, self.instance,
+                                     middleware=self.middleware)
+        self.caller = Caller(self.rpc_caller, self.enqueuer)
         self.task_runtime = self._task_runtime()
         self.database = self._open_database() if self.uses_database else None
         self.host = PluginHost(
@@ -145,7 +146,7 @@ class Service:
         from mesh.plugin.upload import PluginInstaller, WheelStore
 
         try:
-            wheel = await PlatformContract(self.rpc_client).wheel(
+            wheel = await PlatformContract(self.rpc_caller).wheel(
                 WheelRequest(distribution=announcement.distribution,
                              version=announcement.version), timeout=60)
             installer = PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir),
@@ -188,7 +189,7 @@ class Service:
         """Plugins switched off and settings, from the server; None if it cannot be reached
         now (the server publishes its state on the control channel when it starts)."""
         try:
-            return await PlatformContract(self.rpc_client).state(Empty())
+            return await PlatformContract(self.rpc_caller).state(Empty())
         except RpcError as exc:
             self.log.warning("service.platform_state_unavailable", error=str(exc),
                              hint="starting with the configured plugins")
@@ -197,7 +198,7 @@ class Service:
     async def start(self) -> None:
         self._reports_metrics = metrics.claim_reporting(self.instance)
         await self.transport.connect()
-        await self.rpc_client.start()
+        await self.rpc_caller.start()
         await self.control.start()
         await self.prepare()
         state = await self.platform_state()
@@ -228,7 +229,7 @@ class Service:
         await self.host.stop_all(timeout=self.settings.shutdown_timeout)
         if self.task_runtime is not None:
             await self.task_runtime.close()
-        await self.tasks.close()
+        await self.enqueuer.close()
         await self.transport.close()
         if self.database is not None:
             await self.database.close()

@@ -37,7 +37,7 @@ from packaging.specifiers import SpecifierSet
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import SERVICE_KINDS, MeshSettings
 from mesh.health import check_health
-from mesh.tasks.client import TaskClient
+from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.testing.backends import fresh_postgres_database
 from tests.processes import MeshProcess, free_port
 
@@ -576,7 +576,7 @@ async def check_the_deployment(here: Deployment) -> None:
                                 connection_name="compose-test", connect_timeout=5)
     await transport.connect()
     try:
-        noop = NoopContract(TaskClient(transport, "client", "compose-test"))
+        noop = NoopContract(TaskEnqueuer(transport, "client", "compose-test"))
         handles = [await noop.echo_later.enqueue(EchoRequest(text=str(i))) for i in range(60)]
         results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
     finally:

@@ -185,9 +185,9 @@ def doc_frames(heading: str) -> list[Frame]:
 async def test_the_documented_device_frames_are_understood(gateway: Gateway) -> None:
     from mesh_tutorial.contract import StringIntFields, TutorialContract
 
-    from mesh.rpc.client import RpcClient
+    from mesh.rpc.caller import RpcCaller
 
-    caller = RpcClient(await gateway.bus.connected("seed"), "client")
+    caller = RpcCaller(await gateway.bus.connected("seed"), "client")
     await caller.start()
     await TutorialContract(caller).add_string_int(StringIntFields(string1="a", int1=1))
     device = await gateway.device()

@@ -14,7 +14,7 @@ from mesh.contract import Contract, Empty
 from mesh.errors import Unavailable
 from mesh.plugin.discovery import PluginSource, discover
 from mesh.plugin.host import PluginState
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from tests.conftest import Bus, fixture_source
 
 
@@ -34,7 +34,7 @@ def sources(*fixtures: str) -> list[PluginSource]:
 
 
 async def stub(bus: Bus, contract: type[Contract]):  # type: ignore[no-untyped-def]
-    client = RpcClient(await bus.connected("caller"), "client")
+    client = RpcCaller(await bus.connected("caller"), "client")
     await client.start()
     return contract(client)
 

@@ -14,7 +14,7 @@ from mesh_tutorial.contract import (
     TutorialContract,
 )
 
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from services.client import ClientService
 from services.server import ServerService
 from tests.conftest import Bus, eventually
@@ -43,7 +43,7 @@ async def mesh_of(bus: Bus, db_url: str, **settings: Any) -> tuple[ServerService
                                                                   TutorialContract]:
     server = await bus.service("server", database_url=db_url, **settings)
     client = await bus.service("client", **settings)
-    caller = RpcClient(await bus.connected("caller"), "client")
+    caller = RpcCaller(await bus.connected("caller"), "client")
     await caller.start()
     assert isinstance(server, ServerService) and isinstance(client, ClientService)
     return server, client, TutorialContract(caller)

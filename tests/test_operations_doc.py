@@ -165,9 +165,9 @@ async def test_the_broker_user_example_gives_a_working_url(mesh_broker_url: str,
         try:
             await bus.service("server")
             caller = await bus.connected("doc-caller")
-            from mesh.rpc.client import RpcClient
+            from mesh.rpc.caller import RpcCaller
 
-            client = RpcClient(caller, "cli")
+            client = RpcCaller(caller, "cli")
             await client.start()
             reply = await NoopContract(client).echo(EchoRequest(text="through the new user"))
             assert reply.text == "through the new user"
@@ -284,9 +284,9 @@ async def test_services_join_the_broker_over_tls(mesh_broker_url: str, tmp_path:
         bus = Bus("rabbitmq", url, tmp_path / "data")
         try:
             await bus.service("server")
-            from mesh.rpc.client import RpcClient
+            from mesh.rpc.caller import RpcCaller
 
-            client = RpcClient(await bus.connected("tls-caller"), "cli")
+            client = RpcCaller(await bus.connected("tls-caller"), "cli")
             await client.start()
             reply = await NoopContract(client).echo(EchoRequest(text="over TLS"))
             assert reply.text == "over TLS"

@@ -23,7 +23,7 @@ from mesh.plugin.host import PluginState
 from mesh.plugin.manifest import ManifestError, parse_manifest
 from mesh.plugin.ordering import plan_load_order
 from mesh.plugin.plugin_set import PluginSet
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from services.client import ClientService
 from services.server import ServerService
 from tests.conftest import Bus, fixture_source
@@ -133,11 +133,11 @@ async def test_a_contract_naming_an_undeclared_permission_is_never_served(memory
 async def test_callers_are_enforced_by_the_serving_side(bus: Bus) -> None:
     """An agent may not ask the server about tokens: only the client service may."""
     await bus.service("server")
-    agent = RpcClient(await bus.connected("agent"), "agent")
+    agent = RpcCaller(await bus.connected("agent"), "agent")
     await agent.start()
     with pytest.raises(NotAllowed, match="agent may not call mesh.verify"):
         await IdentityContract(agent).verify(TokenRequest(token="anything"))
-    client = RpcClient(await bus.connected("client"), "client")
+    client = RpcCaller(await bus.connected("client"), "client")
     await client.start()
     with pytest.raises(Exception, match="unknown token"):
         await IdentityContract(client).verify(TokenRequest(token="anything"))

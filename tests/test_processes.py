@@ -16,7 +16,7 @@ from mesh_noop.contract import EchoRequest, NoopContract, SlowRequest
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.contract import Empty
 from mesh.errors import RpcError, Unavailable
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from tests.conftest import Bus, eventually
 from tests.processes import MeshProcess, drop_connections
 
@@ -48,7 +48,7 @@ def spawn(rabbit_bus: Bus, tmp_path: Path) -> Iterator[Spawn]:
 
 @pytest.fixture
 async def noop(rabbit_bus: Bus) -> AsyncIterator[NoopContract]:
-    client = RpcClient(await rabbit_bus.connected(f"caller-{rabbit_bus.exchange}"), "client")
+    client = RpcCaller(await rabbit_bus.connected(f"caller-{rabbit_bus.exchange}"), "client")
     await client.start()
     yield NoopContract(client)
 
@@ -131,7 +131,7 @@ async def test_caller_reconnects_and_in_flight_calls_fail_fast(spawn: Spawn,
                                 connection_name=name, max_backoff=0.5)
     rabbit_bus.transports.append(transport)
     await transport.connect()
-    client = RpcClient(transport, "client")
+    client = RpcCaller(transport, "client")
     await client.start()
     noop = NoopContract(client)
 

@@ -28,13 +28,13 @@ from mesh.errors import (
 )
 from mesh.names import rpc_key
 from mesh.rpc import wire
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from tests.conftest import Bus
 
 
 async def caller(bus: Bus, kind: str = "client") -> NoopContract:
     transport = await bus.connected(f"caller-{kind}")
-    client = RpcClient(transport, kind)
+    client = RpcCaller(transport, kind)
     await client.start()
     return NoopContract(client)
 
@@ -251,7 +251,7 @@ async def test_handler_raising_timeouterror_is_internal_not_a_deadline(memory_bu
                        instance="srv-1", concurrency=4)
     binder.add(TimeoutContract.ping, handler)
     await binder.start()
-    client = RpcClient(await memory_bus.connected("cli"), "client")
+    client = RpcCaller(await memory_bus.connected("cli"), "client")
     await client.start()
     with pytest.raises(InternalError, match="TimeoutError in tmo.ping"):
         await TimeoutContract(client).ping(Ping())

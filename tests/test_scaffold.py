@@ -30,7 +30,7 @@ from mesh.config import SERVICE_KINDS
 from mesh.plugin.discovery import discover
 from mesh.plugin.manifest import read_manifest
 from mesh.plugin.upload.environment import snapshot
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from mesh.scaffold import PluginSpec, render
 from services.server import ServerService
 from tests.conftest import Bus
@@ -212,7 +212,7 @@ async def test_a_new_plugin_uploads_as_a_wheel(memory_bus: Bus, tmp_path: Path) 
         assert response.status_code == 201, response.text
         assert response.json()["services"] == ["server"]
         contract = importlib.import_module("mesh_uploaded.contract")
-        rpc = RpcClient(await memory_bus.connected("caller"), "cli")
+        rpc = RpcCaller(await memory_bus.connected("caller"), "cli")
         await rpc.start()
         stub = contract.UploadedContract(rpc)
         await stub.add_note(contract.NoteText(text="uploaded and migrated"))

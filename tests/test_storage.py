@@ -184,14 +184,14 @@ async def test_sessions_on_server_and_worker_and_a_clear_error_elsewhere(
     from mesh_fixture_store_a.parts import StoreAAgent
 
     from mesh.contract import Empty
-    from mesh.rpc.client import RpcClient
+    from mesh.rpc.caller import RpcCaller
 
     StoreAAgent.session_error = None
     plugins = sources("store_a")
     await memory_bus.service("server", sources=plugins, database_url=db_url)
     await memory_bus.service("worker", sources=plugins, database_url=db_url)
     await memory_bus.service("agent", sources=plugins, database_url=db_url)
-    client = RpcClient(await memory_bus.connected("caller"), "client")
+    client = RpcCaller(await memory_bus.connected("caller"), "client")
     await client.start()
     store = StoreAContract(client)
     assert (await store.add(Empty())).items == 1

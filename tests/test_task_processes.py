@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mesh_fixture_jobs.contract import JobsContract, Work
 
-from mesh.tasks.client import TaskClient
+from mesh.tasks.enqueuer import TaskEnqueuer
 from tests.conftest import Bus, eventually
 from tests.processes import MeshProcess, drop_connections, fixture_plugins_env
 
@@ -49,7 +49,7 @@ def spawn(rabbit_bus: Bus, tmp_path: Path) -> Iterator[Spawn]:
 @pytest.fixture
 async def jobs(rabbit_bus: Bus) -> AsyncIterator[JobsContract]:
     name = f"enqueuer-{rabbit_bus.exchange}"
-    yield JobsContract(TaskClient(await rabbit_bus.connected(name), "client", name))
+    yield JobsContract(TaskEnqueuer(await rabbit_bus.connected(name), "client", name))
 
 
 async def started(process: MeshProcess) -> None:
@@ -210,7 +210,7 @@ async def test_the_enqueuer_losing_its_connection_loses_no_queued_task_or_result
                                 connection_name=name, max_backoff=0.5)
     rabbit_bus.transports.append(transport)
     await transport.connect()
-    jobs = JobsContract(TaskClient(transport, "client", name))
+    jobs = JobsContract(TaskEnqueuer(transport, "client", name))
 
     returned: list[float] = []  # when each successful enqueue returned
 

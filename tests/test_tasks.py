@@ -16,7 +16,7 @@ from mesh.errors import InvalidRequest, TaskError, TaskResultTimeout
 from mesh.names import task_key, task_queue
 from mesh.service import Service
 from mesh.tasks.admin import DeadLetters
-from mesh.tasks.client import TaskClient
+from mesh.tasks.enqueuer import TaskEnqueuer
 from tests.conftest import Bus, eventually, fixture_source
 
 
@@ -25,8 +25,8 @@ async def worker(bus: Bus, **settings: object) -> Service:
     return await bus.service("worker", sources=[fixture_source("jobs")], **settings)
 
 
-async def enqueuer(bus: Bus) -> tuple[JobsContract, TaskClient]:
-    client = TaskClient(await bus.connected("enqueuer"), "client", f"enq-{uuid.uuid4().hex[:8]}")
+async def enqueuer(bus: Bus) -> tuple[JobsContract, TaskEnqueuer]:
+    client = TaskEnqueuer(await bus.connected("enqueuer"), "client", f"enq-{uuid.uuid4().hex[:8]}")
     return JobsContract(client), client
 
 

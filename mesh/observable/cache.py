@@ -25,7 +25,7 @@ from mesh.contract import Topic
 from mesh.errors import RpcError
 from mesh.names import HELLO_KEY, observable_key, observer_queue, watch_key
 from mesh.observable.keys import VERSION_HEADER, selector_key
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 
 Listener = Callable[[int, str], None]  # (version, payload as JSON)
 log = structlog.get_logger("mesh.observable")
@@ -46,7 +46,7 @@ class _Entry:
 
 
 class ObservableCache:
-    def __init__(self, transport: Transport, rpc: RpcClient, instance: str, *,
+    def __init__(self, transport: Transport, rpc: RpcCaller, instance: str, *,
                  linger: float = 30.0, lease: float = 60.0) -> None:
         self.transport = transport
         self.rpc = rpc

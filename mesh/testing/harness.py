@@ -23,9 +23,9 @@ from mesh.contract import Contract
 from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource, discover
 from mesh.plugin.host import PluginState
 from mesh.plugin.part import PluginPart
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from mesh.service import Service
-from mesh.tasks.client import TaskClient
+from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.testing.bus import Bus, eventually
 
 if TYPE_CHECKING:
@@ -126,9 +126,9 @@ class RunningMesh:
         if problems:
             raise MeshSetupError("plugins did not start: " + "; ".join(problems))
         transport = await bus.connected(f"test-caller-{bus.exchange}")
-        rpc = RpcClient(transport, "cli")
+        rpc = RpcCaller(transport, "cli")
         await rpc.start()
-        tasks = TaskClient(transport, "cli", f"test-caller-{bus.exchange}")
+        tasks = TaskEnqueuer(transport, "cli", f"test-caller-{bus.exchange}")
         return cls(bus, sources, database_url, services, Caller(rpc, tasks))
 
     def service(self, kind: str) -> Service:
@@ -186,6 +186,6 @@ class RunningMesh:
         """Stop the caller, then the services, last started first: they let go of the test's
         database before its fixture drops it, whatever order pytest tears fixtures down in.
         The bus closes their connections and deletes the topology."""
-        await self._caller.tasks.close()
+        await self._caller.enqueuer.close()
         for service in reversed(self.services.values()):
             await service.stop()

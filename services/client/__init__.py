@@ -29,12 +29,12 @@ class ClientService(Service):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cache = ObservableCache(self.transport, self.rpc_client, self.instance,
+        self.cache = ObservableCache(self.transport, self.rpc_caller, self.instance,
                                      linger=self.settings.observable_linger)
         self.web: WebServer | None = None
         self.gateway: Gateway | None = None
         self.switched_off: set[str] = set()  # by an administrator: every plugin, not only ours
-        self.auth = TokenCache(self.rpc_client, ttl=self.settings.identity_cache_seconds)
+        self.auth = TokenCache(self.rpc_caller, ttl=self.settings.identity_cache_seconds)
         self.control.listen(INVALIDATE_KEY, Invalidation, self.auth.on_invalidation)
         self.control.listen(switch_key("*"), PluginSwitch, self._plugin_switched)
         self.control.listen(STATE_KEY, PlatformState, self._state_applied)
@@ -90,7 +90,7 @@ class ClientService(Service):
 
     async def prepare(self) -> None:
         await self.cache.start()
-        self.gateway = Gateway(self.cache, self.rpc_client, self.device_entries(), GatewayLimits(
+        self.gateway = Gateway(self.cache, self.rpc_caller, self.device_entries(), GatewayLimits(
             max_frame_bytes=self.settings.device_max_frame_bytes,
             max_subscriptions=self.settings.device_max_subscriptions,
         ), self.auth)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from contracts.identity import IdentityContract, SignIn, TokenRequest
 from mesh.identity import Identity, Invalidation, Session, token_digest
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 
 MAX_ENTRIES = 50_000
 
@@ -28,7 +28,7 @@ class _Cached:
 
 
 class TokenCache:
-    def __init__(self, rpc: RpcClient, *, ttl: float) -> None:
+    def __init__(self, rpc: RpcCaller, *, ttl: float) -> None:
         self.identity_rpcs = IdentityContract(rpc)
         self.ttl = ttl
         self._entries: dict[str, _Cached] = {}  # by token digest

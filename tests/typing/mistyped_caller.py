@@ -4,10 +4,10 @@ from mesh_noop.contract import EchoRequest, NoopContract, SlowRequest
 from mesh_tutorial.contract import StringIntId, StringIntQuery, TutorialContract
 
 from mesh.caller import Caller
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 
 
-async def wrong(client: RpcClient) -> None:
+async def wrong(client: RpcCaller) -> None:
     noop = NoopContract(client)
     await noop.echo(SlowRequest(seconds=1))  # error: wrong request model
     reply = await noop.echo(EchoRequest(text="hi"))

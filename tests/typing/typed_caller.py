@@ -4,10 +4,10 @@ from mesh_noop.contract import EchoReply, EchoRequest, NoopContract
 from mesh_tutorial.contract import StringInt, StringIntId, TutorialContract
 
 from mesh.caller import Caller
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 
 
-async def correct(client: RpcClient) -> str:
+async def correct(client: RpcCaller) -> str:
     noop = NoopContract(client)
     reply = await noop.echo(EchoRequest(text="hi"), timeout=2.0)
     reveal_type(reply)  # noqa: F821

@@ -36,7 +36,7 @@ class DeviceConnection:
         self.address = f"{client.host}:{client.port}" if client else None
         self.subscriptions = Subscriptions(self.limits.max_subscriptions)
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(self.limits.send_queue)
-        self.tasks: set[asyncio.Task[Any]] = set()  # requests in flight, and the session watch
+        self.in_flight: set[asyncio.Task[Any]] = set()  # requests in flight, and the session watch
         self.closed = False
         self.token: str | None = None
         self.identity: Identity | None = None
@@ -48,8 +48,8 @@ class DeviceConnection:
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
 
     async def run(self) -> None:
         sender = asyncio.get_running_loop().create_task(self._send_forever())
@@ -70,7 +70,7 @@ class DeviceConnection:
         finally:
             self.closed = True
             self.subscriptions.end_all()
-            for task in list(self.tasks):
+            for task in list(self.in_flight):
                 task.cancel()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):

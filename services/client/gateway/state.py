@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mesh.observable.cache import ObservableCache
-from mesh.rpc.client import RpcClient
+from mesh.rpc.caller import RpcCaller
 from services.client.auth import TokenCache
 from services.client.gateway.entries import DeviceEntries
 
@@ -28,7 +28,7 @@ class Gateway:
     replaced whole when the plugins change: each request reads it afresh."""
 
     cache: ObservableCache
-    rpc: RpcClient
+    rpc: RpcCaller
     entries: DeviceEntries
     limits: GatewayLimits
     auth: TokenCache

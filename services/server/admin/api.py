@@ -384,7 +384,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         except Forbidden as exc:
             raise forbidden(identity, exc, rpc.qualname, http) from None
         try:
-            reply = await server.rpc_client.call(rpc, request, caller="cli", user=identity.user)
+            reply = await server.rpc_caller.call(rpc, request, caller="cli", user=identity.user)
         except RpcError as exc:
             code = RPC_STATUS.get(exc.code, status.HTTP_409_CONFLICT)
             return JSONResponse(exc.to_wire(), status_code=code)

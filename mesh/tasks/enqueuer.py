@@ -32,7 +32,7 @@ from mesh.validation import coerce
 log = structlog.get_logger("mesh.tasks")
 
 
-class TaskClient:
+class TaskEnqueuer:
     """Enqueues tasks as the service (or caller kind) `caller`."""
 
     def __init__(

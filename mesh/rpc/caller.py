@@ -23,7 +23,7 @@ from mesh.rpc.context import current_call
 from mesh.validation import coerce, field_errors
 
 
-class RpcClient:
+class RpcCaller:
     """Calls RPCs as the service `caller`. No lock: calls proceed independently."""
 
     def __init__(self, transport: Transport, caller: str, *,
