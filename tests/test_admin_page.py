@@ -14,6 +14,8 @@ from services.server.admin.auth import admin_token
 from tests.browser import browser, wait_for
 from tests.conftest import Bus
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 
 @pytest.fixture
 def page() -> Iterator[object]:

@@ -25,6 +25,7 @@ FIGURES = {"calls_per_s", "p50_ms", "p99_ms"}
 LEVELS = {"c1", "c64"}
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(180)
 def test_rpc_bench_prints_figures_for_every_side(mesh_broker_url: str) -> None:
@@ -99,6 +100,7 @@ def bench_json(*args: str) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
 def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
@@ -113,6 +115,7 @@ def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
         assert all(figures[k] > 0 for k in timings), figures  # a difference may be negative
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
 def test_fanout_bench_prints_rows(mesh_broker_url: str) -> None:
@@ -126,6 +129,7 @@ def test_fanout_bench_prints_rows(mesh_broker_url: str) -> None:
         assert 0 < row["p50_ms"] <= row["p99_ms"]
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
 def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:

@@ -28,7 +28,7 @@ from mesh.plugin.discovery import discover
 from mesh.service import Service
 from services.server.admin.auth import admin_password
 
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 KINDS = ("server", "client", "agent", "worker")
 
 

@@ -147,6 +147,7 @@ async def test_an_unwritable_data_dir_is_a_warning_not_a_crash(memory_bus: Bus,
         check_health(blocked, "agent")
 
 
+@pytest.mark.slow
 def test_mesh_health_command(tmp_path: Path) -> None:
     env = {"MESH_DATA_DIR": str(tmp_path)}
     missing = mesh("health", "worker", env=env)
