@@ -159,6 +159,7 @@ def test_mesh_health_command(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown service 'desktop'" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_an_empty_admin_token_is_refused() -> None:
     """An empty MESH_ADMIN_TOKEN (say, `MESH_ADMIN_TOKEN=${TOKEN}` with TOKEN unset) would let
     every request in: it is a configuration error instead."""

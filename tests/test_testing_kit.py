@@ -74,6 +74,7 @@ async def test_only_the_services_the_plugins_need_run(memory_bus: Bus, tmp_path:
         await running.close()
 
 
+@pytest.mark.postgres
 async def test_closing_lets_go_of_the_database_before_it_is_dropped(
         memory_bus: Bus, mesh_postgres_admin_url: str) -> None:
     async def connections(name: str) -> int:
@@ -139,6 +140,7 @@ async def test_a_session_sees_what_the_plugin_stored(mesh: RunningMesh) -> None:
         mesh.session("noop")
 
 
+@pytest.mark.slow
 async def test_a_plugin_that_fails_to_start_is_named_with_its_reason(memory_bus: Bus,
                                                                    tmp_path: Path) -> None:
     sources = [*select_plugins(["noop"]), fixture_source("store_bad")]
