@@ -2,7 +2,7 @@
 # Both create .venv and install mesh and the bundled plugins into it first.
 # `make test-fast` is the quick tier to run while working: ruff and the tests on the in-process
 # bus and SQLite, leaving out those marked slow (processes, a browser, mypy, Node.js, benches),
-# browser, rabbitmq and postgres.
+# browser, rabbitmq and postgres; on every core (pytest-xdist).
 
 VENV   := .venv
 PYTHON ?= python3
@@ -47,7 +47,7 @@ test: $(STAMP) $(NODE_STAMP) $(COMPOSE_V2) $(MERMAID)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -p no:cacheprovider -m "$(FAST)" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -p no:cacheprovider -m "$(FAST)" -n auto $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".[bench]"
