@@ -1,10 +1,14 @@
 # The two commands of the README: `make up` runs mesh, `make test` runs every test.
 # Both create .venv and install mesh and the bundled plugins into it first.
+# `make test-fast` is the quick tier to run while working: ruff and the tests on the in-process
+# bus and SQLite, leaving out those marked slow (processes, a browser, mypy, Node.js, benches),
+# browser, rabbitmq and postgres; on every core (pytest-xdist).
 
 VENV   := .venv
 PYTHON ?= python3
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP  := $(VENV)/.installed
+FAST   := not slow and not browser and not rabbitmq and not postgres
 # The official AsyncAPI parser, which the tests run over `mesh contracts asyncapi`.
 VALIDATOR := tools/asyncapi-validate
 NODE_STAMP := $(VALIDATOR)/node_modules/.installed
@@ -29,7 +33,7 @@ $(COMPOSE_V2): scripts/install-compose-v2 | $(STAMP)
 $(MERMAID): scripts/install-mermaid | $(STAMP)
 	scripts/install-mermaid $@
 
-.PHONY: install up test lint bench
+.PHONY: install up test test-fast lint bench
 install: $(STAMP) $(NODE_STAMP) $(COMPOSE_V2) $(MERMAID)
 
 up: $(STAMP)
@@ -40,6 +44,10 @@ test: $(STAMP) $(NODE_STAMP) $(COMPOSE_V2) $(MERMAID)
 	scripts/ensure-services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -p no:cacheprovider -m "$(FAST)" -n auto $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".[bench]"

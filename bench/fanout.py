@@ -31,7 +31,7 @@ import websockets
 from mesh_tutorial.contract import StringIntFields, TutorialContract
 
 from bench.broker import delete_topology
-from bench.procs import ServerFailed, ServerProcess, server_process
+from bench.procs import ServerFailed, ServerProcess, server_process, wait_until_healthy
 from bench.stats import percentile
 from mesh.admin_credentials import admin_token
 from mesh.bus.rabbitmq import RabbitTransport
@@ -137,7 +137,8 @@ async def mesh_side(url: str) -> AsyncIterator[tuple[ServerService, str, str]]:
     try:
         with server_process("client service", [sys.executable, "-m", "mesh", "run", "client"],
                             env) as client:
-            await wait_for_port(port, client)
+            # its gateway listens before its plugins start: ready once it is healthy
+            await wait_until_healthy(client, data / "client", "client")
             yield server, f"ws://127.0.0.1:{port}/ws", exchange
     finally:
         await server.stop()

@@ -14,9 +14,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import IO
 
 from bench.stats import Call
+from mesh.health import check_health
 
 
 class ServerFailed(RuntimeError):
@@ -71,22 +73,48 @@ def server_process(
 
 
 async def wait_until_serving(
-    server: ServerProcess, call: Call, *, timeout: float = 30.0, attempt_timeout: float = 1.0
+    server: ServerProcess, call: Call, *, timeout: float = 60.0, attempt_timeout: float = 2.0
 ) -> None:
     """Retry `call` until it succeeds: the server is up once it answers, not when it starts."""
+    await _retry(server, call, timeout=timeout, attempt_timeout=attempt_timeout,
+                 what="did not answer")
+
+
+async def wait_until_healthy(
+    server: ServerProcess, data_dir: Path, service: str, *, timeout: float = 60.0
+) -> None:
+    """Wait until a `mesh run <service>` process has finished starting: its health check passes
+    (a heartbeat, sent only once every plugin and the service's own HTTP server are up).
+
+    An answer from one plugin is not enough: the server serves a plugin's RPCs while it is still
+    starting the others and its admin API, and can still fail and exit after that answer.
+    """
+
+    async def healthy() -> None:
+        await asyncio.to_thread(check_health, data_dir, service)
+
+    await _retry(server, healthy, timeout=timeout, attempt_timeout=10.0,
+                 what="did not become healthy")
+
+
+async def _retry(server: ServerProcess, attempt: Call, *, timeout: float,
+                 attempt_timeout: float, what: str) -> None:
+    """Run `attempt` until it returns, failing at once if the process exits and with the last
+    error and the process's output once `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:
         server.check_alive()
         try:
             async with asyncio.timeout(attempt_timeout):
-                await call()
+                await attempt()
             return
+        except TimeoutError:
+            last = f"no answer within {attempt_timeout:g}s"
         except Exception as exc:  # not yet declared, not yet consuming, not yet connected
-            if time.monotonic() > deadline:
-                raise ServerFailed(
-                    f"{server.name} did not answer within {timeout:g}s (last error: {exc!r}):\n"
-                    f"{server.output()}"
-                ) from None
+            last = str(exc) or repr(exc)
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"{server.name} {what} within {timeout:g}s (last error: {last}):"
+                               f"\n{server.output()}")
         await asyncio.sleep(0.1)
 
 

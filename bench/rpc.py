@@ -21,16 +21,24 @@ import gc
 import json
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mesh_noop.contract import EchoRequest, NoopContract
 
 from bench.baseline import BaselineClient
 from bench.broker import delete_topology, display_url
-from bench.procs import ServerFailed, ServerProcess, server_process, wait_until_serving
+from bench.procs import (
+    ServerFailed,
+    ServerProcess,
+    server_process,
+    wait_until_healthy,
+    wait_until_serving,
+)
 from bench.stats import Call, Run, Summary, drive, summarize
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.names import rpc_queue
@@ -83,26 +91,33 @@ def measure(options: Options) -> Results:
     """Start both servers, run the rounds, and always stop the servers and delete the queues."""
     exchange = f"bench-rpc-{uuid.uuid4().hex[:10]}"
     baseline_queue = f"{exchange}.baseline"
-    mesh_env = {
-        **os.environ,
-        "MESH_BROKER_URL": options.url,
-        "MESH_EXCHANGE": exchange,
-        "MESH_LOG_LEVEL": "WARNING",
-        "MESH_INSTANCE_ID": "bench-server",
-    }
     try:
         with (
+            tempfile.TemporaryDirectory(prefix="mesh-bench-rpc-") as data_dir,
             server_process("mesh server", [sys.executable, "-m", "mesh", "run", "server"],
-                           mesh_env) as mesh_server,
+                           _server_env(options.url, exchange, Path(data_dir))) as mesh_server,
             server_process("baseline server", [sys.executable, "-m", "bench.baseline_server",
                                                options.url, baseline_queue]) as baseline_server,
         ):
-            return asyncio.run(
-                _measure(options, exchange, baseline_queue, mesh_server, baseline_server)
-            )
+            return asyncio.run(_measure(options, exchange, baseline_queue, Path(data_dir),
+                                        mesh_server, baseline_server))
     finally:
         asyncio.run(delete_topology(options.url, exchange, [*_mesh_queues(exchange),
                                                              baseline_queue]))
+
+
+def _server_env(url: str, exchange: str, data_dir: Path) -> dict[str, str]:
+    """A server of the bench's own: its own data directory (a fresh SQLite database, its health
+    file) and any free admin port, so that it never meets `make up` or another bench here."""
+    return {
+        **os.environ,
+        "MESH_BROKER_URL": url,
+        "MESH_EXCHANGE": exchange,
+        "MESH_LOG_LEVEL": "WARNING",
+        "MESH_INSTANCE_ID": "bench-server",
+        "MESH_DATA_DIR": str(data_dir),
+        "MESH_ADMIN_PORT": "0",
+    }
 
 
 def _mesh_queues(exchange: str) -> list[str]:
@@ -114,10 +129,11 @@ def _mesh_queues(exchange: str) -> list[str]:
 
 
 async def _measure(
-    options: Options, exchange: str, baseline_queue: str,
+    options: Options, exchange: str, baseline_queue: str, data_dir: Path,
     mesh_server: ServerProcess, baseline_server: ServerProcess,
 ) -> Results:
     text = options.text
+    await wait_until_healthy(mesh_server, data_dir, "server")
     async with (
         _mesh_caller(options.url, exchange) as noop,
         _baseline_caller(options.url, baseline_queue) as baseline,

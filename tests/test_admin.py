@@ -205,6 +205,7 @@ async def test_a_plugins_own_admin_routes_come_and_go_with_it(admin: Admin) -> N
     assert (await admin.get(path)).status_code == 200
 
 
+@pytest.mark.slow
 async def test_contract_catalog_and_asyncapi_document(admin: Admin, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
     import subprocess

@@ -183,6 +183,7 @@ async def test_managing_users_through_the_admin_api(admin: Admin) -> None:
     assert (await admin.http.get("/api/v1/me", headers=bearer(ada))).status_code == 401
 
 
+@pytest.mark.slow
 async def test_a_locked_user_gets_429_with_retry_after(admin: Admin) -> None:
     await admin.user("mallory", [])
     for _ in range(5):  # the identity plugin's default max_failed_sign_ins
@@ -196,6 +197,7 @@ async def test_a_locked_user_gets_429_with_retry_after(admin: Admin) -> None:
     assert 0 < wait <= 300 and locked.headers["retry-after"] == str(wait)
 
 
+@pytest.mark.slow
 async def test_a_changed_admin_password_retires_the_generated_one(memory_bus: Bus) -> None:
     server = await memory_bus.service("server")
     assert isinstance(server, ServerService)

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.processes import MeshProcess, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:

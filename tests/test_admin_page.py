@@ -14,6 +14,8 @@ from services.server import ServerService
 from tests.browser import browser, wait_for
 from tests.conftest import Bus
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 
 @pytest.fixture
 def page() -> Iterator[object]:

@@ -15,6 +15,8 @@ from services.server import ServerService
 from tests.conftest import Bus
 from tests.test_wheel_upload import PLUGIN, built, environment  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def server(memory_bus: Bus, environment: dict[str, object]  # noqa: F811

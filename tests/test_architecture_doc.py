@@ -86,6 +86,8 @@ def test_the_picture_and_the_page_name_every_routing_key() -> None:
     assert f"`{PLATFORM_SCHEMA}`" in ARCHITECTURE.read_text()  # where the platform's state is
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 def test_the_diagrams_render(tmp_path: Path) -> None:
     """Every Mermaid block of the docs renders, with Mermaid's own browser bundle in headless
     Chromium: a syntax error GitHub would show instead of the picture fails here."""

@@ -97,6 +97,7 @@ def refs(node: Any) -> list[str]:
     return []
 
 
+@pytest.mark.slow
 def test_the_official_parser_accepts_the_document_of_the_installed_plugins() -> None:
     result = mesh("contracts", "asyncapi",
                   env={"MESH_BROKER_URL": "amqp://guest:guest@127.0.0.1/"})
@@ -211,6 +212,7 @@ def test_the_server_is_the_broker_without_its_credentials() -> None:
             build_asyncapi(catalog, broker_url=bad)
 
 
+@pytest.mark.slow
 def test_awkward_model_shapes_are_valid_asyncapi() -> None:
     """Tuples, discriminated unions, recursive models, enums, two models named Item."""
     catalog = build_catalog(PluginSet([*discover(), fixture_source("shapes")]))
@@ -233,6 +235,7 @@ def test_awkward_model_shapes_are_valid_asyncapi() -> None:
     assert schemas["Tree"]["properties"]["children"]["items"] == tree
 
 
+@pytest.mark.slow
 def test_the_validator_reports_errors() -> None:
     """The parser is really consulted: a document with a dangling reference fails."""
     _, document = installed()
@@ -257,6 +260,7 @@ def test_the_error_reply_model_is_what_services_send() -> None:
     assert ErrorReply.model_validate(wire).model_dump() == wire
 
 
+@pytest.mark.slow
 def test_contracts_list_cli() -> None:
     result = mesh("contracts", "list")
     assert result.returncode == 0, result.stderr
@@ -278,6 +282,7 @@ def test_contracts_list_cli() -> None:
         disabled.stdout)
 
 
+@pytest.mark.slow
 def test_a_broken_contract_makes_the_cli_exit_1_after_printing_the_rest(
         tmp_path: Path) -> None:
     env = fixture_plugins_env(tmp_path / "site", "bad_contract")

@@ -5,21 +5,27 @@ Only the shape is checked: timing assertions would make the suite flaky on a bus
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.procs import ServerFailed, ServerProcess, server_process, wait_until_healthy
 from bench.stats import percentile
+from mesh.health import HealthRecord, write_health
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {"calls_per_s", "p50_ms", "p99_ms"}
 LEVELS = {"c1", "c64"}
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(180)
 def test_rpc_bench_prints_figures_for_every_side(mesh_broker_url: str) -> None:
@@ -51,6 +57,41 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([7.0], 99) == 7.0
 
 
+@pytest.fixture
+def idle_server() -> Iterator[ServerProcess]:
+    """A process that stays up and never beats: a service still starting."""
+    with server_process("mesh server", [sys.executable, "-c", "import time; time.sleep(60)"]
+                        ) as server:
+        yield server
+
+
+async def test_wait_until_healthy_fails_at_once_with_the_output_of_a_server_that_exits(
+        tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "print('no admin port'); raise SystemExit(3)"]
+    with (server_process("mesh server", argv) as server,
+          pytest.raises(ServerFailed, match=r"(?s)exited with code 3.*no admin port")):
+        await wait_until_healthy(server, tmp_path, "server", timeout=60)
+
+
+async def test_wait_until_healthy_gives_up_at_its_deadline_saying_why(
+        idle_server: ServerProcess, tmp_path: Path) -> None:
+    with pytest.raises(ServerFailed, match=r"did not become healthy within 0.5s "
+                                           r"\(last error: no heartbeat yet"):
+        await wait_until_healthy(idle_server, tmp_path, "server", timeout=0.5)
+
+
+async def test_wait_until_healthy_returns_once_the_service_has_beaten(
+        idle_server: ServerProcess, tmp_path: Path) -> None:
+    waiting = asyncio.create_task(wait_until_healthy(idle_server, tmp_path, "server",
+                                                     timeout=10))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    write_health(tmp_path, HealthRecord(service="server", instance="s1",
+                                        pid=idle_server.process.pid, state="running",
+                                        beat_at=time.time(), interval_s=5))
+    await asyncio.wait_for(waiting, 5)
+
+
 def bench_json(*args: str) -> dict[str, object]:
     done = subprocess.run([sys.executable, "-m", "bench", *args, "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=240, check=False,
@@ -59,6 +100,7 @@ def bench_json(*args: str) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
 def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
@@ -73,6 +115,7 @@ def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
         assert all(figures[k] > 0 for k in timings), figures  # a difference may be negative
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
 def test_fanout_bench_prints_rows(mesh_broker_url: str) -> None:
@@ -86,6 +129,7 @@ def test_fanout_bench_prints_rows(mesh_broker_url: str) -> None:
         assert 0 < row["p50_ms"] <= row["p99_ms"]
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
 def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:

@@ -29,7 +29,7 @@ from mesh.plugin.plugin_set import PluginSet
 from mesh.programs import service_class
 from mesh.service import Service
 
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 KINDS = ("server", "client", "agent", "worker")
 
 

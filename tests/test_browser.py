@@ -17,6 +17,8 @@ from tests.browser import browser, cells, sign_in, wait_for
 from tests.conftest import Bus
 from tests.processes import free_port
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
 
 @pytest.fixture
 def pages() -> Iterator[tuple[object, object]]:

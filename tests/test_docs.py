@@ -47,6 +47,7 @@ def example(name: str) -> str:
     raise AssertionError(f"no example {name!r} in the docs")
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 async def test_readme_client_example_runs(rabbit_bus: Bus, tmp_path: Path) -> None:
     await rabbit_bus.service("server")
@@ -121,6 +122,7 @@ def test_scaffold_excerpts_match_what_it_makes(
     assert excerpt.strip() in text, f"{doc} shows {path} differently from what it makes"
 
 
+@pytest.mark.slow
 def test_the_guide_kit_example_runs(tmp_path: Path) -> None:
     (tmp_path / "test_example.py").write_text(example("kit"))
     result = subprocess.run(

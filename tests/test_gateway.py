@@ -107,6 +107,7 @@ async def test_subscription_limit_and_duplicate_ids(gateway: Gateway) -> None:
     assert again["error"]["code"] == "bad_frame" and "exists already" in again["error"]["message"]
 
 
+@pytest.mark.slow
 async def test_many_devices_on_two_client_replicas_one_provider_run(gateway: Gateway) -> None:
     second = await gateway.bus.service("client", sources=[*discover(), fixture_source("devices")])
     assert isinstance(second, ClientService)

@@ -147,6 +147,7 @@ async def test_an_unwritable_data_dir_is_a_warning_not_a_crash(memory_bus: Bus,
         check_health(blocked, "agent")
 
 
+@pytest.mark.slow
 def test_mesh_health_command(tmp_path: Path) -> None:
     env = {"MESH_DATA_DIR": str(tmp_path)}
     missing = mesh("health", "worker", env=env)
@@ -158,6 +159,7 @@ def test_mesh_health_command(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown service 'desktop'" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_an_empty_admin_token_is_refused() -> None:
     """An empty MESH_ADMIN_TOKEN (say, `MESH_ADMIN_TOKEN=${TOKEN}` with TOKEN unset) would let
     every request in: it is a configuration error instead."""

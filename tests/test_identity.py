@@ -54,6 +54,7 @@ async def test_passwords_are_argon2_and_tokens_are_kept_as_digests(directory: An
     assert await reason(directory, "made-up") == "unknown"
 
 
+@pytest.mark.slow
 async def test_expiry_revocation_and_disabling(directory: Any) -> None:
     await directory.put_user(PutUser(username="bob", password="babbage-1791"))
     short = await directory.sign_in("bob", "babbage-1791", lifetime=0.3)
@@ -97,6 +98,7 @@ async def test_roles_give_permissions_and_changes_apply_to_live_tokens(directory
     assert users["cy"].sessions == 1 and users["cy"].roles == ["admin-view"]
 
 
+@pytest.mark.slow
 async def test_wrong_passwords_in_a_row_lock_the_user_for_a_while(
         server: ServerService, directory: Any) -> None:
     await server.host.update_settings(
@@ -123,6 +125,7 @@ async def test_wrong_passwords_in_a_row_lock_the_user_for_a_while(
     assert (await directory.sign_in("eve", "right-password")).identity.user == "eve"
 
 
+@pytest.mark.slow
 async def test_an_administrator_unlocks_a_user_and_zero_never_locks(
         server: ServerService, directory: Any) -> None:
     await server.host.update_settings(

@@ -113,6 +113,7 @@ def test_the_mesh_toml_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyP
         **written, "data_dir": Path(written["data_dir"])}
 
 
+@pytest.mark.slow
 def test_the_plugin_image_example_passes_hadolint(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(example("plugin-image"))
@@ -146,6 +147,7 @@ def blocks_of(text: str) -> list[tuple[str, str]]:
 
 # -- the broker and the database ------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 async def test_the_broker_user_example_gives_a_working_url(mesh_broker_url: str,
                                                           tmp_path: Path) -> None:
@@ -270,6 +272,7 @@ async def tls_proxy(certificate: Path, key: Path, host: str, port: int
     return server, server.sockets[0].getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 async def test_services_join_the_broker_over_tls(mesh_broker_url: str, tmp_path: Path) -> None:
     from urllib.parse import urlsplit

@@ -104,6 +104,7 @@ def test_requiring_an_unknown_permission_refuses_the_plugin_with_the_reason() ->
         assert plan.refused.get(name) == reason, name
 
 
+@pytest.mark.slow
 def test_mesh_plugin_list_shows_why(tmp_path: Path) -> None:
     env = fixture_plugins_env(tmp_path / "site", "bad_permission")
     result = subprocess.run([sys.executable, "-m", "mesh", "plugin", "list"],

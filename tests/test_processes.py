@@ -20,7 +20,7 @@ from mesh.rpc.caller import RpcCaller
 from tests.conftest import Bus, eventually
 from tests.processes import MeshProcess, drop_connections
 
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 Spawn = Callable[..., MeshProcess]
 

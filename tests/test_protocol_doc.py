@@ -30,7 +30,7 @@ from mesh.errors import BUILTIN_ERRORS
 from mesh.rpc import wire
 from tests.conftest import Bus
 
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "protocol.md"

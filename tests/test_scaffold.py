@@ -121,18 +121,21 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], d
     return folders, {"PYTHONPATH": str(site)}
 
 
+@pytest.mark.slow
 def test_an_editable_install_is_listed_with_its_parts(editable: Path) -> None:
     plugin = listed()[EDITABLE]
     assert (plugin["status"], plugin["services"], plugin["version"]) == ("ok", ["server"], "0.1.0")
     assert plugin["distribution"] == f"mesh-{EDITABLE}"
 
 
+@pytest.mark.slow
 def test_an_editable_install_passes_its_own_tests(editable: Path) -> None:
     result = own_tests(editable)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 passed" in result.stdout, result.stdout
 
 
+@pytest.mark.slow
 def test_wheels_of_every_variant_are_listed(
     wheels: tuple[dict[str, Path], dict[str, str]],
 ) -> None:
@@ -148,6 +151,7 @@ def test_wheels_of_every_variant_are_listed(
             assert (Path(env["PYTHONPATH"]) / f"mesh_{name}/migrations/0001_initial.py").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_each_variant_passes_its_own_tests(
     wheels: tuple[dict[str, Path], dict[str, str]], name: str,
@@ -158,6 +162,7 @@ def test_each_variant_passes_its_own_tests(
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
 def test_every_part_passes_its_own_tests_on_rabbitmq_and_postgresql(
@@ -172,6 +177,7 @@ def test_every_part_passes_its_own_tests_on_rabbitmq_and_postgresql(
     assert "7 passed" in result.stdout, result.stdout
 
 
+@pytest.mark.slow
 async def test_mesh_up_loads_the_new_plugins(
     editable: Path, wheels: tuple[dict[str, Path], dict[str, str]], tmp_path: Path,
 ) -> None:
@@ -195,6 +201,7 @@ async def test_mesh_up_loads_the_new_plugins(
         up.stop()
 
 
+@pytest.mark.slow
 async def test_a_new_plugin_uploads_as_a_wheel(memory_bus: Bus, tmp_path: Path) -> None:
     """As docs/plugin-guide.md shows: `pip wheel` it and POST the wheel to the admin API;
     the server installs, migrates and starts it, and serves its RPCs."""
@@ -245,6 +252,7 @@ LINTED = {  # every service alone and together, with and without storage, long n
 }
 
 
+@pytest.mark.slow
 def test_the_code_passes_ruff_and_mypy(tmp_path: Path) -> None:
     folders = [scaffold(tmp_path, name, *options) for name, options in LINTED.items()]
     for folder in folders:  # each with the plugin's own configuration, as its author runs it

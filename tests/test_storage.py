@@ -67,6 +67,7 @@ async def test_at_head_takes_the_fast_path_without_a_lock(
     assert (await m.upgrade_all()).ok
 
 
+@pytest.mark.slow
 async def test_failed_migration_rolls_back_and_refuses_dependents(database: Database) -> None:
     m = migrator(database, "store_a", "store_bad", "store_needs_bad")
     result = await m.upgrade_all()
@@ -79,6 +80,7 @@ async def test_failed_migration_rolls_back_and_refuses_dependents(database: Data
     assert await tables(database, "pl_store_a") == {"item", "alembic_version"}
 
 
+@pytest.mark.slow
 async def test_server_does_not_start_a_plugin_whose_migration_failed(
     memory_bus: Bus, db_url: str
 ) -> None:

@@ -12,7 +12,7 @@ from mesh.testing.backends import fresh_postgres_database
 from tests.conftest import Bus
 from tests.processes import MeshProcess, fixture_plugins_env
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
 
 
 async def test_four_servers_at_once_exactly_one_migrates(

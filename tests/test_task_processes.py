@@ -20,7 +20,7 @@ from mesh.tasks.enqueuer import TaskEnqueuer
 from tests.conftest import Bus, eventually
 from tests.processes import MeshProcess, drop_connections, fixture_plugins_env
 
-pytestmark = pytest.mark.rabbitmq
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
 Spawn = Callable[..., MeshProcess]
 

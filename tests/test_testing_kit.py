@@ -74,6 +74,7 @@ async def test_only_the_services_the_plugins_need_run(memory_bus: Bus, tmp_path:
         await running.close()
 
 
+@pytest.mark.postgres
 async def test_closing_lets_go_of_the_database_before_it_is_dropped(
         memory_bus: Bus, mesh_postgres_admin_url: str) -> None:
     async def connections(name: str) -> int:
@@ -139,6 +140,7 @@ async def test_a_session_sees_what_the_plugin_stored(mesh: RunningMesh) -> None:
         mesh.session("noop")
 
 
+@pytest.mark.slow
 async def test_a_plugin_that_fails_to_start_is_named_with_its_reason(memory_bus: Bus,
                                                                    tmp_path: Path) -> None:
     sources = [*select_plugins(["noop"]), fixture_source("store_bad")]
@@ -247,6 +249,7 @@ def pytest_run(folder: Path, *args: str, env: dict[str, str] | None = None
         env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_the_marker_the_default_and_a_missing_plugin(tmp_path: Path) -> None:
     (tmp_path / "test_kit.py").write_text(KIT_TESTS)
     result = pytest_run(tmp_path)
@@ -254,6 +257,7 @@ def test_the_marker_the_default_and_a_missing_plugin(tmp_path: Path) -> None:
     assert "plugin 'nothere' is not installed in this environment" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_option_chooses_plugins_and_the_marker_wins(tmp_path: Path) -> None:
     (tmp_path / "test_kit.py").write_text(textwrap.dedent('''
         import pytest
@@ -271,6 +275,7 @@ def test_the_option_chooses_plugins_and_the_marker_wins(tmp_path: Path) -> None:
     assert bad.returncode == 4 and "invalid choice: 'carrier-pigeon'" in bad.stderr
 
 
+@pytest.mark.slow
 def test_without_pytest_asyncio_pytest_runs_and_the_fixture_says_why(tmp_path: Path) -> None:
     fake = tmp_path / "site" / "pytest_asyncio"
     fake.mkdir(parents=True)
@@ -287,6 +292,7 @@ def test_without_pytest_asyncio_pytest_runs_and_the_fixture_says_why(tmp_path: P
     assert "mesh's testing kit needs pytest-asyncio: pip install 'mesh[testing]'" in result.stdout
 
 
+@pytest.mark.rabbitmq  # and at the end the default URL answers: this machine's broker
 def test_a_service_that_does_not_answer_says_how_to_start_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

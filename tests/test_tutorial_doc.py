@@ -57,6 +57,7 @@ def test_each_step_adds_to_the_one_before(tutorial: Tutorial) -> None:
         before = now
 
 
+@pytest.mark.slow
 def test_every_step_names_tests_that_pytest_collects(tutorial: Tutorial) -> None:
     named = [test for step in tutorial.steps for test in step.tests]
     assert all(step.tests for step in tutorial.steps), "a step names no test"
@@ -83,6 +84,7 @@ def test_make_up_is_mesh_up() -> None:
     assert re.search(r"^up: \$\(STAMP\)\n\t\$\(VENV\)/bin/mesh up$", makefile, re.M)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_steps_replay(tutorial: Tutorial, tmp_path: Path) -> None:
     """Step after step, as a reader goes: the plugins as they are after the step, installed;
@@ -92,6 +94,7 @@ def test_the_steps_replay(tutorial: Tutorial, tmp_path: Path) -> None:
         replay.step(step)
 
 
+@pytest.mark.slow
 def test_autogenerate_writes_the_first_migration(tutorial: Tutorial, tmp_path: Path) -> None:
     """Step 3's `mesh db revision --autogenerate`, on the plugin as it is at step 3 without its
     migration, writes the migration the step shows, under the same name: the same revision and
@@ -244,6 +247,7 @@ def test_every_console_block_starts_with_a_command(tutorial: Tutorial) -> None:
             assert commands(block), block.where
 
 
+@pytest.mark.slow
 def test_the_replay_environment_hides_what_is_not_there_yet(tutorial: Tutorial,
                                                           tmp_path: Path) -> None:
     """Before step 9, tutorial_stats is not installed (though .venv has the finished one)."""

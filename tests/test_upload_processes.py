@@ -19,7 +19,7 @@ from mesh.testing.backends import fresh_postgres_database
 from tests.conftest import Bus
 from tests.processes import MeshProcess, free_port
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
 
 PLUGIN, DIST, PACKAGE = "restoretest", "mesh-restoretest", "mesh_restoretest"
 TOKEN = "upload-processes-token"

@@ -492,6 +492,7 @@ def test_valid_hand_made_wheel_passes() -> None:
     assert not info.upgrade
 
 
+@pytest.mark.slow
 def test_real_wheel_passes_and_describes_itself(built: dict[str, Path]) -> None:
     data = built["1.0.0"].read_bytes()
     info = inspect_wheel(data, filename=built["1.0.0"].name)
@@ -501,6 +502,7 @@ def test_real_wheel_passes_and_describes_itself(built: dict[str, Path]) -> None:
     assert info.installed_version is None
 
 
+@pytest.mark.slow
 def test_real_wheel_tampered_after_build_is_refused(built: dict[str, Path]) -> None:
     data = built["1.0.0"].read_bytes()
     out = io.BytesIO()
@@ -561,6 +563,7 @@ def test_store_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 async def test_refused_when_the_store_has_other_bytes_for_the_version(
     tmp_path: Path, environment: dict[str, object],
 ) -> None:
@@ -596,6 +599,7 @@ async def test_upgrade_refused_when_it_could_not_be_undone(
 # -- installing ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_install_discover_uninstall(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -616,6 +620,7 @@ async def test_install_discover_uninstall(
     assert [w.filename for w in installer.store.list()] == [built["1.0.0"].name]
 
 
+@pytest.mark.slow
 async def test_install_then_rollback(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -627,6 +632,7 @@ async def test_install_then_rollback(
     assert installer.store.list() == []
 
 
+@pytest.mark.slow
 async def test_upgrade_and_its_rollback(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -653,6 +659,7 @@ async def test_upgrade_and_its_rollback(
     assert_unchanged(environment)
 
 
+@pytest.mark.slow
 async def test_dependencies_are_checked_before_installing(
     tmp_path: Path, environment: dict[str, object],
 ) -> None:
@@ -664,6 +671,7 @@ async def test_dependencies_are_checked_before_installing(
     assert not (tmp_path / wheel_name()).exists()
 
 
+@pytest.mark.slow
 async def test_pip_failing_leaves_everything_as_it_was(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -676,6 +684,7 @@ async def test_pip_failing_leaves_everything_as_it_was(
     assert installer.store.list() == []
 
 
+@pytest.mark.slow
 async def test_pip_failing_after_installing_is_undone(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -689,6 +698,7 @@ async def test_pip_failing_after_installing_is_undone(
     assert_unchanged(environment)
 
 
+@pytest.mark.slow
 async def test_failed_upgrade_puts_the_previous_version_back(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -708,6 +718,7 @@ async def test_failed_upgrade_puts_the_previous_version_back(
     assert_unchanged(environment)
 
 
+@pytest.mark.slow
 async def test_not_discovered_after_install_is_undone(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
     monkeypatch: pytest.MonkeyPatch,
@@ -728,6 +739,7 @@ async def test_not_discovered_after_install_is_undone(
     assert installer.store.list() == []
 
 
+@pytest.mark.slow
 async def test_cancelled_install_finishes_before_the_cancellation(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -759,6 +771,7 @@ async def test_uninstall_refuses_what_others_need(tmp_path: Path) -> None:
     assert snapshot() == before
 
 
+@pytest.mark.slow
 async def test_rollback_of_something_no_longer_installed_touches_nothing(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
@@ -772,6 +785,7 @@ async def test_rollback_of_something_no_longer_installed_touches_nothing(
     assert_unchanged(environment)
 
 
+@pytest.mark.slow
 async def test_rollback_that_pip_cannot_do_says_so(
     tmp_path: Path, built: dict[str, Path], environment: dict[str, object],
 ) -> None:
