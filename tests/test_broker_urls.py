@@ -92,9 +92,10 @@ async def test_no_node_answering_raises_the_last_error() -> None:
 def test_the_asyncapi_server_is_one_node_of_the_cluster() -> None:
     from mesh.asyncapi import build_asyncapi
     from mesh.catalog import build_catalog
+    from mesh.plugin.plugin_set import PluginSet
     from mesh.plugin.discovery import discover
 
-    catalog = build_catalog([s for s in discover() if s.name == "noop"])
+    catalog = build_catalog(PluginSet([s for s in discover() if s.name == "noop"]))
     server = build_asyncapi(catalog, broker_url=NODES)["servers"]["rabbitmq"]
     assert (server["host"], server["pathname"]) == ("n1:5701", "/prod")
     assert "One of 3 nodes of a cluster" in server["description"]

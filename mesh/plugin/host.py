@@ -286,7 +286,13 @@ class PluginHost:
                 self.log.warning("plugin.refused", plugin=name, reason=record.error)
                 return False
 
-        contract = self.contract(name) if manifest.contract else None
+        contract = self.contract(name)  # logs an unloadable one, once
+        if contract is None and manifest.contract:
+            try:
+                self.plugins.contract(name)
+            except ContractUnloadable as exc:
+                record.state, record.error = PluginState.FAILED, f"contract failed: {exc.reason}"
+                return False
         problem = contract_problem(manifest, contract) if contract is not None else None
         if problem is not None:
             record.state, record.error = PluginState.REFUSED, problem
