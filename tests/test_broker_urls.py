@@ -92,8 +92,8 @@ async def test_no_node_answering_raises_the_last_error() -> None:
 def test_the_asyncapi_server_is_one_node_of_the_cluster() -> None:
     from mesh.asyncapi import build_asyncapi
     from mesh.catalog import build_catalog
-    from mesh.plugin.plugin_set import PluginSet
     from mesh.plugin.discovery import discover
+    from mesh.plugin.plugin_set import PluginSet
 
     catalog = build_catalog(PluginSet([s for s in discover() if s.name == "noop"]))
     server = build_asyncapi(catalog, broker_url=NODES)["servers"]["rabbitmq"]
