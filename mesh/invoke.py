@@ -15,7 +15,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -87,34 +87,30 @@ class Middleware:
         return await call_next(outgoing)
 
 
-def _link_invoke(middleware: Middleware, call_next: Invoke) -> Invoke:
-    def run(invocation: Invocation) -> Awaitable[BaseModel]:
-        return middleware.invoke(invocation, call_next)
-    return run
+def _compose(middleware: Sequence[Middleware], end: Callable[[Any], Awaitable[Any]],
+             hook: str) -> Callable[[Any], Awaitable[Any]]:
+    chain = end
+    for link in reversed(middleware):
+        if getattr(type(link), hook) is not getattr(Middleware, hook):  # it does something
+            chain = _link(getattr(link, hook), chain)
+    return chain
 
 
-def _link_send(middleware: Middleware, call_next: Send) -> Send:
-    def run(outgoing: Outgoing) -> Awaitable[Any]:
-        return middleware.send(outgoing, call_next)
+def _link(step: Callable[[Any, Any], Awaitable[Any]],
+          call_next: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    def run(value: Any) -> Awaitable[Any]:
+        return step(value, call_next)
     return run
 
 
 def compose_invoke(middleware: Sequence[Middleware], handler: Invoke) -> Invoke:
-    """`handler` wrapped in `middleware`, the first outermost."""
-    chain = handler
-    for link in reversed(middleware):
-        if type(link).invoke is not Middleware.invoke:
-            chain = _link_invoke(link, chain)
-    return chain
+    """`handler` wrapped in the links' `invoke`, the first outermost."""
+    return cast(Invoke, _compose(middleware, handler, "invoke"))
 
 
 def compose_send(middleware: Sequence[Middleware], publish: Send) -> Send:
-    """`publish` wrapped in `middleware`, the first outermost."""
-    chain = publish
-    for link in reversed(middleware):
-        if type(link).send is not Middleware.send:
-            chain = _link_send(link, chain)
-    return chain
+    """`publish` wrapped in the links' `send`, the first outermost."""
+    return cast(Send, _compose(middleware, publish, "send"))
 
 
 class DeadlineExceeded(Exception):
