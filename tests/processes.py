@@ -18,7 +18,7 @@ class MeshProcess:
     """`mesh <args>` in a child process, its JSON log lines in a file the test can read.
 
     `argv` runs that command line instead, and `base_env` replaces this process's environment
-    as the one the child's starts from (both for tests/test_compose.py, which runs what the
+    as the one the child's starts from (both for tests/deploy/test_compose.py, which runs what the
     compose file says)."""
 
     def __init__(self, args: list[str], log_dir: Path, name: str, env: dict[str, str], *,

@@ -40,7 +40,7 @@ TREES = ("plugins/tutorial", "plugins/tutorial_stats")
 DEVICE_PAGE = "services/client/static/index.html"  # the tutorial's device view, in the client
 IGNORED = re.compile(r"(^|/)(__pycache__|[^/]*\.egg-info|build|dist)(/|$)")
 STEP = re.compile(r"^## Step (\d+): (.+)$", re.M)
-TEST_ID = re.compile(r"`((?:plugins/[\w/]+/)?tests/test_\w+\.py::\w+)`")
+TEST_ID = re.compile(r"`((?:plugins/[\w/]+/)?tests/(?:\w+/)*test_\w+\.py::\w+)`")
 FROM_IMPORT = re.compile(r"^(\s*from \S+ import) ")
 DEFINITION = re.compile(r"^(\s*(?:async def|def|class) \w+)\b")
 DECLARATION = re.compile(r"^( {0,4}[A-Za-z_][\w.]*)(?:: [^=]+)? = ")  # at module or class level

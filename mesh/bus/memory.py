@@ -2,15 +2,15 @@
 
 One `MemoryBroker` stands for the RabbitMQ server; each `MemoryTransport` is a connection to it,
 and each consumer has a channel of its own, as on the RabbitMQ transport. It keeps what the mesh
-relies on, and tests/test_bus_conformance.py checks it against RabbitMQ: topic bindings with '*'
-and '#', fan-out to several queues, competing consumers on one queue (round robin, bounded by
-prefetch, 0 meaning unbounded), mandatory returns, per-message and per-queue TTL (kept across a
-requeue; a TTL of 0 means "now or never"), requeue in original order with the redelivered flag,
-auto-delete and exclusive queues, requeue of unsettled messages when a consumer's channel
-closes, headers exchanges, dead-lettering (of expired, rejected and over-delivered messages, with
-RabbitMQ's x-death headers), quorum queues' delivery count and limit, and queue expiry.
-Messages cross the broker as copies with AMQP-encoded headers, so a header the RabbitMQ
-transport cannot send fails here too, and consumers never share mutable state.
+relies on, and tests/mesh/bus/test_conformance.py checks it against RabbitMQ: topic bindings
+with '*' and '#', fan-out to several queues, competing consumers on one queue (round robin,
+bounded by prefetch, 0 meaning unbounded), mandatory returns, per-message and per-queue TTL
+(kept across a requeue; a TTL of 0 means "now or never"), requeue in original order with the
+redelivered flag, auto-delete and exclusive queues, requeue of unsettled messages when a
+consumer's channel closes, headers exchanges, dead-lettering (of expired, rejected and over-
+delivered messages, with RabbitMQ's x-death headers), quorum queues' delivery count and limit,
+and queue expiry. Messages cross the broker as copies with AMQP-encoded headers, so a header the
+RabbitMQ transport cannot send fails here too, and consumers never share mutable state.
 """
 
 from __future__ import annotations

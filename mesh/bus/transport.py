@@ -1,6 +1,6 @@
 """The interface every bus transport implements: the RabbitMQ one and the in-process one.
 
-The conformance suite (tests/test_bus_conformance.py) runs the same tests against both, so
+The conformance suite (tests/mesh/bus/test_conformance.py) runs the same tests against both, so
 code above this line never needs to know which it has.
 """
 

@@ -30,7 +30,7 @@ from mesh.plugin.plugin_set import PluginSet
 from tests.conftest import fixture_source
 from tests.processes import fixture_plugins_env
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 VALIDATOR = ROOT / "tools" / "asyncapi-validate"
 Json = dict[str, Any]
 

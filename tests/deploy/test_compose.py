@@ -41,7 +41,7 @@ from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.testing.backends import fresh_postgres_database
 from tests.processes import MeshProcess, free_port
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 COMPOSE_V2 = BIN / "docker-compose-v2"
 COMPOSE_V1 = Path("/usr/bin/docker-compose")  # Debian's package
@@ -658,7 +658,7 @@ sys.exit(done.returncode)
 
 
 def run_example(name: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    from tests.test_docs import example
+    from tests.docs.test_excerpts import example
 
     return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", example(name)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=120)
@@ -740,7 +740,7 @@ def run_the_operations_examples(here: Deployment, host: Path) -> None:
     assert "mesh_rpc_handled_total" in watched.stdout
 
     # The log line the guide shows has the keys of a real one.
-    from tests.test_operations_doc import documented_log_line
+    from tests.docs.test_operations import documented_log_line
 
     shown = documented_log_line()
     [real] = [e for e in here.processes["server"][0].events() if e["event"] == shown["event"]]

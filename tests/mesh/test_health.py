@@ -23,7 +23,7 @@ from mesh.health import (
 from services.client import ClientService
 from services.server import ServerService
 from tests.conftest import Bus, eventually
-from tests.test_cli import mesh
+from tests.mesh.cli.test_cli import mesh
 
 
 def record(**overrides: object) -> HealthRecord:

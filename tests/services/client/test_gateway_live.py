@@ -15,7 +15,7 @@ from services.client import ClientService
 from services.server import ServerService
 from tests.conftest import Bus, eventually
 from tests.devices import Device, Gateway
-from tests.test_wheel_upload import (  # noqa: F401  (environment is a fixture)
+from tests.mesh.plugin.upload.test_install import (  # noqa: F401  (environment is a fixture)
     PLUGIN,
     environment,
     manifest,

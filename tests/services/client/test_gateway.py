@@ -177,7 +177,7 @@ def doc_frames(heading: str) -> list[Frame]:
     """The example frames under a heading of docs/devices.md."""
     from pathlib import Path
 
-    text = (Path(__file__).parents[1] / "docs" / "devices.md").read_text()
+    text = (Path(__file__).parents[3] / "docs" / "devices.md").read_text()
     section = text.split(heading, 1)[1]
     block = section.split("```json\n", 1)[1].split("```", 1)[0]
     return [json.loads(line) for line in block.splitlines() if line.strip()]

@@ -1,6 +1,6 @@
 """Code in the docs is real: excerpts match the files they name, and examples run.
 
-docs/tutorial.md is checked more strictly by tests/test_tutorial_doc.py: each of its blocks
+docs/tutorial.md is checked more strictly by tests/docs/test_tutorial.py: each of its blocks
 against the plugin as it is at the block's step.
 """
 

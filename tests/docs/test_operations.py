@@ -1,5 +1,6 @@
 """docs/operations.md holds: its settings table is mesh/config.py's, every MESH_ variable the docs
-name exists, and its examples run (the `docker compose exec` ones in tests/test_compose.py)."""
+name exists, and its examples run (the `docker compose exec` ones in
+tests/deploy/test_compose.py)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ from mesh.config import MeshSettings
 from mesh.testing.backends import fresh_postgres_database
 from services.server import ServerService
 from tests.conftest import Bus
+from tests.deploy.test_compose import HADOLINT, compose_config, tool
 from tests.doc_blocks import DOCS, ROOT, blocks
-from tests.test_compose import HADOLINT, compose_config, tool
-from tests.test_docs import example
+from tests.docs.test_excerpts import example
 
 OPERATIONS = ROOT / "docs" / "operations.md"
 RUN_HERE = {"mesh.toml", "plugin-image", "broker-user", "database-owner"}

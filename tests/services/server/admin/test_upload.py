@@ -13,7 +13,7 @@ from mesh.admin_credentials import admin_token
 from mesh.plugin.host import PluginState
 from services.server import ServerService
 from tests.conftest import Bus
-from tests.test_wheel_upload import PLUGIN, built, environment  # noqa: F401  (fixtures)
+from tests.mesh.plugin.upload.test_install import PLUGIN, built, environment  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 

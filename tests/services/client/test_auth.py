@@ -266,7 +266,7 @@ async def test_a_client_replica_hears_of_revocations_too(gateway: Gateway) -> No
 
 async def test_the_documented_sign_in_frames_are_understood(gateway: Gateway) -> None:
     from mesh.admin_credentials import admin_password
-    from tests.test_gateway import doc_frames
+    from tests.services.client.test_gateway import doc_frames
 
     password, _ = admin_password(gateway.server.settings)
     device = await gateway.device(user=None)

@@ -34,10 +34,10 @@ from mesh.rpc.caller import RpcCaller
 from mesh.scaffold import PluginSpec, render
 from services.server import ServerService
 from tests.conftest import Bus
+from tests.mesh.plugin.upload.test_install import listing
 from tests.processes import MeshProcess
-from tests.test_admin_upload import client as admin_client
-from tests.test_admin_upload import upload
-from tests.test_wheel_upload import listing
+from tests.services.server.admin.test_upload import client as admin_client
+from tests.services.server.admin.test_upload import upload
 
 BIN = Path(sys.executable).parent
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--isolated"]

@@ -32,7 +32,7 @@ from tests.conftest import Bus
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "protocol.md"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 EXAMPLE_MARKER = "<!-- protocol-example: aio-pika -->"

@@ -20,7 +20,7 @@ from bench.procs import ServerFailed, ServerProcess, server_process, wait_until_
 from bench.stats import percentile
 from mesh.health import HealthRecord, write_health
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {"calls_per_s", "p50_ms", "p99_ms"}
 LEVELS = {"c1", "c64"}
 

@@ -115,7 +115,7 @@ def test_other_contract_failures_are_listed_too() -> None:
         made_up("missing", "mesh_fixture_nowhere.contract:Nothing"),
         made_up("impostor", "mesh_noop.contract:NoopContract"),
         made_up("notacontract", "mesh_noop.contract:EchoRequest"),
-        made_up("undescribable", "tests.test_catalog:UndescribableContract"),
+        made_up("undescribable", "tests.mesh.test_catalog:UndescribableContract"),
     ]))
     errors = {p.name: p.error for p in catalog.plugins}
     assert catalog.entries == [] and len(catalog.broken) == 4
