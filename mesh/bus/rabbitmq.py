@@ -70,6 +70,24 @@ _CHANNEL_ERROR_CODES: dict[type[Exception], int] = {
 }
 
 
+async def _close_channel(channel: AbstractChannel, transport: RabbitTransport) -> None:
+    """Close a channel to the end, even when the task closing it is cancelled.
+
+    aiormq answers a cancelled Channel.Close by sending a second one; the broker has closed the
+    channel by then and closes the whole connection (504 CHANNEL_ERROR - expected
+    'channel.open'), failing every call in flight. So the close runs in a task of its own.
+    """
+    if channel.is_closed:
+        return
+    await asyncio.shield(transport.spawn(_close_quietly(channel)))
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    if not channel.is_closed:
+        with contextlib.suppress(*_CHANNEL_ERRORS):
+            await channel.close()
+
+
 def _channel_error(exc: aiormq.exceptions.AMQPChannelError) -> ChannelError:
     frame = exc.args[0] if exc.args else None
     code = getattr(frame, "reply_code", 0) or _CHANNEL_ERROR_CODES.get(type(exc), 0)
@@ -159,9 +177,8 @@ class _RabbitConsumer(Consumer):
 
     async def _close_channel(self) -> None:
         channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(*_CHANNEL_ERRORS):
-                await channel.close()
+        if channel is not None:
+            await _close_channel(channel, self.transport)
 
 
 class RabbitTransport(Transport):
@@ -199,10 +216,11 @@ class RabbitTransport(Transport):
         self._id_locks: dict[str, asyncio.Lock] = {}
         self.log = log.bind(connection=connection_name)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def forget_consumer(self, consumer: _RabbitConsumer, queue: str) -> None:
         with contextlib.suppress(ValueError):
@@ -288,8 +306,7 @@ class RabbitTransport(Transport):
                 exchange=self.exchange, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             return False  # the broker closed the probe channel
-        with contextlib.suppress(*_CHANNEL_ERRORS):
-            await probe.close()
+        await _close_channel(probe, self)
         return True
 
     def _on_channel_closed(self, channel: Any, exc: BaseException | None = None) -> None:
@@ -421,9 +438,7 @@ class RabbitTransport(Transport):
         except aiormq.exceptions.AMQPChannelError as exc:
             raise _channel_error(exc) from None
         finally:
-            if not channel.is_closed:
-                with contextlib.suppress(*_CHANNEL_ERRORS):
-                    await channel.close()
+            await _close_channel(channel, self)
 
     async def consume(
         self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False

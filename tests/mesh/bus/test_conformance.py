@@ -719,6 +719,29 @@ async def test_reconnect_does_not_bring_back_a_queue_whose_consumers_left(rabbit
         await transport.publish(Message(b"{}", routing_key="gone.x"), mandatory=True)
 
 
+@pytest.mark.rabbitmq
+async def test_cancelled_topology_calls_keep_the_connection(rabbit_bus: Bus) -> None:
+    """A device that leaves cancels its subscribe mid-bind. aiormq answers a cancelled
+    Channel.Close with a second one, which makes the broker close the whole connection
+    (CHANNEL_ERROR - expected 'channel.open'): the transport must never let that happen."""
+    transport = RabbitTransport(rabbit_bus.url or "", rabbit_bus.exchange,
+                                connection_name=f"cancel-{rabbit_bus.exchange}", max_backoff=0.3)
+    rabbit_bus.transports.append(transport)
+    lost: list[bool] = []
+    transport.on_connection_lost(lambda: lost.append(True))
+    await transport.connect()
+    queue = f"{rabbit_bus.exchange}.cancelled"
+    await transport.declare_queue(QueueSpec(queue, (), exclusive=True))
+    for round_ in range(60):
+        calls = [asyncio.create_task(transport.bind(queue, f"k.{i}")) for i in range(20)]
+        await asyncio.sleep(0.0005 * (round_ % 20))  # cancel at every stage of the calls
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    await transport.bind(queue, "still.works")
+    assert lost == [] and transport.reconnects == 0
+
+
 async def test_bind_and_unbind_change_what_a_queue_receives(bus: Bus) -> None:
     transport = await bus.connected("binder")
     queue = f"{bus.exchange}.binds"
