@@ -57,8 +57,10 @@ class TaskEnqueuer:
             try:
                 await self.transport.declare_queue(
                     results_queue_spec(self.transport.exchange, self.instance))
+                # Acked once taken: a result the broker sent just before the connection
+                # dropped is still in the queue after the reconnect, not lost on the wire.
                 self._consumer = await self.transport.consume(
-                    self.results_queue, self._on_result, prefetch=0, no_ack=True)
+                    self.results_queue, self._on_result, prefetch=0)
             except BaseException as exc:
                 future, self._listening = self._listening, None
                 future.set_exception(exc)
@@ -72,6 +74,7 @@ class TaskEnqueuer:
         handle = self._handles.get(message.correlation_id or "")
         if handle is not None:
             handle._resolve(message)
+        await delivery.ack()
 
     async def enqueue(
         self, task: Task[InT, OutT], input: InT | dict[str, Any], *,
