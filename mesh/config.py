@@ -76,6 +76,11 @@ class MeshSettings(BaseSettings):
                              description="Where the client's device gateway listens.")
     client_port: int = Field(default=8000, ge=0, le=65535,
                              description="The device gateway's port; 0 picks a free one.")
+    client_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="JSON list of the origins (`https://host:port`) whose pages may open the "
+        "device WebSocket; empty: only pages the client service served itself (same host).",
+    )
     observable_linger: float = Field(
         default=30.0, ge=0,
         description="Seconds a client keeps a selector upstream after its last device left.",

@@ -18,6 +18,7 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
 def browser() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for flag in FLAGS:
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -26,6 +27,33 @@ def browser() -> webdriver.Chrome:
 def wait_for(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], Any],
              timeout: float = 10) -> Any:
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(check)
+
+
+class PageShowsError(AssertionError):
+    """The page shows an error no one expected."""
+
+
+def shown_error(driver: webdriver.Chrome) -> str:
+    """The text of the device shell's error line (empty when there is none)."""
+    found = driver.find_elements(By.ID, "error")
+    return found[0].text if found else ""
+
+
+def wait_on_shell(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], Any],
+                  timeout: float = 10, *, expect_error: bool = False) -> Any:
+    """`wait_for` on the device shell, failing at once when the page shows an error (unless
+    the test waits for one: `expect_error`)."""
+    def checked(d: webdriver.Chrome) -> Any:
+        if not expect_error and (error := shown_error(d)):
+            raise PageShowsError(f"the page shows an error: {error}")
+        return check(d)
+    return wait_for(driver, checked, timeout)
+
+
+def policy_violations(driver: webdriver.Chrome) -> list[str]:
+    """Console messages of the page about its Content-Security-Policy refusing something."""
+    return [entry["message"] for entry in driver.get_log("browser")
+            if "Content Security Policy" in entry["message"]]
 
 
 def cells(driver: webdriver.Chrome) -> list[tuple[str, str]]:

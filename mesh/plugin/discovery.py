@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mesh.plugin.manifest import MANIFEST_FILE, ManifestError, PluginManifest, read_manifest
+from mesh.plugin.screens import ui_problem
 
 ENTRY_POINT_GROUP = "mesh.plugins"
 T = TypeVar("T")
@@ -71,6 +72,11 @@ def source_from_package(
             f"{distribution} {distribution_version}",
             distribution,
         )
+    ui = manifest.ui_section
+    problem = ui_problem(path, ui, manifest.screens) if ui is not None else None
+    if problem is not None:
+        return PluginSource(name, package, path, None, f"{path / MANIFEST_FILE}: {problem}",
+                            distribution)
     return PluginSource(name, package, path, manifest, None, distribution)
 
 

@@ -9,9 +9,17 @@ from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from mesh.permissions import PermissionsSection
+from mesh.permissions import PLATFORM_PERMISSIONS, PermissionsSection
+from mesh.plugin.screens import Screen, UiSection
 
 MANIFEST_FILE = "plugin.toml"
 ServiceKind = Literal["server", "client", "agent", "worker"]
@@ -63,6 +71,10 @@ class PluginManifest(BaseModel):
         description="Permission groups, their permissions, and those required of other "
         "plugins (docs/identity.md).",
     )
+    ui: UiSection | None = Field(
+        default=None, description="Where the plugin's browser files are (docs/devices.md).")
+    screens: list[Screen] = Field(
+        default_factory=list, description="The plugin's device screens, for the shell.")
 
     @field_validator("name")
     @classmethod
@@ -99,6 +111,29 @@ class PluginManifest(BaseModel):
             except InvalidSpecifier:
                 raise ValueError(f"depends.{name}: {spec!r} is not a PEP 440 range") from None
         return value
+
+    @model_validator(mode="after")
+    def _screens(self) -> PluginManifest:
+        seen: set[str] = set()
+        allowed = {*self.permissions.addresses(self.name), *PLATFORM_PERMISSIONS,
+                   *self.permissions.required()}
+        for screen in self.screens:
+            if screen.id in seen:
+                raise ValueError(f"screens: the id {screen.id!r} is used twice")
+            seen.add(screen.id)
+            for permission in screen.permissions:
+                if permission not in allowed:
+                    raise ValueError(
+                        f"screens.{screen.id}: permission {permission!r} is neither declared "
+                        f"by {self.name} nor listed under [permissions.requires]")
+        return self
+
+    @property
+    def ui_section(self) -> UiSection | None:
+        """`[ui]`, or its defaults when the plugin declares screens without it."""
+        if self.ui is None and self.screens:
+            return UiSection()
+        return self.ui
 
     @property
     def db_schema(self) -> str | None:

@@ -21,6 +21,7 @@ from mesh.service import Service
 from mesh.web import WebServer
 from services.client.auth import TokenCache
 from services.client.gateway import DeviceEntries, Gateway, GatewayLimits, create_app
+from services.client.gateway.screens import Screens
 
 
 class ClientService(Service):
@@ -45,11 +46,12 @@ class ClientService(Service):
         """What devices may use: the catalog of the plugins that run, on any service."""
         plugins = self.plugins
         running = PluginSet(plugins, disabled=plugins.disabled | self.switched_off)
-        return DeviceEntries.from_catalog(build_catalog(running))
+        return DeviceEntries.from_catalog(build_catalog(running),
+                                          Screens.from_plugins(running, running.order))
 
     def _refresh_entries(self) -> None:
         if self.gateway is not None:
-            self.gateway.entries = self.device_entries()
+            self.gateway.replace_entries(self.device_entries())
             self.log.info("gateway.entries_changed", topics=len(self.gateway.entries.topics),
                           actions=len(self.gateway.entries.actions),
                           rpcs=len(self.gateway.entries.rpcs))
@@ -93,7 +95,8 @@ class ClientService(Service):
         self.gateway = Gateway(self.cache, self.rpc_caller, self.device_entries(), GatewayLimits(
             max_frame_bytes=self.settings.device_max_frame_bytes,
             max_subscriptions=self.settings.device_max_subscriptions,
-        ), self.auth)
+        ), self.auth, allowed_origins=frozenset(
+            o.rstrip("/") for o in self.settings.client_allowed_origins))
         self.web = WebServer(create_app(self.gateway), self.settings.client_host,
                              self.settings.client_port,
                              ws_max_size=self.settings.device_max_frame_bytes * 4)

@@ -18,6 +18,7 @@ from mesh.contract import Contract, Rpc, Topic
 from mesh.identity import Identity
 from mesh.plugin.discovery import import_entry
 from services.client.gateway.frames import DeviceError
+from services.client.gateway.screens import Screens
 
 log = structlog.get_logger("mesh.gateway")
 DeviceKind = Literal["topic", "action", "rpc"]
@@ -25,14 +26,15 @@ DeviceKind = Literal["topic", "action", "rpc"]
 
 @dataclass(frozen=True)
 class DeviceEntries:
-    """Every topic, action and device RPC by qualname (`<plugin>.<name>`)."""
+    """Every topic, action and device RPC by qualname (`<plugin>.<name>`), and the screens."""
 
     topics: Mapping[str, Topic[Any, Any]] = field(default_factory=dict)
     actions: Mapping[str, Rpc[Any, Any]] = field(default_factory=dict)
     rpcs: Mapping[str, Rpc[Any, Any]] = field(default_factory=dict)
+    screens: Screens = field(default_factory=Screens)
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog) -> DeviceEntries:
+    def from_catalog(cls, catalog: Catalog, screens: Screens | None = None) -> DeviceEntries:
         for plugin in catalog.broken:
             log.error("gateway.contract_refused", plugin=plugin.name, reason=plugin.error)
         contracts = {p.name: import_entry(p.contract, Contract) for p in catalog.plugins
@@ -49,7 +51,7 @@ class DeviceEntries:
             else:
                 (actions if entry.kind == "action" else rpcs)[entry.qualname] = \
                     contract.rpcs[entry.name]
-        return cls(topics, actions, rpcs)
+        return cls(topics, actions, rpcs, screens or Screens())
 
     def _table(self, kind: DeviceKind) -> Mapping[str, Any]:
         return {"topic": self.topics, "action": self.actions, "rpc": self.rpcs}[kind]
@@ -58,9 +60,13 @@ class DeviceEntries:
         """The names of `kind` that `identity` may use, sorted."""
         return sorted(n for n, e in self._table(kind).items() if identity.may(e.permission))
 
-    def describe(self, identity: Identity) -> dict[str, list[str]]:
-        """The names `identity` may use, and only those."""
-        return {f"{kind}s": self.usable(identity, kind) for kind in ("topic", "action", "rpc")}
+    def describe(self, identity: Identity, locales: list[str] | None = None) -> dict[str, Any]:
+        """The names and screens `identity` may use, and only those; screen titles in the
+        first of `locales` the plugin translates to."""
+        described: dict[str, Any] = {f"{kind}s": self.usable(identity, kind)
+                                     for kind in ("topic", "action", "rpc")}
+        described["screens"] = self.screens.usable(identity, locales or [])
+        return described
 
     def find(self, identity: Identity, kind: DeviceKind, name: Any) -> Any:
         """The declaration named `name`; unknown_<kind> (listing the names `identity` may use)

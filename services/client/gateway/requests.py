@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from mesh.validation import field_errors
 from services.client.gateway.frames import DeviceError, Frame, RequestId, TopicValues
+from services.client.gateway.screens import wanted_locales
 
 if TYPE_CHECKING:
     from services.client.gateway.connection import DeviceConnection
@@ -25,7 +26,8 @@ def _validate(model: Any, data: Any, code: str, what: str) -> Any:
 async def catalog(connection: DeviceConnection, request_id: RequestId, frame: Frame) -> None:
     identity = await connection.who()
     connection.send({"type": "catalog", "id": request_id,
-                     **connection.gateway.entries.describe(identity)})
+                     **connection.gateway.entries.describe(
+                         identity, wanted_locales(frame.get("locale")))})
 
 
 async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: Frame) -> None:

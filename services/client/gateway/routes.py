@@ -1,6 +1,7 @@
-"""The client service's HTTP and WebSocket routes (docs/devices.md): the demo page, the JS
-client, health, the catalog of what a token's bearer may use, and `/ws`, where devices
-connect."""
+"""The client service's HTTP and WebSocket routes (docs/devices.md): the shell and the JS
+client, the plugins' UI files, health, the catalog of what a token's bearer may use, and `/ws`,
+where devices connect (from the allowed origins only). Every page goes out with the browser
+security headers (`web_security`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from mesh.errors import RpcError, Unauthenticated
 from mesh.identity import Identity, Invalidation
 from services.client.gateway.connection import DeviceConnection
+from services.client.gateway.screens import wanted_locales
 from services.client.gateway.state import Gateway
+from services.client.gateway.web_security import (
+    ORIGIN_REFUSED,
+    SHELL_FILES,
+    add_security_headers,
+    origin_allowed,
+    plugin_file,
+    refusal_reason,
+)
 
 
 def _static(name: str) -> str:
@@ -27,6 +37,7 @@ def _bearer(request: Request) -> str | None:
 
 def create_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(title="mesh device gateway", docs_url=None, redoc_url=None)
+    add_security_headers(app)
     connections = gateway.connections
     app.state.connections = connections
     auth = gateway.auth
@@ -55,32 +66,53 @@ def create_app(gateway: Gateway) -> FastAPI:
                                 status_code=503)
 
     @app.get("/", response_class=HTMLResponse)
-    async def demo_page() -> str:
-        return _static("index.html")
+    async def shell_page() -> Response:
+        return HTMLResponse(_static("index.html"), headers={"Cache-Control": "no-cache"})
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:
         return Response(status_code=204)
 
-    @app.get("/mesh.js")
-    async def js_client() -> Response:
-        return Response(_static("mesh.js"), media_type="text/javascript")
+    for name, media_type in SHELL_FILES.items():
+        def serve(name: str = name, media_type: str = media_type) -> Response:
+            return Response(_static(name), media_type=media_type,
+                            headers={"Cache-Control": "no-cache"})
+        app.add_api_route(f"/{name}", serve, methods=["GET"], include_in_schema=False)
+
+    @app.get("/plugins/{plugin}/{path:path}", include_in_schema=False)
+    async def plugin_static(plugin: str, path: str) -> Response:
+        """A file of a running plugin's UI folder: versioned (`@<hash>/...`, cached for a
+        year) or not (revalidated every time); 404 for anything else."""
+        found = plugin_file(gateway.entries.screens, plugin, path)
+        if found is None:
+            return JSONResponse({"code": "not_found", "message": "no such file",
+                                 "details": None}, status_code=404)
+        file, media_type, versioned = found
+        cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
+        return FileResponse(file, media_type=media_type, headers={"Cache-Control": cache})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "devices": len(connections), "upstream": gateway.cache.upstream}
 
     @app.get("/catalog", response_model=None)
-    async def describe(request: Request) -> dict[str, list[str]] | JSONResponse:
-        """The topics, actions and RPCs the bearer of the token may use."""
+    async def describe(request: Request, locale: str | None = None) -> dict[str, Any] | \
+            JSONResponse:
+        """The topics, actions, RPCs and screens the bearer of the token may use; screen
+        titles in `locale`, else in the Accept-Language, else in each plugin's default."""
         identity = await bearer_identity(request)
         if isinstance(identity, JSONResponse):
             return identity
-        return gateway.entries.describe(identity)
+        wanted = wanted_locales(locale) + wanted_locales(request.headers.get("accept-language"))
+        return gateway.entries.describe(identity, wanted)
 
     @app.websocket("/ws")
     async def device(websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
         await websocket.accept()
+        if not origin_allowed(origin, websocket.headers.get("host"), gateway.allowed_origins):
+            await websocket.close(code=ORIGIN_REFUSED, reason=refusal_reason(origin))
+            return
         connection = DeviceConnection(websocket, gateway)
         connections.add(connection)
         try:

@@ -33,3 +33,12 @@ class Gateway:
     limits: GatewayLimits
     auth: TokenCache
     connections: set[DeviceConnection] = field(default_factory=set)
+    allowed_origins: frozenset[str] = frozenset()  # empty: the page's own host only
+
+    def replace_entries(self, entries: DeviceEntries) -> None:
+        """The plugins changed: requests use `entries` from now on, and every signed-in device
+        is told to ask for its catalog again (`catalog_changed`, docs/devices.md)."""
+        self.entries = entries
+        for connection in list(self.connections):
+            if connection.token is not None:
+                connection.send({"type": "catalog_changed", "id": None})

@@ -32,11 +32,14 @@ export class Mesh {
   #socket = null;
   #nextId = 1;
   #pending = new Map(); // request id -> {resolve, reject, timer}
-  #subscriptions = new Map(); // subscription id -> {topic, selector, onValue, onError, version}
+  // subscription id -> {topic, selector, onValue, onError, version, sent}; `sent` while the
+  // gateway has it (or may have it): it is sent again only when it is not
+  #subscriptions = new Map();
   #backoff;
   #closed = false;
   #statusListeners = new Set();
   #identityListeners = new Set();
+  #catalogListeners = new Set();
   status = "connecting";
   identity = null; // {user, displayName, permissions, expiresAt} once signed in
 
@@ -56,7 +59,7 @@ export class Mesh {
     if (lifetime) frame.lifetime_s = lifetime;
     const answer = await this.#request(frame);
     this.#options.storage?.setItem(this.#options.tokenKey, answer.token);
-    return this.#signedIn(answer, this.identity === null);
+    return this.#signedIn(answer);
   }
 
   /** Sign out: the token stops working everywhere, every subscription ends. */
@@ -71,25 +74,41 @@ export class Mesh {
     return () => this.#identityListeners.delete(listener);
   }
 
-  /** The topics, actions and RPCs this device may use. */
-  async catalog() {
-    const {topics, actions, rpcs} = await this.#request({type: "catalog"});
-    return {topics, actions, rpcs};
+  /** The topics, actions, RPCs and screens this device may use; screen titles in `locale`
+   * (a language tag, or several comma-separated, best first) where the plugin has them. */
+  async catalog({locale} = {}) {
+    const frame = {type: "catalog"};
+    if (locale) frame.locale = locale;
+    const {topics, actions, rpcs, screens = []} = await this.#request(frame);
+    return {topics, actions, rpcs, screens};
+  }
+
+  /** Be told when what this device may use changed (a plugin switched on or off, installed,
+   * upgraded): ask for the catalog again. */
+  onCatalogChange(listener) {
+    this.#catalogListeners.add(listener);
+    return () => this.#catalogListeners.delete(listener);
   }
 
   get #token() { return this.#options.storage?.getItem(this.#options.tokenKey) ?? null; }
 
-  #signedIn(answer, resubscribe) {
+  #signedIn(answer) {
     this.identity = {user: answer.user, displayName: answer.display_name,
                      permissions: answer.permissions, expiresAt: answer.expires_at};
+    // what was refused before signing in (or never sent) is asked for again, once; what a
+    // listener subscribes to below is sent by subscribe itself
+    this.#sendUnsent();
     for (const listener of this.#identityListeners) listener(this.identity);
-    // what was asked for before signing in was refused then: ask again
-    if (resubscribe) for (const id of this.#subscriptions.keys()) this.#sendSubscribe(id);
     return this.identity;
+  }
+
+  #sendUnsent() {
+    for (const [id, sub] of this.#subscriptions) if (!sub.sent) this.#sendSubscribe(id);
   }
 
   #forget(reason) {
     this.#options.storage?.removeItem(this.#options.tokenKey);
+    for (const sub of this.#subscriptions.values()) sub.sent = false; // signing out ended them
     const was = this.identity;
     this.identity = null;
     if (was) for (const listener of this.#identityListeners) listener(null, reason);
@@ -99,7 +118,7 @@ export class Mesh {
    * every newer one. Returns a function that stops watching. */
   subscribe(topic, selector, onValue, onError = (error) => console.warn(error)) {
     const id = `s${this.#nextId++}`;
-    this.#subscriptions.set(id, {topic, selector, onValue, onError, version: -1});
+    this.#subscriptions.set(id, {topic, selector, onValue, onError, version: -1, sent: false});
     this.#sendSubscribe(id);
     return () => {
       if (this.#subscriptions.delete(id)) {
@@ -144,13 +163,13 @@ export class Mesh {
       const token = this.#token;
       if (token) {
         try {
-          this.#signedIn(await this.#request({type: "sign_in", token}), true);
+          this.#signedIn(await this.#request({type: "sign_in", token}));
         } catch (error) {
           if (error.code === "unauthenticated") this.#forget(error.details?.reason ?? error.message);
         }
       }
       this.#setStatus("open");
-      if (!token) for (const id of this.#subscriptions.keys()) this.#sendSubscribe(id);
+      if (!token) this.#sendUnsent();
     };
     socket.onmessage = (event) => this.#receive(JSON.parse(event.data));
     socket.onclose = () => {
@@ -159,6 +178,7 @@ export class Mesh {
         request.reject(new MeshError("disconnected", "the connection to the gateway closed"));
         this.#pending.delete(id);
       }
+      for (const sub of this.#subscriptions.values()) sub.sent = false; // a new connection
       this.#setStatus("closed");
       if (!this.#closed) {
         const delay = this.#backoff * (0.5 + Math.random());
@@ -178,7 +198,7 @@ export class Mesh {
 
   #sendSubscribe(id) {
     const sub = this.#subscriptions.get(id);
-    if (sub) this.#send({type: "subscribe", id, topic: sub.topic, selector: sub.selector});
+    if (sub) sub.sent = this.#send({type: "subscribe", id, topic: sub.topic, selector: sub.selector});
   }
 
   #request(frame) {
@@ -205,6 +225,10 @@ export class Mesh {
       }
       return;
     }
+    if (frame.type === "catalog_changed") {
+      for (const listener of this.#catalogListeners) listener();
+      return;
+    }
     if (frame.type === "signed_out" && frame.id === null) {
       this.#forget(frame.reason); // expired or revoked: the subscriptions ended with it
       return;
@@ -221,7 +245,13 @@ export class Mesh {
         clearTimeout(request.timer);
         request.reject(error);
       } else if (this.#subscriptions.has(frame.id)) {
-        this.#subscriptions.get(frame.id).onError(error);
+        const sub = this.#subscriptions.get(frame.id);
+        sub.sent = false; // the gateway does not have it: refused, or ended
+        if (error.code === "unauthenticated") {
+          if (this.identity) this.#sendSubscribe(frame.id); // it crossed a sign-in: again
+          return; // sent again when signed in
+        }
+        sub.onError(error);
       } else {
         console.warn("mesh gateway:", error);
       }

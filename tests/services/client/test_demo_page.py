@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 
 from mesh.admin_credentials import admin_password
 from services.client import ClientService
-from tests.browser import browser, cells, sign_in, wait_for
+from tests.browser import browser, cells, policy_violations, sign_in, wait_for, wait_on_shell
 from tests.conftest import Bus
 from tests.processes import free_port
 
@@ -23,9 +23,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 @pytest.fixture
 def pages() -> Iterator[tuple[object, object]]:
     first, second = browser(), browser()
-    yield first, second
-    first.quit()
-    second.quit()
+    try:
+        yield first, second
+        for page in (first, second):
+            assert policy_violations(page) == []
+    finally:
+        first.quit()
+        second.quit()
 
 
 def click(driver: object, row: int, title: str) -> None:
@@ -41,28 +45,28 @@ async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: t
     await memory_bus.service("worker")  # the page doubles a row with a task, on a worker
     client = await memory_bus.service("client", client_port=port)
     first, second = pages
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/#/tutorial/string_ints"
 
     def in_browsers() -> None:
         for page in (first, second):
             page.get(url)
-            wait_for(page, lambda p: p.find_element(By.ID, "status").text == "open")
-            assert not p_visible(page, "live")  # nothing to see before signing in
+            wait_on_shell(page, lambda p: p.find_element(By.ID, "status").text == "open")
+            assert not p_visible(page, "screen")  # nothing to see before signing in
             sign_in(page, "admin", password)
-            wait_for(page, lambda p: "signed in as admin" in p.find_element(By.ID, "who").text)
-            wait_for(page, lambda p: "no rows yet" in p.find_element(By.ID, "rows").text)
+            wait_on_shell(page, lambda p: "signed in as admin" in p.find_element(By.ID, "who").text)
+            wait_on_shell(page, lambda p: "no rows yet" in p.find_element(By.ID, "rows").text)
         first.find_element(By.ID, "string1").send_keys("hello")
         first.find_element(By.CSS_SELECTOR, "#add button").click()
         for page in (first, second):
-            wait_for(page, lambda p: cells(p) == [("hello", "0")])
+            wait_on_shell(page, lambda p: cells(p) == [("hello", "0")])
         click(second, 0, "add one")
         click(second, 0, "add one")  # at once: the row is updated in place, not replaced
         for page in (first, second):
-            wait_for(page, lambda p: cells(p) == [("hello", "2")])
+            wait_on_shell(page, lambda p: cells(p) == [("hello", "2")])
         click(first, 0, "subtract one")
         click(first, 0, "toggle case")
         for page in (first, second):
-            wait_for(page, lambda p: cells(p) == [("HELLO", "1")])
+            wait_on_shell(page, lambda p: cells(p) == [("HELLO", "1")])
 
     await asyncio.to_thread(in_browsers)
 
@@ -75,13 +79,13 @@ async def test_two_pages_update_together_and_reconnect(memory_bus: Bus, pages: t
 
     def after_reconnect() -> None:
         for page in (first, second):
-            wait_for(page, lambda p: p.find_element(By.ID, "status").text == "open", 20)
+            wait_on_shell(page, lambda p: p.find_element(By.ID, "status").text == "open", 20)
         click(first, 0, "add one")
         for page in (first, second):
-            wait_for(page, lambda p: cells(p) == [("HELLO", "2")])
+            wait_on_shell(page, lambda p: cells(p) == [("HELLO", "2")])
         click(second, 0, "double, on a worker")
         for page in (first, second):
-            wait_for(page, lambda p: cells(p) == [("HELLO", "4")])
+            wait_on_shell(page, lambda p: cells(p) == [("HELLO", "4")])
 
     await asyncio.to_thread(after_reconnect)
 
@@ -98,15 +102,16 @@ async def test_an_action_error_shows_on_the_page(memory_bus: Bus, pages: tuple) 
     first, _ = pages
 
     def rejected() -> None:
-        first.get(f"http://127.0.0.1:{port}/")
-        wait_for(first, lambda p: p.find_element(By.ID, "status").text == "open")
+        first.get(f"http://127.0.0.1:{port}/#/tutorial/string_ints")
+        wait_on_shell(first, lambda p: p.find_element(By.ID, "status").text == "open")
         sign_in(first, "admin", password)
-        wait_for(first, lambda p: p_visible(p, "live"))
+        wait_on_shell(first, lambda p: "no rows yet" in p.find_element(By.ID, "rows").text)
         first.find_element(By.ID, "string1").send_keys("x" * 50)
         first.execute_script("document.getElementById('string1').removeAttribute('maxlength');"
                              "document.getElementById('string1').value += 'y';")
         first.find_element(By.CSS_SELECTOR, "#add button").click()
-        wait_for(first, lambda p: "invalid_request" in p.find_element(By.ID, "error").text)
+        wait_on_shell(first, lambda p: "invalid_request" in p.find_element(By.ID, "error").text,
+                      expect_error=True)
 
     await asyncio.to_thread(rejected)
 
@@ -126,20 +131,20 @@ async def test_sign_in_refused_forbidden_and_sign_out_on_the_page(memory_bus: Bu
     page, _ = pages
 
     def as_a_watcher() -> None:
-        page.get(f"http://127.0.0.1:{port}/")
+        page.get(f"http://127.0.0.1:{port}/#/tutorial/string_ints")
         sign_in(page, "wendy", "wrong")
-        wait_for(page, lambda p: "wrong username or password" in
-                 p.find_element(By.ID, "error").text)
-        assert not p_visible(page, "live")
+        wait_on_shell(page, lambda p: "wrong username or password" in
+                      p.find_element(By.ID, "error").text, expect_error=True)
+        assert not p_visible(page, "screen")
         sign_in(page, "wendy", "only-watching")
-        wait_for(page, lambda p: cells(p) == [("row", "1")])
+        wait_on_shell(page, lambda p: cells(p) == [("row", "1")])
         click(page, 0, "add one")
-        wait_for(page, lambda p: "forbidden: wendy lacks the permission tutorial/rows/change" in
-                 p.find_element(By.ID, "error").text)
+        wait_on_shell(page, lambda p: "forbidden: wendy lacks the permission tutorial/rows/change"
+                      in p.find_element(By.ID, "error").text, expect_error=True)
         assert cells(page) == [("row", "1")]
         page.refresh()  # the token is kept for the tab: still signed in
-        wait_for(page, lambda p: cells(p) == [("row", "1")])
+        wait_on_shell(page, lambda p: cells(p) == [("row", "1")])
         page.find_element(By.ID, "signout").click()
-        wait_for(page, lambda p: p_visible(p, "signin") and not p_visible(p, "live"))
+        wait_on_shell(page, lambda p: p_visible(p, "signin") and not p_visible(p, "screen"))
 
     await asyncio.to_thread(as_a_watcher)
