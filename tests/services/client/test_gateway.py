@@ -170,7 +170,7 @@ async def test_health_and_catalog_endpoints(gateway: Gateway) -> None:
     assert "devices.secret" not in catalog["rpcs"]
     assert script.headers["content-type"].startswith("text/javascript")
     assert "export class Mesh" in script.text
-    assert "tutorial.string_ints" in page.text
+    assert 'src="/shell.js"' in page.text and catalog["screens"]
 
 
 def doc_frames(heading: str) -> list[Frame]:

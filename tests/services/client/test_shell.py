@@ -1,0 +1,156 @@
+"""The device shell in headless Chromium (one browser for the module): a user sees only the
+screens their permissions allow; a screen opened from the home grid works; a deep link
+survives a reload; switching the language changes the screens' strings; a plugin switched off
+and on takes its screens off and back onto an open shell within 5 s; and no error is shown
+along the way, nor anything refused by the Content-Security-Policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from mesh.admin_credentials import admin_password
+from mesh.plugin.discovery import discover
+from services.server import ServerService
+from tests.browser import browser, policy_violations, sign_in, wait_on_shell
+from tests.conftest import Bus, fixture_source
+from tests.services.client.test_auth import VIEWER_PASSWORD, add_user
+from tests.devices import Gateway
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Any]:
+    driver = browser()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def clean_page(page: Any) -> Iterator[Any]:
+    """The module's browser; afterwards nothing on its pages was refused by the CSP."""
+    page.get_log("browser")  # what earlier tests left
+    yield page
+    assert policy_violations(page) == []
+
+
+async def shell(bus: Bus) -> tuple[str, ServerService, str]:
+    """A server and a client with the devices fixture plugin: the shell's URL, the server,
+    the admin's password."""
+    sources = [*discover(), fixture_source("devices")]
+    server = await bus.service("server", sources=sources)
+    client = await bus.service("client", sources=sources, client_port=0)
+    assert isinstance(server, ServerService)
+    password, _ = admin_password(server.settings)
+    return f"http://127.0.0.1:{client.bound_port}/", server, password  # type: ignore[attr-defined]
+
+
+def tiles(page: Any) -> list[str]:
+    """The screens on the home grid, in order (read at once: the grid may be re-rendered)."""
+    return list(page.execute_script(
+        "return document.getElementById('home').hidden ? [] : "
+        "[...document.querySelectorAll('#grid .tile')].map((t) => t.dataset.screen)"))
+
+
+def text(page: Any, element_id: str) -> str:
+    """The element's text, "" when there is none (read at once, like `tiles`)."""
+    return str(page.execute_script(
+        "return document.getElementById(arguments[0])?.innerText ?? ''", element_id))
+
+
+async def test_a_user_sees_only_the_screens_they_may_use(memory_bus: Bus,
+                                                         clean_page: Any) -> None:
+    url, server, password = await shell(memory_bus)
+    await add_user(Gateway(memory_bus, server, []), "watcher", ["devices/counter/watch"])
+    page = clean_page
+
+    def in_the_browser() -> None:
+        page.get(url)
+        sign_in(page, "watcher", VIEWER_PASSWORD)
+        wait_on_shell(page, lambda p: tiles(p) == ["devices/counter"])
+        page.find_element(By.CSS_SELECTOR, "#grid .tile").click()
+        wait_on_shell(page, lambda p: text(p, "counter-value") == "The counter a is at 0.")
+        assert page.current_url.endswith("#/devices/counter")
+        page.find_element(By.ID, "signout").click()
+        sign_in(page, "admin", password)
+        page.get(url + "#/")
+        # by priority, grouped by category: Counters (reset 5, counter 20), Tutorial (10)
+        wait_on_shell(page, lambda p: tiles(p) == ["devices/reset", "devices/counter",
+                                                   "tutorial/string_ints"])
+        categories = [h.text for h in page.find_elements(By.CSS_SELECTOR, ".category h2")]
+        assert categories == ["Counters", "Tutorial"]
+        page.find_element(By.ID, "search").send_keys("zero")
+        wait_on_shell(page, lambda p: tiles(p) == ["devices/reset"])
+        page.find_element(By.ID, "search").clear()
+        page.find_element(By.ID, "search").send_keys("numbers")  # a keyword of the tutorial's
+        wait_on_shell(page, lambda p: tiles(p) == ["tutorial/string_ints"])
+
+    await asyncio.to_thread(in_the_browser)
+
+
+async def test_deep_links_reload_and_language(memory_bus: Bus, clean_page: Any) -> None:
+    url, _, password = await shell(memory_bus)
+    page = clean_page
+
+    def in_the_browser() -> None:
+        page.get(url + "#/devices/counter?name=b")
+        sign_in(page, "admin", password)
+        wait_on_shell(page, lambda p: text(p, "counter-value") == "The counter b is at 0.")
+        assert text(page, "counter-params") == 'params: {"name":"b"}'
+        page.refresh()  # still signed in (the tab keeps the token), still on the screen
+        wait_on_shell(page, lambda p: text(p, "counter-value") == "The counter b is at 0.")
+        page.find_element(By.ID, "counter-next").click()  # navigate(), with params
+        wait_on_shell(page, lambda p: text(p, "counter-value") == "The counter bx is at 0.")
+        assert page.current_url.endswith("#/devices/counter?name=bx")
+        page.back()
+        wait_on_shell(page, lambda p: text(p, "counter-value") == "The counter b is at 0.")
+
+        Select(page.find_element(By.ID, "language")).select_by_value("de")
+        wait_on_shell(page, lambda p: text(p, "counter-value") == "Der Zähler b steht bei 0.")
+        assert page.find_element(By.ID, "signout").text == "Abmelden"
+        page.get(url + "#/tutorial/string_ints")
+        wait_on_shell(page, lambda p: "noch keine Zeilen" in text(p, "rows"))
+        assert page.find_element(By.CSS_SELECTOR, "#add button").text == "Zeile hinzufügen"
+        Select(page.find_element(By.ID, "language")).select_by_value("en")
+        wait_on_shell(page, lambda p: "no rows yet" in text(p, "rows"))
+        page.find_element(By.ID, "string1").send_keys("hello")
+        page.find_element(By.CSS_SELECTOR, "#add button").click()
+        wait_on_shell(page, lambda p: "hello" in text(p, "rows"))
+        page.get(url + "#/nope/nothing")  # a link to a screen there is not: home, and why
+        wait_on_shell(page, lambda p: "not available" in text(p, "notice"))
+        assert tiles(page)
+
+    await asyncio.to_thread(in_the_browser)
+
+
+async def test_a_plugin_switched_off_and_on_changes_an_open_shell(memory_bus: Bus,
+                                                                  clean_page: Any) -> None:
+    url, server, password = await shell(memory_bus)
+    page = clean_page
+
+    def signed_in() -> None:
+        page.get(url)
+        sign_in(page, "admin", password)
+        wait_on_shell(page, lambda p: "devices/counter" in tiles(p))
+
+    def until(check: Any) -> float:
+        """Seconds until `check` holds on the page: at most 5."""
+        started = time.monotonic()
+        wait_on_shell(page, check, timeout=5)
+        return time.monotonic() - started
+
+    await asyncio.to_thread(signed_in)
+    await server.set_enabled(["devices"], False, by="admin")
+    gone = await asyncio.to_thread(until, lambda p: tiles(p) == ["tutorial/string_ints"])
+    await server.set_enabled(["devices"], True, by="admin")
+    back = await asyncio.to_thread(until, lambda p: "devices/counter" in tiles(p))
+    print(f"screens off an open shell in {gone:.2f} s, back in {back:.2f} s")
