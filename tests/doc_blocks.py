@@ -1,7 +1,8 @@
 """The code blocks of the docs, as tests read them.
 
-A block whose first line is `# file: PATH` shows code of that file; a line `# ...` in it skips
-over code the block does not show, so one block can show several pieces ("chunks") of a file,
+A block whose first line is `# file: PATH` (`// file: PATH` in JavaScript and JSON, `<!-- file:
+PATH -->` in SVG and HTML) shows code of that file; a line `# ...` (`// ...`) in it skips over
+code the block does not show, so one block can show several pieces ("chunks") of a file,
 in the file's order. A block whose first line is `# example: NAME` is a program a test runs.
 """
 
@@ -14,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
-FILE = re.compile(r"# file: (\S+)$")
-SKIP = "# ..."
+FILE = re.compile(r"(?:#|//|<!--) file: (\S+?)(?: -->)?$")
+SKIPS = ("# ...", "// ...")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Block:
             lines.pop()
         found: list[list[str]] = [[]]
         for line in lines:
-            if line.strip() == SKIP:
+            if line.strip() in SKIPS:
                 found.append([])
             else:
                 found[-1].append(line)

@@ -138,6 +138,7 @@ STEPS: dict[int | str, PeekStep] = {
          13194, 13204)),
     10: PeekStep("8.9.19 (no task)", (), ()),
     11: PeekStep("none", (), ()),
+    12: PeekStep("none (in 6, 7 and the shell)", (), ()),
     "device page": PeekStep(
         "8.9.9",
         ("plugin_package.json",), (9378, 9386),
@@ -170,6 +171,7 @@ PEEK: dict[int | str, Counted] = {
     9: Counted("8.9.16", 6, 93, 0, 0),
     10: Counted("8.9.19 (no task)", 0, 0, 0, 0),
     11: Counted("none", 0, 0, 0, 0),
+    12: Counted("none (in 6, 7 and the shell)", 0, 0, 0, 0),
     "device page": Counted("8.9.9", 1, 10, 4, 55),
 }
 
