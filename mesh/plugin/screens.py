@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -121,18 +122,27 @@ def inside(folder: Path, relative: str) -> Path | None:
     return target
 
 
-def read_catalog(path: Path) -> dict[str, str]:
+def parse_catalog(name: str, raw: bytes) -> dict[str, str]:
     """A translation catalog: a JSON object of strings; ValueError saying why it is not."""
-    if path.stat().st_size > MAX_CATALOG_BYTES:
-        raise ValueError(f"{path.name} is over {MAX_CATALOG_BYTES} bytes")
+    if len(raw) > MAX_CATALOG_BYTES:
+        raise ValueError(f"{name} is over {MAX_CATALOG_BYTES} bytes")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path.name} is not JSON: {exc}") from None
+        raise ValueError(f"{name} is not JSON: {exc}") from None
     if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ValueError(f"{path.name} must be a JSON object of strings")
+        raise ValueError(f"{name} must be a JSON object of strings")
     return data
+
+
+def read_catalog(path: Path) -> dict[str, str]:
+    return parse_catalog(path.name, path.read_bytes())
+
+
+def is_svg(raw: bytes) -> bool:
+    head = raw[:4096].lstrip().lower()
+    return (head.startswith(b"<svg") or head.startswith(b"<?xml")) and b"<svg" in head
 
 
 def ui_problem(package: Path, ui: UiSection, screens: list[Screen]) -> str | None:
@@ -140,26 +150,34 @@ def ui_problem(package: Path, ui: UiSection, screens: list[Screen]) -> str | Non
     folder = package / ui.folder
     if not folder.resolve().is_relative_to(package.resolve()) or not folder.is_dir():
         return f"ui: no UI folder {ui.folder!r} in the package"
+
+    def read(relative: str) -> bytes | None:
+        path = inside(folder, relative)
+        return path.read_bytes() if path is not None else None
+
+    return files_problem(read, ui, screens)
+
+
+def files_problem(read: Callable[[str], bytes | None], ui: UiSection,
+                  screens: list[Screen]) -> str | None:
+    """Why the files `read` finds (by path relative to the UI folder; None: no such file, or
+    one leading out of the folder) do not fit the declared UI, or None. Used on an installed
+    package and on an uploaded wheel alike."""
     for locale in ui.locales:
-        catalog = inside(folder, f"i18n/{locale}.json")
-        if catalog is None:
+        raw = read(f"i18n/{locale}.json")
+        if raw is None:
             return f"ui: no catalog i18n/{locale}.json in {ui.folder}/ (or it leads out of it)"
         try:
-            read_catalog(catalog)
+            parse_catalog(f"{locale}.json", raw)
         except ValueError as exc:
             return f"ui: {ui.folder}/i18n/{exc}"
     for screen in screens:
         for what in ("module", "icon"):
             relative = getattr(screen, what)
-            path = inside(folder, relative)
-            if path is None:
+            if read(relative) is None:
                 return (f"screens.{screen.id}.{what}: no file {ui.folder}/{relative} in the "
                         "package (or it leads out of the UI folder)")
-        icon = inside(folder, screen.icon)
-        assert icon is not None
-        head = icon.read_bytes()[:512].lstrip().lower()
-        if not (head.startswith(b"<svg") or head.startswith(b"<?xml")) or b"<svg" not in \
-                icon.read_bytes()[:4096].lower():
+        if not is_svg(read(screen.icon) or b""):
             return f"screens.{screen.id}.icon: {ui.folder}/{screen.icon} is not an SVG image"
     return None
 

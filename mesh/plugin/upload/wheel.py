@@ -38,6 +38,7 @@ from packaging.version import InvalidVersion, Version
 
 from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource
 from mesh.plugin.manifest import MANIFEST_FILE, ManifestError, PluginManifest, parse_manifest
+from mesh.plugin.screens import MAX_CATALOG_BYTES, files_problem
 from mesh.plugin.plugin_set import PluginSet
 from mesh.plugin.upload import environment
 from mesh.plugin.upload.errors import WheelRejected
@@ -108,6 +109,7 @@ def read_wheel(
         top_level = _check_content(members, dist_info, name, version)
         plugin, package = _entry_point(archive, members, dist_info)
         manifest = _manifest(archive, members, package, filename)
+        _check_ui(archive, members, manifest, package)
     if manifest.name != plugin:
         raise WheelRejected("name_mismatch", f"the entry point registers the plugin {plugin!r} "
                             f"but its plugin.toml says name = {manifest.name!r}; make them equal")
@@ -439,6 +441,30 @@ def _check_manifest_modules(
         if not any(c in members for c in candidates):
             raise WheelRejected("bad_manifest", f"plugin.toml {key} = {entry!r}, but the wheel "
                                 f"has no module {module}")
+
+
+def _check_ui(archive: zipfile.ZipFile, members: Mapping[str, zipfile.ZipInfo],
+              manifest: PluginManifest, package: str) -> None:
+    """The screens' module, icon and catalogs are in the wheel, as discovery will want them."""
+    ui = manifest.ui_section
+    if ui is None:
+        return
+    folder = f"{package.replace('.', '/')}/{ui.folder}"
+
+    def read(relative: str) -> bytes | None:  # enough of it to judge: a catalog over the
+        info = members.get(f"{folder}/{relative}")  # limit is refused as such
+        if info is None:
+            return None
+        try:
+            with archive.open(info) as member:
+                return member.read(MAX_CATALOG_BYTES + 1)
+        except (zipfile.BadZipFile, OSError, NotImplementedError, EOFError) as exc:
+            raise WheelRejected("not_a_wheel", f"{info.filename} is damaged: {exc}") from None
+
+    problem = files_problem(read, ui, manifest.screens)
+    if problem is not None:
+        raise WheelRejected("bad_manifest", f"plugin.toml {problem}; ship the UI folder as "
+                            f"package data ([tool.setuptools.package-data])")
 
 
 # -- the wheel against the environment -----------------------------------------------------

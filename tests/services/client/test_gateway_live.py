@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from mesh.bus.message import Message
@@ -17,6 +18,8 @@ from tests.conftest import Bus, eventually
 from tests.devices import Device, Gateway
 from tests.mesh.plugin.upload.test_install import (  # noqa: F401  (environment is a fixture)
     PLUGIN,
+    SCREEN,
+    SVG_ICON,
     environment,
     manifest,
     members,
@@ -132,12 +135,23 @@ async def test_an_uploaded_plugin_reaches_connected_devices(uploading: Gateway) 
     files["mesh_uploadtest/contract.py"] = CONTRACT
     files["mesh_uploadtest/server.py"] = SERVER
     files["mesh_uploadtest/plugin.toml"] = manifest(
-        extra='contract = "mesh_uploadtest.contract:UploadTestContract"\n').encode()
+        extra='contract = "mesh_uploadtest.contract:UploadTestContract"\n' + SCREEN).encode()
+    files["mesh_uploadtest/ui/main.js"] = b"export function mount(element) {}\n"
+    files["mesh_uploadtest/ui/icon.svg"] = SVG_ICON
+    files["mesh_uploadtest/ui/i18n/en.json"] = b'{"screens.main.title": "Shouting"}'
     await uploading.server.install_plugin(pack(files), wheel_name())
 
     client = uploading.clients[0]
     await eventually(lambda: "uploadtest.shout" in actions(client))
     assert (await device.answer({**shout, "id": 2}))["result"] == {"text": "HI"}
-    assert "uploadtest.shout" in (await catalog(device, "c"))["actions"]
+    listed = await catalog(device, "c")
+    assert "uploadtest.shout" in listed["actions"]
+    # the uploaded screen reaches the open device: told, listed, its files served
+    await device.expect(lambda f: f["type"] == "catalog_changed")
+    [screen] = [s for s in listed["screens"] if s["plugin"] == PLUGIN]
+    assert screen["title"] == "Shouting"
+    async with httpx.AsyncClient() as http:
+        module = await http.get(f"http://127.0.0.1:{client.bound_port}{screen['module']}")
+    assert module.status_code == 200 and "export function mount" in module.text
     later = await uploading.device()
     assert (await later.answer({**shout, "id": 3}))["result"] == {"text": "HI"}

@@ -334,6 +334,9 @@ def no_record() -> tuple[str, bytes]:
 
 
 MANIFEST_OK = manifest()
+SCREEN = ('[[screens]]\nid = "main"\ntitle = "Main"\nicon = "icon.svg"\n'
+          'module = "main.js"\n\n')
+SVG_ICON = b'<svg xmlns="http://www.w3.org/2000/svg"/>'
 CASES: list[tuple[str, str, Callable[[], tuple[str, bytes]], dict[str, int]]] = [
     # (code, what, build, limits)
     ("bad_filename", "not .whl", raw("plugin.zip", b""), {}),
@@ -417,6 +420,15 @@ CASES: list[tuple[str, str, Callable[[], tuple[str, bytes]], dict[str, int]]] = 
         'name = "uploadtest"\ntitle = "T"\nversion = "1.0.0"\n'), {}),
     ("bad_manifest", "service module missing", manifest_edit(
         MANIFEST_OK.replace("mesh_uploadtest.server:", "mesh_uploadtest.nowhere:")), {}),
+    ("bad_manifest", "a screen's module is not in the wheel", changed(**{
+        "PKG/plugin.toml": manifest(extra=SCREEN).encode(), "PKG/ui/icon.svg": SVG_ICON,
+        "PKG/ui/i18n/en.json": b"{}"}), {}),
+    ("bad_manifest", "a screen's icon is not SVG", changed(**{
+        "PKG/plugin.toml": manifest(extra=SCREEN).encode(), "PKG/ui/icon.svg": b"GIF89a",
+        "PKG/ui/main.js": b"", "PKG/ui/i18n/en.json": b"{}"}), {}),
+    ("bad_manifest", "no catalog for a locale", changed(**{
+        "PKG/plugin.toml": manifest(extra=SCREEN).encode(), "PKG/ui/icon.svg": SVG_ICON,
+        "PKG/ui/main.js": b""}), {}),
     ("name_mismatch", "manifest name", manifest_edit(
         MANIFEST_OK.replace('name = "uploadtest"', 'name = "other"')), {}),
     ("version_mismatch", "manifest version", manifest_edit(
