@@ -38,8 +38,8 @@ from packaging.version import InvalidVersion, Version
 
 from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource
 from mesh.plugin.manifest import MANIFEST_FILE, ManifestError, PluginManifest, parse_manifest
-from mesh.plugin.screens import MAX_CATALOG_BYTES, files_problem
 from mesh.plugin.plugin_set import PluginSet
+from mesh.plugin.screens import MAX_CATALOG_BYTES, files_problem
 from mesh.plugin.upload import environment
 from mesh.plugin.upload.errors import WheelRejected
 

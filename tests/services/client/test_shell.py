@@ -20,8 +20,8 @@ from mesh.plugin.discovery import discover
 from services.server import ServerService
 from tests.browser import browser, policy_violations, sign_in, wait_on_shell
 from tests.conftest import Bus, fixture_source
-from tests.services.client.test_auth import VIEWER_PASSWORD, add_user
 from tests.devices import Gateway
+from tests.services.client.test_auth import VIEWER_PASSWORD, add_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
