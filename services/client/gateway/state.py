@@ -36,9 +36,14 @@ class Gateway:
     allowed_origins: frozenset[str] = frozenset()  # empty: the page's own host only
 
     def replace_entries(self, entries: DeviceEntries) -> None:
-        """The plugins changed: requests use `entries` from now on, and every signed-in device
-        is told to ask for its catalog again (`catalog_changed`, docs/devices.md)."""
+        """The plugins changed: requests use `entries` from now on, subscriptions to topics
+        gone with a plugin end (`topic_gone`), and every signed-in device is told to ask for
+        its catalog again (`catalog_changed`, docs/devices.md)."""
         self.entries = entries
         for connection in list(self.connections):
+            for sub_id, topic in connection.subscriptions.end_gone(entries.topics):
+                connection.error(sub_id, "topic_gone", f"the topic {topic.qualname} is no "
+                                 "longer served (its plugin was switched off or removed): the "
+                                 "subscription has ended", {"topic": topic.qualname})
             if connection.token is not None:
                 connection.send({"type": "catalog_changed", "id": None})

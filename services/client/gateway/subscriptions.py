@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mesh.contract import Topic
@@ -56,6 +56,20 @@ class Subscriptions:
         ended = []
         for sub_id, topic in list(self._topics.items()):
             if identity.may(topic.permission):
+                continue
+            unsubscribe = self.forget(sub_id)
+            if unsubscribe is not None:
+                unsubscribe()
+            ended.append((sub_id, topic))
+        return ended
+
+    def end_gone(self, known: Mapping[str, Topic[Any, Any]]
+                 ) -> list[tuple[RequestId, Topic[Any, Any]]]:
+        """End the subscriptions to topics no longer in `known` (their plugin was switched
+        off or removed); returns them."""
+        ended = []
+        for sub_id, topic in list(self._topics.items()):
+            if topic.qualname in known:
                 continue
             unsubscribe = self.forget(sub_id)
             if unsubscribe is not None:

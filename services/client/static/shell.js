@@ -47,6 +47,10 @@ function translator(...catalogs) {
 const shellStrings = () => translator(STRINGS[locale] ?? STRINGS[locale.split("-")[0]] ?? {}, STRINGS.en);
 
 export function report(error) {
+  if (error?.code === "topic_gone") { // a plugin went away: not the user's error
+    notice(error.message);
+    return;
+  }
   $("error").textContent = error?.message ?? String(error);
 }
 
@@ -170,6 +174,7 @@ async function render() {
     }
     const entry = screens.find((s) => s.plugin === plugin && s.id === screen);
     if (!entry) {
+      if (mounted) $("error").textContent = ""; // what the screen said as its plugin went
       unmount();
       showOnly("home");
       renderHome();

@@ -1,7 +1,8 @@
 """Screens at the gateway: the catalog lists those a user may use (all their permissions held),
 titled in the asked language; the plugins' UI files are served versioned, with cache and
 security headers, and nothing else is (abuse: `..`, encoded, backslash, NUL, stale versions);
-open devices are told when the catalog changes; the WebSocket refuses other origins."""
+open devices are told when the catalog changes, and their subscriptions to a switched-off
+plugin's topics end; the WebSocket refuses other origins."""
 
 from __future__ import annotations
 
@@ -132,10 +133,16 @@ async def test_ui_files_versioned_cached_and_nothing_else(gateway: Gateway) -> N
 async def test_open_devices_are_told_the_catalog_changed(gateway: Gateway) -> None:
     admin = await gateway.device()
     assert "devices.counter" in names(await screens(admin, "c1"))
+    watching = await admin.answer({"type": "subscribe", "id": "w", "topic": "devices.counter",
+                                   "selector": {"name": "gone"}})
+    assert watching["type"] == "subscribed"
     anonymous = await gateway.device(user=None)
     client = gateway.clients[0]
 
     await gateway.server.set_enabled(["devices"], False, by="admin")
+    ended = await admin.expect(lambda f: f["type"] == "error" and f["id"] == "w")
+    assert ended["error"]["code"] == "topic_gone"
+    assert ended["error"]["details"] == {"topic": "devices.counter"}
     await admin.expect(of("catalog_changed"))
     assert not [n for n in names(await screens(admin, "c2")) if n.startswith("devices.")]
     async with httpx.AsyncClient() as http:

@@ -138,9 +138,9 @@ async def test_a_plugin_switched_off_and_on_changes_an_open_shell(memory_bus: Bu
     page = clean_page
 
     def signed_in() -> None:
-        page.get(url)
+        page.get(url + "#/devices/counter")
         sign_in(page, "admin", password)
-        wait_on_shell(page, lambda p: "devices/counter" in tiles(p))
+        wait_on_shell(page, lambda p: text(p, "counter-value") == "The counter a is at 0.")
 
     def until(check: Any) -> float:
         """Seconds until `check` holds on the page: at most 5."""
@@ -150,7 +150,13 @@ async def test_a_plugin_switched_off_and_on_changes_an_open_shell(memory_bus: Bu
 
     await asyncio.to_thread(signed_in)
     await server.set_enabled(["devices"], False, by="admin")
+    # the open screen goes (home, saying why, no error), and so do the plugin's tiles
     gone = await asyncio.to_thread(until, lambda p: tiles(p) == ["tutorial/string_ints"])
+    assert "devices/counter is not available" in text(page, "notice")
     await server.set_enabled(["devices"], True, by="admin")
-    back = await asyncio.to_thread(until, lambda p: "devices/counter" in tiles(p))
-    print(f"screens off an open shell in {gone:.2f} s, back in {back:.2f} s")
+    # the address still links to the screen: it is back
+    back = await asyncio.to_thread(
+        until, lambda p: text(p, "counter-value") == "The counter a is at 0.")
+    await asyncio.to_thread(page.get, url + "#/")
+    await asyncio.to_thread(until, lambda p: "devices/counter" in tiles(p))
+    print(f"a screen off an open shell in {gone:.2f} s, back in {back:.2f} s")
