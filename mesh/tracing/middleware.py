@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import structlog
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from pydantic import BaseModel
@@ -47,11 +48,17 @@ class Tracing(Middleware):
                 "mesh.task.max_attempts": invocation.max_attempts,
             })
         else:
-            name, kind = invocation.name, SpanKind.SERVER
+            # a name nothing here serves comes from the routing key: not a span name of its own
+            name = invocation.name if invocation.entry is not None else \
+                f"{invocation.plugin}.unknown"
+            kind = SpanKind.SERVER
             attributes.update(_rpc_attributes(invocation.name))
             if message.correlation_id:
                 attributes["messaging.message.conversation_id"] = message.correlation_id
         with self._span(name, kind, parent, attributes) as span:
+            # every line logged while the handler runs names its trace
+            structlog.contextvars.bind_contextvars(
+                trace_id=format(span.get_span_context().trace_id, "032x"))
             try:
                 return await call_next(invocation)
             except TaskError as error:

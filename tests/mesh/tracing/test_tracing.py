@@ -16,6 +16,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from mesh.bus.message import Message
+from mesh.names import rpc_key
 from mesh.plugin.discovery import discover
 from mesh.service import Service
 from mesh.tracing.middleware import Tracing
@@ -127,6 +129,16 @@ async def test_a_failing_rpc_is_recorded_on_both_sides(mesh: Mesh) -> None:
     assert server.attributes["error.type"] == client.attributes["error.type"] == "noop.refused"
     failed = [s for s in mesh.exporter.get_finished_spans() if s.name == "noop.fail"]
     assert all(event.name == "exception" for span in failed for event in span.events)
+
+
+async def test_a_name_nothing_serves_is_not_a_span_name(mesh: Mesh) -> None:
+    transport = mesh.services["client"].transport
+    await transport.publish(Message(b"{}", rpc_key("server", "noop", "nope" * 20), headers={
+        "x-mesh-caller": "client", "traceparent": TRACEPARENT}), mandatory=True)
+    await eventually(lambda: any(s.name == "noop.unknown" for s in mesh.spans()))
+    span = next(s for s in mesh.spans() if s.name == "noop.unknown")
+    assert span.kind == "SERVER" and span.parent_id == DEVICE_SPAN and span.error
+    assert span.attributes["error.type"] == "unknown_rpc"
 
 
 async def test_tracing_off_is_not_in_the_chain(memory_bus: Bus) -> None:

@@ -147,3 +147,6 @@ async def test_a_device_call_is_one_trace_across_processes(
         "gateway": client.name, "served": processes["server"].name,
         "nested": processes["agent"].name, "enqueue": processes["server"].name,
         "run": processes["worker"].name}
+    # the failed attempt's log line, with its traceback, names the trace
+    failed = [e for e in processes["worker"].events() if e.get("event") == "task.failed"]
+    assert [e.get("trace_id") for e in failed] == [DEVICE_TRACE]
