@@ -11,6 +11,7 @@ from services.client.auth import TokenCache
 from services.client.gateway.entries import DeviceEntries
 
 if TYPE_CHECKING:
+    from mesh.tracing.middleware import Tracing
     from services.client.gateway.connection import DeviceConnection
 
 
@@ -32,6 +33,7 @@ class Gateway:
     entries: DeviceEntries
     limits: GatewayLimits
     auth: TokenCache
+    tracing: Tracing | None = None  # MESH_TRACING on: a span for each device request
     connections: set[DeviceConnection] = field(default_factory=set)
     allowed_origins: frozenset[str] = frozenset()  # empty: the page's own host only
 
