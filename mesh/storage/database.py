@@ -89,7 +89,12 @@ class Database:
 
         @event.listens_for(engine.sync_engine, "begin")
         def begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN")
+            # IMMEDIATE: a transaction takes the write lock when it begins, waiting (up to the
+            # timeout) while another holds it. A deferred one that read first and then wrote
+            # could find another writer ahead of it and fail at once with "database is
+            # locked" (SQLite does not wait where waiting could deadlock): two devices pressing
+            # a button on the same row at once did.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 

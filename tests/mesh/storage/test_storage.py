@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -258,3 +259,30 @@ async def test_sqlite_files_are_private_to_their_owner(tmp_path: Path) -> None:
     for name in files:
         if name.endswith(".sqlite"):  # the lock file is empty
             assert (folder / name).stat().st_mode & 0o077 == 0, name
+
+
+async def test_concurrent_read_then_write_transactions_both_commit(tmp_path: Path) -> None:
+    """Two sessions that each read a row and then change it, at once (two devices pressing a
+    button on the same row): on SQLite the second waits for the first instead of failing with
+    "database is locked"."""
+    import asyncio
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'mesh.sqlite'}")
+    try:
+        async with db.session() as session, session.begin():
+            await session.execute(text("CREATE TABLE counter (value INTEGER)"))
+            await session.execute(text("INSERT INTO counter VALUES (0)"))
+        both_read = asyncio.Barrier(2)
+
+        async def bump() -> None:
+            async with db.session() as session, session.begin():
+                value = (await session.execute(text("SELECT value FROM counter"))).scalar_one()
+                with contextlib.suppress(asyncio.TimeoutError):  # IMMEDIATE: one waits here
+                    await asyncio.wait_for(both_read.wait(), 0.3)
+                await session.execute(text("UPDATE counter SET value = :v"), {"v": value + 1})
+
+        await asyncio.gather(bump(), bump())
+        async with db.session() as session:
+            assert (await session.execute(text("SELECT value FROM counter"))).scalar_one() == 2
+    finally:
+        await db.close()
