@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -15,10 +16,12 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--disable-sync", "--window-size=1000,800"]
 
 
-def browser() -> webdriver.Chrome:
+def browser(*, console: bool = False) -> webdriver.Chrome:
+    """Headless Chromium; `console`: keep the page's console (see `policy_violations`)."""
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if console:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for flag in FLAGS:
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -26,7 +29,10 @@ def browser() -> webdriver.Chrome:
 
 def wait_for(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], Any],
              timeout: float = 10) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(check)
+    # an element the page re-rendered between finding and reading it: look again
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=[NoSuchElementException,
+                                             StaleElementReferenceException]).until(check)
 
 
 class PageShowsError(AssertionError):

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 @pytest.fixture
 def pages() -> Iterator[tuple[object, object]]:
-    first, second = browser(), browser()
+    first, second = browser(console=True), browser(console=True)
     try:
         yield first, second
         for page in (first, second):

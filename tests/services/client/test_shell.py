@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 @pytest.fixture(scope="module")
 def page() -> Iterator[Any]:
-    driver = browser()
+    driver = browser(console=True)
     try:
         yield driver
     finally:
