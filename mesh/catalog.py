@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from mesh import names
 from mesh.contract import Action, Contract, Rpc, Task, Topic
 from mesh.errors import RpcError
+from mesh.names import ServiceKind
 from mesh.permissions import contract_problem
 from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 
-ServiceKind = Literal["server", "client", "agent", "worker"]
 PluginStatus = Literal["ok", "no_contract", "error", "disabled", "refused"]
 EntryKind = Literal["rpc", "action", "topic", "task"]
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+ServiceKind = Literal["server", "client", "agent", "worker"]
+# The four services, in the order they start and are listed; they name the routing keys.
+SERVICE_KINDS: tuple[ServiceKind, ...] = get_args(ServiceKind)
+
 
 def rpc_key(service: str, plugin: str, name: str) -> str:
     return f"rpc.{service}.{plugin}.{name}"

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from mesh import __version__
 from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token
-from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.config import MeshSettings
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.plugin_set import PluginSet
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mesh.names import ServiceKind
 from mesh.permissions import PermissionsSection
 
 MANIFEST_FILE = "plugin.toml"
-ServiceKind = Literal["server", "client", "agent", "worker"]
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 RESERVED_NAMES = frozenset({"mesh"})
 ENTRY = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel
 
 from mesh.caller import Caller
-from mesh.config import SERVICE_KINDS
 from mesh.contract import Contract
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource, discover
 from mesh.plugin.host import PluginState
 from mesh.plugin.part import PluginPart
