@@ -21,7 +21,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel
@@ -30,7 +30,7 @@ from mesh import metrics
 from mesh.contract import Action, Contract, Rpc, Task
 from mesh.errors import HookVeto, InternalError, RpcError, TaskError, TaskRefused
 from mesh.invoke import DeadlineExceeded, Invocation, Invoke, Middleware, report_failure, within
-from mesh.plugin.manifest import HookKind, HookSection, PluginManifest
+from mesh.plugin.manifest import HookKind, HookSection, HookTime, PluginManifest
 from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("mesh.hooks")
 VETO_MESSAGE_MAX = 500  # characters of a veto's message that reach the caller
 VETO_DETAILS_MAX = 4096  # bytes of a veto's details, as JSON; larger details are dropped
-When = Literal["before", "after"]
+When = HookTime
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ class StorageSection(BaseModel):
 
 HookKind = Literal["rpc", "action", "task"]
 HOOK_KINDS: tuple[HookKind, ...] = ("rpc", "action", "task")
+HookTime = Literal["before", "after"]
+HOOK_TIMES: tuple[HookTime, ...] = ("before", "after")
 # A pattern over entries' qualified names, `plugin.entry`: lower-case words, `*` for any part.
 ENTRY_PATTERN = r"^[a-z*][a-z0-9_*]*\.[a-z*][a-z0-9_*]*$"
 # Over a plugin's own entry names (restrict), and over plugin names (except).
@@ -67,7 +69,7 @@ class HookSection(BaseModel):
     except_: list[str] = Field(default_factory=list, alias="except",
                                description="Patterns over `plugin.entry` names left out.")
     kinds: list[HookKind] = Field(default_factory=lambda: list(HOOK_KINDS), min_length=1)
-    when: Literal["before", "after"]
+    when: HookTime
     handler: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$",
                          description="A method of this plugin's part on the service that "
                          "serves the hooked entry.")
@@ -94,8 +96,8 @@ class RestrictSection(BaseModel):
 
     entries: list[str] = Field(min_length=1, description="Patterns over this plugin's own "
                                "entry names (no plugin part): `*` restricts every entry.")
-    when: list[Literal["before", "after"]] = Field(
-        default_factory=lambda: ["before", "after"], min_length=1)
+    when: list[HookTime] = Field(
+        default_factory=lambda: list(HOOK_TIMES), min_length=1)
     except_: list[str] = Field(default_factory=list, alias="except",
                                description="Plugins that may hook them anyway.")
 

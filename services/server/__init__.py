@@ -22,6 +22,7 @@ from contracts.platform import (
     WheelFile,
     WheelRequest,
 )
+from mesh import audit
 from mesh.admin_credentials import admin_password, admin_token
 from mesh.binder import BinderKind
 from mesh.contract import Contract, Empty
@@ -276,6 +277,5 @@ class ServerService(Service):
         self.hooks.apply_grants(grants)
         await self.control.publish(HOOKS_KEY, HookGrants(grants=grants, plugin=plugin,
                                                          granted=granted, by=by))
-        self.log.info("audit.hooks_granted" if granted else "audit.hooks_revoked",
-                      plugin=plugin, by=by, digest=digest)
+        audit.hooks_changed(who=by, plugin=plugin, granted=granted, digest=digest)
         return digest
