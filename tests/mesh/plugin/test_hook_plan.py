@@ -142,3 +142,23 @@ def test_nothing_is_planned_without_hooks_and_the_catalog_lists_them() -> None:
     assert [(h.when, h.hook, h.position) for h in first] == [
         ("before", "hooker_two.first", 1), ("before", "hooker.check", 2),
         ("after", "hooker.seen", 1)]
+
+
+def test_mesh_contracts_list_shows_the_hooks_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mesh.catalog import build_catalog
+    from mesh.cli import contracts
+    from mesh.cli.main import app
+
+    catalog = build_catalog(plugin_set(fixture_source("hooker"), fixture_source("hooker_two")))
+    monkeypatch.setattr(contracts, "_catalog", lambda settings: catalog)
+    result = CliRunner().invoke(app, ["contracts", "list"])
+    assert result.exit_code == 0, result.output
+    hooks = result.stdout.split("hooks, in the order they run", 1)[1].splitlines()
+    echo = [line.split() for line in hooks if line.split()[:1] == ["noop.echo"]]
+    assert echo == [["noop.echo", "before", "#1", "hooker_two.first", "(order", "-5)"],
+                    ["noop.echo", "before", "#2", "hooker.check"],
+                    ["noop.echo", "after", "#1", "hooker.seen"]]
+    assert any("identity.put_user" in line and "left out: identity restricts hooking"
+               in line for line in hooks)
