@@ -50,12 +50,11 @@ ENTRY_PATTERN = r"^[a-z*][a-z0-9_*]*\.[a-z*][a-z0-9_*]*$"
 NAME_GLOB = r"^[a-z*][a-z0-9_*]*$"
 
 
-def _globs(values: list[str], pattern: str, what: str) -> list[str]:
+def _globs(values: list[str], pattern: str, form: str) -> list[str]:
     for value in values:
         if not re.match(pattern, value):
-            raise ValueError(f"{what} {value!r} is not a pattern of the form "
-                             f"{'plugin.entry' if '.' in pattern else 'name'} "
-                             "(lower-case letters, digits, _ and *)")
+            raise ValueError(f"{value!r} is not a pattern of the form {form} (lower-case "
+                             "letters, digits, _ and *)")
     return values
 
 
@@ -80,7 +79,7 @@ class HookSection(BaseModel):
     @field_validator("entries", "except_")
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
-        _globs(value, ENTRY_PATTERN, "entry pattern")
+        _globs(value, ENTRY_PATTERN, "plugin.entry")
         for pattern in value:
             if pattern.split(".")[0] == "mesh":
                 raise ValueError(f"{pattern!r}: the platform's own entries (mesh.*) are never "
@@ -104,7 +103,7 @@ class RestrictSection(BaseModel):
     @field_validator("entries", "except_")
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
-        return _globs(value, NAME_GLOB, "pattern")
+        return _globs(value, NAME_GLOB, "name")
 
 
 class PluginManifest(BaseModel):
