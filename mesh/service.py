@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 
@@ -49,6 +49,9 @@ from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
 
+if TYPE_CHECKING:
+    from mesh.tracing.setup import TracingSetup
+
 
 def new_instance_id(service: str) -> str:
     """service-host-pid-random, with no dots: it is one word of a routing key."""
@@ -79,6 +82,16 @@ class Service:
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
         # One chain around every handler this service runs and every call it makes.
         self.middleware = list(default_middleware() if middleware is None else middleware)
+        self.tracing: TracingSetup | None = None
+        if settings.tracing:  # off, tracing is not in the chain, nor even imported
+            try:
+                from mesh.tracing.setup import start_tracing
+            except ModuleNotFoundError as exc:
+                raise RuntimeError(f"MESH_TRACING is on, but {exc.name} is not installed: "
+                                   "pip install 'mesh[tracing]'") from None
+            self.tracing = start_tracing(settings, self.kind, self.instance,
+                                         version=__version__)
+            self.middleware.insert(0, self.tracing.middleware)  # outermost: the span is all
         self.rpc_caller = RpcCaller(transport, self.kind, middleware=self.middleware)
         self.enqueuer = TaskEnqueuer(transport, self.kind, self.instance,
                                      middleware=self.middleware)
@@ -252,6 +265,8 @@ class Service:
             await self.database.close()
         remove_health(self.settings.data_dir, self.kind)
         metrics.release_reporting(self.instance)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans go out
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:

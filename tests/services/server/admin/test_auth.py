@@ -152,9 +152,10 @@ async def test_signed_out_and_expired_tokens_are_refused_with_the_reason(admin: 
     assert (await admin.http.post("/api/v1/sign-out", headers=bearer(token))).status_code == 204
     gone = await admin.http.get("/api/v1/plugins", headers=bearer(token))
     assert gone.status_code == 401 and gone.json()["details"] == {"reason": "revoked"}
-    short = await admin.token("admin", password, lifetime_s=0.5)
+    # long enough to be used once on a loaded machine, short enough to wait out
+    short = await admin.token("admin", password, lifetime_s=2.0)
     assert (await admin.http.get("/api/v1/me", headers=bearer(short))).status_code == 200
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(2.1)
     late = await admin.http.get("/api/v1/me", headers=bearer(short))
     assert late.status_code == 401 and late.json()["details"] == {"reason": "expired"}
 
