@@ -69,6 +69,7 @@ def watch_queue(exchange: str, instance: str) -> str:
 CONTROL_PATTERN = "control.#"
 STATE_KEY = "control.state"  # the whole platform state, which a server publishes when it starts
 INVALIDATE_KEY = "control.identity.invalidate"  # a token revoked, permissions changed
+HOOKS_KEY = "control.hooks"  # the administrator's hook grants changed (all of them)
 
 
 def switch_key(plugin: str) -> str:

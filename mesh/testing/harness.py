@@ -40,6 +40,8 @@ class SettingsKeeper(Protocol):
 
     async def set_settings(self, plugin: str, values: dict[str, Any]) -> BaseModel: ...
 
+    async def grant_hooks(self, plugin: str, granted: bool, by: str) -> str | None: ...
+
 
 class MeshSetupError(Exception):
     """The plugins asked for cannot run: not installed, unreadable, or they failed to start."""
@@ -171,6 +173,15 @@ class RunningMesh:
         hosts = [s.host for s in self.services.values() if plugin in s.host.records]
         await eventually(lambda: all(h.settings.get(plugin) == settings for h in hosts))
         return settings
+
+    async def grant_hooks(self, plugin: str, granted: bool = True) -> None:
+        """Grant (or revoke) the plugin's hooks as an administrator does, and return once
+        every service has the change (docs/plugin-guide.md, Hooks)."""
+        server = self.service("server")
+        assert isinstance(server, SettingsKeeper)
+        await server.grant_hooks(plugin, granted, by="test")
+        grants = self.service("server").hooks.grants
+        await eventually(lambda: all(s.hooks.grants == grants for s in self.services.values()))
 
     def session(self, plugin: str) -> AbstractAsyncContextManager[AsyncSession]:
         """An async SQLAlchemy session on the plugin's schema, to set up or check its data."""
