@@ -6,7 +6,8 @@ What plugin authors import lives here; contract modules import from `mesh.contra
 __version__ = "0.1.0"
 
 from mesh.contract import Contract, Empty, rpc, task
-from mesh.errors import RpcError, TaskError
+from mesh.errors import HookVeto, RpcError, TaskError
+from mesh.plugin.hooks import HookCall
 from mesh.plugin.part import PluginContext, PluginPart, handles
 from mesh.rpc.context import current_call, remaining_time
 from mesh.tasks.context import TaskInfo, current_task
@@ -14,6 +15,8 @@ from mesh.tasks.context import TaskInfo, current_task
 __all__ = [
     "Contract",
     "Empty",
+    "HookCall",
+    "HookVeto",
     "PluginContext",
     "PluginPart",
     "RpcError",

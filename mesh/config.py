@@ -18,8 +18,6 @@ from pydantic_settings import (
 from mesh.broker_urls import split_broker_urls
 from mesh.cpus import usable_cpus
 
-SERVICE_KINDS: tuple[str, ...] = ("server", "client", "agent", "worker")
-
 
 def _config_file() -> Path:
     return Path(os.environ.get("MESH_CONFIG", "mesh.toml"))

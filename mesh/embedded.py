@@ -9,7 +9,8 @@ import sys
 from mesh import __version__
 from mesh.admin_credentials import ADMIN_USER, admin_password, admin_token
 from mesh.bus.memory import MemoryBroker
-from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.config import MeshSettings
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.plugin_set import PluginSet
 from mesh.programs import service_class
 from mesh.service import Service

@@ -61,6 +61,10 @@ class Invocation:
             self._input = self.decoder(self)
         return self._input
 
+    def replace_input(self, value: BaseModel) -> None:
+        """What the handler gets instead of the decoded input (a hook that enriches it)."""
+        self._input = value
+
 
 @dataclass(slots=True, eq=False)
 class Outgoing:

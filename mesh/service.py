@@ -19,6 +19,7 @@ import structlog
 
 from contracts.platform import (
     Heartbeat,
+    HookGrants,
     PlatformContract,
     PlatformState,
     PluginInstalled,
@@ -37,8 +38,9 @@ from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
 from mesh.invoke import Middleware
 from mesh.middleware import default_middleware
-from mesh.names import heartbeat_key
+from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key
 from mesh.plugin.discovery import PluginSource
+from mesh.plugin.hooks import HookLink
 from mesh.plugin.host import PluginHost
 from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
@@ -105,8 +107,14 @@ class Service:
             binders=self.binder_kinds(),
             database=self.database,
         )
+        # Plugins' hooks: the innermost link, so they run where the handler runs, after the
+        # other links (the binders take the chain when a plugin starts, which is later).
+        self.hooks = HookLink(self.host)
+        self.middleware.append(self.hooks)
         self.control = ControlChannel(transport, self.instance, self.host)
         self.control.on_installed = self.plugin_installed
+        self.control.listen(HOOKS_KEY, HookGrants, self._hook_grants)
+        self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
         )
@@ -128,6 +136,14 @@ class Service:
             await self.host.start_all()
             self.log.info("plugin.installed", plugin=announcement.plugin,
                           version=announcement.version)
+
+    async def _hook_grants(self, change: HookGrants | PlatformState) -> None:
+        """An administrator granted or revoked hooks (or a server told the whole state)."""
+        grants = change.grants if isinstance(change, HookGrants) else change.hook_grants
+        self.hooks.apply_grants(grants)
+        if isinstance(change, HookGrants):
+            self.log.info("hooks.granted" if change.granted else "hooks.revoked",
+                          plugin=change.plugin, by=change.by)
 
     def runs_version(self, upload: PluginInstalled) -> bool:
         known = self.host.sources.get(upload.plugin)
@@ -217,6 +233,7 @@ class Service:
         state = await self.platform_state()
         if state is not None:
             self.host.switched_off_before_start(state.disabled)
+            self.hooks.apply_grants(state.hook_grants)
             for name, values in state.settings.items():
                 await self.host.update_settings(name, values)
             for upload in state.uploads:  # a new replica, or an environment made anew

@@ -45,3 +45,15 @@ class UploadedPluginRow(Base):
     version: Mapped[str] = mapped_column(String(64))
     services: Mapped[list] = mapped_column(JSON)  # type: ignore[type-arg]
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HookGrantRow(Base):
+    """An administrator's consent to a plugin's hooks, for its [[hooks]] as they were when
+    granted (their digest): changed hooks need a new grant."""
+
+    __tablename__ = "hook_grant"
+
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    granted_by: Mapped[str] = mapped_column(String(200))
