@@ -220,3 +220,42 @@ def test_a_short_admin_password_is_a_configuration_error() -> None:
         MeshSettings(admin_password="")
     with pytest.raises(ValidationError, match="admin_password"):
         MeshSettings(admin_password="short")
+
+
+async def test_no_one_grants_beyond_what_they_hold(admin: Admin) -> None:
+    """A holder of identity/users/manage could make a role `*`, take it, or reset the admin's
+    password and sign in as admin: each change is now refused unless the granter holds it."""
+    manager = bearer(await admin.user("mgr", ["identity/*", "tutorial/rows/view",
+                                             "mesh/admin/call"]))
+
+    async def rpc(name: str, body: dict[str, Any]) -> httpx.Response:
+        return await admin.http.post(f"/api/v1/rpc/identity/{name}", headers=manager, json=body)
+
+    wide = await rpc("put_role", {"name": "evil", "permissions": ["*"]})
+    assert wide.status_code == 409 and wide.json()["code"] == "identity.not_held"
+    assert wide.json()["details"] == {"not_held": ["*"]}
+    rows = await rpc("put_role", {"name": "rows", "permissions": ["tutorial/rows/*"]})
+    assert rows.status_code == 409  # view is held, change is not
+    assert (await rpc("put_user", {"username": "mgr", "roles": ["admin"]})).status_code == 409
+    takeover = await rpc("put_user", {"username": "admin", "password": "mine-now-123"})
+    assert takeover.status_code == 409
+    assert (await rpc("revoke_sessions", {"username": "admin"})).status_code == 409
+    assert (await rpc("delete_user", {"username": "admin"})).status_code == 409
+    assert (await rpc("delete_role", {"name": "admin"})).status_code == 409
+    # within what they hold, all goes on
+    ok = await rpc("put_role", {"name": "readers", "permissions": ["tutorial/rows/view"]})
+    assert ok.status_code == 200, ok.text
+    made = await rpc("put_user", {"username": "ada", "roles": ["readers"],
+                                  "password": "ada-password"})
+    assert made.status_code == 200, made.text
+    assert (await rpc("delete_user", {"username": "ada"})).status_code == 200
+    password, _ = admin_password(admin.server.settings)
+    assert (await admin.token("admin", password))  # the admin's password still works
+
+
+async def test_reserved_user_names_are_refused(admin: Admin) -> None:
+    token, _ = admin_token(admin.server.settings)
+    for name in ("admin-token", "Admin-Token", "system"):
+        made = await admin.http.post("/api/v1/rpc/identity/put_user", headers=bearer(token),
+                                     json={"username": name, "password": "password-123"})
+        assert made.status_code == 422 and "reserved" in made.text, made.text
