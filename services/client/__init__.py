@@ -96,6 +96,7 @@ class ClientService(Service):
         ), self.auth, self.tracing.middleware if self.tracing is not None else None)
         self.web = WebServer(create_app(self.gateway), self.settings.client_host,
                              self.settings.client_port,
+                             max_body=self.settings.http_max_body_bytes,
                              ws_max_size=self.settings.device_max_frame_bytes * 4)
         await self.web.start()
         self.log.info("gateway.listening", url=self.url)

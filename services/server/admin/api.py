@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 from services.server.admin.auth import AdminAuth, forbidden
 from services.server.errors import UploadFailed
 
+PREFIX = "/api/v1"
+UPLOAD_PATH = f"{PREFIX}/plugins"  # POST: a wheel, up to MESH_UPLOAD_MAX_BYTES
+
 
 class ErrorBody(BaseModel):
     code: str
@@ -162,7 +165,7 @@ def error(code: int, kind: str, message: str, details: Any = None,
 
 
 def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
-    api = APIRouter(prefix="/api/v1", responses=ERRORS)
+    api = APIRouter(prefix=PREFIX, responses=ERRORS)
     view = [Depends(auth.require(ADMIN_VIEW))]
     operate = [Depends(auth.require(ADMIN_OPERATE))]
     operator = Depends(auth.require(ADMIN_OPERATE))  # the same, naming who changed something
