@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from contracts.platform import PluginStatus
 from mesh.asyncapi import build_asyncapi
-from mesh.catalog import Catalog, build_catalog
+from mesh.catalog import Catalog, CatalogHook, build_catalog
 from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unavailable
 from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
@@ -83,19 +83,9 @@ class PluginView(BaseModel):
     migration: MigrationView | None
 
 
-class HookView(BaseModel):
-    """One hook on one entry, where it runs in the order (`position`, before and after
-    counted apart) or why it is left out."""
+class HookView(CatalogHook):
+    """One hook on one entry as the catalog lists it, and whether it is granted."""
 
-    entry: str
-    kind: str
-    service: str
-    when: str
-    hook: str = Field(description="plugin.handler")
-    plugin: str
-    order: int
-    position: int | None = Field(description="1 runs first; None when it is left out.")
-    left_out: str | None = Field(description="Why it does not run (a restriction, no part).")
     granted: bool
 
 
