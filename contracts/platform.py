@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mesh.contract import Contract, Empty, rpc
+from mesh.names import ServiceKind
 
 
 class PluginStatus(BaseModel):
@@ -19,20 +20,21 @@ class PluginStatus(BaseModel):
 
 
 class Heartbeat(BaseModel):
-    service: str
-    instance: str
-    host: str
-    pid: int
+    service: ServiceKind
+    instance: str = Field(pattern=r"^[A-Za-z0-9_-]{1,200}$")  # one word of a routing key
+    host: str = Field(max_length=255)
+    pid: int = Field(ge=0)
     started_at: datetime
-    uptime_s: float
-    interval_s: float
-    mesh_version: str
+    uptime_s: float = Field(ge=0, allow_inf_nan=False)
+    interval_s: float = Field(gt=0, le=3600, allow_inf_nan=False)
+    mesh_version: str = Field(max_length=100)
     state: Literal["running", "stopping"]
-    transport: str
-    plugins: list[PluginStatus]
+    transport: str = Field(max_length=50)
+    plugins: list[PluginStatus] = Field(max_length=1000)
     metrics: str | None = Field(
-        default=None, description="The process's Prometheus metrics in the text format; sent "
-        "by one service per process, served by the server's /metrics.")
+        default=None, max_length=4_000_000,
+        description="The process's Prometheus metrics in the text format; sent by one service "
+        "per process, served by the server's /metrics.")
 
 
 class PluginSwitch(BaseModel):

@@ -107,6 +107,9 @@ class MeshSettings(BaseSettings):
     )
     admin_url: str | None = Field(
         default=None, description="Where `mesh call` finds the admin API when no broker is set.")
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="The largest request body the admin API and the "
+        "client service read (wheel uploads: MESH_UPLOAD_MAX_BYTES); checked before auth.")
     upload_max_bytes: int = Field(
         default=20 * 1024 * 1024, gt=0, description="The largest plugin wheel the admin API takes.")
     device_max_frame_bytes: int = Field(

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 
 from mesh import __version__
-from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token
+from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token, masked
 from mesh.broker_urls import redacted
 from mesh.config import MeshSettings
 from mesh.names import SERVICE_KINDS
@@ -25,8 +25,8 @@ def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: Plugin
         lines.append(f"  {kind:<7} pid {pids[kind]:<8} {loaded}")
     lines.append(f"  devices: http://{settings.client_host}:{settings.client_port}/")
     token, where = admin_token(settings)
-    lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: {token}"
-                 + (f"  (kept in {where})" if where else ""))
+    lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: "
+                 + masked(token, where, "MESH_ADMIN_TOKEN"))
     lines.append(f"  sign in: {ADMIN_USER}, with the first password in "
                  f"{settings.data_dir / PASSWORD_FILE} (while it is unchanged)")
     for name, reason in sorted(plugins.refused.items()):

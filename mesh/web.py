@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import uvicorn
+
+from mesh.body_limit import BodyLimit
 
 
 class _Server(uvicorn.Server):
@@ -19,8 +21,13 @@ class _Server(uvicorn.Server):
 
 
 class WebServer:
-    def __init__(self, app: Any, host: str, port: int, **options: Any) -> None:
+    """`app` served on host:port, behind a request body limit (`max_body`, or `body_limits`
+    for the paths named there)."""
+
+    def __init__(self, app: Any, host: str, port: int, *, max_body: int,
+                 body_limits: Mapping[str, int] | None = None, **options: Any) -> None:
         self.host = host
+        app = BodyLimit(app, max_body, body_limits)
         self.config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                      lifespan="off", access_log=False, **options)
         self._server = _Server(self.config)

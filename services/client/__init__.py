@@ -100,6 +100,7 @@ class ClientService(Service):
                 o.rstrip("/") for o in self.settings.client_allowed_origins))
         self.web = WebServer(create_app(self.gateway), self.settings.client_host,
                              self.settings.client_port,
+                             max_body=self.settings.http_max_body_bytes,
                              ws_max_size=self.settings.device_max_frame_bytes * 4)
         await self.web.start()
         self.log.info("gateway.listening", url=self.url)

@@ -41,6 +41,7 @@ from mesh.rpc.binder import RpcBinder
 from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
 from mesh.web import WebServer
+from services.server.admin.api import UPLOAD_PATH
 from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_admin_app
 from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
@@ -154,7 +155,9 @@ class ServerService(Service):
         # services that started before this server hold only their configured state
         await self.control.publish(STATE_KEY, await self.platform_state())
         self.admin = WebServer(self.admin_app, self.settings.admin_host,
-                               self.settings.admin_port)
+                               self.settings.admin_port,
+                               max_body=self.settings.http_max_body_bytes,
+                               body_limits={UPLOAD_PATH: self.settings.upload_max_bytes})
         await self.admin.start()
         self.ready = True
         self.log.info("admin.listening", url=self.admin.url)

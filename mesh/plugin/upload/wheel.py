@@ -109,6 +109,7 @@ def read_wheel(
         top_level = _check_content(members, dist_info, name, version)
         plugin, package = _entry_point(archive, members, dist_info)
         manifest = _manifest(archive, members, package, filename)
+        _only_its_own_package(top_level, package)
         _check_ui(archive, members, manifest, package)
     if manifest.name != plugin:
         raise WheelRejected("name_mismatch", f"the entry point registers the plugin {plugin!r} "
@@ -364,6 +365,18 @@ def _check_content(
         else:
             top_level.add(first)
     return top_level
+
+
+def _only_its_own_package(top_level: set[str], package: str) -> None:
+    """A plugin wheel installs its own package and nothing beside it: a top-level
+    `sitecustomize.py` (or `usercustomize`, or a module shadowing another distribution's)
+    would run or be imported in every Python process of the environment, the plugin
+    disabled or not."""
+    others = sorted(top_level - {package.split(".")[0]})
+    if others:
+        raise WheelRejected("unsupported_content", f"the wheel installs {', '.join(others)} "
+                            f"beside its plugin's package {package}; a plugin wheel installs "
+                            "its own package only")
 
 
 def _entry_point(

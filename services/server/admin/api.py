@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from contracts.platform import PluginStatus
 from mesh.asyncapi import build_asyncapi
-from mesh.catalog import Catalog, build_catalog
+from mesh.catalog import Catalog, CatalogHook, build_catalog
 from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unavailable
 from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 from services.server.admin.auth import AdminAuth, forbidden
 from services.server.errors import UploadFailed
+
+PREFIX = "/api/v1"
+UPLOAD_PATH = f"{PREFIX}/plugins"  # POST: a wheel, up to MESH_UPLOAD_MAX_BYTES
 
 
 class ErrorBody(BaseModel):
@@ -80,19 +83,9 @@ class PluginView(BaseModel):
     migration: MigrationView | None
 
 
-class HookView(BaseModel):
-    """One hook on one entry, where it runs in the order (`position`, before and after
-    counted apart) or why it is left out."""
+class HookView(CatalogHook):
+    """One hook on one entry as the catalog lists it, and whether it is granted."""
 
-    entry: str
-    kind: str
-    service: str
-    when: str
-    hook: str = Field(description="plugin.handler")
-    plugin: str
-    order: int
-    position: int | None = Field(description="1 runs first; None when it is left out.")
-    left_out: str | None = Field(description="Why it does not run (a restriction, no part).")
     granted: bool
 
 
@@ -162,7 +155,7 @@ def error(code: int, kind: str, message: str, details: Any = None,
 
 
 def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
-    api = APIRouter(prefix="/api/v1", responses=ERRORS)
+    api = APIRouter(prefix=PREFIX, responses=ERRORS)
     view = [Depends(auth.require(ADMIN_VIEW))]
     operate = [Depends(auth.require(ADMIN_OPERATE))]
     operator = Depends(auth.require(ADMIN_OPERATE))  # the same, naming who changed something

@@ -399,6 +399,10 @@ CASES: list[tuple[str, str, Callable[[], tuple[str, bytes]], dict[str, int]]] = 
         **{"mesh_uploadtest-1.0.0.data/scripts/mesh": b"#!/bin/sh\n"}), {}),
     ("unsupported_content", ".pth file", changed(**{"evil.pth": b"import os\n"}), {}),
     ("unsupported_content", "loose file", changed(**{"README.txt": b"hi\n"}), {}),
+    ("unsupported_content", "sitecustomize beside the package", changed(
+        **{"sitecustomize.py": b"import os\n"}), {}),
+    ("unsupported_content", "a second package", changed(
+        **{"requests/__init__.py": b"import os\n"}), {}),
     ("unsupported_content", "console script", changed(**{
         "DI/entry_points.txt": b"[console_scripts]\npip = evil:main\n"
                                b"[mesh.plugins]\nuploadtest = mesh_uploadtest\n"}), {}),

@@ -4,6 +4,7 @@ invoke, plugins' routes, sign-out and expiry, and the bootstrap admin token and 
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from mesh_identity.contract import PutUser, Role
 
 from mesh.admin_credentials import admin_password, admin_token
+from mesh.body_limit import BodyLimit
 from services.server import ServerService
 from tests.conftest import Bus
 
@@ -220,3 +222,118 @@ def test_a_short_admin_password_is_a_configuration_error() -> None:
         MeshSettings(admin_password="")
     with pytest.raises(ValidationError, match="admin_password"):
         MeshSettings(admin_password="short")
+
+
+async def test_no_one_grants_beyond_what_they_hold(admin: Admin) -> None:
+    """A holder of identity/users/manage could make a role `*`, take it, or reset the admin's
+    password and sign in as admin: each change is now refused unless the granter holds it."""
+    manager = bearer(await admin.user("mgr", ["identity/*", "tutorial/rows/view",
+                                             "mesh/admin/call"]))
+
+    async def rpc(name: str, body: dict[str, Any]) -> httpx.Response:
+        return await admin.http.post(f"/api/v1/rpc/identity/{name}", headers=manager, json=body)
+
+    wide = await rpc("put_role", {"name": "evil", "permissions": ["*"]})
+    assert wide.status_code == 409 and wide.json()["code"] == "identity.not_held"
+    assert wide.json()["details"] == {"not_held": ["*"]}
+    rows = await rpc("put_role", {"name": "rows", "permissions": ["tutorial/rows/*"]})
+    assert rows.status_code == 409  # view is held, change is not
+    assert (await rpc("put_user", {"username": "mgr", "roles": ["admin"]})).status_code == 409
+    takeover = await rpc("put_user", {"username": "admin", "password": "mine-now-123"})
+    assert takeover.status_code == 409
+    assert (await rpc("revoke_sessions", {"username": "admin"})).status_code == 409
+    assert (await rpc("delete_user", {"username": "admin"})).status_code == 409
+    assert (await rpc("delete_role", {"name": "admin"})).status_code == 409
+    # within what they hold, all goes on
+    ok = await rpc("put_role", {"name": "readers", "permissions": ["tutorial/rows/view"]})
+    assert ok.status_code == 200, ok.text
+    made = await rpc("put_user", {"username": "ada", "roles": ["readers"],
+                                  "password": "ada-password"})
+    assert made.status_code == 200, made.text
+    assert (await rpc("delete_user", {"username": "ada"})).status_code == 200
+    password, _ = admin_password(admin.server.settings)
+    assert (await admin.token("admin", password))  # the admin's password still works
+
+
+async def test_reserved_user_names_are_refused(admin: Admin) -> None:
+    token, _ = admin_token(admin.server.settings)
+    for name in ("admin-token", "Admin-Token", "system"):
+        made = await admin.http.post("/api/v1/rpc/identity/put_user", headers=bearer(token),
+                                     json={"username": name, "password": "password-123"})
+        assert made.status_code == 422 and "reserved" in made.text, made.text
+
+
+# -- request bodies are limited before routing, parsing and auth --------------------------
+
+MB = 1024 * 1024
+
+
+async def test_a_declared_body_over_the_limit_is_refused_before_auth(admin: Admin) -> None:
+    limit = admin.server.settings.http_max_body_bytes
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    refused = await admin.http.post("/api/v1/rpc/identity/put_user",
+                                    content=b"[" * (limit + 1),
+                                    headers={"content-type": "application/json"})
+    assert refused.status_code == 413  # not 401: the body was never read
+    assert refused.json() == {"code": "too_large", "details": {"limit": limit},
+                              "message": f"request bodies here are at most {limit} bytes"}
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 20 * 1024
+
+
+async def test_a_chunked_body_is_cut_off_at_the_limit(admin: Admin) -> None:
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while sent < 300 * MB:
+            sent += MB
+            yield b" " * MB
+
+    try:
+        refused = await admin.http.post("/api/v1/sign-in", content=endless())
+        assert refused.status_code == 413
+    except httpx.HTTPError:
+        pass  # the server may close before the client has finished writing
+    assert sent < 50 * MB  # cut off, not read to the end
+    assert (await admin.http.get("/healthz")).status_code == 200
+
+
+async def test_a_content_length_that_is_not_a_number_is_a_bad_request() -> None:
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("never reached")
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    for value in (b"-5", b"abc", b"9" * 30):
+        sent.clear()
+        await BodyLimit(app, 10)({"type": "http", "path": "/", "headers": [
+            (b"content-length", value)]}, receive, send)
+        assert sent[0]["status"] == 400
+
+
+async def test_the_upload_route_takes_wheels_up_to_their_own_limit() -> None:
+    """The wheel upload path has MESH_UPLOAD_MAX_BYTES, every other path the general limit."""
+    seen: list[int] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        seen.append(1)
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    limited = BodyLimit(app, 10, {"/api/v1/plugins": 1000})
+    head = [(b"content-length", b"500")]
+    await limited({"type": "http", "path": "/api/v1/plugins", "headers": head}, receive, send)
+    await limited({"type": "http", "path": "/api/v1/rpc/x/y", "headers": head}, receive, send)
+    await asyncio.sleep(0)
+    assert seen == [1]
