@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mesh.contract import Contract, Empty, rpc
+from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 
 
 class PluginStatus(BaseModel):
@@ -89,3 +90,6 @@ class PlatformContract(Contract, plugin="mesh"):
     wheel = rpc(WheelRequest, WheelFile, service="server", timeout=60.0,
                 callers=["client", "agent", "worker"],
                 doc="An uploaded plugin's wheel, for a service to install it too.")
+    task_state = rpc(TaskStateRequest, TaskRecord, service="server", timeout=5.0,
+                     doc="What the task ledger knows of a task: its state, attempts, times, "
+                         "and its result or error while kept (docs/tasks.md).")

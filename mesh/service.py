@@ -46,6 +46,7 @@ from mesh.rpc.caller import RpcCaller
 from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
+from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 
 
 def new_instance_id(service: str) -> str:
@@ -79,7 +80,7 @@ class Service:
         self.middleware = list(default_middleware() if middleware is None else middleware)
         self.rpc_caller = RpcCaller(transport, self.kind, middleware=self.middleware)
         self.enqueuer = TaskEnqueuer(transport, self.kind, self.instance,
-                                     middleware=self.middleware)
+                                     middleware=self.middleware, ledger=self.task_record)
         self.caller = Caller(self.rpc_caller, self.enqueuer)
         self.task_runtime = self._task_runtime()
         self.database = self._open_database() if self.uses_database else None
@@ -161,6 +162,11 @@ class Service:
                            version=announcement.version, error=str(exc))
             return None
         return installed.source
+
+    async def task_record(self, task_id: str) -> TaskRecord:
+        """What the servers' task ledger knows of `task_id` (handles rebuilt from an id)."""
+        return await PlatformContract(self.rpc_caller).task_state(
+            TaskStateRequest(task_id=task_id))
 
     def binder_kinds(self) -> list[BinderKind]:
         """The kinds of entry this service serves for its plugins, one binder each (a

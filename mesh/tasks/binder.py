@@ -43,6 +43,7 @@ from mesh.log import LazyLog
 from mesh.names import task_dead_key, task_delay_exchange, task_key, task_queue
 from mesh.tasks import wire
 from mesh.tasks.context import TaskInfo, _current
+from mesh.tasks.ledger import DEAD, RETRYING, STARTED, SUCCEEDED, StateReport, TaskReporter
 from mesh.tasks.pool import ProcessDied, ProcessPool, TaskRaised, TimeLimitExceeded
 from mesh.tasks.topology import HEADER_DELAY_MS, Topology
 from mesh.validation import as_model, field_errors
@@ -62,7 +63,7 @@ class TaskRuntime:
 
     def __init__(
         self, transport: Transport, *, service: str, instance: str, concurrency: int,
-        processes: int,
+        processes: int, ledger_max_result: int | None = None,
     ) -> None:
         self.transport = transport
         self.service = service
@@ -77,6 +78,21 @@ class TaskRuntime:
         # Attempts running now, by task id: a task redelivered while its first delivery still
         # runs here (the connection dropped and came back) waits for that run, not a second.
         self.running: dict[str, asyncio.Task[Attempt]] = {}
+        # State changes for the servers' task ledger (None: not reported).
+        self.reporter = None if ledger_max_result is None else TaskReporter(
+            transport, instance, max_result=ledger_max_result)
+
+    def report(self, task: Task[Any, Any], meta: wire.TaskMeta, state: str, *,
+               started_ms: int | None = None, result: str | None = None,
+               error: TaskError | None = None) -> None:
+        """Tell the ledger (fire and forget, batched: see mesh/tasks/ledger.py)."""
+        if self.reporter is None or not meta.task_id:
+            return
+        self.reporter.report(StateReport(
+            task_id=meta.task_id, task=task.qualname, state=state, attempt=meta.attempt,
+            max_attempts=task.max_attempts, at_ms=wire.now_ms(), started_at_ms=started_ms,
+            enqueued_by=meta.enqueued_by, enqueued_at_ms=meta.enqueued_at, result=result,
+            error=None if error is None else error.to_wire()))
 
     @property
     def pool(self) -> ProcessPool:
@@ -91,6 +107,8 @@ class TaskRuntime:
             self.finished.popitem(last=False)
 
     async def close(self) -> None:
+        if self.reporter is not None:
+            await self.reporter.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -240,17 +258,23 @@ class TaskBinder(Binder):
             attempt=meta.attempt, max_attempts=task.max_attempts, info=info,
         )
         started = time.monotonic()
+        started_ms = wire.now_ms()
+        self.runtime.report(task, meta, STARTED, started_ms=started_ms)
         result, error = await self._attempt(invocation, log)
         error = self._fill(error, task, meta)
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
 
         if error is None:
             assert result is not None
+            outcome = self.runtime.finished.get(meta.task_id)
+            if outcome is None or outcome is NO_REPLY:
+                outcome = wire.result_ok(result.model_dump_json().encode(), meta.task_id,
+                                         meta.attempt)
             if message.reply_to:
-                outcome = self.runtime.finished.get(meta.task_id) or wire.result_ok(
-                    result.model_dump_json().encode(), meta.task_id, meta.attempt)
                 await self._send_result(message, outcome, log)
             await delivery.ack()
+            self.runtime.report(task, meta, SUCCEEDED, started_ms=started_ms,
+                                result=outcome.body.decode())
         elif isinstance(error, TaskRefused):
             log.warning("task.refused", code=error.code, error=error.message)
             await self._bury(task, message, error, log)
@@ -267,6 +291,7 @@ class TaskBinder(Binder):
                 exchange=task_delay_exchange(self.transport.exchange), mandatory=True,
             )
             await delivery.ack()
+            self.runtime.report(task, meta, RETRYING, started_ms=started_ms, error=error)
             log.info("task.retry", code=error.code, error=error.message, delay_ms=delay,
                      ms=elapsed_ms)
         else:
@@ -373,6 +398,7 @@ class TaskBinder(Binder):
             mandatory=True,
         )
         log.warning("task.dead", code=error.code, error=error.message, attempts=meta.attempt)
+        self.runtime.report(task, meta, DEAD, error=error)
         outcome = wire.result_error(error, meta.task_id)
         if meta.task_id:
             self.runtime.remember(meta.task_id, outcome)
