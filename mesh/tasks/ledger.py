@@ -39,7 +39,7 @@ REPORTER_KIND = "worker"  # the only kind whose reports a server keeps
 # The order of states within one attempt: a later report of the same attempt never goes back.
 PHASE = {STARTED: 1, RETRYING: 2, SUCCEEDED: 3, DEAD: 3}
 
-TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 TASK_ID_RULE = "1 to 128 letters, digits, '_', '.', ':' or '-'"
 FLUSH_SECONDS = 0.1
 FLUSH_REPORTS = 256
@@ -48,7 +48,7 @@ FLUSH_BYTES = 1 << 20
 
 def check_task_id(task_id: str) -> str:
     """The id, if it can be a task id; ValueError with the rule if not."""
-    if not isinstance(task_id, str) or not TASK_ID.match(task_id):
+    if not isinstance(task_id, str) or not TASK_ID.fullmatch(task_id):
         shown = task_id[:40] + "…" if isinstance(task_id, str) and len(task_id) > 40 else task_id
         raise ValueError(f"{shown!r} is not a task id: a task id has {TASK_ID_RULE}")
     return task_id
@@ -87,7 +87,8 @@ class TaskRecord(BaseModel):
 
 
 class TaskStateRequest(BaseModel):
-    task_id: str = Field(pattern=TASK_ID.pattern, description=f"The task id: {TASK_ID_RULE}.")
+    task_id: str = Field(pattern=f"^{TASK_ID.pattern}$",
+                         description=f"The task id: {TASK_ID_RULE}.")
 
 
 def _ms(value: int | None) -> datetime | None:
