@@ -14,8 +14,6 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic
 
-from pydantic import ValidationError
-
 from mesh.bus.message import Message
 from mesh.contract import OutT
 from mesh.errors import TaskError, TaskResultTimeout
@@ -31,21 +29,21 @@ POLL_FIRST, POLL_MAX = 0.05, 1.0  # seconds between ledger reads: doubling, capp
 
 def decode_outcome(task: Task[Any, OutT], task_id: str, status: str | None,
                    body: bytes) -> OutT:
-    """A task's outcome as its result model, or the TaskError it failed with: the one decoder
-    of results from the results queue and from the ledger."""
+    """A task's outcome as its result model, or the TaskError it failed with, whether it came
+    from the results queue or from the ledger (decoded as RPC replies are: wire.decode_outcome).
+    """
     where: dict[str, Any] = {"task": task.qualname, "task_id": task_id}
-    if status == wire.STATUS_ERROR:
+
+    def failed(body: bytes) -> TaskError:
         try:
-            raise TaskError.from_wire(json.loads(body))
+            return TaskError.from_wire(json.loads(body))
         except ValueError:
-            raise TaskError("undecodable task error", code="bad_message", **where) from None
-    if status != wire.STATUS_OK:
-        raise TaskError("the result has no valid x-mesh-status", code="invalid_result", **where)
-    try:
-        return task.result.model_validate_json(body)
-    except ValidationError as exc:
-        raise TaskError(f"the result does not match {task.result.__name__}",
-                        code="invalid_result", details=str(exc), **where) from None
+            return TaskError("undecodable task error", code="bad_message", **where)
+
+    return wire.decode_outcome(
+        task.result, status, body, what="result", failed=failed,
+        invalid=lambda message, details: TaskError(message, code="invalid_result",
+                                                   details=details, **where))
 
 
 class TaskHandle(Generic[OutT]):
