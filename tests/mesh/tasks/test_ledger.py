@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -123,7 +124,7 @@ def test_later_reports_win_and_final_states_stay() -> None:
 
 # -- on a bus -----------------------------------------------------------------------------------
 
-async def mesh_with_ledger(bus: Bus, **settings: object) -> tuple[ServerService, Service]:
+async def mesh_with_ledger(bus: Bus, **settings: Any) -> tuple[ServerService, Service]:
     server = await bus.service("server", sources=[fixture_source("jobs")], **settings)
     assert isinstance(server, ServerService)
     worker = await bus.service("worker", sources=[fixture_source("jobs")], task_processes=1,
