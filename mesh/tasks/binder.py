@@ -43,7 +43,7 @@ from mesh.log import LazyLog
 from mesh.names import task_dead_key, task_delay_exchange, task_key, task_queue
 from mesh.tasks import wire
 from mesh.tasks.context import TaskInfo, _current
-from mesh.tasks.ledger import DEAD, RETRYING, STARTED, SUCCEEDED, StateReport, TaskReporter
+from mesh.tasks.ledger import DEAD, RETRYING, STARTED, SUCCEEDED, TaskReporter
 from mesh.tasks.pool import ProcessDied, ProcessPool, TaskRaised, TimeLimitExceeded
 from mesh.tasks.topology import HEADER_DELAY_MS, Topology
 from mesh.validation import as_model, field_errors
@@ -88,11 +88,12 @@ class TaskRuntime:
         """Tell the ledger (fire and forget, batched: see mesh/tasks/ledger.py)."""
         if self.reporter is None or not meta.task_id:
             return
-        self.reporter.report(StateReport(
-            task_id=meta.task_id, task=task.qualname, state=state, attempt=meta.attempt,
-            max_attempts=task.max_attempts, at_ms=wire.now_ms(), started_at_ms=started_ms,
-            enqueued_by=meta.enqueued_by, enqueued_at_ms=meta.enqueued_at, result=result,
-            error=None if error is None else error.to_wire()))
+        self.reporter.report({  # StateReport's wire form, built directly: once or twice a task
+            "task_id": meta.task_id, "task": task.qualname, "state": state,
+            "attempt": meta.attempt, "max_attempts": task.max_attempts, "at_ms": wire.now_ms(),
+            "started_at_ms": started_ms, "enqueued_by": meta.enqueued_by,
+            "enqueued_at_ms": meta.enqueued_at, "result": result, "result_bytes": None,
+            "error": None if error is None else error.to_wire()})
 
     @property
     def pool(self) -> ProcessPool:
@@ -266,15 +267,16 @@ class TaskBinder(Binder):
 
         if error is None:
             assert result is not None
-            outcome = self.runtime.finished.get(meta.task_id)
-            if outcome is None or outcome is NO_REPLY:
-                outcome = wire.result_ok(result.model_dump_json().encode(), meta.task_id,
-                                         meta.attempt)
+            body: str | None = None
             if message.reply_to:
+                outcome = self.runtime.finished.get(meta.task_id) or wire.result_ok(
+                    result.model_dump_json().encode(), meta.task_id, meta.attempt)
                 await self._send_result(message, outcome, log)
+                body = outcome.body.decode()
             await delivery.ack()
-            self.runtime.report(task, meta, SUCCEEDED, started_ms=started_ms,
-                                result=outcome.body.decode())
+            if self.runtime.reporter is not None:
+                self.runtime.report(task, meta, SUCCEEDED, started_ms=started_ms,
+                                    result=result.model_dump_json() if body is None else body)
         elif isinstance(error, TaskRefused):
             log.warning("task.refused", code=error.code, error=error.message)
             await self._bury(task, message, error, log)

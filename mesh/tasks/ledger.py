@@ -122,8 +122,9 @@ class StateReport:
         return (self.attempt, PHASE[self.state])
 
 
-def encode_batch(reports: list[StateReport], instance: str) -> Message:
-    body = json.dumps({"reports": [r.as_wire() for r in reports]}, separators=(",", ":"))
+def encode_batch(reports: list[dict[str, Any]], instance: str) -> Message:
+    """One batch message of reports in their wire form (StateReport.as_wire())."""
+    body = json.dumps({"reports": reports}, separators=(",", ":"))
     return Message(body.encode(), task_state_key(instance), content_type=CONTENT_TYPE,
                    headers={HEADER_CALLER: REPORTER_KIND})
 
@@ -211,21 +212,23 @@ class TaskReporter:
         self.transport = transport
         self.instance = instance
         self.max_result = max_result
-        self._pending: dict[str, StateReport] = {}
+        self._pending: dict[str, dict[str, Any]] = {}
         self._bytes = 0
         self._flusher: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    def report(self, report: StateReport) -> None:
-        """Buffer `report` (replacing an earlier one of the same task); never waits."""
-        if report.result is not None:
-            size = len(report.result)  # JSON from pydantic: ASCII unless the data is not
-            report.result_bytes = size
+    def report(self, report: dict[str, Any]) -> None:
+        """Buffer `report` (a StateReport's wire form, replacing an earlier one of the same
+        task); never waits. A dict, not a StateReport: this runs once or twice per task."""
+        result = report.get("result")
+        if result is not None:
+            size = len(result)  # JSON from pydantic: ASCII unless the data is not
+            report["result_bytes"] = size
             if size > self.max_result:
-                report.result = None
+                report["result"] = None
             else:
                 self._bytes += size
-        self._pending[report.task_id] = report
+        self._pending[report["task_id"]] = report
         if len(self._pending) >= FLUSH_REPORTS or self._bytes >= FLUSH_BYTES:
             self.flush()
         elif self._flusher is None:
@@ -242,7 +245,7 @@ class TaskReporter:
         self._sending.add(sending)
         sending.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[StateReport]) -> None:
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
         try:
             await self.transport.publish(encode_batch(batch, self.instance))
         except TransportClosed as exc:

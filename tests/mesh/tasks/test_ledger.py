@@ -53,7 +53,7 @@ def test_malformed_task_ids_are_refused_with_the_rule(bad: str) -> None:
 
 
 def test_reports_come_from_workers_only() -> None:
-    batch = encode_batch([report()], "worker-h-1-abcdef")
+    batch = encode_batch([report().as_wire()], "worker-h-1-abcdef")
     assert decode_batch(batch, max_result=100)[0] == [report(worker="worker-h-1-abcdef")]
     for forged in ("client", "agent", "server", None):
         batch.headers[HEADER_CALLER] = forged
@@ -81,13 +81,13 @@ def test_malformed_reports_are_refused_one_by_one() -> None:
 
 def test_huge_results_are_recorded_as_too_large_to_keep() -> None:
     big = json.dumps({"note": "x" * 5000})
-    message = encode_batch([report(state="succeeded", result=big)], "worker-x")
+    message = encode_batch([report(state="succeeded", result=big).as_wire()], "worker-x")
     [kept], _ = decode_batch(message, max_result=10_000)
     assert kept.result == big and kept.result_bytes == len(big)
     [dropped], _ = decode_batch(message, max_result=1000)  # the server bounds it, whatever
     assert dropped.result is None and dropped.result_bytes == len(big)
     huge_error = report(state="dead", error={"code": "failed", "message": "y" * 5000})
-    [error], _ = decode_batch(encode_batch([huge_error], "worker-x"), max_result=1000)
+    [error], _ = decode_batch(encode_batch([huge_error.as_wire()], "worker-x"), max_result=1000)
     assert error.error == {"code": "failed", "message": "the error report was too large to keep"}
 
 
@@ -99,9 +99,9 @@ async def test_the_worker_buffers_and_drops_huge_results_before_sending() -> Non
             sent.append(message)
 
     reporter = TaskReporter(Recorder(), "worker-x", max_result=100)  # type: ignore[arg-type]
-    reporter.report(report("a"))
-    reporter.report(report("a", "succeeded", result='"' + "z" * 500 + '"'))
-    reporter.report(report("b"))
+    reporter.report(report("a").as_wire())
+    reporter.report(report("a", "succeeded", result='"' + "z" * 500 + '"').as_wire())
+    reporter.report(report("b").as_wire())
     await reporter.close()
     [batch] = sent  # one message; a's start and end are one report
     reports, _ = decode_batch(batch, max_result=1000)
@@ -208,7 +208,7 @@ async def test_forged_reports_are_refused_and_huge_results_not_kept(bus: Bus) ->
     jobs = await other_process(bus)
     forger = await bus.connected("forger")
     fake = report(uuid.uuid4().hex, "succeeded", result='{"note": "forged"}')
-    forged = encode_batch([fake], "client-h-1-abcdef")
+    forged = encode_batch([fake.as_wire()], "client-h-1-abcdef")
     forged.headers[HEADER_CALLER] = "client"
     await forger.publish(forged)
     await eventually(lambda: server.ledger.refused == 1)
