@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mesh.bus.message import Delivery, QueueSpec
@@ -49,7 +49,10 @@ def ledger_queue_spec(exchange: str) -> QueueSpec:
                                                    ("x-overflow", "drop-head")))
 
 
-def _report(row: TaskLedgerRow) -> StateReport:
+TABLE = cast(Table, TaskLedgerRow.__table__)
+
+
+def _report(row: Any) -> StateReport:
     return StateReport(
         task_id=row.task_id, task=row.task, state=row.state, attempt=row.attempts,
         max_attempts=row.max_attempts, at_ms=row.updated_ms, started_at_ms=row.started_ms,
@@ -57,13 +60,15 @@ def _report(row: TaskLedgerRow) -> StateReport:
         result_bytes=row.result_bytes, error=row.error, worker=row.worker)
 
 
-def _fill(row: TaskLedgerRow, report: StateReport) -> None:
-    row.task, row.state, row.attempts = report.task, report.state, report.attempt
-    row.max_attempts, row.enqueued_by, row.worker = (report.max_attempts, report.enqueued_by,
-                                                     report.worker)
-    row.enqueued_ms, row.updated_ms = report.enqueued_at_ms, report.at_ms
-    row.started_ms = report.started_at_ms or row.started_ms
-    row.result, row.result_bytes, row.error = report.result, report.result_bytes, report.error
+def _values(report: StateReport, old: StateReport | None = None) -> dict[str, Any]:
+    """A row's columns for `report` (a report without its attempt's start keeps the old)."""
+    started = report.started_at_ms or (old.started_at_ms if old is not None else None)
+    return {"task_id": report.task_id, "task": report.task, "state": report.state,
+            "attempts": report.attempt, "max_attempts": report.max_attempts,
+            "enqueued_by": report.enqueued_by, "worker": report.worker,
+            "enqueued_ms": report.enqueued_at_ms, "started_ms": started,
+            "updated_ms": report.at_ms, "result": report.result,
+            "result_bytes": report.result_bytes, "error": report.error}
 
 
 class TaskLedger:
@@ -150,19 +155,24 @@ class TaskLedger:
                     await delivery.ack()
 
     async def write(self, reports: list[StateReport]) -> None:
-        """Store `reports` (one per task id) where they say more than the rows do."""
+        """Store `reports` (one per task id) where they say more than the rows do: one read,
+        then the new rows and the changed ones, each as one executemany (SQLAlchemy Core, not
+        the ORM's unit of work: this runs for every task the mesh runs)."""
         async with self.database.session(SCHEMA) as session:
-            rows = {row.task_id: row for row in await session.scalars(
-                select(TaskLedgerRow).where(TaskLedgerRow.task_id.in_(
-                    [r.task_id for r in reports])))}
+            stored = {row.task_id: _report(row) for row in await session.execute(
+                select(TABLE).where(TABLE.c.task_id.in_([r.task_id for r in reports])))}
+            new, changed = [], []
             for report in reports:
-                row = rows.get(report.task_id)
-                if row is None:
-                    row = TaskLedgerRow(task_id=report.task_id)
-                    _fill(row, report)
-                    session.add(row)
-                elif merge(_report(row), report):
-                    _fill(row, report)
+                old = stored.get(report.task_id)
+                if old is None:
+                    new.append(_values(report))
+                elif merge(old, report):
+                    changed.append({**_values(report, old), "key": report.task_id})
+            if new:
+                await session.execute(insert(TABLE), new)
+            if changed:
+                await session.execute(
+                    update(TABLE).where(TABLE.c.task_id == bindparam("key")), changed)
             await session.commit()
 
     async def purge(self) -> int:
@@ -193,7 +203,7 @@ class TaskLedger:
         check_task_id(task_id)
         pending = self._pending.get(task_id)
         async with self.database.session(SCHEMA) as session:
-            row = await session.get(TaskLedgerRow, task_id)
+            row = (await session.execute(select(TABLE).where(TABLE.c.task_id == task_id))).first()
         stored = None if row is None else _report(row)
         if pending is not None and merge(stored, pending):
             stored = pending

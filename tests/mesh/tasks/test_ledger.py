@@ -225,13 +225,27 @@ async def test_forged_reports_are_refused_and_huge_results_not_kept(bus: Bus) ->
     assert state.result_bytes is not None and state.result_bytes > 1000
 
 
-async def test_rows_past_the_retention_are_purged(memory_bus: Bus) -> None:
-    server, _ = await mesh_with_ledger(memory_bus, task_ledger_retention=60)
+async def test_the_ledger_merges_and_purges_on_either_database(
+    memory_bus: Bus, db_url: str,
+) -> None:
+    server, _ = await mesh_with_ledger(memory_bus, task_ledger_retention=60,
+                                       database_url=db_url)
     ledger: TaskLedger = server.ledger
-    await ledger.write([report("old", at_ms=1), report("new", at_ms=2**42)])
+    now = 2**42
+    await ledger.write([report("old", at_ms=1), report("t", at_ms=now, started_at_ms=now)])
     assert (await ledger.read("old")).state == "unknown"  # past the retention: not shown
     assert await ledger.purge() == 1
-    assert (await ledger.read("new")).state == "started"
+    await ledger.write([report("t", "retrying", at_ms=now + 1, error={"code": "failed"})])
+    await ledger.write([report("t", "started", at_ms=now + 2)])  # late: the same attempt
+    record = await ledger.read("t")
+    assert (record.state, record.error) == ("retrying", {"code": "failed"})
+    assert record.started_at is not None and record.updated_at is not None
+    await ledger.write([report("t", "succeeded", attempt=2, at_ms=now + 3, result='{"a":1}',
+                               result_bytes=7)])
+    record = await ledger.read("t")
+    assert (record.state, record.attempts, record.result, record.error) == (
+        "succeeded", 2, '{"a":1}', None)
+    assert record.started_at is not None  # kept from the attempt's start
 
 
 async def test_the_admin_api_and_the_rpc_read_the_ledger(memory_bus: Bus) -> None:
