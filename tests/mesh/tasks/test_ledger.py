@@ -3,6 +3,7 @@ any process, and what the ledger refuses (docs/tasks.md, "Handles from an id")."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -268,6 +269,27 @@ async def test_the_admin_api_and_the_rpc_read_the_ledger(memory_bus: Bus) -> Non
         assert (await http.get(f"/api/v1/tasks/{handle.task_id}")).status_code == 401
         spec = (await http.get("/api/v1/openapi.json", headers=auth)).json()
         assert "/api/v1/tasks/{task_id}" in spec["paths"]
+
+    # `mesh tasks show` without a broker asks the admin API
+    from typer.testing import CliRunner
+
+    from mesh.cli.main import app
+
+    env = {"MESH_BROKER_URL": "", "MESH_ADMIN_URL": server.admin.url,
+           "MESH_DATA_DIR": str(server.settings.data_dir)}
+
+    def show(*args: str) -> Any:
+        return CliRunner().invoke(app, ["tasks", "show", *args], env=env)
+
+    shown = await asyncio.to_thread(show, handle.task_id)
+    assert shown.exit_code == 0, shown.stderr
+    assert "state     succeeded" in shown.stdout and "jobs.run" in shown.stdout
+    as_json = json.loads((await asyncio.to_thread(show, handle.task_id, "--json")).stdout)
+    assert as_json["task_id"] == handle.task_id and as_json["result_kept"] is True
+    unknown = await asyncio.to_thread(show, "f" * 32)
+    assert unknown.exit_code == 1 and "no task ffff" in unknown.stderr
+    malformed = await asyncio.to_thread(show, "x" * 200)
+    assert malformed.exit_code == 2 and "is not a task id" in malformed.stderr
 
 
 async def test_a_ledger_turned_off_keeps_nothing(memory_bus: Bus) -> None:
