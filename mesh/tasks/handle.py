@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic
 
 from mesh.bus.message import Message
 from mesh.contract import OutT
-from mesh.errors import TaskError, TaskResultTimeout
+from mesh.errors import RpcError, RpcTimeout, TaskError, TaskResultTimeout, Unavailable
 from mesh.tasks import wire
 from mesh.tasks.ledger import DEAD, QUEUED, SUCCEEDED, UNKNOWN, TaskRecord
 
@@ -60,6 +60,7 @@ class TaskHandle(Generic[OutT]):
         self.enqueued_here = enqueued_here
         self._ledger = ledger
         self._future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._unreadable: RpcError | None = None  # why the ledger could not be read last
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.task.qualname} {self.task_id}>"
@@ -82,7 +83,12 @@ class TaskHandle(Generic[OutT]):
         (when the ledger is off or has not written it yet)."""
         record = TaskRecord(task_id=self.task_id, state=UNKNOWN)
         if self._ledger is not None:
-            record = await self._ledger(self.task_id)
+            try:
+                record = await self._ledger(self.task_id)
+            except (Unavailable, RpcTimeout):
+                if not self.enqueued_here:
+                    raise  # nothing else knows
+                # no server answers: what this process knows is all there is
         if record.state != UNKNOWN:
             return record
         if self._future.done():
@@ -113,6 +119,7 @@ class TaskHandle(Generic[OutT]):
         if self.enqueued_here and not self.want_result:
             raise TaskError("the task was queued with want_result=False", code="no_result",
                             task=self.task.qualname, task_id=self.task_id)
+        self._unreadable = None
         try:
             async with asyncio.timeout(timeout):
                 if self._live:
@@ -121,8 +128,10 @@ class TaskHandle(Generic[OutT]):
                 else:
                     status, body = await self._from_ledger()
         except TimeoutError:
+            why = "" if self._unreadable is None else (
+                f" (the task ledger could not be read: {self._unreadable})")
             raise TaskResultTimeout(
-                f"no result for {self.task.qualname} ({self.task_id}) within {timeout:g}s"
+                f"no result for {self.task.qualname} ({self.task_id}) within {timeout:g}s{why}"
             ) from None
         return decode_outcome(self.task, self.task_id, status, body)
 
@@ -134,7 +143,13 @@ class TaskHandle(Generic[OutT]):
                             code="no_ledger", task=self.task.qualname, task_id=self.task_id)
         pause = POLL_FIRST
         while True:
-            record = await self._ledger(self.task_id)
+            try:
+                record = await self._ledger(self.task_id)
+            except (Unavailable, RpcTimeout) as exc:  # no server now: it may come back
+                self._unreadable = exc
+                record = TaskRecord(task_id=self.task_id, state=UNKNOWN)
+            else:
+                self._unreadable = None
             if record.task is not None and record.task != self.task.qualname:
                 raise TaskError(f"task {self.task_id} is a {record.task}, not a "
                                 f"{self.task.qualname}", code="wrong_task",

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from mesh.admin_credentials import admin_token
 from mesh.bus.message import Message
-from mesh.errors import TaskError, TaskResultTimeout
+from mesh.errors import TaskError, TaskResultTimeout, Unavailable
 from mesh.names import task_state_key
 from mesh.platform.ledger import TaskLedger
 from mesh.rpc.wire import HEADER_CALLER
@@ -300,3 +300,16 @@ async def test_a_ledger_turned_off_keeps_nothing(memory_bus: Bus) -> None:
     await handle.result(timeout=10)
     assert (await handle.state()).state == "succeeded"  # what this process received
     assert (await server.task_record(handle.task_id)).state == "unknown"
+
+
+async def test_without_a_server_the_ledger_is_unreadable_and_says_so(memory_bus: Bus) -> None:
+    jobs = await other_process(memory_bus)  # no server runs, no worker
+    handle = await jobs.run.enqueue(Work())
+    assert (await handle.state()).state == "queued"  # what this process knows
+    rebuilt = JobsContract((await memory_bus.service("client", sources=[])).caller).run.handle(
+        handle.task_id)
+    with pytest.raises(Unavailable):
+        await rebuilt.state()
+    with pytest.raises(TaskResultTimeout, match="the task ledger could not be read: "
+                                                 "unavailable"):
+        await rebuilt.result(timeout=0.3)
