@@ -89,10 +89,12 @@ class TaskHandle(Generic[OutT]):
                 if not self.enqueued_here:
                     raise  # nothing else knows
                 # no server answers: what this process knows is all there is
+        if record.final:
+            return record
+        if self._future.done():  # the ledger lags behind the result this process received
+            return self._received()
         if record.state != UNKNOWN:
             return record
-        if self._future.done():
-            return self._received()
         if self.enqueued_here:
             return TaskRecord(task_id=self.task_id, state=QUEUED, task=self.task.qualname)
         return record
