@@ -171,14 +171,14 @@ async def test_a_task_that_failed_for_good_fails_its_rebuilt_handle(
     jobs = await other_process(bus)
     blocker = tmp_path / "blocker"
     blocker.touch()
-    handle = await jobs.strict.enqueue(Work(fail_while=str(blocker)), want_result=False)
-    rebuilt = jobs.strict.handle(handle.task_id)
+    handle = await jobs.run.enqueue(Work(fail_while=str(blocker)), want_result=False)
+    rebuilt = jobs.run.handle(handle.task_id)
     with pytest.raises(TaskError) as failed:
-        await rebuilt.result(timeout=15)
+        await rebuilt.result(timeout=20)
     assert (failed.value.code, failed.value.attempts, failed.value.task) == (
-        "failed", 2, "jobs.strict")
+        "failed", 3, "jobs.run")
     state = await rebuilt.state()
-    assert state.state == "dead" and state.attempts == 2 and state.error
+    assert state.state == "dead" and state.attempts == 3 and state.error
     assert state.error["code"] == "failed"
 
 
