@@ -81,6 +81,7 @@ class TaskLedger:
         self.retention = retention
         self.max_result = max_result
         self._pending: dict[str, StateReport] = {}
+        self._writing: dict[str, StateReport] = {}  # the flush being written
         self._deliveries: list[Delivery] = []
         self._timer: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
@@ -143,13 +144,16 @@ class TaskLedger:
         async with self._lock:
             reports, self._pending = self._pending, {}
             deliveries, self._deliveries = self._deliveries, []
-            if reports:
-                try:
+            self._writing = reports  # still read while they are written
+            try:
+                if reports:
                     await self.write(list(reports.values()))
-                except IntegrityError:  # another server inserted one of them meanwhile
-                    await self.write(list(reports.values()))
-                except Exception:
-                    log.exception("task_ledger.write_failed", reports=len(reports))
+            except IntegrityError:  # another server inserted one of them meanwhile
+                await self.write(list(reports.values()))
+            except Exception:
+                log.exception("task_ledger.write_failed", reports=len(reports))
+            finally:
+                self._writing = {}
             for delivery in deliveries:
                 with contextlib.suppress(TransportClosed):
                     await delivery.ack()
@@ -201,12 +205,13 @@ class TaskLedger:
         """What is known of `task_id` (state `unknown` if nothing); ValueError for an id that
         cannot be one."""
         check_task_id(task_id)
-        pending = self._pending.get(task_id)
+        unwritten = [r for r in (self._writing.get(task_id), self._pending.get(task_id)) if r]
         async with self.database.session(SCHEMA) as session:
             row = (await session.execute(select(TABLE).where(TABLE.c.task_id == task_id))).first()
         stored = None if row is None else _report(row)
-        if pending is not None and merge(stored, pending):
-            stored = pending
+        for report in unwritten:  # taken before the read: a flush may have written them since
+            if merge(stored, report):
+                stored = report
         if stored is None or (stored.at_ms < wire.now_ms() - self.retention * 1000):
             return TaskRecord(task_id=task_id, state=UNKNOWN)
         return record_of(stored)

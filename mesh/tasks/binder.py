@@ -88,12 +88,12 @@ class TaskRuntime:
         """Tell the ledger (fire and forget, batched: see mesh/tasks/ledger.py)."""
         if self.reporter is None or not meta.task_id:
             return
-        self.reporter.report({  # StateReport's wire form, built directly: once or twice a task
-            "task_id": meta.task_id, "task": task.qualname, "state": state,
-            "attempt": meta.attempt, "max_attempts": task.max_attempts, "at_ms": wire.now_ms(),
-            "started_at_ms": started_ms, "enqueued_by": meta.enqueued_by,
-            "enqueued_at_ms": meta.enqueued_at, "result": result, "result_bytes": None,
-            "error": None if error is None else error.to_wire()})
+        if state == STARTED:  # made at the flush, and only if the attempt still runs then
+            self.reporter.starting(meta.task_id, functools.partial(
+                _report, task, meta, STARTED, started_ms, started_ms or 0, None, None))
+        else:
+            self.reporter.report(_report(task, meta, state, started_ms, wire.now_ms(), result,
+                                         error))
 
     @property
     def pool(self) -> ProcessPool:
@@ -418,6 +418,17 @@ class TaskBinder(Binder):
             await self.transport.publish(reply, exchange="", mandatory=True)
         except Unroutable:
             log.info("task.result_undeliverable", reply_to=message.reply_to)  # enqueuer gone
+
+
+def _report(task: Task[Any, Any], meta: wire.TaskMeta, state: str, started_ms: int | None,
+            at_ms: int, result: str | None, error: TaskError | None) -> dict[str, Any]:
+    """A ledger report in its wire form (mesh/tasks/ledger.py's StateReport), built directly:
+    this runs for every task."""
+    return {"task_id": meta.task_id, "task": task.qualname, "state": state,
+            "attempt": meta.attempt, "max_attempts": task.max_attempts, "at_ms": at_ms,
+            "started_at_ms": started_ms, "enqueued_by": meta.enqueued_by,
+            "enqueued_at_ms": meta.enqueued_at, "result": result, "result_bytes": None,
+            "error": None if error is None else error.to_wire()}
 
 
 def _decode_input(invocation: Invocation) -> BaseModel:

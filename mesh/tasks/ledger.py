@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -213,13 +214,24 @@ class TaskReporter:
         self.instance = instance
         self.max_result = max_result
         self._pending: dict[str, dict[str, Any]] = {}
+        # Attempts started since the last flush, reported only if still running at the flush:
+        # a task that starts and ends within one flush costs one report, not two.
+        self._starting: dict[str, Callable[[], dict[str, Any]]] = {}
         self._bytes = 0
         self._flusher: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
+    def starting(self, task_id: str, report: Callable[[], dict[str, Any]]) -> None:
+        """An attempt of `task_id` starts: `report()` makes its report, at the next flush,
+        if no later report of the task came first."""
+        self._starting[task_id] = report
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
     def report(self, report: dict[str, Any]) -> None:
         """Buffer `report` (a StateReport's wire form, replacing an earlier one of the same
-        task); never waits. A dict, not a StateReport: this runs once or twice per task."""
+        task); never waits. A dict, not a StateReport: this runs for every task."""
+        self._starting.pop(report["task_id"], None)
         result = report.get("result")
         if result is not None:
             size = len(result)  # JSON from pydantic: ASCII unless the data is not
@@ -238,6 +250,10 @@ class TaskReporter:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        if self._starting:
+            for task_id, report in self._starting.items():
+                self._pending.setdefault(task_id, report())
+            self._starting = {}
         if not self._pending:
             return
         batch, self._pending, self._bytes = list(self._pending.values()), {}, 0

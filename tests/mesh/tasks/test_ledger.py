@@ -100,9 +100,9 @@ async def test_the_worker_buffers_and_drops_huge_results_before_sending() -> Non
             sent.append(message)
 
     reporter = TaskReporter(Recorder(), "worker-x", max_result=100)  # type: ignore[arg-type]
-    reporter.report(report("a").as_wire())
+    reporter.starting("a", report("a").as_wire)
     reporter.report(report("a", "succeeded", result='"' + "z" * 500 + '"').as_wire())
-    reporter.report(report("b").as_wire())
+    reporter.starting("b", report("b").as_wire)  # still running at the flush
     await reporter.close()
     [batch] = sent  # one message; a's start and end are one report
     reports, _ = decode_batch(batch, max_result=1000)
@@ -253,7 +253,7 @@ async def test_the_admin_api_and_the_rpc_read_the_ledger(memory_bus: Bus) -> Non
     server, _ = await mesh_with_ledger(memory_bus)
     jobs = await other_process(memory_bus)
     handle = await jobs.run.enqueue(Work(note="api"))
-    await jobs.run.handle(handle.task_id).result(timeout=10)  # written by now
+    await JobsContract(server.caller).run.handle(handle.task_id).result(timeout=10)  # kept
     assert server.admin is not None
     token, _ = admin_token(server.settings)
     async with httpx.AsyncClient(base_url=server.admin.url.rstrip("/")) as http:
