@@ -117,10 +117,9 @@ class TaskHandle(Generic[OutT]):
 
     async def result(self, timeout: float | None = None) -> OutT:
         """The task's result model; raises TaskError if it failed for good (dead-lettered), and
-        TaskResultTimeout after `timeout` seconds (the task itself is not cancelled)."""
-        if self.enqueued_here and not self.want_result:
-            raise TaskError("the task was queued with want_result=False", code="no_result",
-                            task=self.task.qualname, task_id=self.task_id)
+        TaskResultTimeout after `timeout` seconds (the task itself is not cancelled). The
+        enqueuing process's handle waits on its results queue; a rebuilt one, or one queued
+        with want_result=False, reads the task ledger."""
         self._unreadable = None
         try:
             async with asyncio.timeout(timeout):
@@ -140,7 +139,11 @@ class TaskHandle(Generic[OutT]):
     async def _from_ledger(self) -> tuple[str, bytes]:
         """Read the ledger until the task is final, waiting a little longer each time (the
         servers write it in batches, every fraction of a second)."""
-        if self._ledger is None:
+        if self._ledger is None:  # an enqueuer made without one (a test's, say)
+            if self.enqueued_here:
+                raise TaskError("the task was queued with want_result=False, and this process "
+                                "cannot read the task ledger", code="no_result",
+                                task=self.task.qualname, task_id=self.task_id)
             raise TaskError("this process cannot read the task ledger (it has no RPC caller)",
                             code="no_ledger", task=self.task.qualname, task_id=self.task_id)
         pause = POLL_FIRST

@@ -313,3 +313,10 @@ async def test_without_a_server_the_ledger_is_unreadable_and_says_so(memory_bus:
     with pytest.raises(TaskResultTimeout, match="the task ledger could not be read: "
                                                  "unavailable"):
         await rebuilt.result(timeout=0.3)
+
+
+async def test_fire_and_forget_handles_read_the_ledger(memory_bus: Bus) -> None:
+    await mesh_with_ledger(memory_bus)
+    jobs = await other_process(memory_bus)
+    handle = await jobs.run.enqueue(Work(note="no reply"), want_result=False)
+    assert (await handle.result(timeout=10)).note == "no reply"
