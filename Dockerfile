@@ -17,8 +17,9 @@ COPY mesh/ mesh/
 COPY services/ services/
 COPY contracts/ contracts/
 COPY plugins/ plugins/
-# Not editable, no [dev] extra: what `make install` installs, as a user would have it.
-RUN /opt/mesh/bin/pip install . ./plugins/greeter ./plugins/identity ./plugins/noop \
+# Not editable, no [dev] extra: what `make install` installs, as a user would have it, with
+# the tracing extra, so MESH_TRACING works without another image.
+RUN /opt/mesh/bin/pip install ".[tracing]" ./plugins/greeter ./plugins/identity ./plugins/noop \
     ./plugins/tutorial ./plugins/tutorial_stats
 
 # -- run ---------------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ directly with direct reply-to. A third side, `baseline_wire`, is the same aio-pi
 what mesh's wire format asks of a request (a topic exchange, `mandatory`, an expiration, the
 caller and timeout headers) to the same baseline server: `ratio` compares mesh with plain
 aio-pika, `ratio_wire` with aio-pika doing the same protocol work, which separates what the
-protocol costs the broker from what mesh's code costs. Rounds alternate the order of the sides
+protocol costs the broker from what mesh's code costs. A fourth side, `mesh_traced`, is mesh with
+tracing on (docs/operations.md, "Tracing"): a second `mesh run server` with MESH_TRACING, called
+by an RpcCaller with the tracing link, both exporting every span over OTLP/HTTP in batches to
+a throwaway receiver in a process of its own (bench/otlp_sink.py); `ratio_traced` compares it
+with plain aio-pika, as `ratio` does mesh untraced. Rounds alternate the order of the sides
 so machine noise hits all alike; calls/s is the median over rounds, p50/p99 come from every
 call's latency.
 """
@@ -22,6 +26,8 @@ import json
 import os
 import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,15 +46,20 @@ from bench.procs import (
     wait_until_serving,
 )
 from bench.stats import Call, Run, Summary, drive, summarize
+from mesh import __version__
 from mesh.bus.rabbitmq import RabbitTransport
+from mesh.config import MeshSettings
 from mesh.names import rpc_queue
 from mesh.plugin.discovery import discover
 from mesh.rpc.caller import RpcCaller
 
 NAME = "rpc"
-HELP = "RPC round trips: mesh vs plain aio-pika, at 1 and 64 calls in flight"
+HELP = ("RPC round trips: mesh (and mesh traced) vs plain aio-pika, at 1 and 64 calls in "
+        "flight")
 LEVELS = (1, 64)
-SIDES = ("mesh", "baseline", "baseline_wire")
+SIDES = ("mesh", "baseline", "baseline_wire", "mesh_traced")
+RATIOS = (("ratio", "mesh", "baseline"), ("ratio_wire", "mesh", "baseline_wire"),
+          ("ratio_traced", "mesh_traced", "baseline"))
 PHASE_TIMEOUT = 300.0  # one batch of calls; only hit if a server stops answering
 
 Results = dict[str, dict[int, list[Run]]]
@@ -88,22 +99,72 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure(options: Options) -> Results:
-    """Start both servers, run the rounds, and always stop the servers and delete the queues."""
+    """Start the servers, run the rounds, and always stop the servers and delete the queues."""
     exchange = f"bench-rpc-{uuid.uuid4().hex[:10]}"
+    traced_exchange = f"{exchange}-traced"  # its own: the two servers must not share a queue
     baseline_queue = f"{exchange}.baseline"
     try:
         with (
             tempfile.TemporaryDirectory(prefix="mesh-bench-rpc-") as data_dir,
-            server_process("mesh server", [sys.executable, "-m", "mesh", "run", "server"],
-                           _server_env(options.url, exchange, Path(data_dir))) as mesh_server,
-            server_process("baseline server", [sys.executable, "-m", "bench.baseline_server",
-                                               options.url, baseline_queue]) as baseline_server,
+            tempfile.TemporaryDirectory(prefix="mesh-bench-rpc-traced-") as traced_dir,
+            server_process("otlp sink", [sys.executable, "-m", "bench.otlp_sink"]) as sink,
         ):
-            return asyncio.run(_measure(options, exchange, baseline_queue, Path(data_dir),
-                                        mesh_server, baseline_server))
+            endpoint = f"http://127.0.0.1:{_sink_port(sink)}"
+            traced_env = {**_server_env(options.url, traced_exchange, Path(traced_dir)),
+                          "MESH_INSTANCE_ID": "bench-server-traced", "MESH_TRACING": "true",
+                          "MESH_OTLP_ENDPOINT": endpoint, "OTEL_TRACES_EXPORTER": "otlp"}
+            with (
+                server_process("mesh server", [sys.executable, "-m", "mesh", "run", "server"],
+                               _server_env(options.url, exchange, Path(data_dir))
+                               ) as mesh_server,
+                server_process("traced mesh server",
+                               [sys.executable, "-m", "mesh", "run", "server"], traced_env
+                               ) as traced_server,
+                server_process("baseline server", [sys.executable, "-m",
+                                                   "bench.baseline_server", options.url,
+                                                   baseline_queue]) as baseline_server,
+            ):
+                servers = Servers(mesh_server, traced_server, baseline_server, Path(data_dir),
+                                  Path(traced_dir), endpoint)
+                results = asyncio.run(_measure(options, exchange, traced_exchange,
+                                               baseline_queue, servers))
+            _check_exported(endpoint)  # the traced server has flushed as it stopped
+            return results
     finally:
         asyncio.run(delete_topology(options.url, exchange, [*_mesh_queues(exchange),
                                                              baseline_queue]))
+        asyncio.run(delete_topology(options.url, traced_exchange,
+                                    _mesh_queues(traced_exchange)))
+
+
+@dataclass(frozen=True)
+class Servers:
+    mesh: ServerProcess
+    traced: ServerProcess
+    baseline: ServerProcess
+    data_dir: Path
+    traced_dir: Path
+    otlp_endpoint: str
+
+
+def _check_exported(endpoint: str) -> None:
+    """The traced side must really have exported, or it measured something else."""
+    with urllib.request.urlopen(endpoint, timeout=10) as answer:
+        received = json.load(answer)
+    if not received["exports"]:
+        raise ServerFailed("the traced side exported no spans to the OTLP sink")
+
+
+def _sink_port(sink: ServerProcess, timeout: float = 30.0) -> int:
+    """The port the OTLP sink printed once it listens."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sink.check_alive()
+        first = sink.output().strip().split("\n", 1)[0]
+        if first.isdigit():
+            return int(first)
+        time.sleep(0.05)
+    raise ServerFailed(f"the OTLP sink printed no port within {timeout:g}s:\n{sink.output()}")
 
 
 def _server_env(url: str, exchange: str, data_dir: Path) -> dict[str, str]:
@@ -128,26 +189,29 @@ def _mesh_queues(exchange: str) -> list[str]:
     ]
 
 
-async def _measure(
-    options: Options, exchange: str, baseline_queue: str, data_dir: Path,
-    mesh_server: ServerProcess, baseline_server: ServerProcess,
-) -> Results:
+async def _measure(options: Options, exchange: str, traced_exchange: str,
+                   baseline_queue: str, servers: Servers) -> Results:
     text = options.text
-    await wait_until_healthy(mesh_server, data_dir, "server")
+    await wait_until_healthy(servers.mesh, servers.data_dir, "server")
+    await wait_until_healthy(servers.traced, servers.traced_dir, "server")
     async with (
         _mesh_caller(options.url, exchange) as noop,
+        _mesh_caller(options.url, traced_exchange, otlp_endpoint=servers.otlp_endpoint
+                     ) as traced,
         _baseline_caller(options.url, baseline_queue) as baseline,
     ):
-        await wait_until_serving(mesh_server, lambda: noop.echo(EchoRequest(text=text)))
-        await wait_until_serving(baseline_server, lambda: baseline.echo(text))
+        await wait_until_serving(servers.mesh, lambda: noop.echo(EchoRequest(text=text)))
+        await wait_until_serving(servers.traced, lambda: traced.echo(EchoRequest(text=text)))
+        await wait_until_serving(servers.baseline, lambda: baseline.echo(text))
         # The wire caller binds its exchange to the queue the baseline server has now declared.
         async with _baseline_caller(options.url, baseline_queue, wire=True) as wire:
             await _check_echo(noop, baseline, text)
-            await _check_echo(noop, wire, text)
+            await _check_echo(traced, wire, text)
             return await _rounds(options, {
                 "mesh": lambda: noop.echo(EchoRequest(text=text)),
                 "baseline": lambda: baseline.echo(text),
                 "baseline_wire": lambda: wire.echo(text),
+                "mesh_traced": lambda: traced.echo(EchoRequest(text=text)),
             })
 
 
@@ -184,16 +248,27 @@ async def _check_echo(noop: NoopContract, baseline: BaselineClient, text: str) -
 
 
 @contextlib.asynccontextmanager
-async def _mesh_caller(url: str, exchange: str) -> AsyncIterator[NoopContract]:
+async def _mesh_caller(url: str, exchange: str, *, otlp_endpoint: str | None = None
+                       ) -> AsyncIterator[NoopContract]:
+    """A caller with no middleware, or (given where to export) with the tracing link only."""
+    tracing = None
+    if otlp_endpoint is not None:
+        from mesh.tracing.setup import start_tracing
+
+        tracing = start_tracing(MeshSettings(otlp_endpoint=otlp_endpoint), "bench",
+                                "bench-caller", version=__version__)
     transport = RabbitTransport(url, exchange, connection_name="bench-mesh-client",
                                 connect_timeout=10)
     try:
         await transport.connect()
-        client = RpcCaller(transport, "client")
+        client = RpcCaller(transport, "client",
+                           middleware=[tracing.middleware] if tracing is not None else [])
         await client.start()
         yield NoopContract(client)
     finally:
         await transport.close()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
 
 
 @contextlib.asynccontextmanager
@@ -222,10 +297,10 @@ def to_json(results: Results) -> Report:
         side: {f"c{level}": summary.as_dict() for level, summary in by_level.items()}
         for side, by_level in summaries.items()
     }
-    for key, against in (("ratio", "baseline"), ("ratio_wire", "baseline_wire")):
+    for key, side, against in RATIOS:
         report[key] = {
             f"c{level}": round(
-                summaries["mesh"][level].calls_per_s / summaries[against][level].calls_per_s, 3)
+                summaries[side][level].calls_per_s / summaries[against][level].calls_per_s, 3)
             for level in LEVELS
         }
     return report
@@ -247,8 +322,10 @@ def render(report: Report, options: Options) -> str:
             )
     ratios = ", ".join(f"{key} {value:.2f}" for key, value in report["ratio"].items())
     wire = ", ".join(f"{key} {value:.2f}" for key, value in report["ratio_wire"].items())
+    traced = ", ".join(f"{key} {value:.2f}" for key, value in report["ratio_traced"].items())
     lines += ["", f"ratio mesh/baseline (calls/s): {ratios}  (target: >= 1.00)",
-              f"ratio mesh/baseline_wire (the same protocol work): {wire}"]
+              f"ratio mesh/baseline_wire (the same protocol work): {wire}",
+              f"ratio mesh_traced/baseline (tracing on, OTLP/HTTP to a local sink): {traced}"]
     return "\n".join(lines)
 
 

@@ -61,6 +61,16 @@ class PluginInstalled(BaseModel):
     services: list[str]
 
 
+class HookGrants(BaseModel):
+    """Published on `control.hooks` when an administrator grants or revokes a plugin's hooks:
+    every grant there is, so each service replaces its own at once, in any order."""
+
+    grants: dict[str, str] = Field(description="Plugin → the digest of the [[hooks]] granted.")
+    plugin: str = Field(description="Whose grant changed.")
+    granted: bool
+    by: str
+
+
 class WheelRequest(BaseModel):
     distribution: str
     version: str
@@ -80,6 +90,9 @@ class PlatformState(BaseModel):
     uploads: list[PluginInstalled] = Field(
         default_factory=list, description="Uploaded plugins at the versions that run: a "
         "service whose environment lacks one installs it before starting its plugins.")
+    hook_grants: dict[str, str] = Field(
+        default_factory=dict, description="Plugins whose hooks an administrator granted → "
+        "the digest of the [[hooks]] granted (docs/plugin-guide.md, Hooks).")
 
 
 class PlatformContract(Contract, plugin="mesh"):

@@ -1,8 +1,9 @@
 """The two bootstrap secrets of a mesh: the admin token and the first administrator's password.
 
 Each is MESH_ADMIN_TOKEN / MESH_ADMIN_PASSWORD, or generated once into the data directory,
-readable by its owner only. The server checks them; `mesh up` prints them in its banner and
-`mesh call` signs in with the token, so they live here, in the library, as plain file handling.
+readable by its owner only. The server checks them; `mesh up` names them in its banner (the
+first characters and the file, never the whole secret) and `mesh call` signs in with the
+token, so they live here, in the library, as plain file handling.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from mesh.config import MeshSettings
 TOKEN_FILE = "admin-token"
 PASSWORD_FILE = "admin-password"
 ADMIN_USER = "admin"
+
+
+def masked(secret: str, kept_in: Path | None, setting: str) -> str:
+    """A secret as banners show it: enough to tell which one, never all of it. One that came
+    from the environment shows nothing at all (whoever set it knows it; logs must not)."""
+    if kept_in is None:
+        return f"(from {setting})"
+    return f"{secret[:4]}…  (kept in {kept_in})"
 
 
 def _kept_secret(value: SecretStr | None, path: Path) -> tuple[str, Path | None]:

@@ -1,5 +1,6 @@
-"""The audit trail: one log line per sign-in and per refused request — who, what, when (the
-line's timestamp), where — on the `mesh.audit` logger, and a Prometheus counter of refusals."""
+"""The audit trail: one log line per sign-in, per refused request and per grant of hooks —
+who, what, when (the line's timestamp), where — on the `mesh.audit` logger, and a Prometheus
+counter of refusals."""
 
 from __future__ import annotations
 
@@ -28,3 +29,9 @@ def signed_in(*, who: str, where: str, outcome: str, **context: Any) -> None:
 
 def signed_out(*, who: str, where: str, **context: Any) -> None:
     log.info("audit.sign_out", who=who, where=where, **context)
+
+
+def hooks_changed(*, who: str, plugin: str, granted: bool, digest: str | None) -> None:
+    """An administrator granted (or revoked) a plugin's hooks on other plugins' entries."""
+    log.info("audit.hooks_granted" if granted else "audit.hooks_revoked", who=who,
+             plugin=plugin, digest=digest)

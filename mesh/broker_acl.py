@@ -18,8 +18,8 @@ from contracts.identity import IdentityContract
 from contracts.platform import PlatformContract
 from mesh import names
 from mesh.catalog import Catalog
-from mesh.config import SERVICE_KINDS
 from mesh.contract import Contract
+from mesh.names import SERVICE_KINDS
 
 PLATFORM_CONTRACTS: tuple[type[Contract], ...] = (PlatformContract, IdentityContract)
 HEX = "[0-9a-f]+"  # no {n} quantifiers: RabbitMQ expands {…} in topic permissions

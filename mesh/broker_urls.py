@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 SCHEMES = ("amqp", "amqps")
 
@@ -41,6 +41,34 @@ def split_broker_urls(value: str) -> tuple[str, ...]:
         raise ValueError("the broker URLs name different vhosts "
                          f"({', '.join(sorted(vhosts))}): list the nodes of one cluster, one vhost")
     return urls
+
+
+def redacted(value: str) -> str:
+    """MESH_BROKER_URL for banners and logs: each URL without its password."""
+    return ",".join(_redacted(url.strip()) for url in value.split(","))
+
+
+def _redacted(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def with_user(value: str, user: str, password: str, vhost: str) -> str:
+    """MESH_BROKER_URL's nodes (or one local node if it is empty), as `user` with `password`
+    in `vhost`: what a service's own broker user puts in its MESH_BROKER_URL."""
+    urls = split_broker_urls(value) if value else ("amqp://127.0.0.1/",)
+    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    path = quote(vhost, safe="")
+    made = []
+    for url in urls:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+        made.append(f"{parts.scheme}://{credentials}@{parts.hostname}{port}/{path}")
+    return ",".join(made)
 
 
 def failover_order(urls: Sequence[str], rng: random.Random | None = None) -> list[str]:

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from mesh import names
 from mesh.contract import Action, Contract, Rpc, Task, Topic
 from mesh.errors import RpcError
+from mesh.names import ServiceKind
 from mesh.permissions import contract_problem
+from mesh.plugin.hooks import describe, plan_hooks
 from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 
-ServiceKind = Literal["server", "client", "agent", "worker"]
 PluginStatus = Literal["ok", "no_contract", "error", "disabled", "refused"]
 EntryKind = Literal["rpc", "action", "topic", "task"]
 
@@ -136,6 +137,24 @@ class CatalogPlugin(BaseModel):
     entries: int = Field(default=0, description="How many catalog entries it contributes.")
 
 
+class CatalogHook(BaseModel):
+    """A plugin's hook on an entry, as the manifests declare it: where it runs in the order
+    (`position`, before and after counted apart) or why it is left out. Whether an
+    administrator granted it is the server's to say (the admin API's /hooks)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: str
+    kind: str
+    service: str
+    when: str
+    hook: str = Field(description="plugin.handler")
+    plugin: str
+    order: int
+    position: int | None = Field(description="1 runs first; null when it is left out.")
+    left_out: str | None = Field(description="Why it never runs (a restriction, no part).")
+
+
 class Catalog(BaseModel):
     """Every plugin discovered, and the entries of those that load, in load order."""
 
@@ -143,6 +162,8 @@ class Catalog(BaseModel):
 
     plugins: list[CatalogPlugin]
     entries: list[CatalogEntry]
+    hooks: list[CatalogHook] = Field(default_factory=list, description="Plugins' hooks on "
+                                     "the entries, in the order they run.")
 
     def entry(self, qualname: str) -> AnyEntry | None:
         return next((e for e in self.entries if e.qualname == qualname), None)
@@ -190,7 +211,9 @@ def build_catalog(plugins: PluginSet) -> Catalog:
             error="disabled by configuration" if status == "disabled"
             else plugins.refused.get(source.name),
         ))
-    return Catalog(plugins=listed, entries=entries)
+    hooks = [CatalogHook(**{k: v for k, v in row.items() if k != "granted"})
+             for row in describe(plan_hooks(plugins), None, plugins)]
+    return Catalog(plugins=listed, entries=entries, hooks=hooks)
 
 
 def _contract_entries(plugins: PluginSet, name: str) -> list[AnyEntry]:

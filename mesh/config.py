@@ -18,8 +18,6 @@ from pydantic_settings import (
 from mesh.broker_urls import split_broker_urls
 from mesh.cpus import usable_cpus
 
-SERVICE_KINDS: tuple[str, ...] = ("server", "client", "agent", "worker")
-
 
 def _config_file() -> Path:
     return Path(os.environ.get("MESH_CONFIG", "mesh.toml"))
@@ -118,6 +116,15 @@ class MeshSettings(BaseSettings):
         default=64 * 1024, gt=0, description="The largest WebSocket frame a device may send.")
     device_max_subscriptions: int = Field(
         default=200, gt=0, description="Subscriptions one device connection may hold.")
+    tracing: bool = Field(
+        default=False, description="Trace every call, task and device request with "
+        "OpenTelemetry (the `tracing` extra), exported over OTLP/HTTP; the OTEL_* variables "
+        "apply (docs/operations.md, Tracing). Off: no cost at all.")
+    otlp_endpoint: str | None = Field(
+        default=None, description="Where traces go: the OTLP/HTTP base URL "
+        "(`http://collector:4318`; traces are posted to `/v1/traces`). Unset: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else "
+        "`http://localhost:4318`.")
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="`json` lines, `console` for people; `auto`: console on a "
         "terminal, JSON otherwise.")

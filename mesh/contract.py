@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 from pydantic import BaseModel, ValidationError
 
 from mesh.errors import RpcError
+from mesh.names import SERVICE_KINDS
 from mesh.permissions import check_address
 
 if TYPE_CHECKING:
     from mesh.tasks.handle import TaskHandle
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-SERVICES = frozenset({"server", "client", "agent", "worker"})
+SERVICES = frozenset(SERVICE_KINDS)
 CALLER_KINDS = SERVICES | {"cli"}
 
 ReqT = TypeVar("ReqT", bound=BaseModel)

@@ -32,14 +32,15 @@ class ControlChannel:
         self.queue = names.control_queue(transport.exchange, instance)
         self._order = asyncio.Lock()  # apply messages one at a time, in arrival order
         self.on_installed: Callable[[PluginInstalled], Awaitable[None]] | None = None
-        self._listeners: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[None]]]] = {}
+        self._listeners: list[tuple[str, type[BaseModel], Callable[[Any], Awaitable[None]]]] = []
 
     def listen(self, pattern: str, model: type[ModelT],
                handler: Callable[[ModelT], Awaitable[None]]) -> None:
         """Hand every message whose key matches `pattern` (a routing key, or a topic pattern
         such as `names.switch_key("*")`) to `handler`, as `model`: after this instance's plugin
-        host has applied it, when it is a switch, an install or the platform's state."""
-        self._listeners[pattern] = (model, handler)
+        host has applied it, when it is a switch, an install or the platform's state. Several
+        listeners of one key each get it, in the order they listened."""
+        self._listeners.append((pattern, model, handler))
 
     async def start(self) -> None:
         await self.transport.declare_queue(QueueSpec(self.queue, (names.CONTROL_PATTERN,),
@@ -62,7 +63,7 @@ class ControlChannel:
                 elif message.routing_key == names.STATE_KEY:
                     state = PlatformState.model_validate_json(message.body)
                     await self.host.apply_state(set(state.disabled), state.settings)
-                for pattern, (model, handler) in list(self._listeners.items()):
+                for pattern, model, handler in list(self._listeners):
                     if topic_matches(pattern, message.routing_key):
                         await handler(model.model_validate_json(message.body))
             except ValidationError as exc:

@@ -7,9 +7,10 @@ import signal
 import sys
 
 from mesh import __version__
-from mesh.admin_credentials import ADMIN_USER, admin_password, admin_token
+from mesh.admin_credentials import ADMIN_USER, admin_password, admin_token, masked
 from mesh.bus.memory import MemoryBroker
-from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.config import MeshSettings
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.plugin_set import PluginSet
 from mesh.programs import service_class
 from mesh.service import Service
@@ -29,12 +30,13 @@ def banner(services: list[Service], where: str) -> str:
         admin = getattr(service, "admin", None)
         if admin is not None:
             token, kept_in = admin_token(service.settings)
-            lines.append(f"          admin:   {admin.url}  token: {token}"
-                         + (f"  (kept in {kept_in})" if kept_in else ""))
+            lines.append(f"          admin:   {admin.url}  token: "
+                         + masked(token, kept_in, "MESH_ADMIN_TOKEN"))
             if getattr(service, "admin_password_valid", None):
                 password, kept = admin_password(service.settings)
-                lines.append(f"          sign in: {ADMIN_USER} / {password}"
-                             + (f"  (kept in {kept}; change it, and this goes)" if kept else ""))
+                lines.append(f"          sign in: {ADMIN_USER} / "
+                             + masked(password, kept, "MESH_ADMIN_PASSWORD")
+                             + ("; change it, and this goes" if kept else ""))
     return "\n".join(lines)
 
 

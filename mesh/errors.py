@@ -119,6 +119,13 @@ class Unavailable(RpcError):
     code = "unavailable"
 
 
+class HookVeto(RpcError):
+    """A plugin's before-hook refused the call (docs/plugin-guide.md, Hooks); `plugin` names
+    the hooking plugin. A hook may raise its own error instead, with a code of its own."""
+
+    code = "vetoed"
+
+
 BUILTIN_ERRORS: dict[str, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -132,6 +139,7 @@ BUILTIN_ERRORS: dict[str, type[RpcError]] = {
         BadMessage,
         RpcTimeout,
         Unavailable,
+        HookVeto,
     )
 }
 

@@ -12,6 +12,7 @@ in the same way, with no change to the binders that serve entries.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class Invocation:
     max_attempts: int = 1
     info: Any = None  # the TaskInfo a task handler sees as current_task()
     state: dict[str, Any] = field(default_factory=dict)  # for middleware to pass things on
+    # time.monotonic() when the delivery was taken: an RPC's deadline counts from here, so the
+    # wait for a slot, decoding and middleware come out of the caller's budget too
+    received: float = field(default_factory=time.monotonic)
     _input: BaseModel | None = None
 
     def input(self) -> BaseModel:
@@ -56,6 +60,10 @@ class Invocation:
         if self._input is None:
             self._input = self.decoder(self)
         return self._input
+
+    def replace_input(self, value: BaseModel) -> None:
+        """What the handler gets instead of the decoded input (a hook that enriches it)."""
+        self._input = value
 
 
 @dataclass(slots=True, eq=False)

@@ -44,6 +44,11 @@ SIGN_INS = Counter(
     "mesh_sign_ins", "Sign-in attempts, by entry point and outcome (ok, refused, unavailable)",
     ["where", "outcome"], registry=REGISTRY,
 )
+HOOKS_RUN = Counter(
+    "mesh_hooks_run", "Plugin hooks this process ran, by hook (plugin.handler), hooked entry "
+    "and outcome (ok, enriched, vetoed, failed, timeout)", ["hook", "entry", "outcome"],
+    registry=REGISTRY,
+)
 
 # One service per process sends the process's metrics in its heartbeats (the registry is the
 # process's, so in the embedded mode the four services would otherwise send it four times).

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+ServiceKind = Literal["server", "client", "agent", "worker"]
+# The four services, in the order they start and are listed; they name the routing keys.
+SERVICE_KINDS: tuple[ServiceKind, ...] = get_args(ServiceKind)
+
 
 def rpc_key(service: str, plugin: str, name: str) -> str:
     return f"rpc.{service}.{plugin}.{name}"
@@ -63,6 +69,7 @@ def watch_queue(exchange: str, instance: str) -> str:
 CONTROL_PATTERN = "control.#"
 STATE_KEY = "control.state"  # the whole platform state, which a server publishes when it starts
 INVALIDATE_KEY = "control.identity.invalidate"  # a token revoked, permissions changed
+HOOKS_KEY = "control.hooks"  # the administrator's hook grants changed (all of them)
 
 
 def switch_key(plugin: str) -> str:

@@ -64,6 +64,20 @@ def grants(held: Iterable[str], needed: str) -> bool:
     return any(g in ("*", f"{plugin}/*", f"{plugin}/{group}/*", needed) for g in held)
 
 
+def covers(held: Iterable[str], granted: str) -> bool:
+    """Whether holding `held` includes all that `granted` (a permission or a pattern) gives:
+    `tutorial/*` covers `tutorial/rows/*` and `tutorial/rows/view`, not `*`."""
+    parts = granted.split("/")
+    for pattern in held:
+        if pattern == "*" or pattern == granted:
+            return True
+        prefix = pattern.split("/")
+        if prefix[-1] == "*" and len(parts) >= len(prefix) and parts[:len(prefix) - 1] == \
+                prefix[:-1]:
+            return True
+    return False
+
+
 class PermissionsSection(BaseModel):
     """A manifest's `[permissions]`: `groups` (name → description), one table per group
     (permission → description), and `requires` (plugin → group → [permission])."""

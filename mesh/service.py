@@ -13,12 +13,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 
 from contracts.platform import (
     Heartbeat,
+    HookGrants,
     PlatformContract,
     PlatformState,
     PluginInstalled,
@@ -37,8 +38,9 @@ from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
 from mesh.invoke import Middleware
 from mesh.middleware import default_middleware
-from mesh.names import heartbeat_key
+from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key
 from mesh.plugin.discovery import PluginSource
+from mesh.plugin.hooks import HookLink
 from mesh.plugin.host import PluginHost
 from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
@@ -47,6 +49,9 @@ from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.tasks.ledger import TaskRecord, TaskStateRequest
+
+if TYPE_CHECKING:
+    from mesh.tracing.setup import TracingSetup
 
 
 def new_instance_id(service: str) -> str:
@@ -78,6 +83,16 @@ class Service:
         self.instance = instance_id or settings.instance_id or new_instance_id(self.kind)
         # One chain around every handler this service runs and every call it makes.
         self.middleware = list(default_middleware() if middleware is None else middleware)
+        self.tracing: TracingSetup | None = None
+        if settings.tracing:  # off, tracing is not in the chain, nor even imported
+            try:
+                from mesh.tracing.setup import start_tracing
+            except ModuleNotFoundError as exc:
+                raise RuntimeError(f"MESH_TRACING is on, but {exc.name} is not installed: "
+                                   "pip install 'mesh[tracing]'") from None
+            self.tracing = start_tracing(settings, self.kind, self.instance,
+                                         version=__version__)
+            self.middleware.insert(0, self.tracing.middleware)  # outermost: the span is all
         self.rpc_caller = RpcCaller(transport, self.kind, middleware=self.middleware)
         self.enqueuer = TaskEnqueuer(transport, self.kind, self.instance,
                                      middleware=self.middleware, ledger=self.task_record)
@@ -93,8 +108,14 @@ class Service:
             binders=self.binder_kinds(),
             database=self.database,
         )
+        # Plugins' hooks: the innermost link, so they run where the handler runs, after the
+        # other links (the binders take the chain when a plugin starts, which is later).
+        self.hooks = HookLink(self.host)
+        self.middleware.append(self.hooks)
         self.control = ControlChannel(transport, self.instance, self.host)
         self.control.on_installed = self.plugin_installed
+        self.control.listen(HOOKS_KEY, HookGrants, self._hook_grants)
+        self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
         )
@@ -116,6 +137,14 @@ class Service:
             await self.host.start_all()
             self.log.info("plugin.installed", plugin=announcement.plugin,
                           version=announcement.version)
+
+    async def _hook_grants(self, change: HookGrants | PlatformState) -> None:
+        """An administrator granted or revoked hooks (or a server told the whole state)."""
+        grants = change.grants if isinstance(change, HookGrants) else change.hook_grants
+        self.hooks.apply_grants(grants)
+        if isinstance(change, HookGrants):
+            self.log.info("hooks.granted" if change.granted else "hooks.revoked",
+                          plugin=change.plugin, by=change.by)
 
     def runs_version(self, upload: PluginInstalled) -> bool:
         known = self.host.sources.get(upload.plugin)
@@ -210,6 +239,7 @@ class Service:
         state = await self.platform_state()
         if state is not None:
             self.host.switched_off_before_start(state.disabled)
+            self.hooks.apply_grants(state.hook_grants)
             for name, values in state.settings.items():
                 await self.host.update_settings(name, values)
             for upload in state.uploads:  # a new replica, or an environment made anew
@@ -241,6 +271,8 @@ class Service:
             await self.database.close()
         remove_health(self.settings.data_dir, self.kind)
         metrics.release_reporting(self.instance)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans go out
         self.log.info("service.stopped")
 
     def heartbeat(self) -> Heartbeat:

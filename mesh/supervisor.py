@@ -10,36 +10,28 @@ import sys
 from dataclasses import dataclass
 
 from mesh import __version__
-from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token
-from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token, masked
+from mesh.broker_urls import redacted
+from mesh.config import MeshSettings
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.plugin_set import PluginSet
 
 
 def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: PluginSet) -> str:
-    lines = [f"mesh {__version__} — four processes on {redact(settings.broker_url or '')} "
+    lines = [f"mesh {__version__} — four processes on {redacted(settings.broker_url or '')} "
              f"(exchange {settings.exchange})"]
     for kind in SERVICE_KINDS:
         loaded = ", ".join(plugins.for_service(kind)) or "no plugins"
         lines.append(f"  {kind:<7} pid {pids[kind]:<8} {loaded}")
     lines.append(f"  devices: http://{settings.client_host}:{settings.client_port}/")
     token, where = admin_token(settings)
-    lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: {token}"
-                 + (f"  (kept in {where})" if where else ""))
+    lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: "
+                 + masked(token, where, "MESH_ADMIN_TOKEN"))
     lines.append(f"  sign in: {ADMIN_USER}, with the first password in "
                  f"{settings.data_dir / PASSWORD_FILE} (while it is unchanged)")
     for name, reason in sorted(plugins.refused.items()):
         lines.append(f"  refused {name}: {reason}")
     return "\n".join(lines)
-
-
-def redact(url: str) -> str:
-    """The broker URL without its password, for banners and logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 CONFIG_ERROR = 2  # `mesh run` exits so on bad configuration: restarting would fail again

@@ -1,6 +1,7 @@
 """A plain `pip install mesh` has every third-party module mesh's code imports: each one is
 declared in pyproject.toml's core dependencies by name (the testing kit may use the `testing`
-extra too), not left to arrive with a dev tool or with another dependency.
+extra too, and mesh/tracing, imported only when tracing is on, the `tracing` extra), not left
+to arrive with a dev tool or with another dependency.
 
 Imports inside functions count: `mesh call` once imported httpx lazily, which only the dev
 extra installed, and crashed in a plain install."""
@@ -21,6 +22,7 @@ ROOT = Path(__file__).parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 FIRST_PARTY = {"mesh", "services", "contracts"}
 KIT = ROOT / "mesh" / "testing"
+TRACING = ROOT / "mesh" / "tracing"
 
 
 def declared(requirements: Iterable[str]) -> set[str]:
@@ -60,9 +62,13 @@ def library_files() -> list[Path]:
 def test_everything_mesh_imports_is_a_core_dependency() -> None:
     core = declared(PROJECT["dependencies"])
     kit = core | declared(PROJECT["optional-dependencies"]["testing"])
+    tracing = core | declared(PROJECT["optional-dependencies"]["tracing"])
+    files = library_files()
     problems = {
-        **undeclared_imports([p for p in library_files() if not p.is_relative_to(KIT)], core),
-        **undeclared_imports([p for p in library_files() if p.is_relative_to(KIT)], kit),
+        **undeclared_imports([p for p in files if not p.is_relative_to(KIT)
+                              and not p.is_relative_to(TRACING)], core),
+        **undeclared_imports([p for p in files if p.is_relative_to(KIT)], kit),
+        **undeclared_imports([p for p in files if p.is_relative_to(TRACING)], tracing),
     }
     assert not problems, problems
 

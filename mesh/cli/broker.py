@@ -8,23 +8,17 @@ import secrets
 import shlex
 import subprocess
 from typing import Annotated
-from urllib.parse import quote, unquote, urlsplit
 
 import typer
 
 from mesh.broker_acl import KindAcl, broker_acl
+from mesh.broker_urls import vhost_of, with_user
 from mesh.catalog import build_catalog
 from mesh.cli.errors import fail, settings_or_exit
-from mesh.config import MeshSettings
 from mesh.plugin.plugin_set import PluginSet
 
 broker_app = typer.Typer(help="RabbitMQ users and permissions for the services.",
                          no_args_is_help=True)
-
-
-def vhost_of(url: str | None) -> str:
-    path = urlsplit(url or "").path
-    return unquote(path[1:]) if len(path) > 1 else "/"
 
 
 def rabbitmqctl(*args: str, stdin: str | None = None) -> str:
@@ -45,14 +39,6 @@ def listed(what: str) -> set[str]:
     return {row.get("user", row.get("name")) for row in rows}
 
 
-def broker_url(settings: MeshSettings, user: str, password: str, vhost: str) -> str:
-    parts = urlsplit(settings.broker_url or "amqp://127.0.0.1/")
-    host = parts.hostname or "127.0.0.1"
-    port = f":{parts.port}" if parts.port else ""
-    return (f"{parts.scheme or 'amqp'}://{quote(user, safe='')}:{quote(password, safe='')}@"
-            f"{host}{port}/{quote(vhost, safe='')}")
-
-
 @broker_app.command("acl")
 def acl(
     vhost: Annotated[str | None, typer.Option(
@@ -67,7 +53,7 @@ def acl(
     """Each service kind's broker user: what it may configure, write and read in the vhost,
     and which routing keys it may publish and bind on the mesh exchange."""
     settings = settings_or_exit()
-    host = vhost or vhost_of(settings.broker_url)
+    host = vhost or (vhost_of(settings.broker_url) if settings.broker_url else "/")
     catalog = build_catalog(PluginSet.installed(disabled=settings.disabled_plugins))
     acls = broker_acl(catalog, exchange=settings.exchange, prefix=prefix)
     if as_json and not apply:
@@ -86,7 +72,8 @@ def acl(
         if entry.user not in users:
             password = secrets.token_urlsafe(24)
             rabbitmqctl("add_user", entry.user, stdin=password + "\n")
-            created[entry.kind] = broker_url(settings, entry.user, password, host)
+            created[entry.kind] = with_user(settings.broker_url or "", entry.user, password,
+                                            host)
         for command in entry.rabbitmqctl(host, settings.exchange):
             rabbitmqctl(*command)
     if as_json:

@@ -66,7 +66,22 @@ def list_contracts(
     for p in catalog.plugins:
         if p.status in ("disabled", "refused"):
             typer.echo(f"not in the catalog: {p.name} ({p.status}: {p.error})")
+    _echo_hooks(catalog)
     _exit_if_broken(catalog)
+
+
+def _echo_hooks(catalog: Catalog) -> None:
+    """The hooks on each entry, in the order they run (they run only once an administrator
+    grants them: the admin page and `GET /api/v1/hooks` say which are)."""
+    if not catalog.hooks:
+        return
+    typer.echo("\nhooks, in the order they run (each needs an administrator's grant):")
+    width = max(len(h.entry) for h in catalog.hooks) + 2
+    for h in catalog.hooks:
+        where = f"{h.when} #{h.position}" if h.position is not None else f"{h.when} -"
+        typer.echo(f"  {h.entry:<{width}}{where:<11}{h.hook}"
+                   f"{f'  (order {h.order})' if h.order else ''}"
+                   f"{f'  left out: {h.left_out}' if h.left_out else ''}")
 
 
 @contracts_app.command("asyncapi")

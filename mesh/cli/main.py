@@ -16,8 +16,8 @@ from mesh.cli.db import db_app
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.cli.plugins import plugin_app
 from mesh.cli.tasks import tasks_app
-from mesh.config import SERVICE_KINDS
 from mesh.log import configure_logging
+from mesh.names import SERVICE_KINDS
 
 app = typer.Typer(
     help="mesh: a plugin platform on a RabbitMQ service mesh.",

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mesh.cli.errors import fail, settings_or_exit
-from mesh.config import SERVICE_KINDS
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.plugin_set import PluginSet
 
 plugin_app = typer.Typer(help="Inspect plugins, and make new ones.", no_args_is_help=True)

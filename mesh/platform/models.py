@@ -47,6 +47,18 @@ class UploadedPluginRow(Base):
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class HookGrantRow(Base):
+    """An administrator's consent to a plugin's hooks, for its [[hooks]] as they were when
+    granted (their digest): changed hooks need a new grant."""
+
+    __tablename__ = "hook_grant"
+
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    granted_by: Mapped[str] = mapped_column(String(200))
+
+
 class TaskLedgerRow(Base):
     """What the workers last reported of one task (mesh/platform/ledger.py); times are
     milliseconds since the epoch, as the workers send them. Kept MESH_TASK_LEDGER_RETENTION

@@ -6,11 +6,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from contracts.platform import PluginInstalled
 from mesh import __version__
-from mesh.platform.models import SCHEMA, PluginSettingsRow, PluginStateRow, UploadedPluginRow
+from mesh.platform.models import (
+    SCHEMA,
+    HookGrantRow,
+    PluginSettingsRow,
+    PluginStateRow,
+    UploadedPluginRow,
+)
 from mesh.storage.database import Database
 from mesh.storage.migrations import PluginStorage
 
@@ -64,4 +70,21 @@ class PlatformStore:
                 plugin=upload.plugin, distribution=upload.distribution,
                 version=upload.version, services=upload.services,
                 uploaded_at=datetime.now(UTC)))
+            await session.commit()
+
+    async def hook_grants(self) -> dict[str, str]:
+        """Plugins whose hooks are granted → the digest of the hooks granted."""
+        async with self.database.session(SCHEMA) as session:
+            rows = await session.scalars(select(HookGrantRow))
+            return {row.plugin: row.digest for row in rows}
+
+    async def grant_hooks(self, plugin: str, digest: str, by: str) -> None:
+        async with self.database.session(SCHEMA) as session:
+            await session.merge(HookGrantRow(plugin=plugin, digest=digest,
+                                             granted_at=datetime.now(UTC), granted_by=by))
+            await session.commit()
+
+    async def revoke_hooks(self, plugin: str) -> None:
+        async with self.database.session(SCHEMA) as session:
+            await session.execute(delete(HookGrantRow).where(HookGrantRow.plugin == plugin))
             await session.commit()

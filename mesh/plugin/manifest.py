@@ -11,10 +11,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mesh.names import ServiceKind
 from mesh.permissions import PermissionsSection
 
 MANIFEST_FILE = "plugin.toml"
-ServiceKind = Literal["server", "client", "agent", "worker"]
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 RESERVED_NAMES = frozenset({"mesh"})
 ENTRY = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -40,6 +40,72 @@ class StorageSection(BaseModel):
     )
 
 
+HookKind = Literal["rpc", "action", "task"]
+HOOK_KINDS: tuple[HookKind, ...] = ("rpc", "action", "task")
+HookTime = Literal["before", "after"]
+HOOK_TIMES: tuple[HookTime, ...] = ("before", "after")
+# A pattern over entries' qualified names, `plugin.entry`: lower-case words, `*` for any part.
+ENTRY_PATTERN = r"^[a-z*][a-z0-9_*]*\.[a-z*][a-z0-9_*]*$"
+# Over a plugin's own entry names (restrict), and over plugin names (except).
+NAME_GLOB = r"^[a-z*][a-z0-9_*]*$"
+
+
+def _globs(values: list[str], pattern: str, form: str) -> list[str]:
+    for value in values:
+        if not re.match(pattern, value):
+            raise ValueError(f"{value!r} is not a pattern of the form {form} (lower-case "
+                             "letters, digits, _ and *)")
+    return values
+
+
+class HookSection(BaseModel):
+    """One `[[hooks]]` table: this plugin runs `handler` before or after other plugins'
+    entries that `entries` select and `except` leaves out (docs/plugin-guide.md, Hooks)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    entries: list[str] = Field(min_length=1, description="Patterns over `plugin.entry` names.")
+    except_: list[str] = Field(default_factory=list, alias="except",
+                               description="Patterns over `plugin.entry` names left out.")
+    kinds: list[HookKind] = Field(default_factory=lambda: list(HOOK_KINDS), min_length=1)
+    when: HookTime
+    handler: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$",
+                         description="A method of this plugin's part on the service that "
+                         "serves the hooked entry.")
+    order: int = Field(default=0, ge=-1000, le=1000, description="Lower runs first.")
+    timeout: float = Field(default=5.0, gt=0, le=60)
+    own: bool = Field(default=False, description="Hook this plugin's own entries too.")
+
+    @field_validator("entries", "except_")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        _globs(value, ENTRY_PATTERN, "plugin.entry")
+        for pattern in value:
+            if pattern.split(".")[0] == "mesh":
+                raise ValueError(f"{pattern!r}: the platform's own entries (mesh.*) are never "
+                                 "hookable")
+        return value
+
+
+class RestrictSection(BaseModel):
+    """One `[[restrict]]` table: this plugin's own entries that other plugins may not hook,
+    but for the plugins `except` names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    entries: list[str] = Field(min_length=1, description="Patterns over this plugin's own "
+                               "entry names (no plugin part): `*` restricts every entry.")
+    when: list[HookTime] = Field(
+        default_factory=lambda: list(HOOK_TIMES), min_length=1)
+    except_: list[str] = Field(default_factory=list, alias="except",
+                               description="Plugins that may hook them anyway.")
+
+    @field_validator("entries", "except_")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        return _globs(value, NAME_GLOB, "name")
+
+
 class PluginManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,6 +129,11 @@ class PluginManifest(BaseModel):
         description="Permission groups, their permissions, and those required of other "
         "plugins (docs/identity.md).",
     )
+    hooks: list[HookSection] = Field(
+        default_factory=list, description="Other plugins' entries this one runs before or "
+        "after, once an administrator grants it.")
+    restrict: list[RestrictSection] = Field(
+        default_factory=list, description="This plugin's entries others may not hook.")
 
     @field_validator("name")
     @classmethod

@@ -141,14 +141,15 @@ class RpcBinder(Binder):
 
     async def _on_delivery(self, delivery: Delivery) -> None:
         done = self._track()
+        received = time.monotonic()
         try:
             async with self._slots:
                 await delivery.ack()
-                await self._serve(delivery.message)
+                await self._serve(delivery.message, received)
         finally:
             done()
 
-    async def _serve(self, message: Message) -> None:
+    async def _serve(self, message: Message, received: float) -> None:
         parsed = parse_rpc_key(message.routing_key)
         name = parsed[2] if parsed else message.routing_key
         entry = self.handlers.get(name)
@@ -156,6 +157,7 @@ class RpcBinder(Binder):
             "rpc", f"{self.plugin}.{name}", entry[0] if entry else None, self.plugin,
             self.service, self.instance, message, _decode_request,
             caller=message.header(wire.HEADER_CALLER), user=message.header(wire.HEADER_USER),
+            received=received,
         )
         qualname = invocation.name
         correlation_id = message.correlation_id
@@ -195,7 +197,6 @@ class RpcBinder(Binder):
 
     async def _run(self, invocation: Invocation) -> BaseModel:
         """The end of the chain: check the request, run the handler under the deadline."""
-        started = time.monotonic()
         qualname = invocation.name
         if not isinstance(invocation.entry, Rpc):
             raise UnknownRpc(f"{self.service} has no handler for {qualname}")
@@ -208,7 +209,7 @@ class RpcBinder(Binder):
             raise NotAllowed(f"{caller} may not call {qualname} (allowed: {allowed})")
         request = invocation.input()
         message = invocation.message
-        budget = _budget(message, rpc.timeout) - (time.monotonic() - started)
+        budget = _budget(message, rpc.timeout) - (time.monotonic() - invocation.received)
         if budget <= 0:
             raise RpcTimeout(f"{qualname} arrived after its deadline")
         token = _current.set(

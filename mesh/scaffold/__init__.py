@@ -24,7 +24,7 @@ from typing import Any
 from mako.template import Template  # type: ignore[import-untyped]
 
 from mesh import __version__
-from mesh.config import SERVICE_KINDS
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.discovery import discover
 from mesh.plugin.manifest import NAME, RESERVED_NAMES, parse_manifest
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel
 
 from mesh.caller import Caller
-from mesh.config import SERVICE_KINDS
 from mesh.contract import Contract
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource, discover
 from mesh.plugin.host import PluginState
 from mesh.plugin.part import PluginPart
@@ -39,6 +39,8 @@ class SettingsKeeper(Protocol):
     """The server's side of plugin settings, as the admin API uses it."""
 
     async def set_settings(self, plugin: str, values: dict[str, Any]) -> BaseModel: ...
+
+    async def grant_hooks(self, plugin: str, granted: bool, by: str) -> str | None: ...
 
 
 class MeshSetupError(Exception):
@@ -171,6 +173,15 @@ class RunningMesh:
         hosts = [s.host for s in self.services.values() if plugin in s.host.records]
         await eventually(lambda: all(h.settings.get(plugin) == settings for h in hosts))
         return settings
+
+    async def grant_hooks(self, plugin: str, granted: bool = True) -> None:
+        """Grant (or revoke) the plugin's hooks as an administrator does, and return once
+        every service has the change (docs/plugin-guide.md, Hooks)."""
+        server = self.service("server")
+        assert isinstance(server, SettingsKeeper)
+        await server.grant_hooks(plugin, granted, by="test")
+        grants = self.service("server").hooks.grants
+        await eventually(lambda: all(s.hooks.grants == grants for s in self.services.values()))
 
     def session(self, plugin: str) -> AbstractAsyncContextManager[AsyncSession]:
         """An async SQLAlchemy session on the plugin's schema, to set up or check its data."""

@@ -93,7 +93,7 @@ class ClientService(Service):
         self.gateway = Gateway(self.cache, self.rpc_caller, self.device_entries(), GatewayLimits(
             max_frame_bytes=self.settings.device_max_frame_bytes,
             max_subscriptions=self.settings.device_max_subscriptions,
-        ), self.auth)
+        ), self.auth, self.tracing.middleware if self.tracing is not None else None)
         self.web = WebServer(create_app(self.gateway), self.settings.client_host,
                              self.settings.client_port,
                              ws_max_size=self.settings.device_max_frame_bytes * 4)

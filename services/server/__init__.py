@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from contracts.platform import (
+    HookGrants,
     PlatformContract,
     PlatformState,
     PluginInstalled,
@@ -21,18 +22,20 @@ from contracts.platform import (
     WheelFile,
     WheelRequest,
 )
+from mesh import audit
 from mesh.admin_credentials import admin_password, admin_token
 from mesh.binder import BinderKind
 from mesh.contract import Contract, Empty
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
 from mesh.health import local_url
-from mesh.names import STATE_KEY, installed_key, settings_key, switch_key
+from mesh.names import HOOKS_KEY, STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
 from mesh.platform.ledger import TaskLedger
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
+from mesh.plugin.hooks import hook_digest
 from mesh.plugin.host import PluginState
 from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
 from mesh.rpc.binder import RpcBinder
@@ -107,7 +110,8 @@ class ServerService(Service):
     async def platform_state(self) -> PlatformState:
         return PlatformState(disabled=sorted(await self.store.disabled()),
                              settings=await self.store.settings(),
-                             uploads=await self.store.uploads())
+                             uploads=await self.store.uploads(),
+                             hook_grants=await self.store.hook_grants())
 
     async def restore_uploads(self) -> list[str]:
         """Reinstall, from the wheel store, the uploaded plugins this environment lacks (a
@@ -266,3 +270,23 @@ class ServerService(Service):
         await self.control.publish(settings_key(plugin),
                                    PluginSettingsChanged(plugin=plugin, values=stored))
         return settings
+
+    async def grant_hooks(self, plugin: str, granted: bool, by: str) -> str | None:
+        """Grant (or revoke) a plugin's hooks as its manifest declares them now: stored, in
+        force on this server at once, and on every other service as soon as the control
+        message reaches it. Returns the digest granted; PluginError when there are no hooks
+        to grant."""
+        manifest = self.plugins.manifests.get(plugin)
+        digest = hook_digest(manifest) if manifest is not None else None
+        if granted:
+            if digest is None:
+                raise PluginError(f"{plugin} declares no hooks")
+            await self.store.grant_hooks(plugin, digest, by)
+        else:
+            await self.store.revoke_hooks(plugin)
+        grants = await self.store.hook_grants()
+        self.hooks.apply_grants(grants)
+        await self.control.publish(HOOKS_KEY, HookGrants(grants=grants, plugin=plugin,
+                                                         granted=granted, by=by))
+        audit.hooks_changed(who=by, plugin=plugin, granted=granted, digest=digest)
+        return digest

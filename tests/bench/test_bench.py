@@ -37,15 +37,16 @@ def test_rpc_bench_prints_figures_for_every_side(mesh_broker_url: str) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
 
-    assert set(report) == {"mesh", "baseline", "baseline_wire", "ratio", "ratio_wire"}
-    for side in ("mesh", "baseline", "baseline_wire"):
+    assert set(report) == {"mesh", "baseline", "baseline_wire", "mesh_traced", "ratio",
+                           "ratio_wire", "ratio_traced"}
+    for side in ("mesh", "baseline", "baseline_wire", "mesh_traced"):
         assert set(report[side]) == LEVELS
         for level in LEVELS:
             figures = report[side][level]
             assert set(figures) == FIGURES
             assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
             assert figures["p50_ms"] <= figures["p99_ms"]
-    for ratio in ("ratio", "ratio_wire"):
+    for ratio in ("ratio", "ratio_wire", "ratio_traced"):
         assert set(report[ratio]) == LEVELS
         assert all(isinstance(v, int | float) and v > 0 for v in report[ratio].values())
 

@@ -35,8 +35,9 @@ from mesh_noop.contract import EchoRequest, NoopContract
 from packaging.specifiers import SpecifierSet
 
 from mesh.bus.rabbitmq import RabbitTransport
-from mesh.config import SERVICE_KINDS, MeshSettings
+from mesh.config import MeshSettings
 from mesh.health import check_health
+from mesh.names import SERVICE_KINDS
 from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.testing.backends import fresh_postgres_database
 from tests.processes import MeshProcess, free_port

@@ -7,7 +7,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from mesh.broker_urls import failover_order, split_broker_urls, vhost_of
+from mesh.broker_urls import failover_order, redacted, split_broker_urls, vhost_of, with_user
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
 from tests.conftest import delete_exchange
@@ -51,6 +51,23 @@ def test_a_bad_list_is_refused_saying_why(value: str, error: str) -> None:
 def test_settings_keep_a_good_list_as_given() -> None:
     assert MeshSettings(broker_url=NODES).broker_url == NODES
     assert MeshSettings(broker_url="").broker_url == ""  # empty: the embedded bus, as before
+
+
+def test_banners_show_every_node_and_no_password() -> None:
+    assert redacted(NODES) == ("amqp://u:***@n1:5701/prod,amqp://u:***@n2:5702/prod,"
+                               "amqps://u:***@n3/prod")
+    assert redacted("amqp://127.0.0.1/") == "amqp://127.0.0.1/"
+    assert "p@ss" not in redacted("amqp://u:p@ss@n1/")  # an unencoded @ in the password
+
+
+def test_a_service_user_gets_a_url_for_every_node() -> None:
+    """`mesh broker acl --apply` prints each new user's MESH_BROKER_URL: the same nodes."""
+    made = with_user(NODES, "mesh-agent", "s3cret,/@", "prod")
+    assert split_broker_urls(made) == (
+        "amqp://mesh-agent:s3cret%2C%2F%40@n1:5701/prod",
+        "amqp://mesh-agent:s3cret%2C%2F%40@n2:5702/prod",
+        "amqps://mesh-agent:s3cret%2C%2F%40@n3/prod")
+    assert with_user("", "u", "p", "/") == "amqp://u:p@127.0.0.1/%2F"
 
 
 def test_failover_order_is_a_shuffle_of_every_node() -> None:

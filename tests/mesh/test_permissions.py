@@ -17,7 +17,7 @@ from contracts.identity import IdentityContract, TokenRequest
 from mesh.catalog import build_catalog
 from mesh.contract import Contract, Empty, rpc, topic
 from mesh.errors import NotAllowed
-from mesh.permissions import check_grant, grants
+from mesh.permissions import check_grant, covers, grants
 from mesh.plugin.discovery import discover
 from mesh.plugin.host import PluginState
 from mesh.plugin.manifest import ManifestError, parse_manifest
@@ -197,3 +197,20 @@ async def test_without_an_identity_provider_sign_in_says_why(memory_bus: Bus) ->
     assert refused["error"]["message"] == ("no identity provider: the plugin 'identity' "
                                            "(MESH_IDENTITY_PROVIDER) does not run on this server")
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(("held", "granted", "covered"), [
+    (["*"], "*", True),
+    (["tutorial/*"], "tutorial/rows/view", True),
+    (["tutorial/*"], "tutorial/rows/*", True),
+    (["tutorial/*"], "tutorial/*", True),
+    (["tutorial/*"], "*", False),
+    (["tutorial/rows/*"], "tutorial/*", False),
+    (["tutorial/rows/*"], "tutorial/rows/change", True),
+    (["tutorial/rows/view"], "tutorial/rows/*", False),
+    (["tutorial/rows/view"], "tutorial/rows/view", True),
+    (["tutor/*"], "tutorial/rows/view", False),
+    ([], "tutorial/rows/view", False),
+])
+def test_what_a_holder_may_grant(held: list[str], granted: str, covered: bool) -> None:
+    assert covers(held, granted) is covered

@@ -9,7 +9,7 @@ from importlib.metadata import EntryPoint, EntryPoints
 import pytest
 
 from mesh import programs
-from mesh.config import SERVICE_KINDS
+from mesh.names import SERVICE_KINDS
 from mesh.programs import ENTRY_POINT_GROUP, ProgramMissing, service_class
 from services.server import ServerService
 

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from mesh import Empty
 from mesh.cli.main import app
-from mesh.config import SERVICE_KINDS
+from mesh.names import SERVICE_KINDS
 from mesh.plugin.discovery import discover
 from mesh.plugin.manifest import read_manifest
 from mesh.plugin.upload.environment import snapshot

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from mesh.contract import Contract, Empty, rpc
 from mesh.errors import RpcError
+from mesh.identity import ADMIN_TOKEN_USER
 from mesh.permissions import check_grant
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$"
@@ -33,8 +34,20 @@ class Username(BaseModel):
     username: str = Field(pattern=USERNAME)
 
 
+# Names that read like someone else in the audit log: the bootstrap token acts as the first.
+RESERVED_USERNAMES = frozenset({ADMIN_TOKEN_USER, "mesh", "system", "anonymous"})
+
+
 class PutUser(Username):
     """Create the user, or change it: every field is set as given."""
+
+    @field_validator("username")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_USERNAMES:
+            raise ValueError(f"{value!r} is reserved (reserved: "
+                             f"{', '.join(sorted(RESERVED_USERNAMES))})")
+        return value
 
     display_name: str = Field(default="", max_length=200)
     roles: list[str] = Field(default_factory=list)
@@ -102,20 +115,28 @@ class UnknownPermission(RpcError):
     code = "identity.unknown_permission"
 
 
+class NotHeld(RpcError):
+    """The change would give (or take from someone who holds) permissions the person making
+    it does not hold: no one grants beyond what they hold."""
+
+    code = "identity.not_held"
+
+
 class DirectoryContract(Contract, plugin="identity", settings=IdentitySettings):
     list_users = rpc(Empty, UserList, service="server", callers=["cli"], permission=VIEW,
                      doc="Every user, with roles and how many sessions work now.")
     put_user = rpc(PutUser, User, service="server", callers=["cli"], permission=MANAGE,
-                   errors=[UnknownRole], doc="Create or change a user.")
+                   errors=[UnknownRole, NotHeld], doc="Create or change a user.")
     delete_user = rpc(Username, Empty, service="server", callers=["cli"], permission=MANAGE,
-                      errors=[UnknownUser], doc="Remove a user and end their sessions.")
+                      errors=[UnknownUser, NotHeld], doc="Remove a user and end their sessions.")
     list_roles = rpc(Empty, RoleList, service="server", callers=["cli"], permission=VIEW,
                      doc="Every role and its permissions.")
     put_role = rpc(Role, Role, service="server", callers=["cli"], permission=MANAGE,
-                   errors=[UnknownPermission],
+                   errors=[UnknownPermission, NotHeld],
                    doc="Create or change a role; its users' permissions change at once.")
     delete_role = rpc(RoleName, Empty, service="server", callers=["cli"], permission=MANAGE,
-                      errors=[UnknownRole], doc="Remove a role from everyone who has it.")
+                      errors=[UnknownRole, NotHeld],
+                      doc="Remove a role from everyone who has it.")
     revoke_sessions = rpc(Username, Revoked, service="server", callers=["cli"],
-                          permission=MANAGE, errors=[UnknownUser],
+                          permission=MANAGE, errors=[UnknownUser, NotHeld],
                           doc="End every session of a user.")

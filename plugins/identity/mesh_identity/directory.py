@@ -16,10 +16,12 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mesh import current_call
 from mesh.errors import Unauthenticated
-from mesh.identity import Identity, IdentityApi, Session, token_digest
-from mesh.permissions import unknown_grants
+from mesh.identity import ADMIN_TOKEN_USER, Identity, IdentityApi, Session, token_digest
+from mesh.permissions import covers, unknown_grants
 from mesh_identity.contract import (
+    NotHeld,
     PutUser,
     Role,
     UnknownPermission,
@@ -220,6 +222,12 @@ class Directory(IdentityApi):
                 raise UnknownRole(f"no role {', '.join(missing)}: create it first")
             user = await session.scalar(select(UserRow).where(
                 UserRow.username == request.username))
+            held = await self._held(session)
+            if held is not None:
+                _within(held, await self._granted_by(session, sorted(known)),
+                        f"giving {request.username!r} the roles {', '.join(sorted(known))}")
+                if user is not None:
+                    await self._may_change(session, held, user)
             if user is None:
                 user = UserRow(username=request.username, created_at=time.time(),
                                password_hash=None, bootstrap=False)
@@ -241,6 +249,9 @@ class Directory(IdentityApi):
     async def delete_user(self, username: str) -> None:
         async with self.ctx.session() as session:
             user = await self._user(session, username)
+            held = await self._held(session)
+            if held is not None:
+                await self._may_change(session, held, user)
             for table in (TokenRow, UserRoleRow):
                 await session.execute(delete(table).where(table.user_id == user.id))
             await session.delete(user)
@@ -261,6 +272,11 @@ class Directory(IdentityApi):
                 f"role {role.name!r} grants {', '.join(unknown)}, which no installed plugin "
                 "declares", details={"unknown": unknown, "declared": sorted(known)})
         async with self.ctx.session() as session:
+            held = await self._held(session)
+            if held is not None:
+                _within(held, role.permissions, f"letting role {role.name!r} grant them")
+                _within(held, await self._granted_by(session, [role.name]),
+                        f"changing role {role.name!r}, which grants them")
             await session.merge(RoleRow(name=role.name, description=role.description,
                                         permissions=json.dumps(sorted(set(role.permissions)))))
             await session.commit()
@@ -272,6 +288,9 @@ class Directory(IdentityApi):
             row = await session.get(RoleRow, name)
             if row is None:
                 raise UnknownRole(f"no role {name!r}")
+            held = await self._held(session)
+            if held is not None:
+                _within(held, json.loads(row.permissions), f"deleting role {name!r}")
             await session.execute(delete(UserRoleRow).where(UserRoleRow.role == name))
             await session.delete(row)
             await session.commit()
@@ -280,10 +299,37 @@ class Directory(IdentityApi):
     async def revoke_sessions(self, username: str) -> int:
         async with self.ctx.session() as session:
             user = await self._user(session, username)
+            held = await self._held(session)
+            if held is not None:
+                await self._may_change(session, held, user)
             ended = await self._end_sessions(session, user)
             await session.commit()
         await self.invalidated(user=username)
         return ended
+
+    async def _held(self, session: AsyncSession) -> list[str] | None:
+        """What the person this change is made for holds; None when no person makes it (a
+        service or `mesh call` on the broker, or the bootstrap admin token): those may do
+        all that the RPC's permission and callers let them."""
+        call = current_call()
+        if call is None or not call.user or call.user == ADMIN_TOKEN_USER:
+            return None
+        actor = await session.scalar(select(UserRow).where(UserRow.username == call.user))
+        if actor is None:
+            return []
+        return (await self._identity(session, actor, None)).permissions
+
+    async def _granted_by(self, session: AsyncSession, roles: list[str]) -> list[str]:
+        granted: list[str] = []
+        for row in await session.scalars(select(RoleRow).where(RoleRow.name.in_(roles))):
+            granted += json.loads(row.permissions)
+        return granted
+
+    async def _may_change(self, session: AsyncSession, held: list[str], user: UserRow) -> None:
+        """No one changes, removes or signs out a user who holds more than they do (a new
+        password would hand them that user's permissions)."""
+        target = await self._identity(session, user, None)
+        _within(held, target.permissions, f"changing {user.username!r}, who holds them")
 
     async def _end_sessions(self, session: AsyncSession, user: UserRow) -> int:
         result: Any = await session.execute(update(TokenRow).where(
@@ -305,3 +351,10 @@ def _still_locked(user: UserRow) -> float | None:
     """Until when `user` is locked, or None once the lockout is over (the column keeps it)."""
     until = user.locked_until
     return until if until is not None and until > time.time() else None
+
+
+def _within(held: list[str], granted: list[str], doing: str) -> None:
+    beyond = sorted({g for g in granted if not covers(held, g)})
+    if beyond:
+        raise NotHeld(f"{doing} needs {', '.join(beyond)}, which you do not hold: no one "
+                      "grants beyond what they hold", details={"not_held": beyond})

@@ -58,10 +58,19 @@ def receive(connection: DeviceConnection, text: str) -> None:
     connection.spawn(_guarded(connection, handler, request_id, request.frame))
 
 
+# The requests a device may send a trace context with, and the field naming their entry.
+TRACED = {"subscribe": "topic", "action": "action", "call": "rpc"}
+
+
 async def _guarded(connection: DeviceConnection, handler: Handler, request_id: RequestId,
                    frame: Frame) -> None:
+    tracing = connection.gateway.tracing
     try:
-        await handler(connection, request_id, frame)
+        if tracing is None or frame["type"] not in TRACED:
+            await handler(connection, request_id, frame)
+        else:
+            with tracing.device_span(frame, _span_name(connection, frame)):
+                await handler(connection, request_id, frame)
     except DeviceError as exc:
         connection.error(request_id, exc.code, exc.message, exc.details)
     except RpcError as exc:
@@ -69,3 +78,13 @@ async def _guarded(connection: DeviceConnection, handler: Handler, request_id: R
     except Exception:
         log.exception("gateway.request_failed", frame_type=frame.get("type"))
         connection.error(request_id, "internal", "the gateway failed to handle this request")
+
+
+def _span_name(connection: DeviceConnection, frame: Frame) -> str:
+    """`<type> <entry>` for an entry the gateway knows, else the type alone: whatever a
+    device sends, span names stay few."""
+    kind = frame["type"]
+    name = frame.get(TRACED[kind])
+    entries = connection.gateway.entries
+    known = {"subscribe": entries.topics, "action": entries.actions, "call": entries.rpcs}[kind]
+    return f"{kind} {name}" if isinstance(name, str) and name in known else str(kind)

@@ -11,6 +11,7 @@ from services.client.auth import TokenCache
 from services.client.gateway.entries import DeviceEntries
 
 if TYPE_CHECKING:
+    from mesh.tracing.middleware import Tracing
     from services.client.gateway.connection import DeviceConnection
 
 
@@ -32,4 +33,5 @@ class Gateway:
     entries: DeviceEntries
     limits: GatewayLimits
     auth: TokenCache
+    tracing: Tracing | None = None  # MESH_TRACING on: a span for each device request
     connections: set[DeviceConnection] = field(default_factory=set)

@@ -18,6 +18,7 @@ from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unava
 from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
+from mesh.plugin.hooks import describe, hook_digest, plan_hooks
 from mesh.plugin.upload import InstallFailed, WheelRejected
 from mesh.tasks.ledger import UNKNOWN, TaskRecord
 from mesh.validation import field_errors
@@ -80,6 +81,36 @@ class PluginView(BaseModel):
     migration: MigrationView | None
 
 
+class HookView(BaseModel):
+    """One hook on one entry, where it runs in the order (`position`, before and after
+    counted apart) or why it is left out."""
+
+    entry: str
+    kind: str
+    service: str
+    when: str
+    hook: str = Field(description="plugin.handler")
+    plugin: str
+    order: int
+    position: int | None = Field(description="1 runs first; None when it is left out.")
+    left_out: str | None = Field(description="Why it does not run (a restriction, no part).")
+    granted: bool
+
+
+class HookGrantView(BaseModel):
+    plugin: str
+    digest: str = Field(description="The fingerprint of the plugin's [[hooks]] now.")
+    granted: bool = Field(description="An administrator granted these hooks, as they are.")
+    outdated: bool = Field(description="Granted once, but the hooks changed since (an "
+                           "upgrade): they do not run until granted again.")
+    hooks: list[dict[str, Any]] = Field(description="The [[hooks]] tables, as declared.")
+
+
+class HooksView(BaseModel):
+    plugins: list[HookGrantView]
+    entries: list[HookView]
+
+
 class SettingsView(BaseModel):
     plugin: str
     values: dict[str, Any]
@@ -135,6 +166,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
     api = APIRouter(prefix="/api/v1", responses=ERRORS)
     view = [Depends(auth.require(ADMIN_VIEW))]
     operate = [Depends(auth.require(ADMIN_OPERATE))]
+    operator = Depends(auth.require(ADMIN_OPERATE))  # the same, naming who changed something
 
     @api.post("/sign-in", response_model=SessionView, tags=["identity"],
               responses={401: {"model": ErrorBody, "description": "Wrong username or password"},
@@ -345,6 +377,46 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
 
     def catalog() -> Catalog:
         return build_catalog(server.plugins)
+
+    async def hooks_view() -> HooksView:
+        grants = await server.store.hook_grants()
+        plugins = server.plugins
+        declared = [
+            HookGrantView(plugin=name, digest=digest, granted=grants.get(name) == digest,
+                          outdated=name in grants and grants[name] != digest,
+                          hooks=[h.model_dump(mode="json", by_alias=True)
+                                 for h in plugins.manifests[name].hooks])
+            for name in sorted(plugins.manifests)
+            if (digest := hook_digest(plugins.manifests[name])) is not None]
+        rows = describe(plan_hooks(plugins), grants, plugins)
+        return HooksView(plugins=declared, entries=[HookView(**row) for row in rows])
+
+    @api.get("/hooks", dependencies=view, response_model=HooksView, tags=["hooks"])
+    async def list_hooks() -> HooksView:
+        """Every plugin that declares hooks, whether an administrator granted them, and each
+        hooked entry's hooks in the order they run."""
+        return await hooks_view()
+
+    async def grant(name: str, granted: bool, identity: Identity) -> HooksView:
+        known(name)
+        try:
+            await server.grant_hooks(name, granted, by=identity.user)
+        except PluginError as exc:
+            raise error(404, "no_hooks", str(exc)) from None
+        return await hooks_view()
+
+    @api.post("/plugins/{name}/hooks/grant", response_model=HooksView, tags=["hooks"],
+              responses={404: {"model": ErrorBody, "description": "No such plugin, or it "
+                               "declares no hooks"}})
+    async def grant_hooks(name: str, identity: Identity = operator) -> HooksView:
+        """Consent to the plugin's hooks as its manifest declares them now: they run on every
+        service at once, until revoked (or until an upgrade changes them)."""
+        return await grant(name, True, identity)
+
+    @api.post("/plugins/{name}/hooks/revoke", response_model=HooksView, tags=["hooks"])
+    async def revoke_hooks(name: str, identity: Identity = operator) -> HooksView:
+        """Withdraw the consent: the plugin's hooks stop on every service at once."""
+        return await grant(name, False, identity)
 
     @api.get("/contracts",
               dependencies=view, response_model=Catalog, tags=["contracts"])

@@ -192,6 +192,18 @@ async def test_concurrency_is_bounded_per_instance(bus: Bus) -> None:
     assert loop.time() - started >= 0.7  # three waves of two, not one wave of six
 
 
+async def test_the_wait_for_a_slot_comes_out_of_the_callers_deadline(bus: Bus) -> None:
+    """A call that waited for a free slot past its deadline is refused, not run for nobody."""
+    await bus.service("server", rpc_concurrency=1)
+    noop = await caller(bus)
+    busy = asyncio.ensure_future(noop.slow(SlowRequest(seconds=0.6)))
+    await asyncio.sleep(0.1)  # the slow call holds the only slot
+    with pytest.raises(RpcTimeout):
+        await noop.echo(EchoRequest(text="late"), timeout=0.3)
+    await busy
+    assert (await noop.stats(Empty())).echoes == 0
+
+
 async def test_charset_parameter_is_accepted_other_types_are_not(bus: Bus) -> None:
     await bus.service("server")
     key = rpc_key("server", "noop", "echo")

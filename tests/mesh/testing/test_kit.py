@@ -321,3 +321,20 @@ async def test_unknown_kinds_of_bus_and_database_are_refused(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="'sqlite' or 'postgresql', not 'mysql'"):
         async with empty_database("mysql", tmp_path, lambda: ""):
             pass
+
+
+async def test_grant_hooks_returns_once_every_service_has_the_grant(memory_bus: Bus,
+                                                                     tmp_path: Path) -> None:
+    running = await RunningMesh.start(
+        memory_bus, [*select_plugins(["noop"]), fixture_source("hooker")],
+        f"sqlite+aiosqlite:///{tmp_path / 'db'}")
+    try:
+        await running.grant_hooks("hooker")
+        assert all("hooker" in s.hooks.grants for s in running.services.values())
+        noop = running.stub(NoopContract)
+        handle = await noop.echo_later.enqueue(EchoRequest(text="enrich"))
+        assert (await handle.result(timeout=10)).text == "enrich+one"
+        await running.grant_hooks("hooker", granted=False)
+        assert not any(s.hooks.grants for s in running.services.values())
+    finally:
+        await running.close()

@@ -152,9 +152,10 @@ async def test_signed_out_and_expired_tokens_are_refused_with_the_reason(admin: 
     assert (await admin.http.post("/api/v1/sign-out", headers=bearer(token))).status_code == 204
     gone = await admin.http.get("/api/v1/plugins", headers=bearer(token))
     assert gone.status_code == 401 and gone.json()["details"] == {"reason": "revoked"}
-    short = await admin.token("admin", password, lifetime_s=0.5)
+    # long enough to be used once on a loaded machine, short enough to wait out
+    short = await admin.token("admin", password, lifetime_s=2.0)
     assert (await admin.http.get("/api/v1/me", headers=bearer(short))).status_code == 200
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(2.1)
     late = await admin.http.get("/api/v1/me", headers=bearer(short))
     assert late.status_code == 401 and late.json()["details"] == {"reason": "expired"}
 
@@ -219,3 +220,42 @@ def test_a_short_admin_password_is_a_configuration_error() -> None:
         MeshSettings(admin_password="")
     with pytest.raises(ValidationError, match="admin_password"):
         MeshSettings(admin_password="short")
+
+
+async def test_no_one_grants_beyond_what_they_hold(admin: Admin) -> None:
+    """A holder of identity/users/manage could make a role `*`, take it, or reset the admin's
+    password and sign in as admin: each change is now refused unless the granter holds it."""
+    manager = bearer(await admin.user("mgr", ["identity/*", "tutorial/rows/view",
+                                             "mesh/admin/call"]))
+
+    async def rpc(name: str, body: dict[str, Any]) -> httpx.Response:
+        return await admin.http.post(f"/api/v1/rpc/identity/{name}", headers=manager, json=body)
+
+    wide = await rpc("put_role", {"name": "evil", "permissions": ["*"]})
+    assert wide.status_code == 409 and wide.json()["code"] == "identity.not_held"
+    assert wide.json()["details"] == {"not_held": ["*"]}
+    rows = await rpc("put_role", {"name": "rows", "permissions": ["tutorial/rows/*"]})
+    assert rows.status_code == 409  # view is held, change is not
+    assert (await rpc("put_user", {"username": "mgr", "roles": ["admin"]})).status_code == 409
+    takeover = await rpc("put_user", {"username": "admin", "password": "mine-now-123"})
+    assert takeover.status_code == 409
+    assert (await rpc("revoke_sessions", {"username": "admin"})).status_code == 409
+    assert (await rpc("delete_user", {"username": "admin"})).status_code == 409
+    assert (await rpc("delete_role", {"name": "admin"})).status_code == 409
+    # within what they hold, all goes on
+    ok = await rpc("put_role", {"name": "readers", "permissions": ["tutorial/rows/view"]})
+    assert ok.status_code == 200, ok.text
+    made = await rpc("put_user", {"username": "ada", "roles": ["readers"],
+                                  "password": "ada-password"})
+    assert made.status_code == 200, made.text
+    assert (await rpc("delete_user", {"username": "ada"})).status_code == 200
+    password, _ = admin_password(admin.server.settings)
+    assert (await admin.token("admin", password))  # the admin's password still works
+
+
+async def test_reserved_user_names_are_refused(admin: Admin) -> None:
+    token, _ = admin_token(admin.server.settings)
+    for name in ("admin-token", "Admin-Token", "system"):
+        made = await admin.http.post("/api/v1/rpc/identity/put_user", headers=bearer(token),
+                                     json={"username": name, "password": "password-123"})
+        assert made.status_code == 422 and "reserved" in made.text, made.text

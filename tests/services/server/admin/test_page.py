@@ -140,3 +140,29 @@ async def test_an_administrator_signs_in_with_a_password(memory_bus: Bus, page: 
         wait_for(driver, lambda d: d.find_element(By.ID, "signin").is_displayed())
 
     await asyncio.to_thread(sign_in_and_out)
+
+
+async def test_hooks_are_shown_and_granted_on_the_page(memory_bus: Bus, page: object) -> None:
+    from mesh.plugin.discovery import discover
+    from tests.conftest import fixture_source
+
+    server = await memory_bus.service("server", sources=[*discover(), fixture_source("hooker")])
+    assert isinstance(server, ServerService) and server.admin is not None
+    token, _ = admin_token(server.settings)
+    driver = page
+
+    def grant_on_the_page() -> None:
+        driver.get(server.admin.url)  # type: ignore[union-attr,attr-defined]
+        driver.find_element(By.ID, "token").send_keys(token)  # type: ignore[attr-defined]
+        driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()  # type: ignore[attr-defined]
+        wait_for(driver, lambda d: "not granted" in d.find_element(By.ID, "hook-grants").text)
+        hooks = driver.find_element(By.ID, "hooks").text  # type: ignore[attr-defined]
+        assert "noop.echo" in hooks and "hooker.check" in hooks
+        assert "never: identity restricts hooking put_user" in hooks
+        driver.find_element(  # type: ignore[attr-defined]
+            By.CSS_SELECTOR, "#hook-grants button[data-hooks='hooker']").click()
+        wait_for(driver, lambda d: d.find_element(
+            By.CSS_SELECTOR, "#hook-grants button[data-hooks='hooker']").text == "Revoke")
+
+    await asyncio.to_thread(grant_on_the_page)
+    assert set(server.hooks.grants) == {"hooker"}
