@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from mesh.contract import Contract, Empty, rpc
 from mesh.names import ServiceKind
+from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 
 
 class PluginStatus(BaseModel):
@@ -104,3 +105,6 @@ class PlatformContract(Contract, plugin="mesh"):
     wheel = rpc(WheelRequest, WheelFile, service="server", timeout=60.0,
                 callers=["client", "agent", "worker"],
                 doc="An uploaded plugin's wheel, for a service to install it too.")
+    task_state = rpc(TaskStateRequest, TaskRecord, service="server", timeout=5.0,
+                     doc="What the task ledger knows of a task: its state, attempts, times, "
+                         "and its result or error while kept (docs/tasks.md).")

@@ -97,8 +97,8 @@ def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list
         sends += [f"heartbeat\\.{kind}\\.{me}"] + [f"task\\.{t}" for t in tasks]
         exchanges = [e]
         if kind == "server":
-            queues += [f"{e}\\.heartbeats\\.{me}", f"{e}\\.obsctl\\.{me}"]
-            bindings += ["heartbeat\\.\\#", "obsctl\\.watch\\.\\#"]
+            queues += [f"{e}\\.heartbeats\\.{me}", f"{e}\\.obsctl\\.{me}", f"{e}\\.task-state"]
+            bindings += ["heartbeat\\.\\#", "obsctl\\.watch\\.\\#", "task-state\\.\\#"]
             sends += ["control\\.[a-z0-9_.-]+", "obsctl\\.hello"]
             sends += [f"obs\\.{t}\\.{HEX}" for t in topics]
         if kind == "client":
@@ -109,6 +109,7 @@ def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list
             queues += [f"{e}\\.task-delay\\.[0-9]+"]
             exchanges += [f"{e}\\.task-delay"]
             sends += [f"task-dead\\.{t}" for t in tasks]
+            sends += [f"task-state\\.{me}"]  # the task ledger's reports: workers only
         configure = [*queues, *exchanges[1:]]
         if kind == "server":
             configure.append(e)  # the server creates the exchange; the others find it

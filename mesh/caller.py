@@ -41,3 +41,6 @@ class Caller:
                 ) -> Awaitable[TaskHandle[OutT]]:
         return self.enqueuer.enqueue(task, input, idempotency_key=idempotency_key,
                                   want_result=want_result)
+
+    def handle(self, task: Task[Any, OutT], task_id: str) -> TaskHandle[OutT]:
+        return self.enqueuer.handle(task, task_id)

@@ -62,6 +62,14 @@ class MeshSettings(BaseSettings):
         description="Processes of a worker's pool for CPU-bound tasks (one task each).",
         json_schema_extra={"default_shown": "usable CPUs"},
     )
+    task_ledger_retention: float = Field(
+        default=86400.0, ge=0,
+        description="Seconds the servers keep a task's state and result after its last change "
+        "(`mesh tasks show`, handles rebuilt from an id); 0 turns the task ledger off.")
+    task_ledger_max_result: int = Field(
+        default=64 * 1024, ge=0,
+        description="The largest task result, in bytes, the task ledger keeps; a larger one "
+        "is recorded as too large to keep.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto", description="The services' event loop: `auto` is uvloop where it is "
         "installed (it is, on Linux and macOS), else asyncio's.")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+from contracts.platform import PlatformContract
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.caller import Caller
 from mesh.config import MeshSettings
@@ -15,6 +16,7 @@ from mesh.contract import Contract
 from mesh.rpc.caller import RpcCaller
 from mesh.service import new_instance_id
 from mesh.tasks.enqueuer import TaskEnqueuer
+from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 
 ContractT = TypeVar("ContractT", bound=Contract)
 
@@ -51,9 +53,13 @@ async def connect(
         connect_timeout=connect_timeout,
     )
     await transport.connect()
-    enqueuer = TaskEnqueuer(transport, caller, instance)
+    rpc = RpcCaller(transport, caller)
+
+    async def task_record(task_id: str) -> TaskRecord:
+        return await PlatformContract(rpc).task_state(TaskStateRequest(task_id=task_id))
+
+    enqueuer = TaskEnqueuer(transport, caller, instance, ledger=task_record)
     try:
-        rpc = RpcCaller(transport, caller)
         await rpc.start()
         yield MeshConnection(rpc, enqueuer)
     finally:

@@ -294,6 +294,16 @@ class BoundTask(Generic[InT, OutT]):
             self.task, input, idempotency_key=idempotency_key, want_result=want_result)
         return result
 
+    def handle(self, task_id: str) -> TaskHandle[OutT]:
+        """The handle of this task's run `task_id`, enqueued by any process: its state, and
+        its result while the task ledger keeps it (docs/tasks.md, "Handles from an id")."""
+        handle = getattr(self._caller, "handle", None)
+        if handle is None:
+            raise TypeError(f"this stub's caller ({type(self._caller).__name__}) cannot "
+                            "rebuild task handles: make the stub with ctx.stub() or mesh.stub()")
+        found: TaskHandle[OutT] = handle(self.task, task_id)
+        return found
+
 
 def task(
     input: type[InT],

@@ -124,6 +124,21 @@ def task_results_queue(exchange: str, instance: str) -> str:
     return f"{exchange}.task-results.{instance}"
 
 
+# The task ledger: each worker reports its tasks' state changes on its own key, and the servers
+# keep them (docs/tasks.md, "Handles from an id").
+TASK_STATE_PATTERN = "task-state.#"
+
+
+def task_state_key(instance: str) -> str:
+    """Where a worker instance publishes its batches of task state reports."""
+    return f"task-state.{instance}"
+
+
+def task_state_queue(exchange: str) -> str:
+    """The servers' shared queue of task state reports (each batch is stored once)."""
+    return f"{exchange}.task-state"
+
+
 def parse_task_key(routing_key: str) -> tuple[str, str] | None:
     parts = routing_key.split(".")
     if len(parts) != 3 or parts[0] not in ("task", "task-dead"):

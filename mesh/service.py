@@ -48,6 +48,7 @@ from mesh.rpc.caller import RpcCaller
 from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
+from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 
 if TYPE_CHECKING:
     from mesh.tracing.setup import TracingSetup
@@ -94,7 +95,7 @@ class Service:
             self.middleware.insert(0, self.tracing.middleware)  # outermost: the span is all
         self.rpc_caller = RpcCaller(transport, self.kind, middleware=self.middleware)
         self.enqueuer = TaskEnqueuer(transport, self.kind, self.instance,
-                                     middleware=self.middleware)
+                                     middleware=self.middleware, ledger=self.task_record)
         self.caller = Caller(self.rpc_caller, self.enqueuer)
         self.task_runtime = self._task_runtime()
         self.database = self._open_database() if self.uses_database else None
@@ -190,6 +191,11 @@ class Service:
                            version=announcement.version, error=str(exc))
             return None
         return installed.source
+
+    async def task_record(self, task_id: str) -> TaskRecord:
+        """What the servers' task ledger knows of `task_id` (handles rebuilt from an id)."""
+        return await PlatformContract(self.rpc_caller).task_state(
+            TaskStateRequest(task_id=task_id))
 
     def binder_kinds(self) -> list[BinderKind]:
         """The kinds of entry this service serves for its plugins, one binder each (a

@@ -1,4 +1,5 @@
-"""`mesh tasks …`: the tasks in the dead-letter queue, and queueing one again."""
+"""`mesh tasks …`: one task's state from the task ledger, the tasks in the dead-letter queue,
+and queueing one again."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from mesh.admin_credentials import admin_token
 from mesh.bus.transport import ChannelError, TransportClosed
 from mesh.cli.errors import fail, settings_or_exit
+from mesh.config import MeshSettings
+from mesh.errors import RpcError
 from mesh.tasks.admin import DeadLetters
+from mesh.tasks.ledger import UNKNOWN, TaskRecord, check_task_id
 
-tasks_app = typer.Typer(help="Durable tasks: the dead-letter queue.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Durable tasks: one task's state, the dead-letter queue.",
+                        no_args_is_help=True)
 T = TypeVar("T")
 
 
@@ -101,3 +107,82 @@ def purge_dead(
         return await letters.purge()
 
     typer.echo(f"deleted {with_dead_letters(work)} dead-lettered tasks")
+
+
+@tasks_app.command("show")
+def show(
+    task_id: Annotated[str, typer.Argument(help="The task id (a handle's task_id).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show what the task ledger knows of one task: state, attempts, times, result or error."""
+    try:
+        check_task_id(task_id)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    settings = settings_or_exit()
+    try:
+        record = (asyncio.run(_record_from_bus(settings.broker_url, task_id))
+                  if settings.broker_url else _record_from_admin(settings, task_id))
+    except RpcError as exc:
+        raise fail(f"cannot read the task ledger: {exc.code}: {exc.message}", 1) from None
+    except OSError as exc:
+        raise fail(f"cannot reach the broker: {exc}", 1) from None
+    if record.state == UNKNOWN:
+        raise fail(f"no task {task_id} in the task ledger: not started yet, or no longer "
+                   "kept (MESH_TASK_LEDGER_RETENTION)", 1)
+    if as_json:
+        typer.echo(record.model_dump_json(indent=2))
+        return
+    for line in describe_record(record):
+        typer.echo(line)
+
+
+def describe_record(record: TaskRecord) -> list[str]:
+    def when(value: datetime | None) -> str:
+        return "-" if value is None else value.astimezone(UTC).strftime(
+            "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+    lines = [f"task      {record.task} {record.task_id}",
+             f"state     {record.state}",
+             f"attempts  {record.attempts} of {record.max_attempts}",
+             f"queued    {when(record.enqueued_at)} by {record.enqueued_by or '-'}",
+             f"started   {when(record.started_at)} on {record.worker or '-'}",
+             f"updated   {when(record.updated_at)}"]
+    if record.state == "succeeded":
+        lines.append(f"result    {record.result}" if record.result_kept else
+                     f"result    ({record.result_bytes} bytes: too large to keep)")
+    if record.error:
+        lines.append(f"error     {record.error.get('code')}: {record.error.get('message')}")
+    return lines
+
+
+async def _record_from_bus(url: str, task_id: str) -> TaskRecord:
+    from contracts.platform import PlatformContract
+    from mesh.connection import connect
+    from mesh.tasks.ledger import TaskStateRequest
+
+    async with connect(url) as mesh:
+        return await PlatformContract(mesh.caller).task_state(TaskStateRequest(task_id=task_id))
+
+
+def _record_from_admin(settings: MeshSettings, task_id: str) -> TaskRecord:
+    """No broker configured: ask the server's admin API (an embedded mesh)."""
+    import httpx
+
+    url = settings.admin_url or f"http://{settings.admin_host}:{settings.admin_port}"
+    token, _ = admin_token(settings)
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/api/v1/tasks/{task_id}", timeout=10,
+                             headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise fail(f"no broker configured (MESH_BROKER_URL), and the admin API at {url} "
+                   f"cannot be reached ({exc}): is `mesh up` running?", 1) from None
+    if response.status_code == 404:
+        return TaskRecord(task_id=task_id, state=UNKNOWN)
+    if response.status_code == 401:
+        raise fail(f"the admin API at {url} refused the token (MESH_ADMIN_TOKEN)", 1)
+    if response.status_code != 200:
+        body = response.json() if response.content else {}
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        raise fail(f"the admin API answered {response.status_code}: {detail}", 1)
+    return TaskRecord.model_validate_json(response.content)

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, MetaData, String
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "mesh_platform"
@@ -57,3 +57,26 @@ class HookGrantRow(Base):
     digest: Mapped[str] = mapped_column(String(64))
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     granted_by: Mapped[str] = mapped_column(String(200))
+
+
+class TaskLedgerRow(Base):
+    """What the workers last reported of one task (mesh/platform/ledger.py); times are
+    milliseconds since the epoch, as the workers send them. Kept MESH_TASK_LEDGER_RETENTION
+    seconds after `updated_ms`."""
+
+    __tablename__ = "task_ledger"
+    __table_args__ = (Index("ix_task_ledger_updated_ms", "updated_ms"),)
+
+    task_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task: Mapped[str] = mapped_column(String(129))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    enqueued_by: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    enqueued_ms: Mapped[int | None] = mapped_column(BigInteger)
+    started_ms: Mapped[int | None] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    result: Mapped[str | None] = mapped_column(Text)
+    result_bytes: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[dict | None] = mapped_column(JSON)  # type: ignore[type-arg]

@@ -10,8 +10,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from pydantic import ValidationError
-
 from mesh.bus.message import Message
 from mesh.bus.transport import Transport, TransportClosed, Unroutable
 from mesh.contract import RepT, ReqT, Rpc
@@ -20,7 +18,7 @@ from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import rpc_key
 from mesh.rpc import wire
 from mesh.rpc.context import current_call
-from mesh.validation import coerce, field_errors
+from mesh.validation import coerce
 
 
 class RpcCaller:
@@ -116,14 +114,7 @@ class RpcCaller:
         finally:
             self._pending.pop(correlation_id, None)
 
-        reply_status = wire.status(reply)
-        if reply_status == wire.STATUS_ERROR:
-            raise wire.decode_error(reply, rpc.error_class)
-        if reply_status != wire.STATUS_OK:
-            raise InvalidReply(f"the reply has no valid {wire.HEADER_STATUS} header", **where)
-        try:
-            return rpc.reply.model_validate_json(reply.body)
-        except ValidationError as exc:
-            raise InvalidReply(
-                f"reply does not match {rpc.reply.__name__}", details=field_errors(exc), **where
-            ) from None
+        return wire.decode_outcome(
+            rpc.reply, wire.status(reply), reply.body, what="reply",
+            failed=lambda _: wire.decode_error(reply, rpc.error_class),
+            invalid=lambda message, details: InvalidReply(message, details=details, **where))

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from mesh.bus.message import Message
 from mesh.errors import BUILTIN_ERRORS, RpcError
+from mesh.validation import field_errors
+
+M = TypeVar("M", bound=BaseModel)
 
 CONTENT_TYPE = "application/json"
 HEADER_CALLER = "x-mesh-caller"
@@ -67,3 +73,19 @@ def decode_error(
     if cls is RpcError:
         error.code = code  # type: ignore[misc]
     return error
+
+
+def decode_outcome(model: type[M], status: str | None, body: bytes, *, what: str,
+                   failed: Callable[[bytes], Exception],
+                   invalid: Callable[[str, Any], Exception]) -> M:
+    """An RPC reply or a task result as its model, or the error it carries: the one decoder
+    of both (mesh/rpc/caller.py, mesh/tasks/handle.py). `failed(body)` makes the error of an
+    error outcome, `invalid(message, field errors)` the error of one that is not valid."""
+    if status == STATUS_ERROR:
+        raise failed(body)
+    if status != STATUS_OK:
+        raise invalid(f"the {what} has no valid {HEADER_STATUS} header", None)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid(f"the {what} does not match {model.__name__}", field_errors(exc)) from None

@@ -43,6 +43,7 @@ from mesh.log import LazyLog
 from mesh.names import task_dead_key, task_delay_exchange, task_key, task_queue
 from mesh.tasks import wire
 from mesh.tasks.context import TaskInfo, _current
+from mesh.tasks.ledger import DEAD, RETRYING, STARTED, SUCCEEDED, TaskReporter
 from mesh.tasks.pool import ProcessDied, ProcessPool, TaskRaised, TimeLimitExceeded
 from mesh.tasks.topology import HEADER_DELAY_MS, Topology
 from mesh.validation import as_model, field_errors
@@ -62,7 +63,7 @@ class TaskRuntime:
 
     def __init__(
         self, transport: Transport, *, service: str, instance: str, concurrency: int,
-        processes: int,
+        processes: int, ledger_max_result: int | None = None,
     ) -> None:
         self.transport = transport
         self.service = service
@@ -77,6 +78,22 @@ class TaskRuntime:
         # Attempts running now, by task id: a task redelivered while its first delivery still
         # runs here (the connection dropped and came back) waits for that run, not a second.
         self.running: dict[str, asyncio.Task[Attempt]] = {}
+        # State changes for the servers' task ledger (None: not reported).
+        self.reporter = None if ledger_max_result is None else TaskReporter(
+            transport, instance, max_result=ledger_max_result)
+
+    def report(self, task: Task[Any, Any], meta: wire.TaskMeta, state: str, *,
+               started_ms: int | None = None, result: str | None = None,
+               error: TaskError | None = None) -> None:
+        """Tell the ledger (fire and forget, batched: see mesh/tasks/ledger.py)."""
+        if self.reporter is None or not meta.task_id:
+            return
+        if state == STARTED:  # made at the flush, and only if the attempt still runs then
+            self.reporter.starting(meta.task_id, functools.partial(
+                _report, task, meta, STARTED, started_ms, started_ms or 0, None, None))
+        else:
+            self.reporter.report(_report(task, meta, state, started_ms, wire.now_ms(), result,
+                                         error))
 
     @property
     def pool(self) -> ProcessPool:
@@ -91,6 +108,8 @@ class TaskRuntime:
             self.finished.popitem(last=False)
 
     async def close(self) -> None:
+        if self.reporter is not None:
+            await self.reporter.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -240,17 +259,24 @@ class TaskBinder(Binder):
             attempt=meta.attempt, max_attempts=task.max_attempts, info=info,
         )
         started = time.monotonic()
+        started_ms = wire.now_ms()
+        self.runtime.report(task, meta, STARTED, started_ms=started_ms)
         result, error = await self._attempt(invocation, log)
         error = self._fill(error, task, meta)
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
 
         if error is None:
             assert result is not None
+            body: str | None = None
             if message.reply_to:
                 outcome = self.runtime.finished.get(meta.task_id) or wire.result_ok(
                     result.model_dump_json().encode(), meta.task_id, meta.attempt)
                 await self._send_result(message, outcome, log)
+                body = outcome.body.decode()
             await delivery.ack()
+            if self.runtime.reporter is not None:
+                self.runtime.report(task, meta, SUCCEEDED, started_ms=started_ms,
+                                    result=result.model_dump_json() if body is None else body)
         elif isinstance(error, TaskRefused):
             log.warning("task.refused", code=error.code, error=error.message)
             await self._bury(task, message, error, log)
@@ -267,6 +293,7 @@ class TaskBinder(Binder):
                 exchange=task_delay_exchange(self.transport.exchange), mandatory=True,
             )
             await delivery.ack()
+            self.runtime.report(task, meta, RETRYING, started_ms=started_ms, error=error)
             log.info("task.retry", code=error.code, error=error.message, delay_ms=delay,
                      ms=elapsed_ms)
         else:
@@ -373,6 +400,7 @@ class TaskBinder(Binder):
             mandatory=True,
         )
         log.warning("task.dead", code=error.code, error=error.message, attempts=meta.attempt)
+        self.runtime.report(task, meta, DEAD, error=error)
         outcome = wire.result_error(error, meta.task_id)
         if meta.task_id:
             self.runtime.remember(meta.task_id, outcome)
@@ -390,6 +418,17 @@ class TaskBinder(Binder):
             await self.transport.publish(reply, exchange="", mandatory=True)
         except Unroutable:
             log.info("task.result_undeliverable", reply_to=message.reply_to)  # enqueuer gone
+
+
+def _report(task: Task[Any, Any], meta: wire.TaskMeta, state: str, started_ms: int | None,
+            at_ms: int, result: str | None, error: TaskError | None) -> dict[str, Any]:
+    """A ledger report in its wire form (mesh/tasks/ledger.py's StateReport), built directly:
+    this runs for every task."""
+    return {"task_id": meta.task_id, "task": task.qualname, "state": state,
+            "attempt": meta.attempt, "max_attempts": task.max_attempts, "at_ms": at_ms,
+            "started_at_ms": started_ms, "enqueued_by": meta.enqueued_by,
+            "enqueued_at_ms": meta.enqueued_at, "result": result, "result_bytes": None,
+            "error": None if error is None else error.to_wire()}
 
 
 def _decode_input(invocation: Invocation) -> BaseModel:

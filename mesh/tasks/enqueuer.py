@@ -25,7 +25,8 @@ from mesh.errors import TaskUnavailable
 from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import task_key
 from mesh.tasks import wire
-from mesh.tasks.handle import TaskHandle
+from mesh.tasks.handle import Ledger, TaskHandle
+from mesh.tasks.ledger import check_task_id
 from mesh.tasks.topology import Topology, results_queue_spec
 from mesh.validation import coerce
 
@@ -38,6 +39,7 @@ class TaskEnqueuer:
     def __init__(
         self, transport: Transport, caller: str, instance: str, *,
         topology: Topology | None = None, middleware: Sequence[Middleware] = (),
+        ledger: Ledger | None = None,
     ) -> None:
         self._send = compose_send(middleware, self._publish)
         self.transport = transport
@@ -45,6 +47,7 @@ class TaskEnqueuer:
         self.instance = instance
         self.topology = topology or Topology(transport)
         self.results_queue = results_queue_spec(transport.exchange, instance).name
+        self.ledger = ledger  # reads the servers' task ledger, for handles rebuilt from an id
         self._handles: weakref.WeakValueDictionary[str, TaskHandle[Any]] = (
             weakref.WeakValueDictionary())
         self._consumer: Consumer | None = None
@@ -104,7 +107,8 @@ class TaskEnqueuer:
             outgoing.headers, task_id=task_id,
             reply_to=self.results_queue if want_result else None,
         )
-        handle: TaskHandle[Any] = TaskHandle(task, task_id, key, want_result=want_result)
+        handle: TaskHandle[Any] = TaskHandle(task, task_id, key, want_result=want_result,
+                                             ledger=self.ledger)
         try:
             if want_result:
                 await self._listen()
@@ -123,6 +127,16 @@ class TaskEnqueuer:
             raise TaskUnavailable(f"cannot reach the broker to queue {task.qualname}: {exc}"
                                   ) from None
         return handle
+
+    def handle(self, task: Task[Any, OutT], task_id: str) -> TaskHandle[OutT]:
+        """The handle of the task `task_id`, in any process: this process's own handle if it
+        enqueued the task and still holds it, else one that reads the task ledger. ValueError
+        for an id that cannot be a task id."""
+        check_task_id(task_id)
+        mine = self._handles.get(task_id)
+        if mine is not None and mine.task.qualname == task.qualname:
+            return cast(TaskHandle[OutT], mine)
+        return TaskHandle(task, task_id, None, ledger=self.ledger, enqueued_here=False)
 
     async def close(self, *, delete_results_queue: bool = True) -> None:
         """Stop receiving results; the results queue goes too (its handles are gone)."""

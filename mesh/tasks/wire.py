@@ -9,10 +9,19 @@ from typing import Any
 
 from mesh.bus.message import Message
 from mesh.errors import TaskError
-from mesh.rpc.wire import CONTENT_TYPE, HEADER_STATUS, STATUS_ERROR, STATUS_OK, is_json
+from mesh.rpc.wire import (
+    CONTENT_TYPE,
+    HEADER_STATUS,
+    STATUS_ERROR,
+    STATUS_OK,
+    decode_outcome,
+    is_json,
+)
 
-# Task messages and results share the RPC wire's content type, status header and JSON check.
-__all__ = ["CONTENT_TYPE", "HEADER_STATUS", "STATUS_ERROR", "STATUS_OK", "is_json"]
+# Task messages and results share the RPC wire's content type, status header, JSON check and
+# the decoding of an outcome.
+__all__ = ["CONTENT_TYPE", "HEADER_STATUS", "STATUS_ERROR", "STATUS_OK", "decode_outcome",
+           "is_json"]
 
 HEADER_TASK = "x-mesh-task"
 HEADER_KEY = "x-mesh-idempotency-key"

@@ -32,6 +32,7 @@ from mesh.health import local_url
 from mesh.names import HOOKS_KEY, STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
+from mesh.platform.ledger import TaskLedger
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import hook_digest
@@ -40,6 +41,7 @@ from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
 from mesh.rpc.binder import RpcBinder
 from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
+from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 from mesh.web import WebServer
 from services.server.admin.api import UPLOAD_PATH
 from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_admin_app
@@ -58,6 +60,9 @@ class ServerService(Service):
         self.observables = ObservableServer(self.transport, self.instance)
         self.store = PlatformStore(self.database)
         self.directory = ServiceDirectory(self.transport, self.instance)
+        self.ledger = TaskLedger(self.transport, self.database,
+                                 retention=self.settings.task_ledger_retention,
+                                 max_result=self.settings.task_ledger_max_result)
         self._platform_endpoint: RpcBinder | None = None
         token, _ = admin_token(self.settings)
         self.identity = IdentityGate(self, token)
@@ -98,6 +103,7 @@ class ServerService(Service):
             self.host.mark(name, PluginState.FAILED, error)
         for name, error in result.refused.items():
             self.host.mark(name, PluginState.REFUSED, error)
+        await self.ledger.start()  # its table is migrated now
         for schema in await migrator.orphans():
             self.log.warning("db.orphan_schema", schema=schema,
                              hint="no installed plugin owns it; mesh leaves it alone")
@@ -148,6 +154,7 @@ class ServerService(Service):
 
         endpoint.add(PlatformContract.state, state)
         endpoint.add(PlatformContract.wheel, self.wheel)
+        endpoint.add(PlatformContract.task_state, self.task_state)
         self.identity.serve(endpoint)
         await endpoint.start()
         self._platform_endpoint = endpoint
@@ -182,6 +189,7 @@ class ServerService(Service):
             await self.admin.stop()
         if self._platform_endpoint is not None:
             await self._platform_endpoint.stop_taking()
+        await self.ledger.stop()
         await super().stop()
 
     # -- what the admin API asks of the server -------------------------------------------
@@ -242,6 +250,9 @@ class ServerService(Service):
         data = stored.read()
         return WheelFile(filename=stored.path.name, sha256=hashlib.sha256(data).hexdigest(),
                          data=base64.b64encode(data).decode())
+
+    async def task_state(self, request: TaskStateRequest) -> TaskRecord:
+        return await self.ledger.read(request.task_id)
 
     async def set_enabled(self, plugins: list[str], enabled: bool, by: str) -> None:
         """Persist the choice and tell every service (this one included) over the bus."""

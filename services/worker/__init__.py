@@ -20,6 +20,8 @@ class WorkerService(Service):
         return TaskRuntime(
             self.transport, service=self.kind, instance=self.instance,
             concurrency=self.settings.task_concurrency, processes=self.settings.task_processes,
+            ledger_max_result=self.settings.task_ledger_max_result
+            if self.settings.task_ledger_retention > 0 else None,
         )
 
     def binder_kinds(self) -> list[BinderKind]:

@@ -53,6 +53,7 @@ def queues_and_exchanges() -> set[str]:
         names.task_delay_exchange(EXCHANGE),
         names.task_delay_queue(EXCHANGE, ms),  # type: ignore[arg-type]
         names.task_results_queue(EXCHANGE, instance),
+        names.task_state_queue(EXCHANGE),
     }
 
 
@@ -68,6 +69,7 @@ def routing_keys() -> set[str]:
         names.observable_key(plugin, topic, key), names.watch_key(plugin, topic),
         names.WATCH_PATTERN, names.HELLO_KEY,
         names.task_key(plugin, task), names.task_dead_key(plugin, task), names.TASK_DEAD_PATTERN,
+        names.task_state_key(instance), names.TASK_STATE_PATTERN,
     }
 
 

@@ -141,6 +141,9 @@ async def test_the_mesh_runs_as_its_acl_users_and_the_broker_refuses_the_rest(
     assert relayed.served_by == mesh_under_acl["agent"].instance
     handle = await noop.echo_later.enqueue(EchoRequest(text="later"))
     assert (await handle.result(timeout=15)).text == "later"
+    # the worker's ledger reports reached the servers: another service reads the result
+    elsewhere = NoopContract(mesh_under_acl["agent"].caller).echo_later.handle(handle.task_id)
+    assert (await elsewhere.result(timeout=15)).text == "later"
     password, _ = admin_password(server.settings)
     device = await Device.connect(f"ws://127.0.0.1:{client.bound_port}/ws")
     try:
@@ -165,7 +168,8 @@ async def test_the_mesh_runs_as_its_acl_users_and_the_broker_refuses_the_rest(
 
     for key in ("rpc.server.mesh.sign_in", "rpc.server.mesh.verify", "control.plugin.noop",
                 "heartbeat.server.server-fake-1-abcdef", "obs.tutorial.string_ints.00ff",
-                "rpc.server.identity.put_user"):
+                "rpc.server.identity.put_user", "task-state.agent-fake-1-abcdef",
+                "task-state.worker-fake-1-abcdef"):
         reason = await refused(agent_url, publish(key))
         assert "ACCESS_REFUSED" in reason and key in reason, (key, reason)
     assert await refused(agent_url, publish("rpc.server.noop.report")) == ""  # allowed

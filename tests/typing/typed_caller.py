@@ -22,3 +22,11 @@ async def enqueue(caller: Caller) -> int:
     reveal_type(doubled)  # noqa: F821
     checked: StringInt = doubled
     return checked.int1
+
+
+async def rebuilt(caller: Caller, task_id: str) -> int:
+    handle = TutorialContract(caller).double_int.handle(task_id)  # typed like enqueue's
+    doubled = await handle.result(timeout=5.0)
+    checked: StringInt = doubled
+    state = await handle.state()
+    return checked.int1 + state.attempts

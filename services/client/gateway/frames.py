@@ -4,6 +4,7 @@ writing the frames a device gets back. Every frame is one JSON object."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,15 +37,45 @@ def read(text: str, max_bytes: int) -> Request:
     if len(text.encode()) > max_bytes:
         raise DeviceError("frame_too_large", f"frames are at most {max_bytes} bytes")
     try:
-        frame = json.loads(text)
+        frame = json.loads(text, parse_constant=_no_constant, parse_int=_int64,
+                           parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise DeviceError("bad_frame", f"not JSON: {exc}") from None
+    except RecursionError:
+        raise DeviceError("bad_frame", "the frame is nested too deeply") from None
+    except ValueError as exc:  # the hooks below, and integers past Python's digit limit
+        raise DeviceError("bad_frame", str(exc)[:200]) from None
     if not isinstance(frame, dict):
         raise DeviceError("bad_frame", "a frame is a JSON object")
     request_id = frame.get("id")
     if request_id is not None and not isinstance(request_id, str | int):
         raise DeviceError("bad_frame", "id must be a string or an integer")
     return Request(request_id, frame.get("type"), frame)
+
+
+INT64 = 2**63
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _int64(digits: str) -> int:
+    """Integers a device may send: 64-bit (JavaScript's own stop at 2**53 anyway). A longer
+    number would fail later, deep in a handler or a database driver, as an internal error."""
+    if len(digits) > 20:
+        raise ValueError("integers are at most 64-bit")
+    value = int(digits)
+    if not -INT64 <= value < INT64:
+        raise ValueError("integers are at most 64-bit")
+    return value
+
+
+def _finite(digits: str) -> float:
+    value = float(digits)
+    if not math.isfinite(value):
+        raise ValueError(f"{digits[:20]} is beyond a 64-bit float")
+    return value
 
 
 def encode(frame: Frame) -> str:

@@ -66,7 +66,8 @@ async def _authenticate(connection: DeviceConnection, frame: Frame) -> tuple[str
             or not password:
         raise DeviceError("bad_frame", "sign_in needs a username and a password (strings), "
                           "or a token")
-    if lifetime is not None and (not isinstance(lifetime, int | float) or lifetime <= 0):
+    if lifetime is not None and (not isinstance(lifetime, int | float)
+                                 or isinstance(lifetime, bool) or not 0 < lifetime < 1e9):
         raise DeviceError("bad_frame", "lifetime_s must be a positive number of seconds")
     try:
         session = await auth.sign_in(username, password, lifetime)

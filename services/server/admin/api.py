@@ -20,6 +20,7 @@ from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import describe, hook_digest, plan_hooks
 from mesh.plugin.upload import InstallFailed, WheelRejected
+from mesh.tasks.ledger import UNKNOWN, TaskRecord
 from mesh.validation import field_errors
 
 if TYPE_CHECKING:
@@ -429,6 +430,21 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
     async def list_migrations() -> list[MigrationView]:
         """Each schema's revision, head and pending revisions (the platform's included)."""
         return [MigrationView(**state) for state in (await migrations()).values()]
+
+    @api.get("/tasks/{task_id}", dependencies=view, response_model=TaskRecord, tags=["tasks"],
+             responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+    async def get_task(task_id: str) -> TaskRecord:
+        """What the task ledger knows of a task: state, attempts, times, and its result or
+        last error while kept (`mesh tasks show`). 404 when it knows nothing of it: not
+        started yet, or no longer kept."""
+        try:
+            record = await server.ledger.read(task_id)
+        except ValueError as exc:
+            raise error(400, "invalid_task_id", str(exc)) from None
+        if record.state == UNKNOWN:
+            raise error(404, "unknown_task", f"no task {task_id} in the task ledger: not "
+                        "started yet, or no longer kept")
+        return record
 
     @api.post("/rpc/{plugin}/{name}", tags=["rpc"],
               responses={code: {"model": ErrorBody} for code in (400, 403, 409, 422, 502, 503,

@@ -77,6 +77,13 @@ async def test_rpcs_open_to_devices_and_closed_ones(gateway: Gateway) -> None:
     (json.dumps({"type": "ping", "id": {"no": 1}}), "bad_frame"),
     (b"\x00binary", "bad_frame"),
     ("x" * 5000, "frame_too_large"),
+    ('{"type": "ping", "id": 1, "deep": ' + "[" * 2500, "bad_frame"),  # no traceback
+    ('{"type": "ping", "id": ' + "9" * 30 + "}", "bad_frame"),  # past 64 bits
+    ('{"type": "ping", "id": 1, "x": NaN}', "bad_frame"),
+    ('{"type": "ping", "id": 1, "x": -Infinity}', "bad_frame"),
+    ('{"type": "ping", "id": 1, "x": 1e400}', "bad_frame"),
+    (json.dumps({"type": "sign_in", "id": 1, "username": "a", "password": "b",
+                 "lifetime_s": True}), "bad_frame"),
     (json.dumps({"type": "subscribe", "id": 9, "topic": "devices.nope"}), "unknown_topic"),
     (json.dumps({"type": "subscribe", "id": 9, "topic": "devices.counter",
                  "selector": {"name": ""}}), "invalid_selector"),
