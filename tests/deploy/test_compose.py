@@ -605,12 +605,13 @@ async def check_the_deployment(here: Deployment) -> None:
     states = {row["plugin"]: row["state"] for row in json.loads(status.stdout)["plugins"]}
     assert states and set(states.values()) == {"up_to_date"}, states
 
-    # The device page and the admin API, on their ports.
+    # The device shell and the admin API, on their ports.
     device = f"http://127.0.0.1:{here.ports['client']['MESH_CLIENT_PORT']}"
     admin = f"http://127.0.0.1:{here.ports['server']['MESH_ADMIN_PORT']}"
     code, page = await asyncio.to_thread(get, f"{device}/")
-    assert code == 200 and "mesh.js" in page
-    assert (await asyncio.to_thread(get, f"{device}/mesh.js"))[0] == 200
+    assert code == 200 and "/shell.js" in page
+    for script in ("/shell.js", "/mesh.js"):
+        assert (await asyncio.to_thread(get, f"{device}{script}"))[0] == 200, script
     token = (here.data_dir("server") / "admin-token").read_text().strip()
     assert (await asyncio.to_thread(get, f"{admin}/api/v1/services"))[0] == 401
     code, body = await asyncio.to_thread(get, f"{admin}/api/v1/services", token)
