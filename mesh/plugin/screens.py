@@ -87,18 +87,12 @@ class Screen(BaseModel):
     @field_validator("icon")
     @classmethod
     def _icon(cls, value: str) -> str:
-        check_relative(value)
-        if not value.endswith(".svg"):
-            raise ValueError(f"icon {value!r} must be an SVG file (.svg)")
-        return value
+        return _file_of_kind(value, ".svg", "icon", "an SVG file")
 
     @field_validator("module")
     @classmethod
     def _module(cls, value: str) -> str:
-        check_relative(value)
-        if not value.endswith(".js"):
-            raise ValueError(f"module {value!r} must be an ES module (.js)")
-        return value
+        return _file_of_kind(value, ".js", "module", "an ES module")
 
     def title_in(self, catalogs: dict[str, dict[str, str]], locales: list[str]) -> str:
         """The title in the first of `locales` whose catalog translates it, else the declared."""
@@ -202,3 +196,11 @@ def static_path(relative: str) -> PurePosixPath | None:
     except ValueError:
         return None
     return PurePosixPath(relative)
+
+
+def _file_of_kind(value: str, suffix: str, field: str, kind: str) -> str:
+    """A relative path inside the UI folder, with the suffix its kind of file has."""
+    check_relative(value)
+    if not value.endswith(suffix):
+        raise ValueError(f"{field} {value!r} must be {kind} ({suffix})")
+    return value

@@ -53,23 +53,19 @@ class Subscriptions:
 
     def end_forbidden(self, identity: Identity) -> list[tuple[RequestId, Topic[Any, Any]]]:
         """End the subscriptions `identity` may no longer keep; returns them."""
-        ended = []
-        for sub_id, topic in list(self._topics.items()):
-            if identity.may(topic.permission):
-                continue
-            unsubscribe = self.forget(sub_id)
-            if unsubscribe is not None:
-                unsubscribe()
-            ended.append((sub_id, topic))
-        return ended
+        return self._end_where(lambda topic: not identity.may(topic.permission))
 
     def end_gone(self, known: Mapping[str, Topic[Any, Any]]
                  ) -> list[tuple[RequestId, Topic[Any, Any]]]:
         """End the subscriptions to topics no longer in `known` (their plugin was switched
         off or removed); returns them."""
+        return self._end_where(lambda topic: topic.qualname not in known)
+
+    def _end_where(self, ends: Callable[[Topic[Any, Any]], bool]
+                   ) -> list[tuple[RequestId, Topic[Any, Any]]]:
         ended = []
         for sub_id, topic in list(self._topics.items()):
-            if topic.qualname in known:
+            if not ends(topic):
                 continue
             unsubscribe = self.forget(sub_id)
             if unsubscribe is not None:
