@@ -67,7 +67,8 @@ def with_user(value: str, user: str, password: str, vhost: str) -> str:
     for url in urls:
         parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
-        made.append(f"{parts.scheme}://{credentials}@{parts.hostname}{port}/{path}")
+        query = f"?{parts.query}" if parts.query else ""  # amqps options: cafile, ...
+        made.append(f"{parts.scheme}://{credentials}@{parts.hostname}{port}/{path}{query}")
     return ",".join(made)
 
 

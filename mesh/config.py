@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 from mesh.broker_urls import split_broker_urls
 from mesh.cpus import usable_cpus
+from mesh.tls import check_key_pair
 
 
 def _config_file() -> Path:
@@ -115,6 +116,11 @@ class MeshSettings(BaseSettings):
     )
     admin_url: str | None = Field(
         default=None, description="Where `mesh call` finds the admin API when no broker is set.")
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate (with its chain) the client service and the "
+        "admin API serve HTTPS with, beside MESH_TLS_KEY_FILE. Unset: plain HTTP.")
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of MESH_TLS_CERT_FILE (unencrypted).")
     http_max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="The largest request body the admin API and the "
         "client service read (wheel uploads: MESH_UPLOAD_MAX_BYTES); checked before auth.")
@@ -145,6 +151,32 @@ class MeshSettings(BaseSettings):
         if value and value.strip():
             split_broker_urls(value)  # a clear error now, not a failed connect later
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MeshSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("MESH_TLS_CERT_FILE and MESH_TLS_KEY_FILE go together: set both "
+                             "(HTTPS) or neither (HTTP)")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            check_key_pair(self.tls_cert_file, self.tls_key_file)
+        return self
+
+    @property
+    def http_scheme(self) -> str:
+        """How the client service and the admin API are reached: `https` with a certificate."""
+        return "http" if self.tls is None else "https"
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The certificate and key files, when the web servers speak HTTPS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
+
+    def admin_address(self) -> str:
+        """The admin API's base URL, as the command line reaches it."""
+        return (self.admin_url
+                or f"{self.http_scheme}://{self.admin_host}:{self.admin_port}").rstrip("/")
 
     @field_validator("event_loop")
     @classmethod

@@ -23,9 +23,10 @@ def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: Plugin
     for kind in SERVICE_KINDS:
         loaded = ", ".join(plugins.for_service(kind)) or "no plugins"
         lines.append(f"  {kind:<7} pid {pids[kind]:<8} {loaded}")
-    lines.append(f"  devices: http://{settings.client_host}:{settings.client_port}/")
+    scheme = settings.http_scheme
+    lines.append(f"  devices: {scheme}://{settings.client_host}:{settings.client_port}/")
     token, where = admin_token(settings)
-    lines.append(f"  admin:   http://{settings.admin_host}:{settings.admin_port}/  token: "
+    lines.append(f"  admin:   {scheme}://{settings.admin_host}:{settings.admin_port}/  token: "
                  + masked(token, where, "MESH_ADMIN_TOKEN"))
     lines.append(f"  sign in: {ADMIN_USER}, with the first password in "
                  f"{settings.data_dir / PASSWORD_FILE} (while it is unchanged)")

@@ -81,7 +81,7 @@ def _call_through_admin(settings: MeshSettings, rpc: Rpc[Any, Any], request: Any
     """No broker configured: ask the server's admin API to make the call (embedded mesh)."""
     import httpx
 
-    url = settings.admin_url or f"http://{settings.admin_host}:{settings.admin_port}"
+    url = settings.admin_address()
     token, _ = admin_token(settings)
     wait = (timeout or rpc.timeout) + 5
     try:

@@ -169,7 +169,7 @@ def _record_from_admin(settings: MeshSettings, task_id: str) -> TaskRecord:
     """No broker configured: ask the server's admin API (an embedded mesh)."""
     import httpx
 
-    url = settings.admin_url or f"http://{settings.admin_host}:{settings.admin_port}"
+    url = settings.admin_address()
     token, _ = admin_token(settings)
     try:
         response = httpx.get(f"{url.rstrip('/')}/api/v1/tasks/{task_id}", timeout=10,

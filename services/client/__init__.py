@@ -79,7 +79,7 @@ class ClientService(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.client_host}:{self.bound_port}/"
+        return f"{self.settings.http_scheme}://{self.settings.client_host}:{self.bound_port}/"
 
     @property
     def bound_port(self) -> int:
@@ -88,7 +88,8 @@ class ClientService(Service):
     def health_url(self) -> str | None:
         if self.web is None:
             return None
-        return local_url(self.settings.client_host, self.bound_port, "/healthz")
+        return local_url(self.settings.client_host, self.bound_port, "/healthz",
+                         scheme=self.settings.http_scheme)
 
     async def prepare(self) -> None:
         await self.cache.start()
@@ -101,7 +102,8 @@ class ClientService(Service):
         self.web = WebServer(create_app(self.gateway), self.settings.client_host,
                              self.settings.client_port,
                              max_body=self.settings.http_max_body_bytes,
-                             ws_max_size=self.settings.device_max_frame_bytes * 4)
+                             ws_max_size=self.settings.device_max_frame_bytes * 4,
+                             tls=self.settings.tls)
         await self.web.start()
         self.log.info("gateway.listening", url=self.url)
 

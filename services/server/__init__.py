@@ -164,7 +164,8 @@ class ServerService(Service):
         self.admin = WebServer(self.admin_app, self.settings.admin_host,
                                self.settings.admin_port,
                                max_body=self.settings.http_max_body_bytes,
-                               body_limits={UPLOAD_PATH: self.settings.upload_max_bytes})
+                               body_limits={UPLOAD_PATH: self.settings.upload_max_bytes},
+                               tls=self.settings.tls)
         await self.admin.start()
         self.ready = True
         self.log.info("admin.listening", url=self.admin.url)
@@ -181,7 +182,8 @@ class ServerService(Service):
     def health_url(self) -> str | None:
         if self.admin is None:
             return None
-        return local_url(self.settings.admin_host, self.admin.port, "/readyz")
+        return local_url(self.settings.admin_host, self.admin.port, "/readyz",
+                         scheme=self.settings.http_scheme)
 
     async def stop(self) -> None:
         self.ready = False
