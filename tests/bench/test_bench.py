@@ -133,7 +133,7 @@ def test_fanout_bench_prints_rows(mesh_broker_url: str) -> None:
 @pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
-def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:
+def test_tasks_bench_prints_figures_for_every_side(mesh_broker_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "tasks", "--json", "--noop", "200", "--sleep10", "50",
          "--rounds", "1", "--url", mesh_broker_url],
@@ -141,11 +141,24 @@ def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert set(report) == {"mesh", "celery", "ratio"}
-    for side in ("mesh", "celery"):
+    sides = ("mesh", "celery", "dramatiq", "taskiq")
+    assert set(report) == {*sides, "ratio"}
+    for side in sides:
         assert set(report[side]) == {"noop", "sleep10"}
         for figures in report[side].values():
             assert set(figures) == {"enqueue_per_s", "drain_per_s"}
             assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
-    assert set(report["ratio"]) == {"noop", "sleep10"}
-    assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())
+    assert set(report["ratio"]) == set(sides[1:])
+    for ratios in report["ratio"].values():
+        assert set(ratios) == {f"{w}_{r}" for w in ("noop", "sleep10")
+                               for r in ("drain", "enqueue")}
+        assert all(isinstance(v, int | float) and v > 0 for v in ratios.values())
+
+
+def test_tasks_bench_refuses_an_unknown_peer() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "tasks", "--peers", "celery,rq"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "choose among celery, dramatiq, taskiq, not 'celery,rq'" in done.stderr
