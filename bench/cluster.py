@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -27,7 +26,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,44 +77,20 @@ class Figures:
 
 
 async def scenario(urls: list[str], *, node: int, tasks: int = 1000, callers: int = 4,
-                   work: Path, recover_s: float = 30.0, queues: str = "today") -> Figures:
+                   work: Path, recover_s: float = 30.0, queues: str = "cluster") -> Figures:
     """Run the load, kill `node` (1-based) half way through the tasks, and measure; what is
-    not done `recover_s` after the kill is counted lost (tasks) or hung (calls)."""
-    with queue_kinds(queues):
-        figures = await _scenario(urls, node=node, tasks=tasks, callers=callers, work=work,
-                                  recover_s=recover_s)
+    not done `recover_s` after the kill is counted lost (tasks) or hung (calls).
+
+    `queues`: `cluster`, the queues mesh declares on a cluster (RPC and results queues are
+    quorum queues); `classic`, those it declares on a single node (MESH_BROKER_CLUSTER=false),
+    to show what the cluster design buys."""
+    figures = await _scenario(urls, node=node, tasks=tasks, callers=callers, work=work,
+                              recover_s=recover_s, replicated=queues == "cluster")
     return replace(figures, queues=queues)
 
 
-@contextlib.contextmanager
-def queue_kinds(queues: str) -> Iterator[None]:
-    """`today`: the queues mesh declares. `quorum`: RPC queues and task results queues made
-    quorum queues (replicated, not auto-delete, same x-expires) for this run only: the change
-    proposed for mesh/rpc and mesh/tasks, measured before it is made there."""
-    if queues == "today":
-        yield
-        return
-    import mesh.rpc.binder as endpoint
-    import mesh.tasks.enqueuer as task_client
-    from mesh.bus.message import QueueSpec
-
-    rpc_spec, results_spec = endpoint.rpc_queue_spec, task_client.results_queue_spec
-
-    def quorum(spec: QueueSpec) -> QueueSpec:
-        return replace(spec, auto_delete=False,
-                       arguments=(("x-queue-type", "quorum"), *spec.arguments))
-
-    endpoint.rpc_queue_spec = lambda *args: quorum(rpc_spec(*args))  # type: ignore[assignment]
-    task_client.results_queue_spec = (  # type: ignore[assignment]
-        lambda *args: quorum(results_spec(*args)))
-    try:
-        yield
-    finally:
-        endpoint.rpc_queue_spec, task_client.results_queue_spec = rpc_spec, results_spec
-
-
 async def _scenario(urls: list[str], *, node: int, tasks: int, callers: int, work: Path,
-                    recover_s: float) -> Figures:
+                    recover_s: float, replicated: bool) -> Figures:
     from mesh.bus.rabbitmq import RabbitTransport
     from mesh.config import MeshSettings
     from mesh.contract import Empty
@@ -142,7 +116,7 @@ async def _scenario(urls: list[str], *, node: int, tasks: int, callers: int, wor
 
     def transport(name: str) -> RabbitTransport:
         made = RabbitTransport(",".join(urls), exchange, connection_name=f"{exchange}-{name}",
-                               connect_timeout=5, max_backoff=0.5)
+                               connect_timeout=5, max_backoff=0.5, cluster=replicated)
         made.urls = list(order)  # every connection starts on the node to be killed
         transports.append(made)
         return made
@@ -268,9 +242,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--callers", type=int, default=4, help="RPC loops (%(default)s)")
     parser.add_argument("--node", type=int, choices=(1, 2, 3), default=2,
                         help="the node every connection starts on, then killed (%(default)s)")
-    parser.add_argument("--queues", choices=("today", "quorum", "both"), default="both",
-                        help="today's queues, RPC and results queues as quorum queues, or "
-                             "both runs one after the other (%(default)s)")
+    parser.add_argument("--queues", choices=("cluster", "classic", "both"), default="cluster",
+                        help="the queues mesh declares on a cluster, those it declares on one "
+                             "node (MESH_BROKER_CLUSTER=false), or both runs (%(default)s)")
     parser.add_argument("--log-level", default="ERROR",
                         help="the services' log level, to stderr (%(default)s)")
     parser.add_argument("--recover", type=float, default=30.0,
@@ -282,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)  # a node loss's reconnect warnings are expected here
     urls = cluster("start").split(",")
-    kinds = ("today", "quorum") if args.queues == "both" else (args.queues,)
+    kinds = ("cluster", "classic") if args.queues == "both" else (args.queues,)
     runs = []
     for kind in kinds:
         with tempfile.TemporaryDirectory(prefix="mesh-cluster-") as folder:

@@ -34,6 +34,13 @@ class MeshSettings(BaseSettings):
         description="amqp:// URL of RabbitMQ, or the comma-separated URLs of a cluster's nodes "
         "(one vhost; a service fails over between them). Unset: the embedded in-process bus.",
     )
+    broker_cluster: bool | None = Field(
+        default=None,
+        description="Whether the broker is a RabbitMQ cluster: then RPC queues and task results "
+        "queues are quorum queues, which survive losing a node. Unset: a cluster when "
+        "MESH_BROKER_URL lists several nodes; set it when one address (a load balancer) fronts "
+        "a cluster. Every service of a mesh must agree.",
+    )
     exchange: str = Field(
         default="mesh",
         pattern=r"^[A-Za-z0-9_\-]+$",

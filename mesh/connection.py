@@ -50,7 +50,7 @@ async def connect(
     instance = new_instance_id(caller)
     transport = RabbitTransport(
         url, exchange or settings.exchange, connection_name=instance,
-        connect_timeout=connect_timeout,
+        connect_timeout=connect_timeout, cluster=settings.broker_cluster,
     )
     await transport.connect()
     rpc = RpcCaller(transport, caller)

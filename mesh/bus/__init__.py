@@ -14,7 +14,7 @@ def rabbit_transport(settings: MeshSettings, name: str) -> RabbitTransport:
         raise ValueError("MESH_BROKER_URL is not set")
     return RabbitTransport(
         settings.broker_url, settings.exchange, connection_name=name,
-        connect_timeout=settings.connect_timeout,
+        connect_timeout=settings.connect_timeout, cluster=settings.broker_cluster,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 
@@ -62,6 +62,10 @@ class QueueSpec:
     `arguments` are RabbitMQ's queue arguments (x-queue-type, x-message-ttl,
     x-dead-letter-exchange, ...); `extra_bindings` bind it to other exchanges.
 
+    `replicated_in_cluster`: on a RabbitMQ cluster the queue is declared as a quorum queue
+    (`in_cluster()`), so it survives losing the node it lives on; on one node it stays a
+    classic queue, which costs the broker no Raft write per message (docs/protocol.md §4).
+
     A queue is durable or exclusive (or both): RabbitMQ 4.3 refuses queues that are neither
     (the deprecated feature `transient_nonexcl_queues`), so no spec may ask for one.
     """
@@ -73,6 +77,15 @@ class QueueSpec:
     exclusive: bool = False
     arguments: tuple[tuple[str, Any], ...] = ()
     extra_bindings: tuple[Binding, ...] = ()
+    replicated_in_cluster: bool = False
+
+    def in_cluster(self) -> QueueSpec:
+        """The queue as declared on a cluster: quorum (replicated, durable, never auto-delete:
+        a quorum queue cannot be; its x-expires still removes it once unused)."""
+        if not self.replicated_in_cluster:
+            return self
+        return replace(self, durable=True, auto_delete=False, replicated_in_cluster=False,
+                       arguments=(("x-queue-type", "quorum"), *self.arguments))
 
     def __post_init__(self) -> None:
         if not self.durable and not self.exclusive:

@@ -82,10 +82,10 @@ async def _close_channel(channel: AbstractChannel, transport: RabbitTransport) -
     await asyncio.shield(transport.spawn(_close_quietly(channel)))
 
 
-async def _close_quietly(channel: AbstractChannel) -> None:
-    if not channel.is_closed:
+async def _close_quietly(closable: AbstractChannel | AbstractConnection) -> None:
+    if not closable.is_closed:
         with contextlib.suppress(*_CHANNEL_ERRORS):
-            await channel.close()
+            await closable.close()
 
 
 def _channel_error(exc: aiormq.exceptions.AMQPChannelError) -> ChannelError:
@@ -192,10 +192,14 @@ class RabbitTransport(Transport):
         connection_name: str = "mesh",
         connect_timeout: float = 10.0,
         max_backoff: float = 5.0,
+        cluster: bool | None = None,
     ) -> None:
         super().__init__(exchange)
         self.url = url
         self.urls = failover_order(split_broker_urls(url))
+        # On a cluster, queues that must outlive their node are quorum queues (QueueSpec);
+        # by default a cluster is a URL that lists several nodes.
+        self.cluster = len(self.urls) > 1 if cluster is None else cluster
         self._node = 0  # index in self.urls of the node to try first
         self.broker: str | None = None  # the URL of the node connected to
         self.connection_name = connection_name
@@ -269,33 +273,52 @@ class RabbitTransport(Transport):
     async def _open(self) -> None:
         connection = await self._connect_any()
         try:
-            confirm_channel = await connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
-            plain_channel = await connection.channel(publisher_confirms=False)
-            # The concrete aiormq channel: its basic_publish takes `wait`, the ABC's does not.
-            confirm = cast(aiormq.Channel, await confirm_channel.get_underlay_channel())
-            plain = cast(aiormq.Channel, await plain_channel.get_underlay_channel())
-            if not await self._exchange_exists(connection):
-                await plain.exchange_declare(
-                    exchange=self.exchange, exchange_type="topic", durable=True
-                )
-            for name, kind in list(self._exchanges.items()):
-                await plain.exchange_declare(exchange=name, exchange_type=kind, durable=True)
-            for queue in list(self._queues.values()):
-                await self._declare(plain, queue)
-            if self._reply_handler is not None:
-                await confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
-            for consumer in list(self._consumers):
-                await consumer.open(connection)
+            # A node can take a connection and then stall on the topology (a queue whose
+            # leader is being elected after its node was lost, say): give it up and try again.
+            async with asyncio.timeout(self.connect_timeout):
+                confirm, plain = await self._replay(connection)
+        except TimeoutError:
+            await self._abandon(connection)
+            raise TransportClosed(f"the broker did not set up the topology within "
+                                  f"{self.connect_timeout:g}s") from None
         except BaseException:
-            await connection.close()
+            await self._abandon(connection)
             raise
         self._connection, self._confirm, self._plain = connection, confirm, plain
         connection.close_callbacks.add(self._on_connection_closed)
+        self._connected.set()
+
+    async def _abandon(self, connection: AbstractConnection) -> None:
+        """Close a connection that failed half way, without waiting on a broker that may not
+        answer (the close of a stuck channel would wait for ever): the socket goes regardless."""
+        try:
+            async with asyncio.timeout(1.0):
+                await asyncio.shield(self.spawn(_close_quietly(connection)))
+        except TimeoutError:
+            self.log.warning("bus.close_abandoned", node=self.broker)
+
+    async def _replay(self, connection: AbstractConnection) -> tuple[Any, Any]:
+        """Channels, exchanges, queues, bindings and consumers on a new connection; its
+        confirm channel and plain channel."""
+        confirm_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        plain_channel = await connection.channel(publisher_confirms=False)
+        # The concrete aiormq channel: its basic_publish takes `wait`, the ABC's does not.
+        confirm = cast(aiormq.Channel, await confirm_channel.get_underlay_channel())
+        plain = cast(aiormq.Channel, await plain_channel.get_underlay_channel())
+        if not await self._exchange_exists(connection):
+            await plain.exchange_declare(exchange=self.exchange, exchange_type="topic",
+                                         durable=True)
+        for name, kind in list(self._exchanges.items()):
+            await plain.exchange_declare(exchange=name, exchange_type=kind, durable=True)
+        for queue in list(self._queues.values()):
+            await self._declare(plain, queue)
+        if self._reply_handler is not None:
+            await confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        for consumer in list(self._consumers):
+            await consumer.open(connection)
         for channel in (confirm_channel, plain_channel):
             channel.close_callbacks.add(self._on_channel_closed)
-        self._connected.set()
+        return confirm, plain
 
     async def _exchange_exists(self, connection: AbstractConnection) -> bool:
         """A passive declare, which needs no permission: services whose broker user may not
@@ -372,6 +395,8 @@ class RabbitTransport(Transport):
     # -- topology -------------------------------------------------------------------------
 
     async def _declare(self, channel: aiormq.abc.AbstractChannel, queue: QueueSpec) -> None:
+        if self.cluster:
+            queue = queue.in_cluster()
         await channel.queue_declare(
             queue=queue.name,
             durable=queue.durable,

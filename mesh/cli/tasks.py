@@ -36,7 +36,8 @@ def with_dead_letters(work: Callable[[DeadLetters], Awaitable[T]], *,
 
     async def run() -> T:
         transport = RabbitTransport(settings.broker_url or "", settings.exchange,
-                                    connection_name=new_instance_id("cli"), connect_timeout=5)
+                                    connection_name=new_instance_id("cli"), connect_timeout=5,
+                                    cluster=settings.broker_cluster)
         await transport.connect()
         try:
             async with DeadLetters(transport, limit=limit) as dead:

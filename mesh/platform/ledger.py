@@ -44,8 +44,11 @@ PURGE_EVERY = 60.0
 
 
 def ledger_queue_spec(exchange: str) -> QueueSpec:
+    # Quorum, as the task queues: shared by every server, it must not stop them reconnecting
+    # when the node it lives on is lost.
     return QueueSpec(task_state_queue(exchange), (TASK_STATE_PATTERN,), durable=True,
-                     auto_delete=False, arguments=(("x-max-length", QUEUE_MAX_LENGTH),
+                     auto_delete=False, arguments=(("x-queue-type", "quorum"),
+                                                   ("x-max-length", QUEUE_MAX_LENGTH),
                                                    ("x-overflow", "drop-head")))
 
 

@@ -59,7 +59,7 @@ RPC_QUEUE_EXPIRES_MS = 3_600_000
 def rpc_queue_spec(exchange: str, service: str, plugin: str) -> QueueSpec:
     """The queue every instance of `service` running `plugin` shares (competing consumers)."""
     return QueueSpec(rpc_queue(exchange, service, plugin), (rpc_pattern(service, plugin),),
-                     durable=True, auto_delete=True,
+                     durable=True, auto_delete=True, replicated_in_cluster=True,
                      arguments=(("x-expires", RPC_QUEUE_EXPIRES_MS),))
 
 

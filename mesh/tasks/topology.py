@@ -73,7 +73,7 @@ def delay_queue_spec(exchange: str, delay_ms: int) -> QueueSpec:
 
 def results_queue_spec(exchange: str, instance: str) -> QueueSpec:
     return QueueSpec(task_results_queue(exchange, instance), durable=True, auto_delete=False,
-                     arguments=(("x-expires", RESULTS_EXPIRE_MS),))
+                     replicated_in_cluster=True, arguments=(("x-expires", RESULTS_EXPIRE_MS),))
 
 
 class Topology:

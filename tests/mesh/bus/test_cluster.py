@@ -4,13 +4,18 @@ Every mesh connection starts on rc2, which then holds the RPC queue, the results
 the task queues' leaders; rc2 is killed with kill -9 half way through 1,000 keyed tasks while
 four loops call noop.echo. The scenario is bench/cluster.py's (`python -m bench cluster`).
 
-With today's queues the RPC queue and the enqueuer's results queue are durable classic queues
-homed on rc2: RabbitMQ refuses to redeclare them ("home node ... is down or inaccessible")
-until rc2 returns, so the server and the enqueuer cannot reconnect. That test is xfail (strict)
-with the reason, so that the day the queues recover it fails and says so. The same scenario with
-those two made quorum queues is `python -m bench cluster --queues quorum`, not a test: it swaps
-the queue definitions for the run (a design measured before it is made), its first good call
-came 2.1 to 7.3 s after the kill here, and one run in six lost results, cause not yet found.
+With the queues mesh declares on a single node (MESH_BROKER_CLUSTER=false) the RPC queue and
+the enqueuer's results queue are durable classic queues homed on rc2: RabbitMQ refuses to
+redeclare them ("home node ... is down or inaccessible") until rc2 returns, so the server and
+the enqueuer cannot reconnect. That test is xfail (strict) with the reason: it shows what the
+cluster design is for, and fails the day classic queues recover by themselves.
+
+On a cluster (several broker URLs, the default here) those queues are quorum queues. That
+design is measured by `python -m bench cluster` and not yet a test: on this 2-core machine,
+shared with other work, it recovered in about half the runs (nothing lost, first good call
+1.5 to 7.5 s after the kill) and in the others the surviving nodes kept refusing publishes
+(Basic.Nack) to quorum queues whose members were healthy, cause not yet found
+(docs/operations.md, "In a cluster").
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def cluster_urls() -> Iterator[list[str]]:
 
 
 async def kill_under_load(urls: list[str], work: Path, queues: str) -> Figures:
+    """`queues`: "cluster" or "classic" (bench/cluster.py)."""
     try:
         return await scenario(urls, node=NODE, tasks=1000, callers=4, work=work,
                               recover_s=20.0, queues=queues)
@@ -57,9 +63,10 @@ def check(figures: Figures, first_good_within: float) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "today's RPC queue and task results queue are durable classic queues: while their home "
-    "node is down RabbitMQ 3.10 refuses to redeclare them (404 home node down), so the server "
-    "and the enqueuer cannot reconnect to another node until it returns"))
-async def test_todays_queues_survive_losing_their_node(cluster_urls: list[str],
-                                                       tmp_path: Path) -> None:
-    check(await kill_under_load(cluster_urls, tmp_path, "today"), first_good_within=10.0)
+    "the single-node queues: the RPC queue and the task results queue are durable classic "
+    "queues, and while their home node is down RabbitMQ 3.10 refuses to redeclare them (404 "
+    "home node down), so the server and the enqueuer cannot reconnect to another node until "
+    "it returns"))
+async def test_single_node_queues_survive_losing_their_node(cluster_urls: list[str],
+                                                             tmp_path: Path) -> None:
+    check(await kill_under_load(cluster_urls, tmp_path, "classic"), first_good_within=10.0)

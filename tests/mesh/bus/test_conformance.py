@@ -970,3 +970,95 @@ async def test_an_unused_queue_with_x_expires_is_deleted(bus: Bus, kept_queues: 
     assert gone.value.code == 404
     with pytest.raises(Unroutable):
         await transport.publish(Message(b"late", "k"), mandatory=True)
+
+
+# -- queues on a cluster (docs/protocol.md §4) ----------------------------------------------------
+
+
+def queue_type(queue: str) -> str:
+    """What the broker says the queue is (classic, quorum, stream)."""
+    import subprocess
+
+    listing = subprocess.run(["rabbitmqctl", "list_queues", "name", "type", "-q",
+                              "--no-table-headers"], capture_output=True, text=True, check=True,
+                             timeout=30).stdout
+    return dict(line.split("\t", 1) for line in listing.splitlines() if "\t" in line)[queue]
+
+
+def test_a_replicated_queue_is_quorum_in_a_cluster_and_unchanged_otherwise() -> None:
+    rpc = QueueSpec("q", ("k.*",), durable=True, auto_delete=True, replicated_in_cluster=True,
+                    arguments=(("x-expires", 60_000),))
+    quorum = rpc.in_cluster()
+    assert quorum.arguments == (("x-queue-type", "quorum"), ("x-expires", 60_000))
+    assert quorum.durable and not quorum.auto_delete and quorum.bindings == ("k.*",)
+    plain = QueueSpec("p", auto_delete=True)
+    assert plain.in_cluster() is plain
+
+
+def test_a_cluster_is_several_urls_unless_told() -> None:
+    one, three = "amqp://a/", "amqp://a/,amqp://b/,amqp://c/"
+    assert not RabbitTransport(one, "x").cluster
+    assert RabbitTransport(three, "x").cluster
+    assert RabbitTransport(one, "x", cluster=True).cluster  # one address before a cluster
+    assert not RabbitTransport(three, "x", cluster=False).cluster
+
+
+@pytest.mark.rabbitmq
+async def test_on_a_cluster_the_rpc_queue_is_a_quorum_queue(rabbit_bus: Bus) -> None:
+    """Declared by a transport that is told the broker is a cluster, the RPC queue is a quorum
+    queue: one declared as a classic queue by a service that disagrees is refused."""
+    from mesh.rpc.binder import rpc_queue_spec
+
+    assert rabbit_bus.url is not None
+    spec = rpc_queue_spec(rabbit_bus.exchange, "server", "noop")
+    in_cluster = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, cluster=True,
+                                 connection_name=f"quorum-{rabbit_bus.exchange}")
+    single = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, cluster=False,
+                             connection_name=f"classic-{rabbit_bus.exchange}")
+    rabbit_bus.transports += [in_cluster, single]
+    await in_cluster.connect()
+    await single.connect()
+    await in_cluster.declare_queue(spec)
+    try:
+        with pytest.raises(ChannelError, match="inequivalent arg"):
+            await single.declare_queue(spec)
+        inbox = Inbox()
+        await in_cluster.consume(spec.name, inbox, prefetch=1)
+        await in_cluster.publish(Message(b"{}", routing_key="rpc.server.noop.echo"),
+                                 mandatory=True)
+        await eventually(lambda: len(inbox.messages) == 1)
+        assert await asyncio.to_thread(queue_type, spec.name) == "quorum"
+    finally:
+        await in_cluster.delete_queue(spec.name)  # quorum: never auto-delete
+
+
+@pytest.mark.rabbitmq
+async def test_a_reconnect_that_stalls_is_given_up_and_tried_again(
+        rabbit_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that takes the connection but never finishes the topology (a quorum queue
+    between leaders, say) must not hold the service for ever: the attempt ends after the
+    connect timeout, its connection is closed, and the next attempt connects."""
+    assert rabbit_bus.url is not None
+    transport = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, connect_timeout=0.5,
+                                max_backoff=0.2, connection_name=f"stall-{rabbit_bus.exchange}")
+    rabbit_bus.transports.append(transport)
+    await transport.connect()
+    real_replay = transport._replay
+    stalls = 2
+
+    async def stalling(connection: object) -> object:
+        nonlocal stalls
+        if stalls:
+            stalls -= 1
+            await asyncio.Event().wait()  # never answers
+        return await real_replay(connection)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transport, "_replay", stalling)
+    from tests.processes import drop_connections
+
+    assert await asyncio.to_thread(drop_connections, transport.connection_name) == 1
+    await eventually(lambda: transport.reconnects == 1, timeout=10)
+    assert stalls == 0 and transport.connected
+    queue = f"{rabbit_bus.exchange}.after-stall"
+    await transport.declare_queue(QueueSpec(queue, ("after.*",), exclusive=True))
+    await transport.publish(Message(b"{}", routing_key="after.x"), mandatory=True)
