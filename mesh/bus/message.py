@@ -55,6 +55,10 @@ class Binding:
     arguments: tuple[tuple[str, Any], ...] = ()
 
 
+# Queue arguments RabbitMQ 4.3 refuses (docs/protocol.md §4, "RabbitMQ versions")
+REFUSED_BY_RABBITMQ_4 = frozenset({"x-queue-mode", "x-queue-master-locator"})
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSpec:
     """A queue and the routing patterns that bind it to the mesh exchange.
@@ -88,6 +92,12 @@ class QueueSpec:
                        arguments=(("x-queue-type", "quorum"), *self.arguments))
 
     def __post_init__(self) -> None:
+        refused = [name for name, value in self.arguments
+                   if name in REFUSED_BY_RABBITMQ_4 or (name, value) == ("x-queue-version", 1)]
+        if refused:
+            raise ValueError(f"queue {self.name!r} asks for {', '.join(refused)}, which "
+                             "RabbitMQ 4.3 refuses (classic queue storage v1 and queue "
+                             "master locators are gone)")
         if not self.durable and not self.exclusive:
             raise ValueError(f"queue {self.name!r} would be neither durable nor exclusive, "
                              "which RabbitMQ 4.3 refuses: make it durable (with x-expires to "

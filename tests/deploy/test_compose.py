@@ -177,6 +177,15 @@ def test_both_compose_tools_refuse_a_broken_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_broker_is_a_pinned_rabbitmq_4(config: dict[str, Any]) -> None:
+    """A 4.x minor release, so its defaults (deprecated features denied) are the ones the
+    protocol is argued against in docs/protocol.md; never `latest`."""
+    image = config["services"]["rabbitmq"]["image"]
+    name, _, tag = image.partition(":")
+    assert name == "rabbitmq" and tag.startswith("4.") and tag.split("-")[0].count(".") == 1, image
+
+
+@pytest.mark.slow
 def test_every_mesh_service_runs_its_command_from_one_image(config: dict[str, Any]) -> None:
     services = config["services"]
     assert set(services) == {*INFRASTRUCTURE, *SERVICE_KINDS}

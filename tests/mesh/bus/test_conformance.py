@@ -513,6 +513,15 @@ def test_a_queue_neither_durable_nor_exclusive_is_refused() -> None:
     QueueSpec("q", durable=False, exclusive=True)  # a private, transient queue is fine
 
 
+@pytest.mark.parametrize("argument", [("x-queue-mode", "lazy"), ("x-queue-version", 1),
+                                      ("x-queue-master-locator", "min-masters")])
+def test_what_rabbitmq_4_refuses_is_refused_before_it_reaches_a_broker(
+        argument: tuple[str, object]) -> None:
+    with pytest.raises(ValueError, match="RabbitMQ 4.3 refuses"):
+        QueueSpec("q", arguments=(argument,))
+    QueueSpec("q", arguments=(("x-queue-version", 2),))  # classic queues v2: the only kind left
+
+
 async def test_a_stale_consumer_does_not_delete_a_new_queue(bus: Bus) -> None:
     transport = await bus.connected()
     queue = name(bus, "q")
