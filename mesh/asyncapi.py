@@ -338,7 +338,7 @@ class _Document:
 
     def _task(self, entry: TaskEntry) -> None:
         key = entry.routing_key
-        queue = f"{self.exchange}.{entry.queue}"
+        queue = names.task_queue(self.exchange, entry.plugin, entry.name)
         self.channels[key] = {
             "address": key,
             "title": f"{entry.qualname} task",

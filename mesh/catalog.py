@@ -259,7 +259,7 @@ def _task_entry(task: Task[Any, Any]) -> TaskEntry:
         input=model_schema(task.input, what=f"{task.plugin}.{task.name} input"),
         result=model_schema(task.result, what=f"{task.plugin}.{task.name} result"),
         max_attempts=task.max_attempts, backoff=task.backoff, cpu_bound=task.cpu_bound,
-        queue=f"task.{task.plugin}.{task.name}",
+        queue=names.task_queue_suffix(task.plugin, task.name),
     )
 
 

@@ -101,7 +101,12 @@ def task_key(plugin: str, name: str) -> str:
 
 
 def task_queue(exchange: str, plugin: str, name: str) -> str:
-    return f"{exchange}.task.{plugin}.{name}"
+    return f"{exchange}.{task_queue_suffix(plugin, name)}"
+
+
+def task_queue_suffix(plugin: str, name: str) -> str:
+    """A task queue's name without the exchange's prefix (what the catalog shows)."""
+    return f"task.{plugin}.{name}"
 
 
 def task_dead_key(plugin: str, name: str) -> str:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from mesh.errors import TaskError
 from mesh.invoke import Invocation, Invoke, Middleware, Outgoing, Send
+from mesh.names import task_key
 from mesh.tracing import propagation
 
 
@@ -74,7 +75,7 @@ class Tracing(Middleware):
         if outgoing.kind == "task":
             name, kind = f"enqueue {entry.qualname}", SpanKind.PRODUCER
             attributes.update({"messaging.operation.type": "send",
-                               "messaging.destination.name": f"task.{entry.qualname}"})
+                               "messaging.destination.name": task_key(entry.plugin, entry.name)})
         else:
             name, kind = entry.qualname, SpanKind.CLIENT
             attributes.update(_rpc_attributes(entry.qualname))
