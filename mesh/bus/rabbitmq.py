@@ -181,6 +181,50 @@ class _RabbitConsumer(Consumer):
             await _close_channel(channel, self.transport)
 
 
+class _ReplyLink:
+    """RPC replies on a connection of their own, on a cluster.
+
+    RabbitMQ 3.10 crashes the channel of a server that replies to a direct reply-to address
+    whose caller was on a node that has just been lost (INTERNAL_ERROR, a connection error,
+    from `rabbit_channel:deliver_reply`). On the server's own connection that takes every
+    consumer down with it, and the server reconnects; here it costs only the replies sent on
+    this connection meanwhile, and the next reply opens a new one."""
+
+    def __init__(self, transport: RabbitTransport) -> None:
+        self.transport = transport
+        self.name = f"{transport.connection_name}-replies"
+        self._connection: AbstractConnection | None = None
+        self._channel: aiormq.Channel | None = None
+        self._opening: asyncio.Lock = asyncio.Lock()
+
+    async def channel(self) -> aiormq.Channel:
+        if self._channel is not None and not self._channel.is_closed:
+            return self._channel
+        async with self._opening:
+            if self._channel is None or self._channel.is_closed:
+                await self._open()
+        assert self._channel is not None
+        return self._channel
+
+    async def _open(self) -> None:
+        await self.close()
+        url = self.transport.broker or self.transport.urls[0]
+        try:
+            connection = await aio_pika.connect(
+                url, timeout=self.transport.connect_timeout,
+                client_properties={"connection_name": self.name})
+            plain = await connection.channel(publisher_confirms=False)
+            self._channel = cast(aiormq.Channel, await plain.get_underlay_channel())
+        except (OSError, TimeoutError, *_CHANNEL_ERRORS) as exc:
+            raise TransportClosed(f"cannot open the replies' connection: {exc}") from exc
+        self._connection = connection
+
+    async def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            await _close_quietly(connection)
+
+
 class RabbitTransport(Transport):
     kind = "rabbitmq"
 
@@ -203,6 +247,7 @@ class RabbitTransport(Transport):
         self._node = 0  # index in self.urls of the node to try first
         self.broker: str | None = None  # the URL of the node connected to
         self.connection_name = connection_name
+        self._replies = _ReplyLink(self) if self.cluster else None
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
         self._connection: AbstractConnection | None = None
@@ -383,6 +428,8 @@ class RabbitTransport(Transport):
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*_CHANNEL_ERRORS):
                 await connection.close()
+        if self._replies is not None:
+            await self._replies.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -525,10 +572,11 @@ class RabbitTransport(Transport):
 
     async def send_reply(self, reply_to: str, message: Message) -> None:
         await self._ready()
-        if self._plain is None:
+        channel = await self._replies.channel() if self._replies is not None else self._plain
+        if channel is None:
             raise TransportClosed("connection lost")
         try:
-            await self._plain.basic_publish(  # fire and forget: the prefetch bounds replies
+            await channel.basic_publish(  # fire and forget: the prefetch bounds replies
                 message.body, exchange="", routing_key=reply_to, properties=_properties(message),
                 wait=False,
             )

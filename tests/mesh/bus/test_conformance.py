@@ -1071,3 +1071,46 @@ async def test_a_reconnect_that_stalls_is_given_up_and_tried_again(
     queue = f"{rabbit_bus.exchange}.after-stall"
     await transport.declare_queue(QueueSpec(queue, ("after.*",), exclusive=True))
     await transport.publish(Message(b"{}", routing_key="after.x"), mandatory=True)
+
+
+@pytest.mark.rabbitmq
+async def test_on_a_cluster_replies_go_on_a_connection_of_their_own(rabbit_bus: Bus) -> None:
+    """RabbitMQ 3.10 closes the connection a reply to a caller on a lost node was sent on
+    (INTERNAL_ERROR): on a cluster that is the replies' connection, never the server's own,
+    whose consumers carry on; the next reply opens a new one."""
+    from tests.processes import drop_connections
+
+    assert rabbit_bus.url is not None
+    name = f"replies-{rabbit_bus.exchange}"
+    server = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, cluster=True,
+                             connection_name=name, max_backoff=0.2)
+    caller = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange,
+                             connection_name=f"caller-{rabbit_bus.exchange}")
+    rabbit_bus.transports += [server, caller]
+    await server.connect()
+    await caller.connect()
+    lost: list[bool] = []
+    server.on_connection_lost(lambda: lost.append(True))
+    replies: list[Message] = []
+    reply_to = await caller.listen_for_replies(replies.append)
+    requests = f"{rabbit_bus.exchange}.requests"
+    await server.declare_queue(QueueSpec(requests, ("req.*",), exclusive=True))
+
+    async def answer(delivery: Delivery) -> None:
+        await delivery.ack()
+        request = delivery.message
+        assert request.reply_to is not None
+        await server.send_reply(request.reply_to, Message(request.body, routing_key="",
+                                                          correlation_id="r"))
+
+    await server.consume(requests, answer, prefetch=8)
+
+    async def round_trip(body: bytes) -> None:
+        await caller.publish(Message(body, routing_key="req.x", reply_to=reply_to),
+                             mandatory=True)
+        await eventually(lambda: any(m.body == body for m in replies))
+
+    await round_trip(b"one")
+    assert await asyncio.to_thread(drop_connections, f"{name}-replies") == 1
+    await round_trip(b"two")  # a new replies' connection, the same consumer
+    assert lost == [] and server.reconnects == 0
