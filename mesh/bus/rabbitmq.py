@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
+import time
 from dataclasses import replace
 from typing import Any, cast
 
@@ -248,6 +250,7 @@ class RabbitTransport(Transport):
         self.broker: str | None = None  # the URL of the node connected to
         self.connection_name = connection_name
         self._replies = _ReplyLink(self) if self.cluster else None
+        self._last_nack_restart = -math.inf
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
         self._connection: AbstractConnection | None = None
@@ -565,10 +568,28 @@ class RabbitTransport(Transport):
             )
         except aiormq.exceptions.PublishError as exc:
             raise Unroutable(message.routing_key) from exc
+        except aiormq.exceptions.DeliveryError as exc:  # a nack
+            self._nacked()
+            raise TransportClosed(str(exc) or "the broker refused the message (nack)") from exc
         except _CHANNEL_ERRORS as exc:
             raise TransportClosed(str(exc) or "connection lost") from exc
         if isinstance(result, spec.Basic.Nack):
+            self._nacked()
             raise TransportClosed("the broker refused the message (nack)")
+
+    def _nacked(self) -> None:
+        """A nack means a queue could not take the message. Nothing mesh declares refuses a
+        message for good (no length limits on confirmed queues), so it is a quorum queue
+        without a leader; on RabbitMQ 3.10 a channel that met one mid-election can go on
+        being refused after the election is over, while a new one is not. Start over on a
+        fresh connection, at most once per connect timeout."""
+        now = time.monotonic()
+        if now - self._last_nack_restart < self.connect_timeout or not self._connected.is_set():
+            return
+        self._last_nack_restart = now
+        if self._connection is not None:
+            self.log.warning("bus.nacked", action="reconnecting")
+            self.spawn(self._connection.close())
 
     async def send_reply(self, reply_to: str, message: Message) -> None:
         await self._ready()

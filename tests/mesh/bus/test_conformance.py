@@ -16,7 +16,7 @@ import pytest
 
 from mesh.bus.message import Binding, Delivery, Message, QueueSpec
 from mesh.bus.rabbitmq import RabbitTransport
-from mesh.bus.transport import ChannelError, Transport, Unroutable
+from mesh.bus.transport import ChannelError, Transport, TransportClosed, Unroutable
 from tests.conftest import Bus, delete_exchange, eventually
 
 QUIET = 0.25  # how long "nothing more arrives" is watched for
@@ -1114,3 +1114,39 @@ async def test_on_a_cluster_replies_go_on_a_connection_of_their_own(rabbit_bus: 
     assert await asyncio.to_thread(drop_connections, f"{name}-replies") == 1
     await round_trip(b"two")  # a new replies' connection, the same consumer
     assert lost == [] and server.reconnects == 0
+
+
+@pytest.mark.rabbitmq
+async def test_a_nack_starts_over_on_a_fresh_connection_at_most_once_a_while(
+        rabbit_bus: Bus) -> None:
+    """A nacked publish fails the call at once, and the transport reconnects: on 3.10 a
+    channel that met a quorum queue mid-election can go on being nacked, a new one is not.
+    A storm of nacks reconnects once per connect timeout, not once per nack."""
+    assert rabbit_bus.url is not None
+    transport = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, connect_timeout=30,
+                                max_backoff=0.2, connection_name=f"nack-{rabbit_bus.exchange}")
+    rabbit_bus.transports.append(transport)
+    await transport.connect()
+    full = f"{rabbit_bus.exchange}.full"  # holds one message, refuses (nacks) the next
+    await transport.declare_queue(QueueSpec(full, ("full.*",), durable=True, auto_delete=False,
+                                            arguments=(("x-queue-type", "quorum"),
+                                                       ("x-max-length", 1),
+                                                       ("x-overflow", "reject-publish"))))
+    try:
+        refused = None
+        for number in range(20):  # a quorum queue applies its limit a little late
+            try:
+                await transport.publish(Message(b"%d" % number, routing_key="full.x"),
+                                        mandatory=True)
+            except TransportClosed as exc:
+                refused = exc
+                break
+        assert refused is not None and "nack" in str(refused).lower(), refused
+        await eventually(lambda: transport.reconnects == 1, timeout=10)
+        for _ in range(3):  # within the connect timeout: refused, no more reconnects
+            with pytest.raises(TransportClosed, match="(?i)nack"):
+                await transport.publish(Message(b"3", routing_key="full.x"), mandatory=True)
+        await asyncio.sleep(0.5)
+        assert transport.reconnects == 1
+    finally:
+        await transport.delete_queue(full)
