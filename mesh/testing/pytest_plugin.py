@@ -16,13 +16,15 @@ client service and the identity plugin (which signs devices in) without asking.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
+
     from mesh.plugin.discovery import PluginSource
     from mesh.testing.bus import Bus
     from mesh.testing.devices import Device, SignIn
@@ -198,3 +200,19 @@ def mesh_sign_in(mesh: RunningMesh) -> SignIn:
 async def mesh_device(mesh: RunningMesh) -> Device:
     """A device on the client service's gateway, signed in as the first administrator."""
     return await mesh.device()
+
+
+@pytest.fixture
+def mesh_browser() -> Iterator[Chrome]:
+    """Headless Chromium (mesh.testing.browser), quit after the test; the test is skipped,
+    with the reason, where there is no Chromium, chromedriver or Selenium."""
+    from mesh.testing.browser import available, browser
+
+    missing = available()
+    if missing is not None:
+        pytest.skip(missing)
+    driver = browser(console=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
