@@ -15,9 +15,10 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+import httpx
 from pydantic import BaseModel
 
-from mesh.admin_credentials import admin_password
+from mesh.admin_credentials import admin_password, admin_token
 from mesh.caller import Caller
 from mesh.contract import Contract
 from mesh.names import SERVICE_KINDS
@@ -167,6 +168,22 @@ class RunningMesh:
         """The URL of the device shell (the client service's page), for a browser."""
         return f"http://127.0.0.1:{self._client_port()}/"
 
+    @property
+    def admin_password(self) -> str:
+        """The first administrator's password (user `admin`), as `mesh up` made it."""
+        return admin_password(self.service("server").settings)[0]
+
+    def admin_http(self) -> httpx.AsyncClient:
+        """An HTTP client of the server's admin app, with the admin token: `async with
+        mesh.admin_http() as admin: await admin.get("/api/v1/screens")`."""
+        server = self.service("server")
+        web = getattr(server, "admin", None)
+        if web is None:
+            raise KeyError("the server runs no admin app here")
+        token, _ = admin_token(server.settings)
+        return httpx.AsyncClient(base_url=web.url.rstrip("/"),
+                                 headers={"Authorization": f"Bearer {token}"})
+
     async def device(self, username: str | None = "admin",
                      password: str | None = None) -> Device:
         """A device on the client service's gateway, signed in as `username` (the first
@@ -176,8 +193,7 @@ class RunningMesh:
         device = await Device.connect(self.device_url)
         self.devices.append(device)
         if username is not None:
-            if password is None:
-                password, _ = admin_password(self.service("server").settings)
+            password = self.admin_password if password is None else password
             await device.sign_in(username, password)
         return device
 

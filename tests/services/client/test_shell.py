@@ -1,8 +1,9 @@
 """The device shell in headless Chromium (one browser for the module): a user sees only the
 screens their permissions allow; a screen opened from the home grid works; a deep link
 survives a reload; switching the language changes the screens' strings; a plugin switched off
-and on takes its screens off and back onto an open shell within 5 s; and no error is shown
-along the way, nor anything refused by the Content-Security-Policy."""
+and on takes its screens off and back onto an open shell within 5 s, and so does a wheel
+uploaded through the admin API; and no error is shown along the way, nor anything refused by
+the Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ from services.server import ServerService
 from tests.browser import browser, policy_violations, sign_in, wait_on_shell
 from tests.conftest import Bus, fixture_source
 from tests.devices import Gateway
+from tests.mesh.plugin.upload.test_install import PLUGIN, environment, wheel_name  # noqa: F401
 from tests.services.client.test_auth import VIEWER_PASSWORD, add_user
+from tests.services.client.test_gateway_live import shouting_wheel, uploading  # noqa: F401
+from tests.services.server.admin.test_upload import client as admin_client
+from tests.services.server.admin.test_upload import upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -160,3 +165,42 @@ async def test_a_plugin_switched_off_and_on_changes_an_open_shell(memory_bus: Bu
     await asyncio.to_thread(page.get, url + "#/")
     await asyncio.to_thread(until, lambda p: "devices/counter" in tiles(p))
     print(f"a screen off an open shell in {gone:.2f} s, back in {back:.2f} s")
+
+
+def within(page: Any, check: Any, seconds: float = 5) -> float:
+    """Seconds until `check` holds on the shell: at most `seconds`, and no error shown."""
+    started = time.monotonic()
+    wait_on_shell(page, check, timeout=seconds)
+    return time.monotonic() - started
+
+
+async def test_an_uploaded_screen_reaches_an_open_shell_and_leaves_when_disabled(
+    uploading: Gateway, clean_page: Any,  # noqa: F811
+) -> None:
+    server, client = uploading.server, uploading.clients[0]
+    url = f"http://127.0.0.1:{client.bound_port}/"
+    password, _ = admin_password(server.settings)
+    page = clean_page
+
+    def signed_in() -> None:
+        page.get(url)
+        sign_in(page, "admin", password)
+        wait_on_shell(page, lambda p: "tutorial/string_ints" in tiles(p))
+
+    await asyncio.to_thread(signed_in)
+    assert f"{PLUGIN}/main" not in tiles(page)
+    async with admin_client(server) as http:
+        uploaded = await upload(http, shouting_wheel(), wheel_name())
+        assert uploaded.status_code == 201, uploaded.text
+        # no restart of anything: the open shell is told, asks again, and shows the tile
+        shown = await asyncio.to_thread(within, page, lambda p: f"{PLUGIN}/main" in tiles(p))
+        await asyncio.to_thread(page.find_element(
+            By.CSS_SELECTOR, f"#grid .tile[data-screen='{PLUGIN}/main']").click)
+        await asyncio.to_thread(within, page, lambda p: text(p, "screen") == "SHOUT")
+        disabled = await http.post(f"/api/v1/plugins/{PLUGIN}/disable")
+        assert disabled.status_code == 200, disabled.text
+        gone = await asyncio.to_thread(within, page, lambda p: f"{PLUGIN}/main" not in tiles(p)
+                                       and tiles(p) != [])
+    assert f"{PLUGIN}/main is not available" in text(page, "notice")
+    print(f"an uploaded screen on an open shell {shown:.2f} s after the upload answered; "
+          f"off it {gone:.2f} s after it was disabled")
