@@ -149,13 +149,15 @@ async def test_the_device_screen_in_a_browser(mesh: RunningMesh, mesh_device: De
                                               mesh_browser: Browser) -> None:
     from selenium.webdriver.common.by import By
 
+    name = "${name}"
+
     def use_the_screen() -> str:
-        open_screen(mesh_browser, mesh.shell_url, "${name}/main", "admin", mesh.admin_password)
+        open_screen(mesh_browser, mesh.shell_url, f"{name}/main", "admin", mesh.admin_password)
 % if server:
-        mesh_browser.find_element(By.CSS_SELECTOR, "#${name}-greet button").click()
+        mesh_browser.find_element(By.CSS_SELECTOR, f"#{name}-greet button").click()
 % endif
-        return str(wait_on_shell(mesh_browser, lambda d: d.find_element(
-            By.ID, "${name}-greeting").text))
+        return str(wait_on_shell(mesh_browser,
+                                 lambda d: d.find_element(By.ID, f"{name}-greeting").text))
 
     assert (await asyncio.to_thread(use_the_screen)).startswith("Hello, ")
 % endif
