@@ -134,3 +134,29 @@ def open_screen(driver: Chrome, shell_url: str, screen: str, username: str,
     driver.get(f"{shell_url.rstrip('/')}/#/{screen}")
     sign_in(driver, username, password)
     wait_on_shell(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#screen > *"))
+
+
+SERIOUS = ("serious", "critical")
+
+
+def axe_violations(driver: Chrome, axe_script: str, *, impacts: tuple[str, ...] = SERIOUS,
+                   context: str = "document") -> list[str]:
+    """Run the accessibility checker axe-core (`axe_script`: the text of its axe.min.js, from
+    the npm registry) on the page as it is now; one line per violation of `impacts`: the rule,
+    what it says and the elements it found. `context`: a CSS selector, or the whole document.
+
+    The script is injected by the driver, so the page's Content-Security-Policy does not
+    apply to it; nothing of it is left on the page but `window.axe`."""
+    driver.execute_script(axe_script)
+    driver.set_script_timeout(30)
+    found = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const where = arguments[0] === 'document' ? document : arguments[0];"
+        "axe.run(where, {resultTypes: ['violations']})"
+        ".then((r) => done(r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,"
+        "  nodes: v.nodes.map((n) => n.target.join(' '))}))))"
+        ".catch((e) => done([{id: 'axe-failed', impact: 'critical', help: String(e),"
+        "  nodes: []}]));",
+        context)
+    return [f"{v['id']} ({v['impact']}): {v['help']} — {', '.join(v['nodes'][:5])}"
+            for v in found if v["impact"] in impacts]

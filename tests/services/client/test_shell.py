@@ -19,7 +19,13 @@ from selenium.webdriver.support.ui import Select
 from mesh.admin_credentials import admin_password
 from mesh.plugin.discovery import discover
 from services.server import ServerService
-from tests.browser import browser, policy_violations, sign_in, wait_on_shell
+from tests.browser import (
+    accessibility_problems,
+    browser,
+    policy_violations,
+    sign_in,
+    wait_on_shell,
+)
 from tests.conftest import Bus, fixture_source
 from tests.devices import Gateway
 from tests.mesh.plugin.upload.test_install import PLUGIN, environment, wheel_name  # noqa: F401
@@ -204,3 +210,32 @@ async def test_an_uploaded_screen_reaches_an_open_shell_and_leaves_when_disabled
     assert f"{PLUGIN}/main is not available" in text(page, "notice")
     print(f"an uploaded screen on an open shell {shown:.2f} s after the upload answered; "
           f"off it {gone:.2f} s after it was disabled")
+
+
+async def test_the_shell_and_the_tutorial_screen_pass_the_accessibility_checker(
+    memory_bus: Bus, clean_page: Any,
+) -> None:
+    """axe-core (tests/vendor) finds no serious or critical violation: on the sign-in form,
+    the home grid, and the tutorial screen with a row in it."""
+    url, _, password = await shell(memory_bus)
+    page = clean_page
+
+    def checked() -> dict[str, list[str]]:
+        found = {}
+        page.get(url)
+        wait_on_shell(page, lambda p: p.find_element(By.ID, "signin").is_displayed())
+        found["sign-in"] = accessibility_problems(page)
+        sign_in(page, "admin", password)
+        wait_on_shell(page, lambda p: "tutorial/string_ints" in tiles(p))
+        found["home"] = accessibility_problems(page)
+        page.get(url + "#/tutorial/string_ints")
+        page.refresh()
+        wait_on_shell(page, lambda p: p.find_element(By.ID, "string1"))
+        page.find_element(By.ID, "string1").send_keys("apple")
+        page.find_element(By.CSS_SELECTOR, "#add button").click()
+        wait_on_shell(page, lambda p: p.find_elements(By.CSS_SELECTOR, "#rows tr[data-id]"))
+        found["tutorial screen"] = accessibility_problems(page)
+        return found
+
+    found = await asyncio.to_thread(checked)
+    assert found == {"sign-in": [], "home": [], "tutorial screen": []}

@@ -1,7 +1,8 @@
 """Plugins' admin screens on the admin page, in headless Chromium: the tutorial's StringInt
 editor and its settings, identity's users, roles and sessions — opened from the page's menu or
-by a link that survives a reload, working, with nothing refused by the Content-Security-Policy
-and no error shown; a signed-in user without the screens' permissions sees none of them."""
+by a link that survives a reload, working, with nothing refused by the Content-Security-Policy,
+no error shown and no serious accessibility problem (axe-core); a signed-in user without the
+screens' permissions sees none of them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from selenium.webdriver.common.by import By
 from mesh.admin_credentials import admin_password
 from mesh.testing.browser import browser, policy_violations, wait_for
 from services.server import ServerService
+from tests.browser import accessibility_problems
 from tests.conftest import Bus, eventually
 from tests.services.server.admin.test_screens import signed_in
 from tests.services.server.admin.test_upload import client as admin_client
@@ -56,6 +58,10 @@ def rows(page: Any, table: str) -> list[list[str]]:
         "[...tr.cells].map((td) => td.querySelector('input')?.value ?? td.innerText))", table))
 
 
+def roles(page: Any) -> list[str]:
+    return [row[0] for row in rows(page, "identity-roles")]
+
+
 async def test_the_tutorial_and_identity_screens_work_on_the_admin_page(memory_bus: Bus,
                                                                         page: Any) -> None:
     server = await memory_bus.service("server")
@@ -79,6 +85,7 @@ async def test_the_tutorial_and_identity_screens_work_on_the_admin_page(memory_b
         page.find_element(By.CSS_SELECTOR, "#admin-settings button").click()
         wait_for(page, lambda p: no_error(p) and "saved" in p.find_element(
             By.CSS_SELECTOR, "#admin-settings [role=status]").text)
+        assert accessibility_problems(page) == []
 
     await asyncio.to_thread(edit_the_table_and_the_settings)
     await eventually(lambda: server.host.settings_for("tutorial").max_rows == 3)  # type: ignore[union-attr]
@@ -86,12 +93,12 @@ async def test_the_tutorial_and_identity_screens_work_on_the_admin_page(memory_b
     def manage_users_and_roles() -> None:
         page.get(url + "#/identity/roles")  # a link to a screen survives a reload
         page.refresh()
-        wait_for(page, lambda p: no_error(p) and "admin" in [r[0] for r in rows(p, "identity-roles")])
+        wait_for(page, lambda p: no_error(p) and "admin" in roles(p))
         page.find_element(By.CSS_SELECTOR, "#identity-role input[name=name]").send_keys("clerk")
         page.find_element(By.CSS_SELECTOR, "#identity-role input[name=permissions]").send_keys(
             "tutorial/rows/view")
         page.find_element(By.CSS_SELECTOR, "#identity-role button").click()
-        wait_for(page, lambda p: no_error(p) and "clerk" in [r[0] for r in rows(p, "identity-roles")])
+        wait_for(page, lambda p: no_error(p) and "clerk" in roles(p))
         page.find_element(By.CSS_SELECTOR, "a[data-screen='identity/users']").click()
         form = wait_for(page, lambda p: p.find_element(By.ID, "identity-user"))
         for name, value in (("username", "ada"), ("roles", "clerk"),
@@ -103,6 +110,11 @@ async def test_the_tutorial_and_identity_screens_work_on_the_admin_page(memory_b
         page.find_element(By.CSS_SELECTOR, "a[data-screen='identity/sessions']").click()
         wait_for(page, lambda p: no_error(p) and any(
             r[0] == "admin" and r[1] != "0" for r in rows(p, "identity-sessions")))
+        assert accessibility_problems(page) == []
+        page.get(url + "#/")
+        wait_for(page, lambda p: p.find_element(By.ID, "overview").is_displayed()
+                 and "noop.echo" in p.find_element(By.ID, "contracts").text)
+        assert accessibility_problems(page) == []
 
     await asyncio.to_thread(manage_users_and_roles)
     assert policy_violations(page) == []
