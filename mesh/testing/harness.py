@@ -124,15 +124,15 @@ class RunningMesh:
                                  f"{', '.join(SERVICE_KINDS)}")
         kinds = ["server"] + [k for k in SERVICE_KINDS if k != "server" and (k in extra or any(
             s.manifest is not None and k in s.manifest.services for s in sources))]
-        services = {}
+        running: dict[str, Service] = {}
         for kind in kinds:
-            services[kind] = await bus.service(kind, sources=sources, database_url=database_url)
+            running[kind] = await bus.service(kind, sources=sources, database_url=database_url)
         problems = [
             f"{source.name} on the {kind}: {record.state}"
             + (f" ({record.error})" if record.error else "")
             for source in sources if source.manifest is not None
             for kind in source.manifest.services
-            if (record := services[kind].host.records[source.name]).state
+            if (record := running[kind].host.records[source.name]).state
             is not PluginState.STARTED
         ]
         if problems:
@@ -141,7 +141,7 @@ class RunningMesh:
         rpc = RpcCaller(transport, "cli")
         await rpc.start()
         tasks = TaskEnqueuer(transport, "cli", f"test-caller-{bus.exchange}")
-        return cls(bus, sources, database_url, services, Caller(rpc, tasks))
+        return cls(bus, sources, database_url, running, Caller(rpc, tasks))
 
     def service(self, kind: str) -> Service:
         """The running service of `kind`; KeyError names the ones that run."""
