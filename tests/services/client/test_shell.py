@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from mesh.admin_credentials import admin_password
@@ -216,7 +217,8 @@ async def test_the_shell_and_the_tutorial_screen_pass_the_accessibility_checker(
     memory_bus: Bus, clean_page: Any,
 ) -> None:
     """axe-core (tests/vendor) finds no serious or critical violation: on the sign-in form,
-    the home grid, and the tutorial screen with a row in it."""
+    the home grid, and the tutorial screen with a row in it, reached and used with the keyboard
+    alone."""
     url, _, password = await shell(memory_bus)
     page = clean_page
 
@@ -228,11 +230,13 @@ async def test_the_shell_and_the_tutorial_screen_pass_the_accessibility_checker(
         sign_in(page, "admin", password)
         wait_on_shell(page, lambda p: "tutorial/string_ints" in tiles(p))
         found["home"] = accessibility_problems(page)
-        page.get(url + "#/tutorial/string_ints")
-        page.refresh()
+        # with the keyboard alone: from the search field to the first tile, open it, add a row
+        page.find_element(By.ID, "search").send_keys("StringInt", Keys.TAB)
+        assert page.switch_to.active_element.get_attribute("data-screen") \
+            == "tutorial/string_ints"
+        page.switch_to.active_element.send_keys(Keys.ENTER)
         wait_on_shell(page, lambda p: p.find_element(By.ID, "string1"))
-        page.find_element(By.ID, "string1").send_keys("apple")
-        page.find_element(By.CSS_SELECTOR, "#add button").click()
+        page.find_element(By.ID, "string1").send_keys("apple", Keys.ENTER)
         wait_on_shell(page, lambda p: p.find_elements(By.CSS_SELECTOR, "#rows tr[data-id]"))
         found["tutorial screen"] = accessibility_problems(page)
         return found
