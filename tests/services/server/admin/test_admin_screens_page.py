@@ -7,14 +7,13 @@ screens' permissions sees none of them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 
 from mesh.admin_credentials import admin_password
-from mesh.testing.browser import browser, policy_violations, wait_for
+from mesh.testing.browser import policy_violations, wait_for
 from services.server import ServerService
 from tests.browser import accessibility_problems
 from tests.conftest import Bus, eventually
@@ -22,15 +21,6 @@ from tests.services.server.admin.test_screens import signed_in
 from tests.services.server.admin.test_upload import client as admin_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-@pytest.fixture
-def page() -> Iterator[Any]:
-    driver = browser(console=True)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def links(page: Any) -> list[str]:
@@ -62,8 +52,10 @@ def roles(page: Any) -> list[str]:
     return [row[0] for row in rows(page, "identity-roles")]
 
 
-async def test_the_tutorial_and_identity_screens_work_on_the_admin_page(memory_bus: Bus,
-                                                                        page: Any) -> None:
+async def test_the_tutorial_and_identity_screens_work_on_the_admin_page(
+    memory_bus: Bus, mesh_browser: Any,  # the kit's headless Chromium
+) -> None:
+    page = mesh_browser
     server = await memory_bus.service("server")
     assert isinstance(server, ServerService) and server.admin is not None
     url = server.admin.url
