@@ -31,7 +31,6 @@ MEDIA_TYPES = {
     ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
     ".svg": "image/svg+xml", ".json": "application/json", ".png": "image/png",
     ".webp": "image/webp", ".woff2": "font/woff2", ".txt": "text/plain; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 
