@@ -1,7 +1,7 @@
 """A plain `pip install mesh` has every third-party module mesh's code imports: each one is
 declared in pyproject.toml's core dependencies by name (the testing kit may use the `testing`
-extra too, and mesh/tracing, imported only when tracing is on, the `tracing` extra), not left
-to arrive with a dev tool or with another dependency.
+and `browser` extras too, and mesh/tracing, imported only when tracing is on, the `tracing`
+extra), not left to arrive with a dev tool or with another dependency.
 
 Imports inside functions count: `mesh call` once imported httpx lazily, which only the dev
 extra installed, and crashed in a plain install."""
@@ -61,7 +61,8 @@ def library_files() -> list[Path]:
 
 def test_everything_mesh_imports_is_a_core_dependency() -> None:
     core = declared(PROJECT["dependencies"])
-    kit = core | declared(PROJECT["optional-dependencies"]["testing"])
+    kit = core | declared(PROJECT["optional-dependencies"]["testing"]) \
+        | declared(PROJECT["optional-dependencies"]["browser"])
     tracing = core | declared(PROJECT["optional-dependencies"]["tracing"])
     files = library_files()
     problems = {

@@ -87,14 +87,18 @@ def new_plugin(
     )] = "server",
     no_storage: Annotated[bool, typer.Option(
         "--no-storage", help="No tables of its own: no models, no migrations.")] = False,
+    ui: Annotated[bool | None, typer.Option(
+        "--ui/--no-ui", help="With a device screen and an admin screen, and their tests. "
+        "Default: when it runs a part on the client.")] = None,
 ) -> None:
     """Make a plugin that works at once: package, manifest, contract, a part per service,
-    storage with its first migration, settings, and tests on mesh's testing kit."""
+    storage with its first migration, settings, screens, and tests on mesh's testing kit."""
     from mesh.scaffold import ScaffoldError, new_plugin, parse_services
 
     target = folder if folder is not None else Path("plugins") / name
     try:
-        written = new_plugin(name, target, parse_services(services), storage=not no_storage)
+        written = new_plugin(name, target, parse_services(services), storage=not no_storage,
+                             ui=ui)
     except ScaffoldError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:

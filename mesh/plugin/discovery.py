@@ -73,7 +73,7 @@ def source_from_package(
             distribution,
         )
     ui = manifest.ui_section
-    problem = ui_problem(path, ui, manifest.screens) if ui is not None else None
+    problem = ui_problem(path, ui, manifest.all_screens) if ui is not None else None
     if problem is not None:
         return PluginSource(name, package, path, None, f"{path / MANIFEST_FILE}: {problem}",
                             distribution)

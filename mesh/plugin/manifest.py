@@ -146,6 +146,8 @@ class PluginManifest(BaseModel):
         default=None, description="Where the plugin's browser files are (docs/devices.md).")
     screens: list[Screen] = Field(
         default_factory=list, description="The plugin's device screens, for the shell.")
+    admin_screens: list[Screen] = Field(
+        default_factory=list, description="The plugin's admin screens, for the admin page.")
 
     @field_validator("name")
     @classmethod
@@ -185,26 +187,32 @@ class PluginManifest(BaseModel):
 
     @model_validator(mode="after")
     def _screens(self) -> PluginManifest:
-        seen: set[str] = set()
         allowed = {*self.permissions.addresses(self.name), *PLATFORM_PERMISSIONS,
                    *self.permissions.required()}
-        for screen in self.screens:
-            if screen.id in seen:
-                raise ValueError(f"screens: the id {screen.id!r} is used twice")
-            seen.add(screen.id)
-            for permission in screen.permissions:
-                if permission not in allowed:
-                    raise ValueError(
-                        f"screens.{screen.id}: permission {permission!r} is neither declared "
-                        f"by {self.name} nor listed under [permissions.requires]")
+        for table, screens in (("screens", self.screens), ("admin_screens", self.admin_screens)):
+            seen: set[str] = set()
+            for screen in screens:
+                if screen.id in seen:
+                    raise ValueError(f"{table}: the id {screen.id!r} is used twice")
+                seen.add(screen.id)
+                for permission in screen.permissions:
+                    if permission not in allowed:
+                        raise ValueError(
+                            f"{table}.{screen.id}: permission {permission!r} is neither "
+                            f"declared by {self.name} nor listed under [permissions.requires]")
         return self
 
     @property
     def ui_section(self) -> UiSection | None:
         """`[ui]`, or its defaults when the plugin declares screens without it."""
-        if self.ui is None and self.screens:
+        if self.ui is None and (self.screens or self.admin_screens):
             return UiSection()
         return self.ui
+
+    @property
+    def all_screens(self) -> list[Screen]:
+        """The device screens and the admin screens: their files are checked alike."""
+        return [*self.screens, *self.admin_screens]
 
     @property
     def db_schema(self) -> str | None:

@@ -94,10 +94,12 @@ class Screen(BaseModel):
     def _module(cls, value: str) -> str:
         return _file_of_kind(value, ".js", "module", "an ES module")
 
-    def title_in(self, catalogs: dict[str, dict[str, str]], locales: list[str]) -> str:
-        """The title in the first of `locales` whose catalog translates it, else the declared."""
+    def title_in(self, catalogs: dict[str, dict[str, str]], locales: list[str],
+                 table: str = "screens") -> str:
+        """The title in the first of `locales` whose catalog translates it (the key
+        `<table>.<id>.title`: `screens` or `admin_screens`), else the declared one."""
         for locale in locales:
-            text = catalogs.get(locale, {}).get(f"screens.{self.id}.title")
+            text = catalogs.get(locale, {}).get(f"{table}.{self.id}.title")
             if text:
                 return text
         return self.title

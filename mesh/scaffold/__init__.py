@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -41,12 +42,13 @@ class ScaffoldError(Exception):
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """What to make: the plugin's name, the services it runs a part on, and whether it keeps
-    data of its own."""
+    """What to make: the plugin's name, the services it runs a part on, whether it keeps
+    data of its own, and whether it brings screens (a device screen and an admin screen)."""
 
     name: str
     services: tuple[str, ...]
     storage: bool
+    ui: bool = False
 
     @property
     def package(self) -> str:
@@ -167,7 +169,8 @@ def render(spec: PluginSpec, *, today: datetime.date | None = None) -> dict[str,
         "cls": spec.cls, "schema": spec.schema, "title": spec.title, "version": VERSION,
         "description": f"{spec.title}, a mesh plugin",
         "services": list(spec.services), "services_text": english_list(list(spec.services)),
-        "storage": spec.storage, **{kind: kind in spec.services for kind in SERVICE_KINDS},
+        "storage": spec.storage, "ui": spec.ui,
+        **{kind: kind in spec.services for kind in SERVICE_KINDS},
         "mesh_requirement": f"mesh>={major}.{minor}",
         "mesh_testing_requirement": f"mesh[testing]>={major}.{minor}",
         "packages": "[" + ", ".join(f'"{p}"' for p in packages) + "]",
@@ -186,11 +189,17 @@ def render(spec: PluginSpec, *, today: datetime.date | None = None) -> dict[str,
     if spec.storage:
         files |= {f"{pkg}/models.py": "models.py",
                   f"{pkg}/migrations/0001_initial.py": "migration.py"}
+    if spec.ui:
+        files |= {f"{pkg}/ui/screen.js": "ui_screen.js", f"{pkg}/ui/admin.js": "ui_admin.js",
+                  f"{pkg}/ui/icons/screen.svg": "ui_icon.svg",
+                  f"{pkg}/ui/i18n/en.json": "ui_en.json"}
     rendered = {path: _template(name).render(**context) for path, name in files.items()}
     rendered |= {f"{pkg}/py.typed": ""}
     if spec.storage:
         rendered |= {f"{pkg}/migrations/__init__.py": ""}
     parse_manifest(tomllib.loads(rendered[f"{pkg}/plugin.toml"]), source="the new plugin.toml")
+    if spec.ui:
+        json.loads(rendered[f"{pkg}/ui/i18n/en.json"])  # the catalog the shell will read
     return dict(sorted(rendered.items()))
 
 
@@ -200,15 +209,17 @@ def _template(name: str) -> Template:
 
 
 def new_plugin(name: str, folder: Path, services: tuple[str, ...], *,
-               storage: bool = True) -> list[Path]:
-    """Make the plugin `name` in `folder` (which must not exist); returns the files written."""
+               storage: bool = True, ui: bool | None = None) -> list[Path]:
+    """Make the plugin `name` in `folder` (which must not exist); returns the files written.
+    `ui`: with a device screen and an admin screen (default: when it runs on the client)."""
     check_name(name)
     if storage and not {"server", "worker"} & set(services):
         raise ScaffoldError(
             "storage is used from a server or worker part (only they get database sessions): "
             "add server or worker to --services, or pass --no-storage")
     check_folder(folder)
-    files = render(PluginSpec(name, services, storage))
+    with_ui = "client" in services if ui is None else ui
+    files = render(PluginSpec(name, services, storage, with_ui))
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()

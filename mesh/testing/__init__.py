@@ -14,12 +14,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mesh.testing.backends import fresh_postgres_database
     from mesh.testing.bus import Bus, eventually
+    from mesh.testing.devices import Device, DeviceRefused, SignIn
     from mesh.testing.harness import MeshSetupError, RunningMesh, select_plugins
     from mesh.testing.migrations import assert_migrations_sound
 
 _HOMES = {
     "Bus": "mesh.testing.bus",
     "eventually": "mesh.testing.bus",
+    "Device": "mesh.testing.devices",
+    "DeviceRefused": "mesh.testing.devices",
+    "SignIn": "mesh.testing.devices",
     "fresh_postgres_database": "mesh.testing.backends",
     "MeshSetupError": "mesh.testing.harness",
     "RunningMesh": "mesh.testing.harness",
@@ -29,8 +33,11 @@ _HOMES = {
 
 __all__ = [
     "Bus",
+    "Device",
+    "DeviceRefused",
     "MeshSetupError",
     "RunningMesh",
+    "SignIn",
     "assert_migrations_sound",
     "eventually",
     "fresh_postgres_database",

@@ -15,8 +15,10 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+import httpx
 from pydantic import BaseModel
 
+from mesh.admin_credentials import admin_password, admin_token
 from mesh.caller import Caller
 from mesh.contract import Contract
 from mesh.names import SERVICE_KINDS
@@ -27,6 +29,7 @@ from mesh.rpc.caller import RpcCaller
 from mesh.service import Service
 from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.testing.bus import Bus, eventually
+from mesh.testing.devices import Device
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,28 +104,35 @@ class RunningMesh:
         self.database_url = database_url
         self.services = services
         self._caller = caller
+        self.devices: list[Device] = []
 
     @property
     def plugins(self) -> list[str]:
         return [s.name for s in self.sources]
 
     @classmethod
-    async def start(cls, bus: Bus, sources: Sequence[PluginSource],
-                    database_url: str) -> RunningMesh:
+    async def start(cls, bus: Bus, sources: Sequence[PluginSource], database_url: str, *,
+                    services: Iterable[str] = ()) -> RunningMesh:
         """The server (it migrates the plugins' schemas and keeps their settings), then every
-        other service that one of `sources` runs on."""
+        other service that one of `sources` runs on, or that `services` names (the client
+        service for devices, say, though no plugin under test runs a part there)."""
         sources = list(sources)
-        kinds = ["server"] + [k for k in SERVICE_KINDS if k != "server" and any(
-            s.manifest is not None and k in s.manifest.services for s in sources)]
-        services = {}
+        extra = set(services)
+        unknown = extra - set(SERVICE_KINDS)
+        if unknown:
+            raise MeshSetupError(f"no such service {', '.join(sorted(unknown))}: services are "
+                                 f"{', '.join(SERVICE_KINDS)}")
+        kinds = ["server"] + [k for k in SERVICE_KINDS if k != "server" and (k in extra or any(
+            s.manifest is not None and k in s.manifest.services for s in sources))]
+        running: dict[str, Service] = {}
         for kind in kinds:
-            services[kind] = await bus.service(kind, sources=sources, database_url=database_url)
+            running[kind] = await bus.service(kind, sources=sources, database_url=database_url)
         problems = [
             f"{source.name} on the {kind}: {record.state}"
             + (f" ({record.error})" if record.error else "")
             for source in sources if source.manifest is not None
             for kind in source.manifest.services
-            if (record := services[kind].host.records[source.name]).state
+            if (record := running[kind].host.records[source.name]).state
             is not PluginState.STARTED
         ]
         if problems:
@@ -131,7 +141,7 @@ class RunningMesh:
         rpc = RpcCaller(transport, "cli")
         await rpc.start()
         tasks = TaskEnqueuer(transport, "cli", f"test-caller-{bus.exchange}")
-        return cls(bus, sources, database_url, services, Caller(rpc, tasks))
+        return cls(bus, sources, database_url, running, Caller(rpc, tasks))
 
     def service(self, kind: str) -> Service:
         """The running service of `kind`; KeyError names the ones that run."""
@@ -141,6 +151,51 @@ class RunningMesh:
             raise KeyError(f"no {kind} runs in this mesh (running: "
                            f"{', '.join(self.services)}): no plugin under test runs there"
                            ) from None
+
+    def _client_port(self) -> int:
+        port = getattr(self.service("client"), "bound_port", None)
+        if not isinstance(port, int):
+            raise KeyError("the client service serves no gateway here")
+        return port
+
+    @property
+    def device_url(self) -> str:
+        """The WebSocket URL of the client service's gateway, where devices connect."""
+        return f"ws://127.0.0.1:{self._client_port()}/ws"
+
+    @property
+    def shell_url(self) -> str:
+        """The URL of the device shell (the client service's page), for a browser."""
+        return f"http://127.0.0.1:{self._client_port()}/"
+
+    @property
+    def admin_password(self) -> str:
+        """The first administrator's password (user `admin`), as `mesh up` made it."""
+        return admin_password(self.service("server").settings)[0]
+
+    def admin_http(self) -> httpx.AsyncClient:
+        """An HTTP client of the server's admin app, with the admin token: `async with
+        mesh.admin_http() as admin: await admin.get("/api/v1/screens")`."""
+        server = self.service("server")
+        web = getattr(server, "admin", None)
+        if web is None:
+            raise KeyError("the server runs no admin app here")
+        token, _ = admin_token(server.settings)
+        return httpx.AsyncClient(base_url=web.url.rstrip("/"),
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    async def device(self, username: str | None = "admin",
+                     password: str | None = None) -> Device:
+        """A device on the client service's gateway, signed in as `username` (the first
+        administrator by default, with the password `mesh up` made; None: not signed in).
+        Signing in needs the identity plugin among the plugins under test. The device is
+        closed with the mesh."""
+        device = await Device.connect(self.device_url)
+        self.devices.append(device)
+        if username is not None:
+            password = self.admin_password if password is None else password
+            await device.sign_in(username, password)
+        return device
 
     def stub(self, contract: type[ContractT], *, caller: str = "cli") -> ContractT:
         """A typed stub of `contract`: its RPCs are called as `caller` (a service kind, or
@@ -197,6 +252,8 @@ class RunningMesh:
         """Stop the caller, then the services, last started first: they let go of the test's
         database before its fixture drops it, whatever order pytest tears fixtures down in.
         The bus closes their connections and deletes the topology."""
+        for device in self.devices:
+            await device.close()
         await self._caller.enqueuer.close()
         for service in reversed(self.services.values()):
             await service.stop()

@@ -8,20 +8,29 @@
 Without a marker or option the plugins are those the test's own project declares (the
 mesh.plugins entry points in the nearest pyproject.toml above the test file), or every
 installed plugin if it declares none. Their dependencies always come along.
+
+The `mesh_services("client")` marker runs services no plugin under test runs on (the client
+service, whose gateway devices use). A test that takes `mesh_device` or `mesh_sign_in` gets the
+client service and the identity plugin (which signs devices in) without asking.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
+
     from mesh.plugin.discovery import PluginSource
     from mesh.testing.bus import Bus
+    from mesh.testing.devices import Device, SignIn
     from mesh.testing.harness import RunningMesh
+
+DEVICE_FIXTURES = ("mesh_device", "mesh_sign_in")
 
 pytest.register_assert_rewrite("mesh.testing.migrations")
 
@@ -58,6 +67,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "mesh_plugins(*names): the plugins the mesh fixture loads for this test "
                    "(and their dependencies); none: every installed plugin")
+    config.addinivalue_line(
+        "markers", "mesh_services(*kinds): services the mesh fixture runs even though no "
+                   "plugin under test runs a part there (e.g. 'client', for devices)")
     # Services log as they do in production: structlog's unconfigured default renders every
     # logged exception with rich and the locals of each frame, which takes seconds under load
     # and would put that cost into the timing of the very failures a test provokes.
@@ -131,24 +143,76 @@ def mesh_plugins(request: pytest.FixtureRequest) -> list[PluginSource]:
         names = None if option == "all" else [n.strip() for n in option.split(",") if n.strip()]
     else:
         names = project_plugins(Path(request.path).parent)
+    if names is not None and _wants_devices(request) and "identity" not in names:
+        names.append("identity")  # it signs devices in
     try:
         return select_plugins(names)
     except MeshSetupError as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
+def _wants_devices(request: pytest.FixtureRequest) -> bool:
+    return any(name in request.fixturenames for name in DEVICE_FIXTURES)
+
+
+def _services(request: pytest.FixtureRequest) -> list[str]:
+    """The services the test asks for beyond its plugins': the marker's, and the client
+    service when it uses devices."""
+    marker = request.node.get_closest_marker("mesh_services")
+    wanted = list(marker.args) if marker is not None else []
+    if _wants_devices(request):
+        wanted.append("client")
+    return wanted
+
+
 @async_fixture
-async def mesh(mesh_bus: Bus, mesh_plugins: list[PluginSource], mesh_database_url: str
-               ) -> AsyncIterator[RunningMesh]:
-    """A running mesh: the server and every service the plugins under test run on, each
-    plugin started everywhere it runs (or the test fails with the reason)."""
+async def mesh(request: pytest.FixtureRequest, mesh_bus: Bus, mesh_plugins: list[PluginSource],
+               mesh_database_url: str) -> AsyncIterator[RunningMesh]:
+    """A running mesh: the server and every service the plugins under test run on (and those
+    the `mesh_services` marker names), each plugin started everywhere it runs (or the test
+    fails with the reason)."""
     from mesh.testing.harness import MeshSetupError, RunningMesh
 
     try:
-        running = await RunningMesh.start(mesh_bus, mesh_plugins, mesh_database_url)
+        running = await RunningMesh.start(mesh_bus, mesh_plugins, mesh_database_url,
+                                          services=_services(request))
     except MeshSetupError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
         yield running
     finally:
         await running.close()
+
+
+@pytest.fixture
+def mesh_sign_in(mesh: RunningMesh) -> SignIn:
+    """`await mesh_sign_in(username, password)`: a device on the client service's gateway,
+    signed in as that user (`mesh.testing.devices.Device`: subscribe, action, call,
+    catalog); closed after the test."""
+
+    async def sign_in(username: str, password: str) -> Device:
+        return await mesh.device(username, password)
+
+    return sign_in
+
+
+@async_fixture
+async def mesh_device(mesh: RunningMesh) -> Device:
+    """A device on the client service's gateway, signed in as the first administrator."""
+    return await mesh.device()
+
+
+@pytest.fixture
+def mesh_browser() -> Iterator[Chrome]:
+    """Headless Chromium (mesh.testing.browser), quit after the test; the test is skipped,
+    with the reason, where there is no Chromium, chromedriver or Selenium."""
+    from mesh.testing.browser import available, browser
+
+    missing = available()
+    if missing is not None:
+        pytest.skip(missing)
+    driver = browser(console=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -21,7 +21,7 @@ from mesh.service import Service
 from mesh.web import WebServer
 from services.client.auth import TokenCache
 from services.client.gateway import DeviceEntries, Gateway, GatewayLimits, create_app
-from services.client.gateway.screens import Screens
+from services.ui.screens import Screens
 
 
 class ClientService(Service):

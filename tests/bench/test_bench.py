@@ -162,3 +162,25 @@ def test_tasks_bench_refuses_an_unknown_peer() -> None:
     )
     assert done.returncode == 2
     assert "choose among celery, dramatiq, taskiq, not 'celery,rq'" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_shell_bench_prints_size_and_times() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "shell", "--json", "--repeat", "1", "--rows", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=200, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert set(report) == {"rows", "repeat", "size", "times", "aim_switch_over_bare"}
+    size = report["size"]
+    assert set(size["files"]) == {"index.html", "shell.js", "shell.css", "mesh.js"}
+    assert size["gzip_bytes"] == sum(f["gzip_bytes"] for f in size["files"].values())
+    assert size["within_aim"], size  # not a timing: the size is the same on any machine
+    times = report["times"]
+    for name in ("shell_cold", "shell_warm", "shell_switch", "bare_cold", "bare_warm"):
+        assert times[f"{name}_ms"] > 0, times
+    assert times["switch_over_bare_warm"] == round(
+        times["shell_switch_ms"] / times["bare_warm_ms"], 2)

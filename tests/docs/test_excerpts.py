@@ -131,7 +131,7 @@ def test_the_guide_kit_example_runs(tmp_path: Path) -> None:
          str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert "2 passed" in result.stdout
 
 
 def test_the_readme_tour_shows_what_scaffolding_prints(

@@ -33,7 +33,8 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 RUN_HERE = {"mesh.toml", "plugin-image", "broker-user", "database-owner"}
 RUN_BY_TEST_COMPOSE = {"compose-first-steps", "compose-health", "backup", "restore-plugin",
                        "monitoring"}
-NOT_SETTINGS = {"MESH_CONFIG", "MESH_TEST_BROKER_URL", "MESH_TEST_DATABASE_URL"}
+NOT_SETTINGS = {"MESH_CONFIG", "MESH_TEST_BROKER_URL", "MESH_TEST_DATABASE_URL",
+                "MESH_CHROMIUM", "MESH_CHROMEDRIVER"}  # the testing kit's, not a service's
 
 
 def shown_default(field: FieldInfo) -> str:

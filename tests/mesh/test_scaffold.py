@@ -47,7 +47,7 @@ EDITABLE = "scaffolded"  # installed with pip install -e; a fixed name, so a lef
 VARIANTS = {
     "every_part": ["--services", "server,client,agent,worker"],
     "no_storage": ["--services", "server,client,agent,worker", "--no-storage"],
-    "worker_only": ["--services", "worker"],
+    "worker_only": ["--services", "worker", "--ui"],  # screens without a server part
 }
 
 
@@ -174,7 +174,7 @@ def test_every_part_passes_its_own_tests_on_rabbitmq_and_postgresql(
                        env={**env, "MESH_TEST_BROKER_URL": mesh_broker_url,
                             "MESH_TEST_DATABASE_URL": mesh_postgres_admin_url})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 passed" in result.stdout, result.stdout
+    assert "10 passed" in result.stdout, result.stdout  # with the screens' (and the browser's)
 
 
 @pytest.mark.slow
@@ -244,6 +244,7 @@ LINTED = {  # every service alone and together, with and without storage, long n
     "lint_agent": ["--services", "agent", "--no-storage"],
     "lint_worker": ["--services", "worker", "--no-storage"],
     "lint_worker_storage": ["--services", "worker"],
+    "lint_worker_ui": ["--services", "worker", "--no-storage", "--ui"],
     "lint_all": ["--services", "server,client,agent,worker"],
     "lint_none": ["--services", "server,client,agent,worker", "--no-storage"],
     "abcdefghijklmnopqrstuvwxyzabcd": ["--services", "server,client,agent,worker"],
@@ -278,6 +279,37 @@ def test_the_manifest_names_a_part_for_each_service(services: tuple[str, ...],
     assert {f"mesh_demo/{s}.py" for s in SERVICE_KINDS} & files.keys() == \
         {f"mesh_demo/{s}.py" for s in services}
     assert ("mesh_demo/migrations/0001_initial.py" in files) == storage
+
+
+@pytest.mark.parametrize(("services", "options", "ui"), [
+    ("server", [], False), ("server,client", [], True), ("server,client", ["--no-ui"], False),
+    ("worker", ["--ui", "--no-storage"], True),
+])
+def test_screens_come_with_the_client_or_when_asked(tmp_path: Path, services: str,
+                                                    options: list[str], ui: bool) -> None:
+    folder = scaffold(tmp_path, "shown", "--services", services, *options)
+    manifest = read_manifest(folder / "mesh_shown" / "plugin.toml")
+    assert (len(manifest.screens), len(manifest.admin_screens)) == ((1, 1) if ui else (0, 0))
+    assert (folder / "mesh_shown" / "ui" / "screen.js").is_file() == ui
+    if ui:
+        assert manifest.screens[0].permissions == ["shown/screens/use"]
+        assert manifest.admin_screens[0].permissions == ["mesh/admin/operate"]
+        assert ui_problem_of(folder / "mesh_shown") is None  # every file it names is there
+        pyproject = tomllib.loads((folder / "pyproject.toml").read_text())
+        assert "ui/*.js" in pyproject["tool"]["setuptools"]["package-data"]["mesh_shown"]
+        catalog = json.loads((folder / "mesh_shown" / "ui" / "i18n" / "en.json").read_text())
+        assert catalog["screens.main.title"] == "Shown"
+        tests = (folder / "tests" / "test_shown.py").read_text()
+        assert "mesh_device" in tests and "mesh_browser" in tests
+
+
+def ui_problem_of(package: Path) -> str | None:
+    """Why the UI the manifest in `package` declares does not fit its files, or None."""
+    from mesh.plugin.screens import ui_problem
+
+    manifest = read_manifest(package / "plugin.toml")
+    assert manifest.ui_section is not None
+    return ui_problem(package, manifest.ui_section, manifest.all_screens)
 
 
 def test_the_default_folder_is_plugins_name(tmp_path: Path,

@@ -474,7 +474,7 @@ def _check_ui(archive: zipfile.ZipFile, members: Mapping[str, zipfile.ZipInfo],
         except (zipfile.BadZipFile, OSError, NotImplementedError, EOFError) as exc:
             raise WheelRejected("not_a_wheel", f"{info.filename} is damaged: {exc}") from None
 
-    problem = files_problem(read, ui, manifest.screens)
+    problem = files_problem(read, ui, manifest.all_screens)
     if problem is not None:
         raise WheelRejected("bad_manifest", f"plugin.toml {problem}; ship the UI folder as "
                             f"package data ([tool.setuptools.package-data])")

@@ -22,6 +22,9 @@ pytest --mesh-bus=rabbitmq --mesh-db=postgresql
 | `${package}/models.py` | the tables, in the schema `${schema}` |
 | `${package}/migrations/` | their Alembic revisions (`mesh db revision --plugin ${name} -m ...` adds one) |
 % endif
+% if ui:
+| `${package}/ui/` | the device screen (`screen.js`, shown by the shell at the client service's `/`), the admin screen (`admin.js`, on the admin page), its icon and strings (`i18n/en.json`) |
+% endif
 | `tests/test_${name}.py` | the tests, on mesh's testing kit |
 
 mesh's plugin guide (`docs/plugin-guide.md`) says what each part can do.

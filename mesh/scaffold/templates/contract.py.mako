@@ -89,8 +89,14 @@ ${wrap(f"class {cls}Contract(", ["Contract", f'plugin="{name}"', f"settings={cls
     """No RPCs yet: add them here, as `name = rpc(Request, Reply, service=...)`."""
 % endif
 % if server:
+% if ui:
+    greet = rpc(GreetRequest, GreetReply, service="server", devices=True,
+                permission="${name}/screens/use",
+                doc="Greets someone, with the greeting the settings give; devices may too.")
+% else:
     greet = rpc(GreetRequest, GreetReply, service="server",
                 doc="Greets someone, with the greeting the settings give.")
+% endif
 % endif
 % if server and storage:
     add_note = rpc(NoteText, Note, service="server", doc="Keeps a note.")

@@ -20,7 +20,11 @@ ${name} = "${package}"
 packages = ${packages}
 
 [tool.setuptools.package-data]
+% if ui:
+${package} = ["plugin.toml", "py.typed", "ui/*.js", "ui/icons/*.svg", "ui/i18n/*.json"]
+% else:
 ${package} = ["plugin.toml", "py.typed"]
+% endif
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]

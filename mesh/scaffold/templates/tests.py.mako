@@ -13,11 +13,19 @@
     mesh_names = ["Empty"] if (storage and (server or worker)) or agent else []
     errors = (["InvalidRequest"] if server else []) + (["NotAllowed"] if agent else [])
     testing = ["RunningMesh"] + (["assert_migrations_sound"] if storage else [])
+    if ui:
+        testing += ["Device"]
+        stdlib = stdlib + ["asyncio"]
+    stdlib = sorted(stdlib)
 %>\
 """The tests of ${name}, on mesh's testing kit.
 
 `pytest` runs them on the in-process bus and SQLite;
 `pytest --mesh-bus=rabbitmq --mesh-db=postgresql` on RabbitMQ and PostgreSQL.
+% if ui:
+The browser test runs where Chromium and Selenium are (`pip install 'mesh[browser]'`), and is
+skipped, saying why, where they are not.
+% endif
 
 The `mesh` fixture is a running mesh with this plugin (and what it depends on) started on
 every service it names; `mesh.stub(Contract)` calls it as a script would.
@@ -39,6 +47,9 @@ ${from_import("mesh", mesh_names)}
 ${from_import("mesh.errors", errors)}
 % endif
 ${from_import("mesh.testing", testing)}
+% if ui:
+${from_import("mesh.testing.browser", ["Browser", "open_screen", "wait_on_shell"])}
+% endif
 % if server or agent or worker:
 
 ${from_import(f"{package}.contract", contract_names)}
@@ -110,4 +121,43 @@ async def test_count_words_runs_on_the_worker(mesh: RunningMesh) -> None:
 
 async def test_migrations_match_the_models(mesh_database_url: str) -> None:
     await assert_migrations_sound("${name}", mesh_database_url)
+% endif
+% if ui:
+
+
+async def test_the_device_screen_is_in_the_catalog(mesh_device: Device) -> None:
+    # mesh_device: the client service runs, with the identity plugin that signs devices in
+    catalog = await mesh_device.catalog()
+    screen = next(s for s in catalog["screens"] if s["plugin"] == "${name}")
+    assert (screen["id"], screen["title"]) == ("main", "${title}")
+% if server:
+    reply = await mesh_device.call("${name}.greet", {"name": "Ada"})
+    assert reply["greeting"] == "Hello, Ada!"
+% endif
+
+
+async def test_the_admin_screen_is_listed_for_administrators(mesh: RunningMesh) -> None:
+    async with mesh.admin_http() as admin:
+        listed = (await admin.get("/api/v1/screens")).json()
+        screen = next(s for s in listed if s["plugin"] == "${name}")
+        assert screen["id"] == "settings"
+        module = await admin.get(screen["module"])
+        assert module.status_code == 200 and "export function mount" in module.text
+
+
+async def test_the_device_screen_in_a_browser(mesh: RunningMesh, mesh_device: Device,
+                                              mesh_browser: Browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    name = "${name}"
+
+    def use_the_screen() -> str:
+        open_screen(mesh_browser, mesh.shell_url, f"{name}/main", "admin", mesh.admin_password)
+% if server:
+        mesh_browser.find_element(By.CSS_SELECTOR, f"#{name}-greet button").click()
+% endif
+        return str(wait_on_shell(mesh_browser,
+                                 lambda d: d.find_element(By.ID, f"{name}-greeting").text))
+
+    assert (await asyncio.to_thread(use_the_screen)).startswith("Hello, ")
 % endif

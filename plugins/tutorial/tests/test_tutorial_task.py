@@ -6,10 +6,7 @@ from __future__ import annotations
 import pytest
 from mesh_tutorial.contract import StringIntFields, StringIntId, StringIntQuery, TutorialContract
 
-from mesh.testing import RunningMesh
-from tests.devices import Device
-
-pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # signs devices in
+from mesh.testing import Device, DeviceRefused, RunningMesh
 
 
 async def test_double_int_runs_on_the_worker_once_per_key(mesh: RunningMesh) -> None:
@@ -28,20 +25,17 @@ async def test_double_int_runs_on_the_worker_once_per_key(mesh: RunningMesh) -> 
 
 
 async def test_a_device_doubles_a_row_through_the_client_and_a_worker(
-    mesh: RunningMesh, device: Device,
+    mesh: RunningMesh, mesh_device: Device,
 ) -> None:
     row = await mesh.stub(TutorialContract).add_string_int(StringIntFields(string1="a", int1=3))
-    await device.answer({"type": "subscribe", "id": "all", "topic": "tutorial.string_ints",
-                         "selector": {}})
-    await device.expect(lambda f: f["type"] == "snapshot")
+    watching = await mesh_device.subscribe("tutorial.string_ints")
 
-    doubled = await device.answer({"type": "call", "id": 1, "rpc": "tutorial.double_string_int",
-                                   "payload": {"id": row.id}})
-    assert doubled["type"] == "result" and doubled["result"]["int1"] == 6
-    update = await device.expect(lambda f: f["type"] == "update")  # the worker told the server
+    doubled = await mesh_device.call("tutorial.double_string_int", {"id": row.id})
+    assert doubled["int1"] == 6
+    update = await mesh_device.update(watching["id"])  # the worker told the server
     assert update["payload"]["items"][0]["int1"] == 6
 
-    missing = await device.answer({"type": "call", "id": 2, "rpc": "tutorial.double_string_int",
-                                   "payload": {"id": row.id + 1}})
-    assert missing["type"] == "error" and missing["error"]["code"] == "tutorial.task_failed"
-    assert "after 3 attempts" in missing["error"]["message"]
+    with pytest.raises(DeviceRefused) as missing:
+        await mesh_device.call("tutorial.double_string_int", {"id": row.id + 1})
+    assert missing.value.code == "tutorial.task_failed"
+    assert "after 3 attempts" in str(missing.value)

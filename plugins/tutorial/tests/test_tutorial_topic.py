@@ -8,10 +8,7 @@ from typing import Any
 import pytest
 from mesh_tutorial.contract import StringIntChange, StringIntFields, StringIntId, TutorialContract
 
-from mesh.testing import RunningMesh
-from tests.devices import Device
-
-pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # signs devices in
+from mesh.testing import Device, DeviceRefused, RunningMesh
 
 TOPIC = "tutorial.string_ints"
 
@@ -20,20 +17,16 @@ def rows(frame: dict[str, Any]) -> list[tuple[str, int]]:
     return [(item["string1"], item["int1"]) for item in frame["payload"]["items"]]
 
 
-async def test_a_device_sees_the_rows_and_every_change(mesh: RunningMesh, device: Device) -> None:
+async def test_a_device_sees_the_rows_and_every_change(mesh: RunningMesh,
+                                                       mesh_device: Device) -> None:
     tutorial = mesh.stub(TutorialContract)
     apple = await tutorial.add_string_int(StringIntFields(string1="apple", int1=1))
 
     async def next_rows(subscription: str) -> list[tuple[str, int]]:
-        frame = await device.expect(lambda f: f.get("id") == subscription and f["type"] in (
-            "snapshot", "update"))
-        return rows(frame)
+        return rows(await mesh_device.update(subscription))
 
-    await device.answer({"type": "subscribe", "id": "all", "topic": TOPIC, "selector": {}})
-    assert await next_rows("all") == [("apple", 1)]
-    await device.answer({"type": "subscribe", "id": "b", "topic": TOPIC,
-                         "selector": {"prefix": "b"}})
-    assert await next_rows("b") == []
+    assert rows(await mesh_device.subscribe(TOPIC, id="all")) == [("apple", 1)]
+    assert rows(await mesh_device.subscribe(TOPIC, {"prefix": "b"}, id="b")) == []
 
     banana = await tutorial.add_string_int(StringIntFields(string1="banana", int1=2))
     assert await next_rows("all") == [("apple", 1), ("banana", 2)]
@@ -48,6 +41,6 @@ async def test_a_device_sees_the_rows_and_every_change(mesh: RunningMesh, device
     await mesh.set_settings("tutorial", max_rows=1)
     assert await next_rows("all") == [("banana", 20)]
 
-    bad = await device.answer({"type": "subscribe", "id": "x", "topic": TOPIC,
-                               "selector": {"prefix": 5}})
-    assert bad["type"] == "error" and bad["error"]["code"] == "invalid_selector"
+    with pytest.raises(DeviceRefused) as bad:
+        await mesh_device.subscribe(TOPIC, {"prefix": 5})
+    assert bad.value.code == "invalid_selector"

@@ -9,9 +9,10 @@ counted and written to the audit log.
 One module per concept, in the order a frame meets them: `routes` (HTTP and `/ws`),
 `connection` (one device: sending, who it is), `frames` (reading and writing frames),
 `dispatch` (frame → handler), `sign_in` and `requests` (the handlers), `subscriptions` (one
-connection's), `entries` (what devices may use, from the contract catalog), `screens` (the
-plugins' screens and UI folders, for the shell), `web_security` (security headers, allowed
-origins, which plugin file a URL names) and `state` (what every connection shares).
+connection's), `entries` (what devices may use, from the contract catalog, and the plugins'
+screens: services.ui.screens), `web_security` (allowed origins; the security headers and
+plugin files it shares with the admin page are in services.ui.web) and `state` (what every
+connection shares).
 """
 
 from services.client.gateway.entries import DeviceEntries

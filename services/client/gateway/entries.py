@@ -18,7 +18,7 @@ from mesh.contract import Contract, Rpc, Topic
 from mesh.identity import Identity
 from mesh.plugin.discovery import import_entry
 from services.client.gateway.frames import DeviceError
-from services.client.gateway.screens import Screens
+from services.ui.screens import Screens
 
 log = structlog.get_logger("mesh.gateway")
 DeviceKind = Literal["topic", "action", "rpc"]

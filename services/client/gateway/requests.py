@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from mesh.validation import field_errors
 from services.client.gateway.frames import DeviceError, Frame, RequestId, TopicValues
-from services.client.gateway.screens import wanted_locales
+from services.ui.screens import wanted_locales
 
 if TYPE_CHECKING:
     from services.client.gateway.connection import DeviceConnection

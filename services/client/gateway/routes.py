@@ -9,21 +9,21 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from mesh.errors import RpcError, Unauthenticated
 from mesh.identity import Identity, Invalidation
 from services.client.gateway.connection import DeviceConnection
-from services.client.gateway.screens import wanted_locales
 from services.client.gateway.state import Gateway
 from services.client.gateway.web_security import (
     ORIGIN_REFUSED,
     SHELL_FILES,
     add_security_headers,
     origin_allowed,
-    plugin_file,
     refusal_reason,
 )
+from services.ui.screens import wanted_locales
+from services.ui.web import serve_plugin_file
 
 
 def _static(name: str) -> str:
@@ -83,13 +83,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def plugin_static(plugin: str, path: str) -> Response:
         """A file of a running plugin's UI folder: versioned (`@<hash>/...`, cached for a
         year) or not (revalidated every time); 404 for anything else."""
-        found = plugin_file(gateway.entries.screens, plugin, path)
-        if found is None:
-            return JSONResponse({"code": "not_found", "message": "no such file",
-                                 "details": None}, status_code=404)
-        file, media_type, versioned = found
-        cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
-        return FileResponse(file, media_type=media_type, headers={"Cache-Control": cache})
+        return serve_plugin_file(gateway.entries.screens, plugin, path)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

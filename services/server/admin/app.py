@@ -1,8 +1,10 @@
-"""The admin app: the API, its OpenAPI document, health, metrics and the admin page.
+"""The admin app: the API, its OpenAPI document, health, metrics, the admin page and the
+plugins' admin screens (their files served as the client service serves device screens), every
+answer with the same browser security headers as the device shell (services.ui.web).
 
-Every route but /healthz, /readyz, sign-in and the page itself (which holds no data) needs a
-bearer token — a signed-in user's, or the admin token — and the platform permission it
-declares; a request without a good token gets 401 and learns nothing, one without the
+Every route but /healthz, /readyz, sign-in, the page and the plugins' UI files (which hold no
+data) needs a bearer token — a signed-in user's, or the admin token — and the platform
+permission it declares; a request without a good token gets 401 and learns nothing, one without the
 permission 403 naming it. Errors are `{code, message, details}`, never a stack trace.
 """
 
@@ -25,7 +27,9 @@ from mesh.permissions import ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.part import AdminRoutes
 from services.server.admin.api import RPC_STATUS, create_api
 from services.server.admin.auth import AdminAuth
+from services.server.admin.screens import screen_routes
 from services.server.metrics import exposition
+from services.ui.web import add_security_headers
 
 if TYPE_CHECKING:
     from mesh.contract import Contract
@@ -80,6 +84,13 @@ class AdminRoutesBinder(Binder):
             self.routes.unmount(self.plugin)
 
 
+PAGE_FILES = {"admin.js": "text/javascript", "admin.css": "text/css"}
+
+
+def _static(name: str) -> str:
+    return resources.files("services.server.admin").joinpath("static", name).read_text()
+
+
 # Starlette's own errors (unknown route, wrong method) get the same {code, message, details}
 # shape as the API's.
 HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
@@ -91,6 +102,8 @@ def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
                   "migrations, contracts, RPC. Sign in (POST /api/v1/sign-in) and send the "
                   "session token, or the admin token, as the bearer token.")
     app.include_router(create_api(server, auth))
+    app.include_router(screen_routes(server, auth))
+    add_security_headers(app)
     viewers = [Depends(auth.require(ADMIN_VIEW))]
 
     @app.exception_handler(HTTPException)
@@ -141,8 +154,13 @@ def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
         return Response(status_code=204)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
-        return resources.files("services.server.admin").joinpath("static", "index.html")\
-            .read_text()
+    async def page() -> Response:
+        return HTMLResponse(_static("index.html"), headers={"Cache-Control": "no-cache"})
+
+    for name, media_type in PAGE_FILES.items():
+        def serve(name: str = name, media_type: str = media_type) -> Response:
+            return Response(_static(name), media_type=media_type,
+                            headers={"Cache-Control": "no-cache"})
+        app.add_api_route(f"/{name}", serve, methods=["GET"], include_in_schema=False)
 
     return app

@@ -155,3 +155,27 @@ def test_a_symlink_out_of_the_ui_folder_is_refused(package: Path, tmp_path: Path
                                   "a\0b", "", "a//b", ".hidden", "%2e%2e"])
 def test_static_paths_are_plain(path: str) -> None:
     assert static_path(path) is None
+
+
+def test_admin_screens_are_checked_as_device_screens_are(package: Path) -> None:
+    admin = {**SCREEN, "id": "editor", "module": "editor.js", "permissions": ["mesh/admin/operate"]}
+    parsed = parse_manifest({**BASE, "admin_screens": [admin]})
+    assert parsed.ui_section is not None and [s.id for s in parsed.all_screens] == ["editor"]
+    for bad, complaint in [({"permissions": ["shop/stock/sell"]}, "admin_screens.editor: "
+                            "permission 'shop/stock/sell' is neither declared"),
+                           ({"module": "../server.py"}, "relative path inside the UI folder")]:
+        with pytest.raises(ManifestError, match="admin_screens") as caught:
+            parse_manifest({**BASE, "admin_screens": [{**admin, **bad}]})
+        assert complaint in str(caught.value)
+    with pytest.raises(ManifestError, match="admin_screens: the id 'editor' is used twice"):
+        parse_manifest({**BASE, "admin_screens": [admin, admin]})
+    # the same id as a device screen is fine: the two lists are for two apps
+    assert parse_manifest({**manifest(id="editor"), "admin_screens": [admin]}).admin_screens
+
+    toml = (package / "plugin.toml").read_text()
+    (package / "plugin.toml").write_text(toml + '\n[[admin_screens]]\nid = "editor"\n'
+                                         'title = "Editor"\nicon = "icon.svg"\n'
+                                         'module = "editor.js"\n')
+    assert "screens.editor.module: no file ui/editor.js" in str(refusal(package))
+    (package / "ui" / "editor.js").write_text("export function mount() {}\n")
+    assert refusal(package) is None

@@ -29,8 +29,11 @@ from mesh.scaffold import PluginSpec, render
 from mesh.storage.migrations import PluginStorage
 from mesh.testing import (
     Bus,
+    Device,
+    DeviceRefused,
     MeshSetupError,
     RunningMesh,
+    SignIn,
     assert_migrations_sound,
     select_plugins,
 )
@@ -214,6 +217,58 @@ async def test_two_heads_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         await assert_migrations_sound(storage, f"sqlite+aiosqlite:///{tmp_path / 'db' / 'm.db'}")
 
 
+# -- devices: the client service's gateway, as a plugin's own tests use it ------------------
+
+
+async def test_the_client_runs_when_asked_though_no_plugin_runs_there(
+    memory_bus: Bus, tmp_path: Path,
+) -> None:
+    running = await RunningMesh.start(  # store_a runs on the server, the agent and the worker
+        memory_bus, [fixture_source("store_a")], f"sqlite+aiosqlite:///{tmp_path / 'db'}",
+        services=["client"])
+    try:
+        assert list(running.services) == ["server", "client", "agent", "worker"]
+        device = await running.device(None)  # connected, not signed in
+        with pytest.raises(DeviceRefused) as refused:
+            await device.catalog()
+        assert refused.value.code == "unauthenticated"
+    finally:
+        await running.close()
+    assert device.reader.done()  # closed with the mesh
+
+
+async def test_an_unknown_service_is_refused(memory_bus: Bus, tmp_path: Path) -> None:
+    with pytest.raises(MeshSetupError, match="no such service printer"):
+        await RunningMesh.start(memory_bus, [fixture_source("store_a")],
+                                f"sqlite+aiosqlite:///{tmp_path / 'db'}", services=["printer"])
+
+
+@pytest.mark.mesh_plugins("tutorial")
+async def test_a_signed_in_device_subscribes_acts_calls_and_reads_its_catalog(
+    mesh: RunningMesh, mesh_device: Device, mesh_sign_in: SignIn,
+) -> None:
+    assert "identity" in mesh.plugins  # asked for by the device fixtures: it signs devices in
+    assert mesh_device.identity is not None and mesh_device.identity["user"] == "admin"
+    catalog = await mesh_device.catalog(locale="de")
+    assert "tutorial.string_ints" in catalog["topics"]
+    assert [s["title"] for s in catalog["screens"] if s["plugin"] == "tutorial"] \
+        == ["StringInt, in Echtzeit"]
+    watching = await mesh_device.subscribe("tutorial.string_ints")
+    assert watching["payload"]["items"] == []
+    row = await mesh_device.call("tutorial.add_string_int", {"string1": "a", "int1": 1})
+    assert (await mesh_device.update(watching["id"]))["payload"]["items"] == [row]
+    changed = await mesh_device.action("tutorial.add_int_value",
+                                       {"string_int_id": row["id"], "offset": 2})
+    assert changed["int1"] == 3
+    with pytest.raises(DeviceRefused) as unknown:
+        await mesh_device.action("tutorial.nothing", {})
+    assert unknown.value.code == "unknown_action"
+    with pytest.raises(DeviceRefused) as wrong:
+        await mesh_sign_in("admin", "not the password")
+    assert wrong.value.code == "unauthenticated"
+    assert (await mesh_device.unsubscribe(watching["id"]))["type"] == "unsubscribed"
+
+
 # -- in pytest runs of their own --------------------------------------------------------------
 
 
@@ -255,6 +310,30 @@ def test_the_marker_the_default_and_a_missing_plugin(tmp_path: Path) -> None:
     result = pytest_run(tmp_path)
     assert "2 passed, 1 error" in result.stdout, result.stdout
     assert "plugin 'nothere' is not installed in this environment" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_project_outside_mesh_tests_devices_with_the_kit_alone(tmp_path: Path) -> None:
+    (tmp_path / "test_devices.py").write_text(textwrap.dedent('''
+        import pytest
+
+        from mesh.testing import DeviceRefused
+
+        @pytest.mark.mesh_plugins("tutorial")
+        async def test_device(mesh, mesh_device, mesh_sign_in):
+            snapshot = await mesh_device.subscribe("tutorial.string_ints")
+            assert snapshot["payload"] == {"items": []}
+            with pytest.raises(DeviceRefused):
+                await mesh_sign_in("nobody", "nothing at all")
+
+        @pytest.mark.mesh_plugins("greeter")
+        @pytest.mark.mesh_services("printer")
+        async def test_unknown_service(mesh):
+            pass
+    '''))
+    result = pytest_run(tmp_path)
+    assert "1 passed, 1 error" in result.stdout, result.stdout
+    assert "no such service printer" in result.stdout
 
 
 @pytest.mark.slow

@@ -107,6 +107,20 @@ class UploadTestServer(PluginPart):
 '''
 
 
+def shouting_wheel() -> bytes:
+    """A wheel of the plugin `uploadtest`: an action `shout`, and a device screen `main`."""
+    files = members()
+    files["mesh_uploadtest/contract.py"] = CONTRACT
+    files["mesh_uploadtest/server.py"] = SERVER
+    files["mesh_uploadtest/plugin.toml"] = manifest(
+        extra='contract = "mesh_uploadtest.contract:UploadTestContract"\n' + SCREEN).encode()
+    files["mesh_uploadtest/ui/main.js"] = (
+        b"export function mount(element) { element.textContent = 'SHOUT'; }\n")
+    files["mesh_uploadtest/ui/icon.svg"] = SVG_ICON
+    files["mesh_uploadtest/ui/i18n/en.json"] = b'{"screens.main.title": "Shouting"}'
+    return pack(files)
+
+
 @pytest.fixture
 async def uploading(memory_bus: Bus, environment: dict[str, object]  # noqa: F811
                     ) -> AsyncIterator[Gateway]:
@@ -131,15 +145,7 @@ async def test_an_uploaded_plugin_reaches_connected_devices(uploading: Gateway) 
     shout = {"type": "action", "id": 1, "action": "uploadtest.shout", "payload": {"text": "hi"}}
     assert (await device.answer(shout))["error"]["code"] == "unknown_action"
 
-    files = members()
-    files["mesh_uploadtest/contract.py"] = CONTRACT
-    files["mesh_uploadtest/server.py"] = SERVER
-    files["mesh_uploadtest/plugin.toml"] = manifest(
-        extra='contract = "mesh_uploadtest.contract:UploadTestContract"\n' + SCREEN).encode()
-    files["mesh_uploadtest/ui/main.js"] = b"export function mount(element) {}\n"
-    files["mesh_uploadtest/ui/icon.svg"] = SVG_ICON
-    files["mesh_uploadtest/ui/i18n/en.json"] = b'{"screens.main.title": "Shouting"}'
-    await uploading.server.install_plugin(pack(files), wheel_name())
+    await uploading.server.install_plugin(shouting_wheel(), wheel_name())
 
     client = uploading.clients[0]
     await eventually(lambda: "uploadtest.shout" in actions(client))

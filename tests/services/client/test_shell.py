@@ -1,8 +1,9 @@
 """The device shell in headless Chromium (one browser for the module): a user sees only the
 screens their permissions allow; a screen opened from the home grid works; a deep link
 survives a reload; switching the language changes the screens' strings; a plugin switched off
-and on takes its screens off and back onto an open shell within 5 s; and no error is shown
-along the way, nor anything refused by the Content-Security-Policy."""
+and on takes its screens off and back onto an open shell within 5 s, and so does a wheel
+uploaded through the admin API; and no error is shown along the way, nor anything refused by
+the Content-Security-Policy."""
 
 from __future__ import annotations
 
@@ -13,15 +14,26 @@ from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from mesh.admin_credentials import admin_password
 from mesh.plugin.discovery import discover
 from services.server import ServerService
-from tests.browser import browser, policy_violations, sign_in, wait_on_shell
+from tests.browser import (
+    accessibility_problems,
+    browser,
+    policy_violations,
+    sign_in,
+    wait_on_shell,
+)
 from tests.conftest import Bus, fixture_source
 from tests.devices import Gateway
+from tests.mesh.plugin.upload.test_install import PLUGIN, environment, wheel_name  # noqa: F401
 from tests.services.client.test_auth import VIEWER_PASSWORD, add_user
+from tests.services.client.test_gateway_live import shouting_wheel, uploading  # noqa: F401
+from tests.services.server.admin.test_upload import client as admin_client
+from tests.services.server.admin.test_upload import upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -160,3 +172,74 @@ async def test_a_plugin_switched_off_and_on_changes_an_open_shell(memory_bus: Bu
     await asyncio.to_thread(page.get, url + "#/")
     await asyncio.to_thread(until, lambda p: "devices/counter" in tiles(p))
     print(f"a screen off an open shell in {gone:.2f} s, back in {back:.2f} s")
+
+
+def within(page: Any, check: Any, seconds: float = 5) -> float:
+    """Seconds until `check` holds on the shell: at most `seconds`, and no error shown."""
+    started = time.monotonic()
+    wait_on_shell(page, check, timeout=seconds)
+    return time.monotonic() - started
+
+
+async def test_an_uploaded_screen_reaches_an_open_shell_and_leaves_when_disabled(
+    uploading: Gateway, clean_page: Any,  # noqa: F811
+) -> None:
+    server, client = uploading.server, uploading.clients[0]
+    url = f"http://127.0.0.1:{client.bound_port}/"
+    password, _ = admin_password(server.settings)
+    page = clean_page
+
+    def signed_in() -> None:
+        page.get(url)
+        sign_in(page, "admin", password)
+        wait_on_shell(page, lambda p: "tutorial/string_ints" in tiles(p))
+
+    await asyncio.to_thread(signed_in)
+    assert f"{PLUGIN}/main" not in tiles(page)
+    async with admin_client(server) as http:
+        uploaded = await upload(http, shouting_wheel(), wheel_name())
+        assert uploaded.status_code == 201, uploaded.text
+        # no restart of anything: the open shell is told, asks again, and shows the tile
+        shown = await asyncio.to_thread(within, page, lambda p: f"{PLUGIN}/main" in tiles(p))
+        await asyncio.to_thread(page.find_element(
+            By.CSS_SELECTOR, f"#grid .tile[data-screen='{PLUGIN}/main']").click)
+        await asyncio.to_thread(within, page, lambda p: text(p, "screen") == "SHOUT")
+        disabled = await http.post(f"/api/v1/plugins/{PLUGIN}/disable")
+        assert disabled.status_code == 200, disabled.text
+        gone = await asyncio.to_thread(within, page, lambda p: f"{PLUGIN}/main" not in tiles(p)
+                                       and tiles(p) != [])
+    assert f"{PLUGIN}/main is not available" in text(page, "notice")
+    print(f"an uploaded screen on an open shell {shown:.2f} s after the upload answered; "
+          f"off it {gone:.2f} s after it was disabled")
+
+
+async def test_the_shell_and_the_tutorial_screen_pass_the_accessibility_checker(
+    memory_bus: Bus, clean_page: Any,
+) -> None:
+    """axe-core (tests/vendor) finds no serious or critical violation: on the sign-in form,
+    the home grid, and the tutorial screen with a row in it, reached and used with the keyboard
+    alone."""
+    url, _, password = await shell(memory_bus)
+    page = clean_page
+
+    def checked() -> dict[str, list[str]]:
+        found = {}
+        page.get(url)
+        wait_on_shell(page, lambda p: p.find_element(By.ID, "signin").is_displayed())
+        found["sign-in"] = accessibility_problems(page)
+        sign_in(page, "admin", password)
+        wait_on_shell(page, lambda p: "tutorial/string_ints" in tiles(p))
+        found["home"] = accessibility_problems(page)
+        # with the keyboard alone: from the search field to the first tile, open it, add a row
+        page.find_element(By.ID, "search").send_keys("StringInt", Keys.TAB)
+        assert page.switch_to.active_element.get_attribute("data-screen") \
+            == "tutorial/string_ints"
+        page.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_on_shell(page, lambda p: p.find_element(By.ID, "string1"))
+        page.find_element(By.ID, "string1").send_keys("apple", Keys.ENTER)
+        wait_on_shell(page, lambda p: p.find_elements(By.CSS_SELECTOR, "#rows tr[data-id]"))
+        found["tutorial screen"] = accessibility_problems(page)
+        return found
+
+    found = await asyncio.to_thread(checked)
+    assert found == {"sign-in": [], "home": [], "tutorial screen": []}

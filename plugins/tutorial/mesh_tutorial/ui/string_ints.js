@@ -8,7 +8,7 @@ export function mount(element, {mesh, t, report}) {
     <h2 class="screen-title"></h2>
     <p class="lead"></p>
     <table>
-      <thead><tr><th>id</th><th>string1</th><th class="num">int1</th><th></th></tr></thead>
+      <thead><tr><th>id</th><th>string1</th><th class="num">int1</th><th class="actions"></th></tr></thead>
       <tbody id="rows"><tr><td colspan="4"></td></tr></tbody>
     </table>
     <form id="add">
@@ -19,6 +19,7 @@ export function mount(element, {mesh, t, report}) {
   element.querySelector(".screen-title").textContent = t("screens.string_ints.title");
   element.querySelector(".lead").textContent = t("lead");
   element.querySelector("#add button").textContent = t("add");
+  element.querySelector("th.actions").textContent = t("actions");
   const rows = element.querySelector("#rows");
   rows.querySelector("td").textContent = t("waiting");
 

@@ -1,8 +1,9 @@
-"""The screens of the running plugins, for the shell: who may see which, titled in the device's
-language, with versioned URLs of their files (docs/devices.md, "Screens").
+"""The screens of the running plugins, for the device shell (`[[screens]]`) or the admin page
+(`[[admin_screens]]`): who may see which, titled in the reader's language, with versioned URLs
+of their files (docs/devices.md, "Screens"; docs/admin.md, "Admin screens").
 
-Built with the device entries whenever the plugins change, so a plugin switched on shows its
-screens on the next catalog and one switched off loses them.
+Built whenever the plugins change, so a plugin switched on shows its screens on the next
+catalog and one switched off loses them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class PluginUi:
     default_locale: str
     catalogs: Mapping[str, Mapping[str, str]]
     screens: tuple[Screen, ...]
+    table: str = "screens"  # the manifest's table: screens or admin_screens
 
     def url(self, relative: str) -> str:
         return f"/plugins/{self.plugin}/{self.tag}/{relative}"
@@ -52,7 +54,7 @@ class PluginUi:
         catalogs = {k: dict(v) for k, v in self.catalogs.items()}
         return {
             "plugin": self.plugin, "id": screen.id,
-            "title": screen.title_in(catalogs, locales),
+            "title": screen.title_in(catalogs, locales, self.table),
             "icon": self.url(screen.icon), "module": self.url(screen.module),
             "category": screen.category, "keywords": list(screen.keywords),
             "priority": screen.priority, "permissions": list(screen.permissions),
@@ -69,7 +71,11 @@ class Screens:
     plugins: Mapping[str, PluginUi] = field(default_factory=dict)
 
     @classmethod
-    def from_plugins(cls, plugins: PluginSet, running: Iterable[str]) -> Screens:
+    def from_plugins(cls, plugins: PluginSet, running: Iterable[str], *,
+                     admin: bool = False) -> Screens:
+        """The UI of each of `running` that has one: its device screens, or with `admin` its
+        admin screens (a plugin's UI folder is served to both apps)."""
+        table = "admin_screens" if admin else "screens"
         found: dict[str, PluginUi] = {}
         for name in running:
             source = plugins.source(name)
@@ -86,7 +92,7 @@ class Screens:
                 log.error("gateway.ui_refused", plugin=name, reason=str(exc))
                 continue
             found[name] = PluginUi(name, folder, tag, ui.default_locale, catalogs,
-                                   tuple(manifest.screens))
+                                   tuple(getattr(manifest, table)), table)
         return cls(found)
 
     def usable(self, identity: Identity, locales: list[str]) -> list[dict[str, Any]]:
