@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from mesh.rpc import once
+from mesh.rpc.once import ACTION_ID
 from mesh.validation import field_errors
 from services.client.gateway.frames import DeviceError, Frame, RequestId, TopicValues
 from services.client.gateway.screens import wanted_locales
@@ -67,9 +69,35 @@ async def action(connection: DeviceConnection, request_id: RequestId, frame: Fra
     entry = connection.gateway.entries.find(identity, "action", frame.get("action"))
     connection.permit(identity, entry, "action")
     model = _validate(entry.request, frame.get("payload"), "invalid_action", "the action")
-    result = await connection.gateway.rpc.call(entry, model, user=identity.user)
+    result = await connection.gateway.rpc.call(entry, model, user=identity.user,
+                                               headers=action_headers(frame))
     connection.send({"type": "result", "id": request_id,
                      "result": result.model_dump(mode="json")})
+
+
+def action_headers(frame: Frame) -> dict[str, Any] | None:
+    """An action frame's `action_id`, `made_at` and `base_version`, checked, as the headers
+    that carry them to the server (docs/devices.md, Offline)."""
+    action_id = frame.get("action_id")
+    if action_id is None:
+        for field in ("made_at", "base_version"):
+            if field in frame:
+                raise DeviceError("bad_frame", f"{field} goes with an action_id")
+        return None
+    if not isinstance(action_id, str) or not ACTION_ID.match(action_id):
+        raise DeviceError("bad_frame", "action_id is 8 to 100 of A-Z a-z 0-9 _ . : -")
+    made_at = frame.get("made_at")
+    if not _is_int(made_at) or made_at < 0:
+        raise DeviceError("bad_frame", "an action_id needs made_at, the milliseconds since "
+                          "the epoch when the device made the action")
+    base_version = frame.get("base_version")
+    if base_version is not None and not _is_int(base_version):
+        raise DeviceError("bad_frame", "base_version is an integer (a topic's version)")
+    return once.action_headers(action_id, made_at, base_version)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 async def call(connection: DeviceConnection, request_id: RequestId, frame: Frame) -> None:
