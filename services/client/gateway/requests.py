@@ -38,9 +38,13 @@ async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: 
     connection.permit(identity, topic, "topic")
     selector = _validate(topic.selector, frame.get("selector"), "invalid_selector",
                          "the selector")
+    known = frame.get("version")
+    if known is not None and not _is_int(known):
+        raise DeviceError("bad_frame", "version is the integer version of the payload the "
+                          "device has cached")
     subscriptions = connection.subscriptions
     subscriptions.reserve(request_id, topic)
-    values = TopicValues(request_id, topic.qualname)
+    values = TopicValues(request_id, topic.qualname, known)
 
     def on_value(version: int, payload: str) -> None:
         connection.push(values.frame(version, payload))
