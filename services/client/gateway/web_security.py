@@ -29,7 +29,8 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-SHELL_FILES = {"mesh.js": "text/javascript", "shell.js": "text/javascript",
+SHELL_FILES = {"mesh.js": "text/javascript", "offline.js": "text/javascript",
+               "shell.js": "text/javascript",
                "shell.css": "text/css"}
 MEDIA_TYPES = {
     ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
