@@ -37,6 +37,7 @@ log = structlog.get_logger("mesh.platform.applied")
 TABLE = cast(Table, AppliedActionRow.__table__)
 PURGE_EVERY = 60.0
 POLL = 0.05  # seconds between looks for the result of a push still running elsewhere
+WAIT = 10.0  # how long a repeat outside any call's deadline waits for that result
 NO_RESULT = ""  # applied, but the processor failed after committing: no result to give
 
 
@@ -75,7 +76,7 @@ class AppliedActions:
         self.database = database
         self.retention_ms = int(retention * 1000)
         self.skew_ms = int(skew * 1000)
-        self._purged = 0.0
+        self._purged = -PURGE_EVERY
 
     async def apply(self, key: ActionKey, run: Callable[[], Awaitable[BaseModel]],
                     reply: type[BaseModel]) -> BaseModel:
@@ -86,7 +87,9 @@ class AppliedActions:
         if key.made_ms - now > self.skew_ms:
             raise InvalidRequest(f"action {key.action_id} was made in the future (the "
                                  "device's clock is ahead)")
-        await self._purge(now)
+        if time.monotonic() - self._purged >= PURGE_EVERY:
+            self._purged = time.monotonic()
+            await self.purge(now)
         known = await self._read(key)
         if known is not None:
             return await self._repeat(key, known, reply)
@@ -114,6 +117,7 @@ class AppliedActions:
 
     async def _repeat(self, key: ActionKey, row: Any, reply: type[BaseModel]) -> BaseModel:
         """The first push's result, waiting for it while that push still runs."""
+        deadline = time.monotonic() + (remaining_time() or WAIT)
         while True:
             if row is None:  # gone meanwhile: purged
                 raise Expired(f"action {key.action_id} is no longer remembered")
@@ -124,8 +128,7 @@ class AppliedActions:
                                      "failed after, so there is no result to give")
             if row.result is not None:
                 return reply.model_validate_json(row.result)
-            left = remaining_time()
-            if left is not None and left <= POLL:
+            if deadline - time.monotonic() <= POLL:
                 raise AlreadyApplied(f"action {key.action_id} was applied; its result is "
                                      "not known (yet)")
             await asyncio.sleep(POLL)
@@ -150,14 +153,12 @@ class AppliedActions:
             return False
         return True
 
-    async def _purge(self, now_ms: int) -> None:
-        if time.monotonic() - self._purged < PURGE_EVERY:
-            return
-        self._purged = time.monotonic()
+    async def purge(self, now_ms: int) -> None:
+        """Forget the ids no repeat can come for any more (done once a minute by apply)."""
         cutoff = now_ms - self.retention_ms - self.skew_ms
         async with self.database.session(SCHEMA) as session:
-            gone = (await session.execute(delete(TABLE).where(
-                TABLE.c.applied_ms < cutoff))).rowcount
+            purged = await session.execute(delete(TABLE).where(TABLE.c.applied_ms < cutoff))
+            gone = cast(Any, purged).rowcount
             await session.commit()
         if gone:
             log.info("applied_actions.purged", rows=gone)

@@ -91,7 +91,7 @@ def action_headers(frame: Frame) -> dict[str, Any] | None:
     if not isinstance(action_id, str) or not ACTION_ID.match(action_id):
         raise DeviceError("bad_frame", "action_id is 8 to 100 of A-Z a-z 0-9 _ . : -")
     made_at = frame.get("made_at")
-    if not _is_int(made_at) or made_at < 0:
+    if not isinstance(made_at, int) or isinstance(made_at, bool) or made_at < 0:
         raise DeviceError("bad_frame", "an action_id needs made_at, the milliseconds since "
                           "the epoch when the device made the action")
     base_version = frame.get("base_version")

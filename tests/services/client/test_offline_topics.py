@@ -39,3 +39,21 @@ async def test_a_version_that_is_not_an_integer_is_a_bad_frame(gateway: Gateway)
                                      "version": version})
         assert reply["error"]["code"] == "bad_frame", reply
     assert (await device.answer({"type": "ping", "id": "p"}))["type"] == "pong"
+
+
+async def test_the_service_worker_and_offline_store_are_served_with_the_page_headers(
+        gateway: Gateway) -> None:
+    import httpx
+
+    base = f"http://127.0.0.1:{gateway.clients[0].bound_port}"  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=base) as http:
+        worker = await http.get("/sw.js")
+        store = await http.get("/offline.js")
+        again = await http.get("/sw.js")
+    assert worker.status_code == store.status_code == 200
+    assert worker.headers["content-type"].startswith("text/javascript")
+    assert worker.headers["cache-control"] == "no-cache"  # a changed shell is found at once
+    assert "script-src 'self'" in worker.headers["content-security-policy"]
+    assert "__VERSION__" not in worker.text and 'const VERSION = "' in worker.text
+    assert again.text == worker.text  # the version is the shell's files', not the moment's
+    assert "export class OfflineStore" in store.text
