@@ -4,6 +4,8 @@
 // nothing one user kept is shown to another; mesh.js deletes the topics on sign-out.
 
 const VERSION = 1;
+// when a topic was last used: fractional milliseconds, so that two uses within one differ
+const now = () => performance.timeOrigin + performance.now();
 
 function request(r) {
   return new Promise((resolve, reject) => {
@@ -53,7 +55,7 @@ export class OfflineStore {
     return this.#run(["topics"], "readwrite", async (tx) => {
       const store = tx.objectStore("topics");
       const found = await request(store.get(key));
-      if (found) store.put({...found, used: Date.now()});
+      if (found) store.put({...found, used: now()});
       return found ?? null;
     });
   }
@@ -62,7 +64,7 @@ export class OfflineStore {
   keepTopic(entry, limit) {
     return this.#run(["topics"], "readwrite", async (tx) => {
       const store = tx.objectStore("topics");
-      store.put({...entry, used: Date.now()});
+      store.put({...entry, used: now()});
       let over = (await request(store.count())) - limit;
       if (over <= 0) return;
       const cursor = store.index("used").openCursor();

@@ -189,3 +189,66 @@ async def test_an_action_forbidden_while_queued_fails_and_leaves_the_queue(
 
     await asyncio.to_thread(refused)
     assert await row_int1(server, row) == 0
+
+
+def queued(page: Any, user: str) -> int:
+    """Actions in the page's IndexedDB queue (also while no screen shows them)."""
+    return int(page.execute_async_script("""
+        const [user, done] = arguments;
+        const open = indexedDB.open(`mesh-offline:${user}`);
+        open.onsuccess = () => {
+          const count = open.result.transaction("queue").objectStore("queue").count();
+          count.onsuccess = () => { open.result.close(); done(count.result); };
+        };""", user))
+
+
+def least_recently_used_go(page: Any) -> list[str]:
+    """Five topics kept with room for three: the two used least recently are gone."""
+    return list(page.execute_async_script("""
+        const done = arguments[0];
+        const {OfflineStore} = await import("/offline.js");
+        const store = await OfflineStore.open("lru-test", "u");
+        const keep = (key) => store.keepTopic({key, payload: key, version: 1, at: 0}, 3);
+        for (const key of ["a", "b", "c"]) await keep(key);
+        await store.topic("a");  // a is used again: b is now the least recently used
+        for (const key of ["d", "e"]) await keep(key);
+        const kept = [];
+        for (const key of ["a", "b", "c", "d", "e"]) if (await store.topic(key)) kept.push(key);
+        store.close();
+        done(kept);"""))
+
+
+async def test_a_session_revoked_while_offline_signs_in_again_and_keeps_the_queue(
+        memory_bus: Bus, page: Any) -> None:
+    from mesh_identity.contract import PutUser, Role
+
+    port = free_port()
+    server, row = await mesh_with_a_row(memory_bus, port)
+    directory = server.identity.provider()  # type: ignore[attr-defined]
+    await directory.put_role(Role(name="rower", permissions=["tutorial/rows/view",
+                                                             "tutorial/rows/change"]))
+    await directory.put_user(PutUser(username="rita", password="rows-and-rows",
+                                     roles=["rower"]))
+    url = f"http://127.0.0.1:{port}/#/tutorial/string_ints"
+    await asyncio.to_thread(open_online, page, url, "rita", "rows-and-rows")
+    assert await asyncio.to_thread(least_recently_used_go, page) == ["a", "d", "e"]
+    await memory_bus.services[-1].stop()
+
+    def queue_two() -> None:
+        wait_on_shell(page, lambda p: status(p) != "open")
+        for _ in range(2):
+            page.find_element(By.CSS_SELECTOR, "#rows tr[data-id] button[title='add one']").click()
+        wait_on_shell(page, lambda p: pending(p) == 2)
+
+    await asyncio.to_thread(queue_two)
+    assert await directory.revoke_sessions("rita") >= 1
+    await memory_bus.service("client", client_port=port)
+
+    def sign_in_again() -> None:
+        wait_on_shell(page, lambda p: p.find_element(By.ID, "signin").is_displayed(), 30)
+        assert queued(page, "rita") == 2  # nothing lost
+        sign_in(page, "rita", "rows-and-rows")
+        wait_on_shell(page, lambda p: pending(p) == 0 and cells(p) == [("field", "2")], 30)
+
+    await asyncio.to_thread(sign_in_again)
+    assert await row_int1(server, row) == 2
