@@ -3,7 +3,10 @@ stopping the client service (the page's server and its WebSocket both go; the se
 serves the shell): a page reloaded offline shows its last data, marked stale, and is live again
 when the network returns; 20 actions taken offline are applied exactly once and in order,
 through a reload before the network returns and a cut in the middle of the replay; an action
-that became forbidden while queued is reported failed and leaves the queue."""
+that became forbidden while queued is reported failed and leaves the queue (and one not sent
+yet can be cancelled); a session revoked while offline asks to sign in again and keeps the
+queue; the topic cache evicts the least recently used and keeps nothing of an opted-out
+subscription."""
 
 from __future__ import annotations
 
@@ -218,6 +221,30 @@ def least_recently_used_go(page: Any) -> list[str]:
         done(kept);"""))
 
 
+def opted_out_selectors_are_not_kept(page: Any, user: str) -> list[str]:
+    """Two subscriptions of another device client on the page, one with {cache: false}: the
+    prefixes whose value IndexedDB kept."""
+    return list(page.execute_async_script("""
+        const [user, done] = arguments;
+        const {Mesh} = await import("/mesh.js");
+        const mesh = new Mesh();  // signed in with the tab's token
+        const got = (prefix, cache) => new Promise((resolve) =>
+          mesh.subscribe("tutorial.string_ints", {prefix}, (p, v, {stale}) => {
+            if (!stale) resolve();
+          }, () => {}, {cache}));
+        await Promise.all([got("kept", true), got("secret", false)]);
+        await new Promise((resolve) => setTimeout(resolve, 300));  // the cache writes
+        mesh.close();
+        const open = indexedDB.open(`mesh-offline:${user}`);
+        open.onsuccess = () => {
+          const all = open.result.transaction("topics").objectStore("topics").getAllKeys();
+          all.onsuccess = () => {
+            open.result.close();
+            done(all.result.map((key) => JSON.parse(key)[1].prefix ?? null));
+          };
+        };""", user))
+
+
 async def test_a_session_revoked_while_offline_signs_in_again_and_keeps_the_queue(
         memory_bus: Bus, page: Any) -> None:
     from mesh_identity.contract import PutUser, Role
@@ -232,6 +259,8 @@ async def test_a_session_revoked_while_offline_signs_in_again_and_keeps_the_queu
     url = f"http://127.0.0.1:{port}/#/tutorial/string_ints"
     await asyncio.to_thread(open_online, page, url, "rita", "rows-and-rows")
     assert await asyncio.to_thread(least_recently_used_go, page) == ["a", "d", "e"]
+    kept = await asyncio.to_thread(opted_out_selectors_are_not_kept, page, "rita")
+    assert "kept" in kept and "secret" not in kept
     await memory_bus.services[-1].stop()
 
     def queue_two() -> None:
