@@ -3,6 +3,7 @@ request is checked against the permissions its user holds now."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 from mesh.rpc import once
 from mesh.rpc.once import ACTION_ID
 from mesh.validation import field_errors
-from services.client.gateway.frames import DeviceError, Frame, RequestId, TopicValues
+from services.client.gateway.frames import INT64, DeviceError, Frame, RequestId, TopicValues
 from services.client.gateway.screens import wanted_locales
 
 if TYPE_CHECKING:
@@ -38,10 +39,7 @@ async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: 
     connection.permit(identity, topic, "topic")
     selector = _validate(topic.selector, frame.get("selector"), "invalid_selector",
                          "the selector")
-    known = frame.get("version")
-    if known is not None and not _is_int(known):
-        raise DeviceError("bad_frame", "version is the integer version of the payload the "
-                          "device has cached")
+    known = _cached_version(frame.get("version"))
     subscriptions = connection.subscriptions
     subscriptions.reserve(request_id, topic)
     values = TopicValues(request_id, topic.qualname, known)
@@ -98,6 +96,21 @@ def action_headers(frame: Frame) -> dict[str, Any] | None:
     if base_version is not None and not _is_int(base_version):
         raise DeviceError("bad_frame", "base_version is an integer (a topic's version)")
     return once.action_headers(action_id, made_at, base_version)
+
+
+def _cached_version(value: Any) -> int | None:
+    """The version a device has cached: an integer, or its decimal digits as a string (a
+    JavaScript number cannot hold every 64-bit version exactly; mesh.js sends the digits it
+    received)."""
+    if isinstance(value, str) and VERSION_DIGITS.match(value):
+        value = int(value)
+    if value is None or (_is_int(value) and -INT64 <= value < INT64):
+        return value
+    raise DeviceError("bad_frame", "version is the version of the payload the device has "
+                      "cached: an integer, or its digits as a string")
+
+
+VERSION_DIGITS = re.compile(r"^-?[0-9]{1,20}$")
 
 
 def _is_int(value: Any) -> bool:

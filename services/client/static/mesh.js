@@ -180,16 +180,21 @@ export class Mesh {
             {cache = true} = {}) {
     const id = `s${this.#nextId++}`;
     const key = JSON.stringify([topic, selector]);
+    // while the kept value is read, the subscription waits: it is sent with its version
     const sub = {topic, selector, onValue, onError, version: -1, sent: false, key, cache,
-                 payload: undefined, at: 0};
+                 payload: undefined, at: 0, reading: cache};
     this.#subscriptions.set(id, sub);
     if (cache) {
       this.#store.then((store) => store?.topic(key)).then((kept) => {
-        if (!kept || sub.version >= 0 || !this.#subscriptions.has(id)) return;
-        Object.assign(sub, {version: kept.version, payload: kept.payload, at: kept.at});
-        onValue(kept.payload, kept.version, {stale: true, at: kept.at});
+        if (kept && sub.version < 0 && this.#subscriptions.has(id)) {
+          Object.assign(sub, {version: kept.version, exact: kept.exact, payload: kept.payload,
+                              at: kept.at});
+          onValue(kept.payload, kept.version, {stale: true, at: kept.at});
+        }
+      }).catch((error) => console.warn("mesh: offline cache", error)).finally(() => {
+        sub.reading = false;
         if (!sub.sent) this.#sendSubscribe(id);
-      }).catch((error) => console.warn("mesh: offline cache", error));
+      });
     }
     this.#sendSubscribe(id);
     return () => {
@@ -341,7 +346,7 @@ export class Mesh {
       if (!token) this.#sendUnsent();
       this.#drain();
     };
-    socket.onmessage = (event) => this.#receive(JSON.parse(event.data));
+    socket.onmessage = (event) => this.#receive(JSON.parse(event.data), event.data);
     socket.onclose = () => {
       for (const [id, request] of this.#pending) {
         clearTimeout(request.timer);
@@ -371,9 +376,9 @@ export class Mesh {
 
   #sendSubscribe(id) {
     const sub = this.#subscriptions.get(id);
-    if (!sub) return;
+    if (!sub || sub.reading) return;
     const frame = {type: "subscribe", id, topic: sub.topic, selector: sub.selector};
-    if (sub.version >= 0) frame.version = sub.version; // "unchanged" if it still is
+    if (sub.version >= 0) frame.version = sub.exact ?? String(sub.version); // "unchanged" if it still is
     sub.sent = this.#send(frame);
   }
 
@@ -392,17 +397,21 @@ export class Mesh {
     });
   }
 
-  #receive(frame) {
+  #receive(frame, text) {
     if (frame.type === "snapshot" || frame.type === "update" || frame.type === "unchanged") {
+      // versions are 64-bit: the exact digits, which a JavaScript number would round, are
+      // what goes back to the gateway on a resubscribe (the version comes before the payload)
+      frame.exact = /"version":(-?\d+)/.exec(text)?.[1] ?? String(frame.version);
       const sub = this.#subscriptions.get(frame.id);
       // a snapshot replaces whatever the device had (another replica's versions differ);
       // updates only move forward
       if (!sub || (frame.type === "update" && frame.version <= sub.version)) return;
       if (frame.type !== "unchanged") {
-        Object.assign(sub, {version: frame.version, payload: frame.payload, at: Date.now()});
+        Object.assign(sub, {version: frame.version, exact: frame.exact, payload: frame.payload,
+                            at: Date.now()});
         if (sub.cache) {
-          const {key, payload, version, at} = sub;
-          this.#store.then((store) => store?.keepTopic({key, payload, version, at},
+          const {key, payload, version, exact, at} = sub;
+          this.#store.then((store) => store?.keepTopic({key, payload, version, exact, at},
                                                         this.#options.cacheLimit))
             .catch((error) => console.warn("mesh: offline cache", error));
         }

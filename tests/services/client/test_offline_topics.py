@@ -31,9 +31,21 @@ async def test_resubscribe_with_the_cached_version(gateway: Gateway) -> None:
                              "subscription": f"c{index}"})
 
 
+async def test_the_version_may_come_as_its_digits(gateway: Gateway) -> None:
+    """What mesh.js sends: its numbers are doubles, which round a 19-digit version."""
+    device = await gateway.device()
+    sub = {"type": "subscribe", "topic": "devices.counter", "selector": {"name": "d"}}
+    await device.answer({**sub, "id": "a"})
+    snapshot = await device.expect(of("snapshot", "a"))
+    await device.answer({"type": "unsubscribe", "id": "u", "subscription": "a"})
+    await device.answer({**sub, "id": "b", "version": str(snapshot["version"])})
+    assert (await device.expect(of("unchanged", "b")))["version"] == snapshot["version"]
+
+
 async def test_a_version_that_is_not_an_integer_is_a_bad_frame(gateway: Gateway) -> None:
     device = await gateway.device()
-    for index, version in enumerate(("1", 1.5, True, [1], {"v": 1})):
+    for index, version in enumerate(("x1", "", "1.5", "9" * 25, str(2**63), 1.5, True, [1],
+                                     {"v": 1})):
         reply = await device.answer({"type": "subscribe", "id": index,
                                      "topic": "devices.counter", "selector": {"name": "v"},
                                      "version": version})
