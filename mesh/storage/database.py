@@ -3,7 +3,8 @@
 Each plugin's tables live in its own schema. PostgreSQL has schemas, and one engine serves them
 all. On SQLite each schema is a database file, attached under the schema's name to the
 connections of an engine of its own (SQLite attaches at most ten files to a connection, and a
-plugin only ever needs its own), so `pl_tutorial.string_int` means the same on both, and the
+plugin needs only its own and the `shared` ones: the platform's, whose record of applied actions
+commits with a plugin's rows), so `pl_tutorial.string_int` means the same on both, and the
 same models and migrations run on either.
 """
 
