@@ -62,6 +62,7 @@ export class Mesh {
   #draining = false;
   #sending = null; // the action id being pushed now
   #persisted = false;
+  #offlineActions = new Set(); // actions the catalog says to queue while offline
   status = "connecting";
   identity = null; // {user, displayName, permissions, expiresAt} once signed in
 
@@ -72,6 +73,8 @@ export class Mesh {
                      offlinePrefix: "mesh-offline", cacheLimit: 200, queueLimit: 500,
                      ...options};
     this.#backoff = this.#options.minBackoff;
+    this.#offlineActions = new Set(JSON.parse(
+      this.#options.storage?.getItem(`${this.#options.tokenKey}-offline-actions`) ?? "[]"));
     const kept = this.#token && this.#options.storage?.getItem(`${this.#options.tokenKey}-identity`);
     if (kept) { // shown until the gateway confirms (or refuses) the token, offline too
       this.identity = {...JSON.parse(kept), confirmed: false};
@@ -113,9 +116,13 @@ export class Mesh {
     if (locale) frame.locale = locale;
     const key = `${this.#options.tokenKey}-catalog:${locale ?? ""}`;
     try {
-      const {topics, actions, rpcs, screens = []} = await this.#request(frame);
-      const catalog = {topics, actions, rpcs, screens};
+      const {topics, actions, rpcs, screens = [], offline_actions: offline = []} =
+        await this.#request(frame);
+      const catalog = {topics, actions, rpcs, screens, offlineActions: offline};
+      this.#offlineActions = new Set(offline);
       this.#options.storage?.setItem(key, JSON.stringify(catalog));
+      this.#options.storage?.setItem(`${this.#options.tokenKey}-offline-actions`,
+                                     JSON.stringify(offline));
       return catalog;
     } catch (error) { // offline: the last one this tab got
       const kept = error.code === "disconnected" && this.#options.storage?.getItem(key);
@@ -205,11 +212,12 @@ export class Mesh {
   }
 
   /** Push an action; resolves with its typed result, rejects with a MeshError.
-   * {offline: true} queues it (in IndexedDB, surviving reloads) when it cannot be pushed now,
+   * {offline: true} (the default for an action its contract declares offline=True: the
+   * catalog's offlineActions) queues it (in IndexedDB, surviving reloads) when it cannot be pushed now,
    * and replays the queue in order when the gateway is back; each is applied exactly once.
    * `baseVersion` is the version of the data it was based on (a processor may answer
    * `conflict`). A full queue rejects with MeshError("queue_full"). */
-  async action(name, payload = {}, {offline = false, baseVersion} = {}) {
+  async action(name, payload = {}, {offline = this.#offlineActions.has(name), baseVersion} = {}) {
     if (!offline) return this.#request({type: "action", action: name, payload});
     const store = await this.#store;
     if (!store || !this.identity) throw new MeshError("unauthenticated", "sign in to queue actions");

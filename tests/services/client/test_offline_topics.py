@@ -69,3 +69,10 @@ async def test_the_service_worker_and_offline_store_are_served_with_the_page_hea
     assert "__VERSION__" not in worker.text and 'const VERSION = "' in worker.text
     assert again.text == worker.text  # the version is the shell's files', not the moment's
     assert "export class OfflineStore" in store.text
+
+
+async def test_the_catalog_names_the_actions_declared_offline(gateway: Gateway) -> None:
+    device = await gateway.device()
+    catalog = await device.answer({"type": "catalog", "id": "c"})
+    assert catalog["offline_actions"] == ["devices.bump"]  # offline=True in its contract
+    assert set(catalog["offline_actions"]) <= set(catalog["actions"])
