@@ -19,13 +19,19 @@ from pydantic import BaseModel
 from selenium.webdriver.common.by import By
 
 from mesh.admin_credentials import admin_password
+from mesh.plugin.discovery import discover
 from mesh.rpc.once import ActionKey
 from services.server import ServerService
 from tests.browser import browser, cells, policy_violations, sign_in, wait_for, wait_on_shell
-from tests.conftest import Bus
+from tests.conftest import Bus, fixture_source
 from tests.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def sources() -> list[Any]:
+    """The installed plugins and the devices fixture (its bump is declared offline=True)."""
+    return [*discover(), fixture_source("devices")]
 
 
 @pytest.fixture
@@ -94,11 +100,11 @@ async def row_int1(server: ServerService, row: int) -> int:
 async def mesh_with_a_row(bus: Bus, port: int) -> tuple[ServerService, int]:
     from mesh_tutorial.contract import StringIntFields, TutorialContract
 
-    server = await bus.service("server")
+    server = await bus.service("server", sources=sources())
     assert isinstance(server, ServerService)
     added = await TutorialContract(server.caller).add_string_int(
         StringIntFields(string1="field", int1=0))
-    await bus.service("client", client_port=port)
+    await bus.service("client", client_port=port, sources=sources())
     return server, added.id
 
 
@@ -139,13 +145,14 @@ async def test_offline_reload_stale_data_and_twenty_actions_applied_once_in_orde
     assert await row_int1(server, row) == 0
 
     slowed(server, 0.15)
-    client = await memory_bus.service("client", client_port=port)  # the network is back
+    # the network is back
+    client = await memory_bus.service("client", client_port=port, sources=sources())
     await asyncio.to_thread(wait_on_shell, page, lambda p: 0 < pending(p) <= 15, 20)
     await client.stop()  # cut again, mid-replay
     await asyncio.sleep(0.5)
     middle = await row_int1(server, row)
     assert 0 < middle < 20
-    await memory_bus.service("client", client_port=port)
+    await memory_bus.service("client", client_port=port, sources=sources())
 
     def back() -> None:
         wait_on_shell(page, lambda p: pending(p) == 0 and status(p) == "open", 30)
@@ -183,7 +190,7 @@ async def test_an_action_forbidden_while_queued_fails_and_leaves_the_queue(
 
     await asyncio.to_thread(queue_two)
     await directory.put_role(Role(name="rower", permissions=["tutorial/rows/view"]))
-    await memory_bus.service("client", client_port=port)
+    await memory_bus.service("client", client_port=port, sources=sources())
 
     def refused() -> None:
         wait_on_shell(page, lambda p: pending(p) == 0 and failed(p) == ["forbidden"] * 2, 30,
@@ -248,7 +255,12 @@ def opted_out_selectors_are_not_kept(page: Any, user: str) -> list[str]:
         window.WebSocket = Real;
         await new Promise((resolve) => again.subscribe("tutorial.string_ints", {prefix: "kept"},
           (p, v, {stale}) => { if (!stale) resolve(); }));
+        // an action its contract declares offline=True is queued without asking
+        await again.catalog();
+        const bumped = await again.action("devices.bump", {name: "declared"});
+        const queuedToo = (await again.settledActions()).some((e) => e.action === "devices.bump");
         again.close();
+        if (bumped.value !== 1 || !queuedToo) return done(["devices.bump was not queued"]);
         if (!seen.includes("unchanged") || seen.includes("snapshot")) {
           return done([`frames: ${seen}`]);
         }
@@ -270,7 +282,8 @@ async def test_a_session_revoked_while_offline_signs_in_again_and_keeps_the_queu
     server, row = await mesh_with_a_row(memory_bus, port)
     directory = server.identity.provider()  # type: ignore[attr-defined]
     await directory.put_role(Role(name="rower", permissions=["tutorial/rows/view",
-                                                             "tutorial/rows/change"]))
+                                                             "tutorial/rows/change",
+                                                             "devices/counter/bump"]))
     await directory.put_user(PutUser(username="rita", password="rows-and-rows",
                                      roles=["rower"]))
     url = f"http://127.0.0.1:{port}/#/tutorial/string_ints"
@@ -288,7 +301,7 @@ async def test_a_session_revoked_while_offline_signs_in_again_and_keeps_the_queu
 
     await asyncio.to_thread(queue_two)
     assert await directory.revoke_sessions("rita") >= 1
-    await memory_bus.service("client", client_port=port)
+    await memory_bus.service("client", client_port=port, sources=sources())
 
     def sign_in_again() -> None:
         wait_on_shell(page, lambda p: p.find_element(By.ID, "signin").is_displayed(), 30)
