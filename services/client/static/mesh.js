@@ -170,8 +170,14 @@ export class Mesh {
   }
 
   #forget(reason) {
-    this.#options.storage?.removeItem(this.#options.tokenKey);
-    this.#options.storage?.removeItem(`${this.#options.tokenKey}-identity`);
+    const storage = this.#options.storage;
+    // the token, and the identity and catalogs kept with it for the tab
+    const kept = [];
+    for (let i = 0; i < (storage?.length ?? 0); i++) {
+      const key = storage.key(i);
+      if (key === this.#options.tokenKey || key.startsWith(`${this.#options.tokenKey}-`)) kept.push(key);
+    }
+    for (const key of kept) storage.removeItem(key);
     for (const sub of this.#subscriptions.values()) sub.sent = false; // signing out ended them
     const was = this.identity;
     this.identity = null;
