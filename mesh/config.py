@@ -78,6 +78,15 @@ class MeshSettings(BaseSettings):
         default=64 * 1024, ge=0,
         description="The largest task result, in bytes, the task ledger keeps; a larger one "
         "is recorded as too large to keep.")
+    action_id_retention: float = Field(
+        default=7 * 86400.0, gt=0,
+        description="Seconds the servers remember the id of an action a device pushed with "
+        "one (applied once, a repeat answered with the first result); an action made longer "
+        "ago is refused with `expired`.")
+    action_clock_skew: float = Field(
+        default=300.0, ge=0,
+        description="Seconds a device's clock may be ahead of the server's: an action made "
+        "further in the future is refused, and ids are kept this much longer.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto", description="The services' event loop: `auto` is uvloop where it is "
         "installed (it is, on Linux and macOS), else asyncio's.")

@@ -114,6 +114,8 @@ class Action(Rpc[ReqT, RepT]):
     """Something a device does (Peek's TupleAction): pushed to the client service, processed
     on the server, answered with a result or an error. On the bus it is an RPC."""
 
+    offline: bool = False  # devices queue it while offline (docs/devices.md, Offline)
+
 
 class TopicSnapshot(BaseModel, Generic[PayT]):
     """A topic's payload for one selector, with the version that orders it."""
@@ -175,14 +177,17 @@ def action(
     errors: Iterable[type[RpcError]] = (),
     doc: str = "",
     permission: str | None = None,
+    offline: bool = False,
 ) -> Action[ReqT, RepT]:
     """Declare an action devices push; the server processes it and answers with `result`.
-    `permission` is what a device needs to push it."""
+    `permission` is what a device needs to push it; `offline=True` has device clients queue it
+    while they cannot reach the gateway, and replay it later, applied once."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     reply = result if result is not None else Empty
     return Action(model, reply, "server", frozenset({"client"}), timeout,  # type: ignore[arg-type]
-                  tuple(errors), doc, devices=True, permission=_permission(permission))
+                  tuple(errors), doc, devices=True, permission=_permission(permission),
+                  offline=offline)
 
 
 def rpc(

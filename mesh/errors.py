@@ -126,6 +126,27 @@ class HookVeto(RpcError):
     code = "vetoed"
 
 
+class Expired(RpcError):
+    """An action replayed after the server stopped remembering its id
+    (MESH_ACTION_ID_RETENTION): whether it was applied cannot be told, so it is not applied."""
+
+    code = "expired"
+
+
+class Conflict(RpcError):
+    """A processor refused an action because the data changed since the version it was based
+    on (`current_call().base_version`)."""
+
+    code = "conflict"
+
+
+class AlreadyApplied(RpcError):
+    """An action id was applied already, but its result was not kept (the server stopped
+    between applying it and storing the result)."""
+
+    code = "already_applied"
+
+
 BUILTIN_ERRORS: dict[str, type[RpcError]] = {
     cls.code: cls
     for cls in (
@@ -138,6 +159,9 @@ BUILTIN_ERRORS: dict[str, type[RpcError]] = {
         InternalError,
         BadMessage,
         RpcTimeout,
+        Expired,
+        Conflict,
+        AlreadyApplied,
         Unavailable,
         HookVeto,
     )

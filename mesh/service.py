@@ -39,6 +39,7 @@ from mesh.health import HealthRecord, remove_health, write_health
 from mesh.invoke import Middleware
 from mesh.middleware import default_middleware
 from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key
+from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import HookLink
 from mesh.plugin.host import PluginHost
@@ -212,7 +213,7 @@ class Service:
         return None
 
     def _open_database(self) -> Database:
-        return Database(database_url(self.settings))
+        return Database(database_url(self.settings), shared=(PLATFORM_SCHEMA,))
 
     async def prepare(self) -> None:
         """What a service does after joining the bus and before starting plugins."""

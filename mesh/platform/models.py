@@ -80,3 +80,18 @@ class TaskLedgerRow(Base):
     result: Mapped[str | None] = mapped_column(Text)
     result_bytes: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[dict | None] = mapped_column(JSON)  # type: ignore[type-arg]
+
+
+class AppliedActionRow(Base):
+    """An action a device pushed with an id of its own, applied (mesh/platform/applied.py):
+    written in the same transaction as the action's effect, its result added once known.
+    Kept MESH_ACTION_ID_RETENTION seconds (plus MESH_ACTION_CLOCK_SKEW) after `applied_ms`."""
+
+    __tablename__ = "applied_action"
+    __table_args__ = (Index("ix_applied_action_applied_ms", "applied_ms"),)
+
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    action_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    action: Mapped[str] = mapped_column(String(129))
+    applied_ms: Mapped[int] = mapped_column(BigInteger)
+    result: Mapped[str | None] = mapped_column(Text)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from mesh.binder import Binder, Entry
 from mesh.bus.message import Delivery, Message, QueueSpec
 from mesh.bus.transport import Consumer, Transport, TransportClosed
-from mesh.contract import Rpc
+from mesh.contract import Action, Rpc
 from mesh.errors import (
     BadMessage,
     InternalError,
@@ -46,6 +46,7 @@ from mesh.log import LazyLog
 from mesh.names import parse_rpc_key, rpc_pattern, rpc_queue
 from mesh.rpc import wire
 from mesh.rpc.context import CallInfo, _current
+from mesh.rpc.once import AppliesOnce, read_key
 from mesh.validation import as_model, field_errors
 
 if TYPE_CHECKING:
@@ -80,12 +81,14 @@ class RpcBinder(Binder):
     def __init__(
         self, plugin: str, contract: type[Contract] | None = None, *, transport: Transport,
         service: str, instance: str, concurrency: int, middleware: Sequence[Middleware] = (),
+        once: AppliesOnce | None = None,
     ) -> None:
         super().__init__(plugin, contract)
         self.transport = transport
         self.service = service
         self.instance = instance
         self.concurrency = concurrency
+        self.once = once  # the server's: actions pushed with an id are applied once
         self.handlers: dict[str, tuple[Rpc[Any, Any], Handler]] = {}
         self.default_action: Handler | None = None
         self.queue = rpc_queue(transport.exchange, service, plugin)
@@ -212,16 +215,30 @@ class RpcBinder(Binder):
         budget = _budget(message, rpc.timeout) - (time.monotonic() - invocation.received)
         if budget <= 0:
             raise RpcTimeout(f"{qualname} arrived after its deadline")
+        key = read_key(message, qualname, invocation.user) if isinstance(rpc, Action) else None
         token = _current.set(
             CallInfo(qualname, caller, message.correlation_id, time.monotonic() + budget,
-                     message.redelivered, invocation.user or None)
+                     message.redelivered, invocation.user or None,
+                     key.action_id if key else None, key.base_version if key else None)
         )
         try:
-            result = await within(budget, handler(request))
+            if key is None or self.once is None:
+                result = await within(budget, handler(request))
+            else:
+                result = await within(budget, self.once.apply(
+                    key, lambda: self._checked(rpc, handler, request), rpc.reply))
         except DeadlineExceeded:
             raise RpcTimeout(f"{qualname} did not finish before the caller's deadline") from None
         finally:
             _current.reset(token)
+        return self._as_reply(rpc, result)
+
+    async def _checked(self, rpc: Rpc[Any, Any], handler: Handler, request: Any) -> BaseModel:
+        """The handler's result as the reply model (what an applied action id keeps)."""
+        return self._as_reply(rpc, await handler(request))
+
+    def _as_reply(self, rpc: Rpc[Any, Any], result: Any) -> BaseModel:
+        qualname = rpc.qualname
         try:
             return as_model(rpc.reply, result)
         except ValidationError as exc:

@@ -54,11 +54,12 @@ class RpcCaller:
     async def call(
         self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], *,
         timeout: float | None = None, caller: str | None = None, user: str | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> RepT:
         """Call `rpc`; `caller` names who calls when it is not this service itself (the admin
         API calls on a person's behalf as "cli"); `user` names the signed-in person or device
         the call is made for (a handler sees it in `current_call().user`; calls it makes pass
-        it on)."""
+        it on). `headers` travel with the request (an action's id: mesh/rpc/once.py)."""
         where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
         request = coerce(rpc.request, request, what=f"the request of {rpc.qualname}", **where)
         budget = rpc.timeout if timeout is None else timeout
@@ -67,8 +68,8 @@ class RpcCaller:
             budget = min(budget, parent.remaining())
             user = user or parent.user
         caller = caller or self.caller
-        headers: dict[str, Any] = {wire.HEADER_CALLER: caller,
-                                   wire.HEADER_TIMEOUT_MS: max(1, math.ceil(budget * 1000))}
+        headers = {**(headers or {}), wire.HEADER_CALLER: caller,
+                   wire.HEADER_TIMEOUT_MS: max(1, math.ceil(budget * 1000))}
         if user:
             headers[wire.HEADER_USER] = user
         outgoing = Outgoing("rpc", rpc, request, caller, headers, time.monotonic() + budget)

@@ -15,6 +15,8 @@ class CallInfo:
     deadline: float  # time.monotonic() value
     redelivered: bool = False
     user: str | None = None  # the signed-in person or device the call is made for
+    action_id: str | None = None  # an action's client-made id, when it has one
+    base_version: int | None = None  # the version of the data an action was based on
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -19,6 +19,10 @@ HEADER_CALLER = "x-mesh-caller"
 HEADER_TIMEOUT_MS = "x-mesh-timeout-ms"
 HEADER_USER = "x-mesh-user"  # the person or device a call is made for, when there is one
 HEADER_STATUS = "x-mesh-status"
+# An action pushed with a client-made id, applied at most once per (user, id): docs/devices.md
+HEADER_ACTION_ID = "x-mesh-action-id"
+HEADER_ACTION_MADE_MS = "x-mesh-action-made-ms"  # when the device made it, ms since the epoch
+HEADER_BASE_VERSION = "x-mesh-base-version"  # the version of the data it was based on
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 

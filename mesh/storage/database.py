@@ -3,7 +3,8 @@
 Each plugin's tables live in its own schema. PostgreSQL has schemas, and one engine serves them
 all. On SQLite each schema is a database file, attached under the schema's name to the
 connections of an engine of its own (SQLite attaches at most ten files to a connection, and a
-plugin only ever needs its own), so `pl_tutorial.string_int` means the same on both, and the
+plugin needs only its own and the `shared` ones: the platform's, whose record of applied actions
+commits with a plugin's rows), so `pl_tutorial.string_int` means the same on both, and the
 same models and migrations run on either.
 """
 
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from mesh.config import MeshSettings
+from mesh.storage.commit_hooks import attach
 
 MAIN_SQLITE_FILE = "mesh.sqlite"
 
@@ -39,8 +41,12 @@ def database_url(settings: MeshSettings) -> str:
 class Database:
     """The engines of one service instance; sessions are handed to plugins by their host."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, shared: tuple[str, ...] = ()) -> None:
+        """`shared` schemas are reachable from every plugin's sessions (on SQLite they are
+        attached to every engine): the platform's record of applied actions is written in
+        the same transaction as a plugin's rows."""
         self.url = make_url(url)
+        self.shared = shared
         self.dialect = self.url.get_backend_name()
         self.echo = echo
         if self.is_sqlite:
@@ -72,8 +78,9 @@ class Database:
             return create_async_engine(self.url, echo=self.echo, pool_size=5, max_overflow=10,
                                        pool_pre_ping=True)
         engine = create_async_engine(self.url, echo=self.echo, connect_args={"timeout": 30})
-        attach = None if schema is None else str(self.schema_file(schema))
-        for path in (self.url.database, attach):
+        attached = {} if schema is None else {
+            name: str(self.schema_file(name)) for name in (schema, *self.shared)}
+        for path in (self.url.database, *attached.values()):
             if path and path != ":memory:" and not path.startswith("file:"):
                 _create_private(Path(path))
 
@@ -83,8 +90,8 @@ class Database:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            if attach is not None:
-                cursor.execute(f'ATTACH DATABASE ? AS "{schema}"', (attach,))
+            for name, path in attached.items():
+                cursor.execute(f'ATTACH DATABASE ? AS "{name}"', (path,))
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -106,6 +113,7 @@ class Database:
             factory = self._sessions[key] = async_sessionmaker(
                 self.engine(schema), expire_on_commit=False)
         async with factory() as session:
+            attach(session)
             yield session
 
     async def close(self) -> None:

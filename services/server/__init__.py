@@ -32,6 +32,7 @@ from mesh.health import local_url
 from mesh.names import HOOKS_KEY, STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
+from mesh.platform.applied import AppliedActions
 from mesh.platform.ledger import TaskLedger
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
@@ -63,6 +64,9 @@ class ServerService(Service):
         self.ledger = TaskLedger(self.transport, self.database,
                                  retention=self.settings.task_ledger_retention,
                                  max_result=self.settings.task_ledger_max_result)
+        self.applied_actions = AppliedActions(self.database,
+                                              retention=self.settings.action_id_retention,
+                                              skew=self.settings.action_clock_skew)
         self._platform_endpoint: RpcBinder | None = None
         token, _ = admin_token(self.settings)
         self.identity = IdentityGate(self, token)
@@ -75,6 +79,12 @@ class ServerService(Service):
 
     def binder_kinds(self) -> list[BinderKind]:
         return [self.topic_binder, *super().binder_kinds(), self.admin_routes_binder]
+
+    def rpc_binder(self, plugin: str, contract: type[Contract] | None = None) -> RpcBinder:
+        """The server's also applies actions pushed with an id exactly once."""
+        binder = super().rpc_binder(plugin, contract)
+        binder.once = self.applied_actions
+        return binder
 
     def topic_binder(self, plugin: str, contract: type[Contract] | None = None) -> TopicBinder:
         return TopicBinder(plugin, contract, observables=self.observables)

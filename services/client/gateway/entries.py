@@ -65,6 +65,9 @@ class DeviceEntries:
         first of `locales` the plugin translates to."""
         described: dict[str, Any] = {f"{kind}s": self.usable(identity, kind)
                                      for kind in ("topic", "action", "rpc")}
+        actions = self._table("action")
+        described["offline_actions"] = [name for name in described["actions"]
+                                        if actions[name].offline]
         described["screens"] = self.screens.usable(identity, locales or [])
         return described
 

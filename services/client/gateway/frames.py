@@ -89,13 +89,18 @@ def error(request_id: Any, code: str, message: str, details: Any = None) -> Fram
 
 class TopicValues:
     """The frames of one subscription: a `snapshot` first, then `update`s. The payload comes
-    from the cache already as JSON and is spliced in, never parsed again."""
+    from the cache already as JSON and is spliced in, never parsed again. A device that
+    subscribed with the version it has cached (`known`) gets `unchanged` instead of a
+    snapshot when the current version is that one."""
 
-    def __init__(self, subscription: RequestId, topic: str) -> None:
+    def __init__(self, subscription: RequestId, topic: str, known: int | None = None) -> None:
         self._rest = f',"id":{json.dumps(subscription)},"topic":{json.dumps(topic)},"version":'
         self._first = True
+        self._known = known
 
     def frame(self, version: int, payload: str) -> str:
-        kind = "snapshot" if self._first else "update"
-        self._first = False
+        first, self._first = self._first, False
+        if first and version == self._known:
+            return f'{{"type":"unchanged"{self._rest}{version}}}'
+        kind = "snapshot" if first else "update"
         return f'{{"type":"{kind}"{self._rest}{version},"payload":{payload}}}'

@@ -3,12 +3,15 @@ request is checked against the permissions its user holds now."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from mesh.rpc import once
+from mesh.rpc.once import ACTION_ID
 from mesh.validation import field_errors
-from services.client.gateway.frames import DeviceError, Frame, RequestId, TopicValues
+from services.client.gateway.frames import INT64, DeviceError, Frame, RequestId, TopicValues
 from services.ui.screens import wanted_locales
 
 if TYPE_CHECKING:
@@ -36,9 +39,10 @@ async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: 
     connection.permit(identity, topic, "topic")
     selector = _validate(topic.selector, frame.get("selector"), "invalid_selector",
                          "the selector")
+    known = _cached_version(frame.get("version"))
     subscriptions = connection.subscriptions
     subscriptions.reserve(request_id, topic)
-    values = TopicValues(request_id, topic.qualname)
+    values = TopicValues(request_id, topic.qualname, known)
 
     def on_value(version: int, payload: str) -> None:
         connection.push(values.frame(version, payload))
@@ -67,9 +71,50 @@ async def action(connection: DeviceConnection, request_id: RequestId, frame: Fra
     entry = connection.gateway.entries.find(identity, "action", frame.get("action"))
     connection.permit(identity, entry, "action")
     model = _validate(entry.request, frame.get("payload"), "invalid_action", "the action")
-    result = await connection.gateway.rpc.call(entry, model, user=identity.user)
+    result = await connection.gateway.rpc.call(entry, model, user=identity.user,
+                                               headers=action_headers(frame))
     connection.send({"type": "result", "id": request_id,
                      "result": result.model_dump(mode="json")})
+
+
+def action_headers(frame: Frame) -> dict[str, Any] | None:
+    """An action frame's `action_id`, `made_at` and `base_version`, checked, as the headers
+    that carry them to the server (docs/devices.md, Offline)."""
+    action_id = frame.get("action_id")
+    if action_id is None:
+        for field in ("made_at", "base_version"):
+            if field in frame:
+                raise DeviceError("bad_frame", f"{field} goes with an action_id")
+        return None
+    if not isinstance(action_id, str) or not ACTION_ID.match(action_id):
+        raise DeviceError("bad_frame", "action_id is 8 to 100 of A-Z a-z 0-9 _ . : -")
+    made_at = frame.get("made_at")
+    if not isinstance(made_at, int) or isinstance(made_at, bool) or made_at < 0:
+        raise DeviceError("bad_frame", "an action_id needs made_at, the milliseconds since "
+                          "the epoch when the device made the action")
+    base_version = frame.get("base_version")
+    if base_version is not None and not _is_int(base_version):
+        raise DeviceError("bad_frame", "base_version is an integer (a topic's version)")
+    return once.action_headers(action_id, made_at, base_version)
+
+
+def _cached_version(value: Any) -> int | None:
+    """The version a device has cached: an integer, or its decimal digits as a string (a
+    JavaScript number cannot hold every 64-bit version exactly; mesh.js sends the digits it
+    received)."""
+    if isinstance(value, str) and VERSION_DIGITS.match(value):
+        value = int(value)
+    if value is None or (_is_int(value) and -INT64 <= value < INT64):
+        return value
+    raise DeviceError("bad_frame", "version is the version of the payload the device has "
+                      "cached: an integer, or its digits as a string")
+
+
+VERSION_DIGITS = re.compile(r"^-?[0-9]{1,20}$")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 async def call(connection: DeviceConnection, request_id: RequestId, frame: Frame) -> None:

@@ -5,6 +5,7 @@ security headers (`web_security`)."""
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from typing import Any
 
@@ -28,6 +29,15 @@ from services.ui.web import serve_plugin_file
 
 def _static(name: str) -> str:
     return resources.files("services.client").joinpath("static", name).read_text()
+
+
+def _service_worker() -> str:
+    """sw.js with its VERSION: a hash of the shell's files, so that a changed shell is a new
+    worker with a new cache (docs/devices.md, Offline)."""
+    digest = hashlib.sha256()
+    for name in sorted(["index.html", "sw.js", *SHELL_FILES]):
+        digest.update(_static(name).encode())
+    return _static("sw.js").replace("__VERSION__", digest.hexdigest()[:16])
 
 
 def _bearer(request: Request) -> str | None:
@@ -68,6 +78,13 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     async def shell_page() -> Response:
         return HTMLResponse(_static("index.html"), headers={"Cache-Control": "no-cache"})
+
+    worker = _service_worker()
+
+    @app.get("/sw.js", include_in_schema=False)
+    async def service_worker() -> Response:
+        return Response(worker, media_type="text/javascript",
+                        headers={"Cache-Control": "no-cache"})
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> Response:

@@ -13,7 +13,8 @@ __all__ = ["HEADERS", "ORIGIN_REFUSED", "SHELL_FILES", "add_security_headers",
 
 ORIGIN_REFUSED = 4403  # WebSocket close code: the page's origin may not use this gateway
 
-SHELL_FILES = {"mesh.js": "text/javascript", "shell.js": "text/javascript",
+SHELL_FILES = {"mesh.js": "text/javascript", "offline.js": "text/javascript",
+               "shell.js": "text/javascript",
                "shell.css": "text/css"}
 
 

@@ -11,6 +11,13 @@
 // to everything it watched. The token is kept in sessionStorage (options.storage) so a reload
 // stays signed in. Failed requests reject with a MeshError carrying the gateway's code,
 // message and details ("unauthenticated", "forbidden" with details.permission, ...).
+//
+// Offline (docs/devices.md, Offline): the latest value of each watched selector is kept in
+// IndexedDB for the signed-in user and shown at once on the next load, marked stale until the
+// gateway confirms it; actions pushed with {offline: true} are queued there and replayed in
+// order, one at a time, each applied exactly once (its action id).
+
+import { OfflineStore } from "/offline.js";
 
 export class MeshError extends Error {
   constructor(code, message, details = null) {
@@ -20,6 +27,14 @@ export class MeshError extends Error {
     this.details = details;
   }
 }
+
+// Errors after which a queued action leaves the queue for good; any other ("disconnected",
+// "timeout", "unavailable", "internal", "unauthenticated") is retried. A plugin's own codes
+// ("tutorial.not_found") are final too.
+export const FINAL_ERRORS = new Set(["forbidden", "invalid_action", "unknown_action", "expired",
+  "conflict", "already_applied", "bad_frame", "frame_too_large", "cancelled"]);
+
+export function isFinal(code) { return FINAL_ERRORS.has(code) || code.includes("."); }
 
 function defaultUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -40,6 +55,14 @@ export class Mesh {
   #statusListeners = new Set();
   #identityListeners = new Set();
   #catalogListeners = new Set();
+  #actionListeners = new Set();
+  #store = Promise.resolve(null); // the signed-in user's OfflineStore (or null)
+  #storeUser = null;
+  #waiting = new Map(); // action id -> {resolve, reject}: queued actions of this page
+  #draining = false;
+  #sending = null; // the action id being pushed now
+  #persisted = false;
+  #offlineActions = new Set(); // actions the catalog says to queue while offline
   status = "connecting";
   identity = null; // {user, displayName, permissions, expiresAt} once signed in
 
@@ -47,8 +70,16 @@ export class Mesh {
     this.#url = url;
     this.#options = {minBackoff: 250, maxBackoff: 5000, timeout: 15000,
                      storage: globalThis.sessionStorage ?? null, tokenKey: "mesh-token",
+                     offlinePrefix: "mesh-offline", cacheLimit: 200, queueLimit: 500,
                      ...options};
     this.#backoff = this.#options.minBackoff;
+    this.#offlineActions = new Set(JSON.parse(
+      this.#options.storage?.getItem(`${this.#options.tokenKey}-offline-actions`) ?? "[]"));
+    const kept = this.#token && this.#options.storage?.getItem(`${this.#options.tokenKey}-identity`);
+    if (kept) { // shown until the gateway confirms (or refuses) the token, offline too
+      this.identity = {...JSON.parse(kept), confirmed: false};
+      this.#useStore(this.identity.user);
+    }
     this.#connect();
   }
 
@@ -64,7 +95,11 @@ export class Mesh {
 
   /** Sign out: the token stops working everywhere, every subscription ends. */
   async signOut() {
-    try { await this.#request({type: "sign_out"}); } finally { this.#forget("signed out"); }
+    try { await this.#request({type: "sign_out"}); } finally {
+      const store = await this.#store; // the cached topics go; queued actions stay for later
+      await store?.clearTopics();
+      this.#forget("signed out");
+    }
   }
 
   /** Be told of the identity (null when signed out, with the reason: expired, revoked, ...). */
@@ -79,8 +114,21 @@ export class Mesh {
   async catalog({locale} = {}) {
     const frame = {type: "catalog"};
     if (locale) frame.locale = locale;
-    const {topics, actions, rpcs, screens = []} = await this.#request(frame);
-    return {topics, actions, rpcs, screens};
+    const key = `${this.#options.tokenKey}-catalog:${locale ?? ""}`;
+    try {
+      const {topics, actions, rpcs, screens = [], offline_actions: offline = []} =
+        await this.#request(frame);
+      const catalog = {topics, actions, rpcs, screens, offlineActions: offline};
+      this.#offlineActions = new Set(offline);
+      this.#options.storage?.setItem(key, JSON.stringify(catalog));
+      this.#options.storage?.setItem(`${this.#options.tokenKey}-offline-actions`,
+                                     JSON.stringify(offline));
+      return catalog;
+    } catch (error) { // offline: the last one this tab got
+      const kept = error.code === "disconnected" && this.#options.storage?.getItem(key);
+      if (kept) return JSON.parse(kept);
+      throw error;
+    }
   }
 
   /** Be told when what this device may use changed (a plugin switched on or off, installed,
@@ -94,7 +142,12 @@ export class Mesh {
 
   #signedIn(answer) {
     this.identity = {user: answer.user, displayName: answer.display_name,
-                     permissions: answer.permissions, expiresAt: answer.expires_at};
+                     permissions: answer.permissions, expiresAt: answer.expires_at,
+                     confirmed: true};
+    this.#options.storage?.setItem(`${this.#options.tokenKey}-identity`,
+                                   JSON.stringify(this.identity));
+    this.#useStore(this.identity.user);
+    this.#drain();
     // what was refused before signing in (or never sent) is asked for again, once; what a
     // listener subscribes to below is sent by subscribe itself
     this.#sendUnsent();
@@ -106,19 +159,56 @@ export class Mesh {
     for (const [id, sub] of this.#subscriptions) if (!sub.sent) this.#sendSubscribe(id);
   }
 
+  #useStore(user) {
+    if (this.#storeUser === user) return;
+    this.#storeUser = user;
+    const previous = this.#store;
+    this.#store = previous.then((store) => {
+      store?.close();
+      return OfflineStore.open(this.#options.offlinePrefix, user);
+    }).catch((error) => { console.warn("mesh: no offline store", error); return null; });
+  }
+
   #forget(reason) {
-    this.#options.storage?.removeItem(this.#options.tokenKey);
+    const storage = this.#options.storage;
+    // the token, and the identity and catalogs kept with it for the tab
+    const kept = [];
+    for (let i = 0; i < (storage?.length ?? 0); i++) {
+      const key = storage.key(i);
+      if (key === this.#options.tokenKey || key.startsWith(`${this.#options.tokenKey}-`)) kept.push(key);
+    }
+    for (const key of kept) storage.removeItem(key);
     for (const sub of this.#subscriptions.values()) sub.sent = false; // signing out ended them
     const was = this.identity;
     this.identity = null;
     if (was) for (const listener of this.#identityListeners) listener(null, reason);
   }
 
-  /** Watch `topic` for `selector`: onValue(payload, version) gets the current value, then
-   * every newer one. Returns a function that stops watching. */
-  subscribe(topic, selector, onValue, onError = (error) => console.warn(error)) {
+  /** Watch `topic` for `selector`: onValue(payload, version, {stale, at}) gets the current
+   * value, then every newer one. The value kept from an earlier visit comes first, at once,
+   * with stale true and `at` (ms since the epoch it arrived); values go stale again while the
+   * connection is down. {cache: false} keeps nothing of this selector on the device
+   * (sensitive data). Returns a function that stops watching. */
+  subscribe(topic, selector, onValue, onError = (error) => console.warn(error),
+            {cache = true} = {}) {
     const id = `s${this.#nextId++}`;
-    this.#subscriptions.set(id, {topic, selector, onValue, onError, version: -1, sent: false});
+    const key = JSON.stringify([topic, selector]);
+    // while the kept value is read, the subscription waits: it is sent with its version
+    const sub = {topic, selector, onValue, onError, version: -1, sent: false, key, cache,
+                 payload: undefined, at: 0, reading: cache};
+    this.#subscriptions.set(id, sub);
+    if (cache) {
+      this.#store.then((store) => store?.topic(key)).then((kept) => {
+        if (kept && sub.version < 0 && this.#subscriptions.has(id)) {
+          Object.assign(sub, {version: kept.version, exact: kept.exact, payload: kept.payload,
+                              at: kept.at});
+          onValue(kept.payload, kept.version, {stale: true, at: kept.at});
+        }
+      }).catch((error) => console.warn("mesh: offline cache", error)).finally(() => {
+        sub.reading = false;
+        if (!sub.sent) this.#sendSubscribe(id);
+      });
+    }
     this.#sendSubscribe(id);
     return () => {
       if (this.#subscriptions.delete(id)) {
@@ -127,9 +217,107 @@ export class Mesh {
     };
   }
 
-  /** Push an action; resolves with its typed result, rejects with a MeshError. */
-  action(name, payload = {}) {
-    return this.#request({type: "action", action: name, payload});
+  /** Push an action; resolves with its typed result, rejects with a MeshError.
+   * {offline: true} (the default for an action its contract declares offline=True: the
+   * catalog's offlineActions) queues it (in IndexedDB, surviving reloads) when it cannot be pushed now,
+   * and replays the queue in order when the gateway is back; each is applied exactly once.
+   * `baseVersion` is the version of the data it was based on (a processor may answer
+   * `conflict`). A full queue rejects with MeshError("queue_full"). */
+  async action(name, payload = {}, {offline = this.#offlineActions.has(name), baseVersion} = {}) {
+    if (!offline) return this.#request({type: "action", action: name, payload});
+    const store = await this.#store;
+    if (!store || !this.identity) throw new MeshError("unauthenticated", "sign in to queue actions");
+    if (!this.#persisted) {
+      this.#persisted = true;
+      navigator.storage?.persist?.().catch(() => {});
+    }
+    const entry = {actionId: `${Date.now().toString(36)}-${crypto.randomUUID()}`, action: name,
+                   payload, madeAt: Date.now(), baseVersion: baseVersion ?? null};
+    if (!await store.enqueue(entry, this.#options.queueLimit)) {
+      throw new MeshError("queue_full", `${this.#options.queueLimit} actions are waiting to be ` +
+                          "sent already; try again once the device is back online");
+    }
+    const settled = new Promise((resolve, reject) => this.#waiting.set(entry.actionId, {resolve, reject}));
+    this.#changed(null);
+    this.#drain();
+    return settled;
+  }
+
+  /** The queued actions, oldest first: {actionId, action, payload, madeAt, sending}. */
+  async pendingActions() {
+    const store = await this.#store;
+    const queued = store ? await store.queued() : [];
+    return queued.map((entry) => ({...entry, sending: entry.actionId === this.#sending}));
+  }
+
+  /** The actions settled since they were queued (kept until forgotten), also those of an
+   * earlier page: {actionId, action, payload, result} or {..., error: {code, message}}. */
+  async settledActions() {
+    const store = await this.#store;
+    return store ? store.settled() : [];
+  }
+
+  async forgetSettled(actionId) { await (await this.#store)?.forgetSettled(actionId); }
+
+  /** Take a queued action out before it is sent; MeshError("sending") if it is on its way. */
+  async cancelAction(actionId) {
+    if (actionId === this.#sending) throw new MeshError("sending", "the action is being sent");
+    const store = await this.#store;
+    const entry = (await store?.queued() ?? []).find((e) => e.actionId === actionId);
+    if (!entry) return false;
+    await store.settle(entry, null);
+    this.#waiting.get(actionId)?.reject(new MeshError("cancelled", "the action was cancelled"));
+    this.#waiting.delete(actionId);
+    this.#changed(null);
+    return true;
+  }
+
+  /** Be told when the queue changes or a queued action settles (then with its outcome). */
+  onActions(listener) {
+    this.#actionListeners.add(listener);
+    return () => this.#actionListeners.delete(listener);
+  }
+
+  #changed(settled) { for (const listener of this.#actionListeners) listener(settled); }
+
+  /** Push the queue, in order, one at a time, while connected and signed in. */
+  async #drain() {
+    if (this.#draining) return;
+    this.#draining = true;
+    let retry = false;
+    try {
+      const store = await this.#store;
+      while (store && this.status === "open" && this.identity?.confirmed) {
+        const [entry] = await store.queued();
+        if (!entry) break;
+        this.#sending = entry.actionId;
+        this.#changed(null);
+        const frame = {type: "action", action: entry.action, payload: entry.payload,
+                       action_id: entry.actionId, made_at: entry.madeAt};
+        if (entry.baseVersion !== null) frame.base_version = entry.baseVersion;
+        let outcome;
+        try {
+          outcome = {result: await this.#request(frame)};
+        } catch (error) {
+          if (!isFinal(error.code)) { retry = error.code !== "disconnected"; break; }
+          outcome = {error: {code: error.code, message: error.message, details: error.details}};
+        }
+        await store.settle(entry, outcome);
+        this.#sending = null;
+        const waiting = this.#waiting.get(entry.actionId);
+        this.#waiting.delete(entry.actionId);
+        if (outcome.error) {
+          waiting?.reject(new MeshError(outcome.error.code, outcome.error.message, outcome.error.details));
+        } else {
+          waiting?.resolve(outcome.result);
+        }
+        this.#changed({...entry, ...outcome});
+      }
+    } finally {
+      this.#sending = null;
+      this.#draining = false;
+    }
+    if (retry) setTimeout(() => this.#drain(), this.#backoff);
   }
 
   /** Call an RPC that its contract opens to devices. */
@@ -170,15 +358,19 @@ export class Mesh {
       }
       this.#setStatus("open");
       if (!token) this.#sendUnsent();
+      this.#drain();
     };
-    socket.onmessage = (event) => this.#receive(JSON.parse(event.data));
+    socket.onmessage = (event) => this.#receive(JSON.parse(event.data), event.data);
     socket.onclose = () => {
       for (const [id, request] of this.#pending) {
         clearTimeout(request.timer);
         request.reject(new MeshError("disconnected", "the connection to the gateway closed"));
         this.#pending.delete(id);
       }
-      for (const sub of this.#subscriptions.values()) sub.sent = false; // a new connection
+      for (const sub of this.#subscriptions.values()) {
+        sub.sent = false; // a new connection
+        if (sub.version >= 0) sub.onValue(sub.payload, sub.version, {stale: true, at: sub.at});
+      }
       this.#setStatus("closed");
       if (!this.#closed) {
         const delay = this.#backoff * (0.5 + Math.random());
@@ -198,7 +390,10 @@ export class Mesh {
 
   #sendSubscribe(id) {
     const sub = this.#subscriptions.get(id);
-    if (sub) sub.sent = this.#send({type: "subscribe", id, topic: sub.topic, selector: sub.selector});
+    if (!sub || sub.reading) return;
+    const frame = {type: "subscribe", id, topic: sub.topic, selector: sub.selector};
+    if (sub.version >= 0) frame.version = sub.exact ?? String(sub.version); // "unchanged" if it still is
+    sub.sent = this.#send(frame);
   }
 
   #request(frame) {
@@ -216,13 +411,26 @@ export class Mesh {
     });
   }
 
-  #receive(frame) {
-    if (frame.type === "snapshot" || frame.type === "update") {
+  #receive(frame, text) {
+    if (frame.type === "snapshot" || frame.type === "update" || frame.type === "unchanged") {
+      // versions are 64-bit: the exact digits, which a JavaScript number would round, are
+      // what goes back to the gateway on a resubscribe (the version comes before the payload)
+      frame.exact = /"version":(-?\d+)/.exec(text)?.[1] ?? String(frame.version);
       const sub = this.#subscriptions.get(frame.id);
-      if (sub && frame.version > sub.version) {
-        sub.version = frame.version;
-        sub.onValue(frame.payload, frame.version);
+      // a snapshot replaces whatever the device had (another replica's versions differ);
+      // updates only move forward
+      if (!sub || (frame.type === "update" && frame.version <= sub.version)) return;
+      if (frame.type !== "unchanged") {
+        Object.assign(sub, {version: frame.version, exact: frame.exact, payload: frame.payload,
+                            at: Date.now()});
+        if (sub.cache) {
+          const {key, payload, version, exact, at} = sub;
+          this.#store.then((store) => store?.keepTopic({key, payload, version, exact, at},
+                                                        this.#options.cacheLimit))
+            .catch((error) => console.warn("mesh: offline cache", error));
+        }
       }
+      sub.onValue(sub.payload, sub.version, {stale: false, at: sub.at});
       return;
     }
     if (frame.type === "catalog_changed") {

@@ -28,6 +28,8 @@ const LOCALE_KEY = "mesh-locale";
 
 const $ = (id) => document.getElementById(id);
 const mesh = new Mesh();
+// The shell and the screens opened once then open offline too (sw.js; localhost or HTTPS).
+navigator.serviceWorker?.register("/sw.js").catch((error) => console.warn("no offline shell", error));
 let locale = localStorage.getItem(LOCALE_KEY) || navigator.language || "en";
 let screens = null;        // the catalog's screens, null until asked (again)
 let mounted = null;        // {key, unmount}
@@ -163,6 +165,9 @@ async function render() {
       const answer = await mesh.catalog({locale});
       if (run !== generation) return;
       screens = answer.screens;
+      // the plugin versions listed now: the service worker drops the cached files of others
+      navigator.serviceWorker?.controller?.postMessage({type: "plugins", keep: screens.map(
+        (s) => s.module.slice(0, s.module.indexOf("/", s.module.indexOf("/@")) + 1))});
     }
     const {plugin, screen, params} = route();
     if (!plugin) {

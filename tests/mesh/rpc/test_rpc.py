@@ -299,3 +299,23 @@ async def test_bad_or_spent_timeout_header(bus: Bus, timeout_ms: object,
     reply = await raw_call(bus, b'{"text": "x"}', key=rpc_key("server", "noop", "echo"),
                            timeout_ms=timeout_ms)
     assert isinstance(wire.decode_error(reply), error)
+
+
+@pytest.mark.parametrize("headers", [
+    {"x-mesh-action-id": 5, "x-mesh-action-made-ms": 1},
+    {"x-mesh-action-id": "short", "x-mesh-action-made-ms": 1},
+    {"x-mesh-action-id": "with spaces in", "x-mesh-action-made-ms": 1},
+    {"x-mesh-action-id": "no-made-ms-here"},
+    {"x-mesh-action-id": "made-ms-text", "x-mesh-action-made-ms": "1"},
+    {"x-mesh-action-id": "made-ms-bool", "x-mesh-action-made-ms": True},
+    {"x-mesh-action-id": "made-ms-huge", "x-mesh-action-made-ms": 2**70},
+    {"x-mesh-action-id": "base-text", "x-mesh-action-made-ms": 1, "x-mesh-base-version": "2"},
+])
+def test_bad_action_id_headers_are_bad_messages(headers: dict[str, object]) -> None:
+    from mesh.bus.message import Message
+    from mesh.errors import BadMessage
+    from mesh.rpc.once import read_key
+
+    with pytest.raises(BadMessage):
+        read_key(Message(body=b"{}", headers=dict(headers)), "p.act", "ada")
+    assert read_key(Message(body=b"{}"), "p.act", "ada") is None

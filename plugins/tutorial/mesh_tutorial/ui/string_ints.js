@@ -15,7 +15,10 @@ export function mount(element, {mesh, t, report}) {
       <input id="string1" placeholder="string1" required maxlength="50">
       <input id="int1" type="number" placeholder="int1" value="0" required>
       <button type="submit"></button>
-    </form>`;
+    </form>
+    <p class="stale" hidden></p>
+    <ul class="pending"></ul>
+    <ul class="failed"></ul>`;
   element.querySelector(".screen-title").textContent = t("screens.string_ints.title");
   element.querySelector(".lead").textContent = t("lead");
   element.querySelector("#add button").textContent = t("add");
@@ -24,6 +27,37 @@ export function mount(element, {mesh, t, report}) {
   rows.querySelector("td").textContent = t("waiting");
 
   const act = (promise) => promise.catch(report);
+  // Row changes work offline too: queued on the device, sent when it is back, each applied
+  // once. What waits is listed (and can be cancelled); what failed for good is shown.
+  const queue = (name, payload) => mesh.action(name, payload, {offline: true}).catch((error) => {
+    if (error.code !== "cancelled") report(error);
+  });
+  const stale = element.querySelector(".stale");
+  const pending = element.querySelector(".pending");
+  const failed = element.querySelector(".failed");
+
+  async function showQueue() {
+    const waiting = await mesh.pendingActions();
+    pending.replaceChildren(...waiting.map((entry) => {
+      const li = document.createElement("li");
+      li.dataset.actionId = entry.actionId;
+      li.textContent = `${entry.action} ${JSON.stringify(entry.payload)} `;
+      if (!entry.sending) li.append(button("×", t("cancel"), () => mesh.cancelAction(entry.actionId).catch(report)));
+      return li;
+    }));
+    pending.dataset.count = waiting.length;
+    pending.title = t("pending", {count: waiting.length});
+    const gone = (await mesh.settledActions()).filter((entry) => entry.error);
+    failed.replaceChildren(...gone.map((entry) => {
+      const li = document.createElement("li");
+      li.dataset.actionId = entry.actionId;
+      li.dataset.code = entry.error.code;
+      li.textContent = t("failed", {action: entry.action, message: entry.error.message});
+      return li;
+    }));
+  }
+  const stopQueue = mesh.onActions(() => showQueue().catch(report));
+  showQueue().catch(report);
 
   function button(label, title, onClick) {
     const b = document.createElement("button");
@@ -47,16 +81,18 @@ export function mount(element, {mesh, t, report}) {
     const id = item.id;
     const actions = document.createElement("td");
     actions.append(
-      button("−1", t("subtract_one"), () => act(mesh.action("tutorial.add_int_value", {string_int_id: id, offset: -1}))),
-      button("+1", t("add_one"), () => act(mesh.action("tutorial.add_int_value", {string_int_id: id, offset: 1}))),
-      button("Aa", t("toggle_case"), () => act(mesh.action("tutorial.string_cap_toggle", {string_int_id: id}))),
+      button("−1", t("subtract_one"), () => queue("tutorial.add_int_value", {string_int_id: id, offset: -1})),
+      button("+1", t("add_one"), () => queue("tutorial.add_int_value", {string_int_id: id, offset: 1})),
+      button("Aa", t("toggle_case"), () => queue("tutorial.string_cap_toggle", {string_int_id: id})),
       button("×2", t("double"), () => act(mesh.call("tutorial.double_string_int", {id}))),
     );
     tr.append(actions);
     return tr;
   }
 
-  function render(payload) {
+  function render(payload, version, {stale: old = false, at = 0} = {}) {
+    stale.hidden = !old;
+    stale.textContent = old ? t("stale", {age: Math.round((Date.now() - at) / 1000)}) : "";
     const existing = new Map([...rows.querySelectorAll("tr[data-id]")].map((tr) => [tr.dataset.id, tr]));
     const ordered = payload.items.map((item) => {
       const tr = existing.get(String(item.id)) ?? row(item);
@@ -84,5 +120,6 @@ export function mount(element, {mesh, t, report}) {
     }));
   });
 
-  return mesh.subscribe("tutorial.string_ints", {}, render, report);
+  const stop = mesh.subscribe("tutorial.string_ints", {}, render, report);
+  return () => { stop(); stopQueue(); };
 }
