@@ -70,6 +70,9 @@ class MeshSettings(BaseSettings):
         default=64 * 1024, ge=0,
         description="The largest task result, in bytes, the task ledger keeps; a larger one "
         "is recorded as too large to keep.")
+    notification_retention: float = Field(
+        default=30 * 86400.0, gt=0,
+        description="Seconds the servers keep a notification after it was sent, read or not.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto", description="The services' event loop: `auto` is uvloop where it is "
         "installed (it is, on Linux and macOS), else asyncio's.")

@@ -48,6 +48,7 @@ from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_ad
 from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
+from services.server.notifications import NotificationDesk
 
 
 class ServerService(Service):
@@ -66,6 +67,7 @@ class ServerService(Service):
         self._platform_endpoint: RpcBinder | None = None
         token, _ = admin_token(self.settings)
         self.identity = IdentityGate(self, token)
+        self.notifications = NotificationDesk(self)
         auth = AdminAuth(self.identity)
         self.admin_app = create_admin_app(self, auth)
         self.plugin_routes = PluginRoutes(self.admin_app, auth)  # plugins' own admin routes
@@ -104,6 +106,7 @@ class ServerService(Service):
         for name, error in result.refused.items():
             self.host.mark(name, PluginState.REFUSED, error)
         await self.ledger.start()  # its table is migrated now
+        await self.notifications.store.start()
         for schema in await migrator.orphans():
             self.log.warning("db.orphan_schema", schema=schema,
                              hint="no installed plugin owns it; mesh leaves it alone")
@@ -156,6 +159,7 @@ class ServerService(Service):
         endpoint.add(PlatformContract.wheel, self.wheel)
         endpoint.add(PlatformContract.task_state, self.task_state)
         self.identity.serve(endpoint)
+        self.notifications.serve(endpoint)
         await endpoint.start()
         self._platform_endpoint = endpoint
         await self._bootstrap_admin()
@@ -190,6 +194,7 @@ class ServerService(Service):
         if self._platform_endpoint is not None:
             await self._platform_endpoint.stop_taking()
         await self.ledger.stop()
+        await self.notifications.store.stop()
         await super().stop()
 
     # -- what the admin API asks of the server -------------------------------------------

@@ -1,0 +1,126 @@
+"""The server's side of notifications and personal settings: the platform RPCs any service
+sends notifications with and the client service asks on its devices' behalf, backed by the
+platform schema, with every stored notification and changed personal setting published on the
+control channel for the client services to push to devices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from contracts.notifications import (
+    FollowGroup,
+    GroupList,
+    GroupsQuery,
+    GroupState,
+    InvalidPayload,
+    InvalidSettings,
+    MarkRead,
+    NoPersonalSettings,
+    NotificationList,
+    NotificationQuery,
+    NotificationsContract,
+    NotificationSent,
+    PersonalChange,
+    PersonalQuery,
+    PersonalValues,
+    SendNotification,
+    UnknownTemplate,
+    UnreadCount,
+)
+from mesh.names import NOTIFICATION_KEY, personal_key
+from mesh.notification import Notification
+from mesh.platform.notifications import NotificationStore
+from mesh.platform.personal import PersonalStore, effective
+from mesh.rpc.binder import RpcBinder
+from mesh.validation import field_errors
+
+if TYPE_CHECKING:
+    from services.server import ServerService
+
+
+class NotificationDesk:
+    def __init__(self, server: ServerService) -> None:
+        assert server.database is not None
+        self.server = server
+        self.store = NotificationStore(server.database, self.templates,
+                                       retention=server.settings.notification_retention)
+        self.personal = PersonalStore(server.database)
+
+    def templates(self) -> Mapping[str, Notification[Any]]:
+        """Every template the server's plugins declare, by qualname."""
+        found: dict[str, Notification[Any]] = {}
+        for name in self.server.plugins.order:
+            contract = self.server.host.contract(name)
+            if contract is not None:
+                found.update({t.qualname: t for t in contract.notifications.values()})
+        return found
+
+    def serve(self, endpoint: RpcBinder) -> None:
+        endpoint.add(NotificationsContract.send_notification, self.send)
+        endpoint.add(NotificationsContract.list_notifications, self.list)
+        endpoint.add(NotificationsContract.mark_read, self.mark_read)
+        endpoint.add(NotificationsContract.follow_group, self.follow)
+        endpoint.add(NotificationsContract.notification_groups, self.groups)
+        endpoint.add(NotificationsContract.personal_settings, self.read_personal)
+        endpoint.add(NotificationsContract.put_personal_settings, self.change_personal)
+
+    async def send(self, request: SendNotification) -> NotificationSent:
+        template = self.templates().get(request.template)
+        if template is None:
+            raise UnknownTemplate(f"no notification template {request.template!r}")
+        try:
+            payload = template.payload.model_validate(request.payload).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidPayload(f"the payload does not match {template.payload.__name__}",
+                                 details=field_errors(exc)) from None
+        delivery = await self.store.store(template, payload, request)
+        await self.server.control.publish(NOTIFICATION_KEY, delivery)
+        notification = delivery.notification
+        return NotificationSent(id=notification.id, sent_ms=notification.sent_ms,
+                                delivered_live=-1 if delivery.everyone else len(delivery.users))
+
+    async def list(self, request: NotificationQuery) -> NotificationList:
+        return await self.store.list(request.identity, before=request.before,
+                                     limit=request.limit, unread_only=request.unread_only)
+
+    async def mark_read(self, request: MarkRead) -> UnreadCount:
+        return UnreadCount(unread=await self.store.mark_read(request.identity, request.ids,
+                                                             request.all))
+
+    async def follow(self, request: FollowGroup) -> GroupState:
+        return await self.store.follow(request.identity, request.group, request.following)
+
+    async def groups(self, request: GroupsQuery) -> GroupList:
+        return GroupList(groups=await self.store.group_states(request.identity))
+
+    def _personal_model(self, plugin: str) -> type[BaseModel]:
+        contract = self.server.host.contract(plugin) if plugin in self.server.plugins.order \
+            else None
+        model = contract.personal_settings_model if contract is not None else None
+        if model is None:
+            raise NoPersonalSettings(f"{plugin!r} declares no personal settings")
+        return model
+
+    async def read_personal(self, request: PersonalQuery) -> PersonalValues:
+        model = self._personal_model(request.plugin)
+        settings = effective(model, await self.personal.chosen(request.user, request.plugin))
+        return PersonalValues(user=request.user, plugin=request.plugin,
+                              values=settings.model_dump(mode="json"))
+
+    async def change_personal(self, request: PersonalChange) -> PersonalValues:
+        model = self._personal_model(request.plugin)
+        try:
+            settings = await self.personal.change(request.user, request.plugin, model,
+                                                  request.values)
+        except ValidationError as exc:
+            raise InvalidSettings(f"the values do not match {model.__name__}",
+                                  details=field_errors(exc)) from None
+        except ValueError as exc:
+            raise InvalidSettings(str(exc)) from None
+        values = PersonalValues(user=request.user, plugin=request.plugin,
+                                values=settings.model_dump(mode="json"))
+        await self.server.control.publish(personal_key(request.plugin), values)
+        return values
