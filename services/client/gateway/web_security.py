@@ -30,7 +30,7 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 SHELL_FILES = {"mesh.js": "text/javascript", "shell.js": "text/javascript",
-               "shell.css": "text/css"}
+               "shell.css": "text/css", "notifications.js": "text/javascript"}
 MEDIA_TYPES = {
     ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
     ".svg": "image/svg+xml", ".json": "application/json", ".png": "image/png",
