@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mesh.contract import Contract, rpc
+from mesh.contract import Contract, Empty, rpc, task
 from mesh.errors import RpcError
 from mesh.identity import Identity
 from mesh.notification import Recipients
@@ -158,3 +158,18 @@ class NotificationsContract(Contract, plugin="mesh"):
                                 callers=["client"], timeout=5.0,
                                 errors=[NoPersonalSettings, InvalidSettings],
                                 doc="Change a user's personal settings of a plugin.")
+
+
+class WebhookPost(BaseModel):
+    """One notification for the webhook: the JSON body exactly as it is sent and signed."""
+
+    delivery: str = Field(max_length=40, description="The notification's id.")
+    body: str = Field(max_length=1_000_000)
+
+
+class WebhookContract(Contract, plugin="mesh"):
+    """The webhook channel's task: a worker POSTs the body, signed; a failed POST (an error
+    status, no answer) is retried with backoff and dead-lettered after its attempts."""
+
+    post_webhook = task(WebhookPost, Empty, max_attempts=6, backoff=0.25, backoff_max=60,
+                        time_limit=30, doc="POST one notification to the webhook.")

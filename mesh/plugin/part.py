@@ -16,6 +16,7 @@ from mesh.binder import Binder
 from mesh.contract import Contract, Rpc, Task, Topic
 from mesh.errors import PluginError
 from mesh.notification import Notification, Recipients
+from mesh.platform.channels import NotificationChannel
 from mesh.rpc.binder import DefaultAction
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ _SERVED_ON: dict[type, str] = {
     Task: "tasks run on the worker",
     Topic: "topics are provided on the server",
     AdminRoutes: "admin routes live on the server",
+    NotificationChannel: "notification channels are added on the server",
 }
 
 
@@ -193,6 +195,11 @@ class PluginContext:
         reply = await NotificationsContract(self._facilities.caller).personal_settings(
             PersonalQuery(user=user, plugin=self.plugin))
         return model.model_validate(reply.values)
+
+    def add_notification_channel(self, channel: NotificationChannel) -> None:
+        """Deliver every notification stored from now on through `channel` too, while the
+        plugin runs (server; docs/plugin-guide.md, "Delivery channels")."""
+        self.serve(channel, channel)
 
     def publish_api(self, api: object) -> None:
         """Offer `api` to other plugins on this service (Peek's publishedServerApi)."""

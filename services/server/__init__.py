@@ -32,6 +32,7 @@ from mesh.health import local_url
 from mesh.names import HOOKS_KEY, STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
+from mesh.platform.channels import ChannelBinder
 from mesh.platform.ledger import TaskLedger
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
@@ -76,7 +77,12 @@ class ServerService(Service):
         self.ready = False
 
     def binder_kinds(self) -> list[BinderKind]:
-        return [self.topic_binder, *super().binder_kinds(), self.admin_routes_binder]
+        return [self.topic_binder, *super().binder_kinds(), self.admin_routes_binder,
+                self.channel_binder]
+
+    def channel_binder(self, plugin: str, contract: type[Contract] | None = None
+                       ) -> ChannelBinder:
+        return ChannelBinder(plugin, contract, registry=self.notifications.channels)
 
     def topic_binder(self, plugin: str, contract: type[Contract] | None = None) -> TopicBinder:
         return TopicBinder(plugin, contract, observables=self.observables)

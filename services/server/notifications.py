@@ -5,12 +5,15 @@ control channel for the client services to push to devices."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from contracts.notifications import (
+    Delivery,
     FollowGroup,
     GroupList,
     GroupsQuery,
@@ -29,9 +32,12 @@ from contracts.notifications import (
     SendNotification,
     UnknownTemplate,
     UnreadCount,
+    WebhookContract,
+    WebhookPost,
 )
 from mesh.names import NOTIFICATION_KEY, personal_key
 from mesh.notification import Notification
+from mesh.platform.channels import ChannelRegistry, NotificationChannel
 from mesh.platform.notifications import NotificationStore
 from mesh.platform.personal import PersonalStore, effective
 from mesh.rpc.binder import RpcBinder
@@ -41,6 +47,45 @@ if TYPE_CHECKING:
     from services.server import ServerService
 
 
+log = structlog.get_logger("mesh.notifications")
+
+
+class DevicesChannel(NotificationChannel):
+    """The bundled channel to devices: the client services push each notification to the
+    signed-in devices of the people it is for (the others list it when they are back)."""
+
+    name = "devices"
+
+    def __init__(self, server: ServerService) -> None:
+        self.server = server
+
+    async def deliver(self, delivery: Delivery, template: Notification[Any]) -> None:
+        await self.server.control.publish(NOTIFICATION_KEY, delivery)
+
+
+class WebhookChannel(NotificationChannel):
+    """The bundled outgoing webhook: each notification, rendered in the template's declared
+    language, as a JSON body a worker POSTs signed (mesh/webhook.py), with retries."""
+
+    name = "webhook"
+
+    def __init__(self, server: ServerService) -> None:
+        self.server = server
+
+    async def deliver(self, delivery: Delivery, template: Notification[Any]) -> None:
+        sent = delivery.notification
+        title, body = template.rendered(sent.payload)
+        document = {"id": sent.id, "template": sent.template, "group": sent.group,
+                    "title": title, "body": body, "payload": sent.payload,
+                    "sent_ms": sent.sent_ms, "to": {"users": delivery.users,
+                                                    "roles": delivery.roles,
+                                                    "followers": delivery.everyone,
+                                                    "excepted": delivery.excepted}}
+        await WebhookContract(self.server.caller).post_webhook.enqueue(
+            WebhookPost(delivery=str(sent.id), body=json.dumps(document, separators=(",", ":"))),
+            idempotency_key=f"notification-{sent.id}", want_result=False)
+
+
 class NotificationDesk:
     def __init__(self, server: ServerService) -> None:
         assert server.database is not None
@@ -48,6 +93,10 @@ class NotificationDesk:
         self.store = NotificationStore(server.database, self.templates,
                                        retention=server.settings.notification_retention)
         self.personal = PersonalStore(server.database)
+        bundled: list[NotificationChannel] = [DevicesChannel(server)]
+        if server.settings.notification_webhook_url:
+            bundled.append(WebhookChannel(server))
+        self.channels = ChannelRegistry(*bundled)
 
     def templates(self) -> Mapping[str, Notification[Any]]:
         """Every template the server's plugins declare, by qualname."""
@@ -77,7 +126,12 @@ class NotificationDesk:
             raise InvalidPayload(f"the payload does not match {template.payload.__name__}",
                                  details=field_errors(exc)) from None
         delivery = await self.store.store(template, payload, request)
-        await self.server.control.publish(NOTIFICATION_KEY, delivery)
+        for channel in list(self.channels.channels.values()):
+            try:
+                await channel.deliver(delivery, template)
+            except Exception:  # stored already: one channel failing stops no other
+                log.exception("notifications.channel_failed", channel=channel.name,
+                              notification=delivery.notification.id)
         notification = delivery.notification
         return NotificationSent(id=notification.id, sent_ms=notification.sent_ms,
                                 delivered_live=-1 if delivery.everyone else len(delivery.users))
