@@ -196,3 +196,31 @@ async def test_personal_settings_are_validated_and_pushed_to_the_other_sessions(
     assert (await ctx(gateway).personal_settings("someone else")).volume == 5  # the default
     with pytest.raises(PluginError, match="declares no personal settings"):
         await ctx(gateway, "tutorial_stats").personal_settings("admin")
+
+
+def doc_blocks(heading: str) -> list[list[dict[str, Any]]]:
+    """The JSON frame blocks under a heading of docs/devices.md, up to the next heading."""
+    import json
+    from pathlib import Path
+
+    text = (Path(__file__).parents[3] / "docs" / "devices.md").read_text()
+    section = text.split(heading + "\n", 1)[1].split("\n### ", 1)[0]
+    return [[json.loads(line) for line in block.split("```", 1)[0].splitlines() if line.strip()]
+            for block in section.split("```json\n")[1:]]
+
+
+async def test_the_documented_frames_are_understood(gateway: Gateway) -> None:
+    device = await gateway.device()
+    pushed, requests = doc_blocks("### Notifications")
+    personal, personal_pushed = doc_blocks("### Personal settings")
+    for frame in [*requests, *personal]:
+        reply = await device.answer(frame)
+        assert reply["type"] == "result", (frame, reply)
+    assert [f["type"] for f in pushed + personal_pushed] == ["notification", "personal_settings"]
+    await ctx(gateway).send_notification(DevicesContract.pinged, Ping(n=1), to=to_users("admin"))
+    real = await device.expect(of("notification"))
+    assert set(real) == set(pushed[0]) and set(real["notification"]) == set(
+        pushed[0]["notification"])
+    other = await gateway.device()
+    await device.answer({**personal[-1], "id": "again"})
+    assert set(await other.expect(of("personal_settings"))) == set(personal_pushed[0])
