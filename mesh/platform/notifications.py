@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, and_, delete, func, insert, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 
 from contracts.notifications import (
     Delivery,
@@ -122,13 +122,13 @@ class NotificationStore:
         return NotificationRow.id.not_in(select(NotificationReadRow.notification_id).where(
             NotificationReadRow.user == user))
 
-    async def list(self, identity: Identity, *, before: int | None, limit: int,
+    async def listing(self, identity: Identity, *, before: int | None, limit: int,
                    unread_only: bool) -> NotificationList:
         async with self.database.session(SCHEMA) as session:
             visible = await self._visible(session, identity)
             read_ids = select(NotificationReadRow.notification_id).where(
                 NotificationReadRow.user == identity.user)
-            query: Select[Any] = select(NotificationRow, NotificationRow.id.in_(read_ids)) \
+            query = select(NotificationRow, NotificationRow.id.in_(read_ids)) \
                 .where(visible).order_by(NotificationRow.id.desc()).limit(limit)
             if before is not None:
                 query = query.where(NotificationRow.id < before)

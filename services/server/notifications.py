@@ -109,7 +109,7 @@ class NotificationDesk:
 
     def serve(self, endpoint: RpcBinder) -> None:
         endpoint.add(NotificationsContract.send_notification, self.send)
-        endpoint.add(NotificationsContract.list_notifications, self.list)
+        endpoint.add(NotificationsContract.list_notifications, self.listing)
         endpoint.add(NotificationsContract.mark_read, self.mark_read)
         endpoint.add(NotificationsContract.follow_group, self.follow)
         endpoint.add(NotificationsContract.notification_groups, self.groups)
@@ -136,8 +136,8 @@ class NotificationDesk:
         return NotificationSent(id=notification.id, sent_ms=notification.sent_ms,
                                 delivered_live=-1 if delivery.everyone else len(delivery.users))
 
-    async def list(self, request: NotificationQuery) -> NotificationList:
-        return await self.store.list(request.identity, before=request.before,
+    async def listing(self, request: NotificationQuery) -> NotificationList:
+        return await self.store.listing(request.identity, before=request.before,
                                      limit=request.limit, unread_only=request.unread_only)
 
     async def mark_read(self, request: MarkRead) -> UnreadCount:

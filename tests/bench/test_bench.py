@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,3 +150,15 @@ def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None
             assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
     assert set(report["ratio"]) == {"noop", "sleep10"}
     assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_notify_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:
+    report: dict[str, Any] = bench_json("notify", "--devices", "10", "--rounds", "2", "--url",
+                                        mesh_broker_url)
+    assert 0 < report["notification_p50_ms"] <= report["notification_p99_ms"]
+    assert 0 < report["topic_p50_ms"] <= report["topic_p99_ms"]
+    # to followers: the notification and one row for all of them; named: one row per user
+    assert (report["rows_to_followers"], report["rows_to_named_users"]) == (2, 11)

@@ -90,7 +90,7 @@ async def test_roles_and_users_address_people_and_permission_hides(gateway: Gate
         update={"permissions": ["devices/counter/bump"], "roles": []})
     await sender.send_notification(DevicesContract.counted, Count(name="x", value=1),
                                    to=to_users("admin"))
-    seen = await store.list(viewer, before=None, limit=10, unread_only=True)
+    seen = await store.listing(viewer, before=None, limit=10, unread_only=True)
     assert seen.items == [] and seen.unread == 0  # counted needs devices/counter/watch
     assert await store.mark_read(viewer, [], True) == 0
     assert (await answer(device, {"type": "notifications", "id": 3}))["unread"] == 1
