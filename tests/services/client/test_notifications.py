@@ -224,3 +224,60 @@ async def test_the_documented_frames_are_understood(gateway: Gateway) -> None:
     other = await gateway.device()
     await device.answer({**personal[-1], "id": "again"})
     assert set(await other.expect(of("personal_settings"))) == set(personal_pushed[0])
+
+
+async def test_a_template_permission_decides_who_is_shown_it_live(gateway: Gateway) -> None:
+    from tests.services.client.test_auth import VIEWER_PASSWORD, add_user
+
+    await add_user(gateway, "watcher", ["devices/counter/watch"])
+    await add_user(gateway, "bumper", ["devices/counter/bump"])
+    watcher = await gateway.device(user="watcher", password=VIEWER_PASSWORD)
+    bumper = await gateway.device(user="bumper", password=VIEWER_PASSWORD)
+    sender = ctx(gateway)
+    await sender.send_notification(DevicesContract.counted, Count(name="c", value=1),
+                                   to=to_followers())
+    await sender.send_notification(DevicesContract.pinged, Ping(n=1),
+                                   to=to_users("watcher", "bumper"))
+    assert (await watcher.expect(of("notification")))["notification"]["title"] == "c is 1"
+    assert (await bumper.expect(of("notification")))["notification"]["title"] == "ping 1"
+    assert (await watcher.expect(of("notification")))["notification"]["title"] == "ping 1"
+    assert [f["notification"]["title"] for f in bumper.frames if f["type"] == "notification"] \
+        == ["ping 1"]  # counted needs devices/counter/watch: never pushed, never listed
+    listed = await answer(bumper, {"type": "notifications", "id": 1})
+    assert [n["title"] for n in listed["items"]] == ["ping 1"]
+    groups = await answer(bumper, {"type": "groups", "id": 2})
+    assert "devices.counter" not in {g["group"] for g in groups["groups"]}
+    refused = await answer(bumper, {"type": "follow", "id": 3, "group": "devices.counter",
+                                    "following": True})
+    assert refused == {"error": "mesh.unknown_group"}
+
+
+async def test_notifications_past_the_retention_are_purged(gateway: Gateway) -> None:
+    from sqlalchemy import func, select, update
+
+    from mesh.platform.models import (
+        SCHEMA,
+        NotificationReadRow,
+        NotificationRecipientRow,
+        NotificationRow,
+    )
+
+    device = await gateway.device()
+    sender, store = ctx(gateway), gateway.server.notifications.store
+    old = await sender.send_notification(DevicesContract.pinged, Ping(n=1), to=to_users("admin"))
+    await sender.send_notification(DevicesContract.pinged, Ping(n=2), to=to_users("admin"))
+    await answer(device, {"type": "mark_read", "id": 1, "all": True})
+    database = gateway.server.database
+    assert database is not None
+    async with database.session(SCHEMA) as session:
+        await session.execute(update(NotificationRow).where(NotificationRow.id == old.id)
+                              .values(sent_ms=old.sent_ms - int(store.retention * 1000) - 1))
+        await session.commit()
+    assert await store.purge() == 1
+    async with database.session(SCHEMA) as session:
+        for table in (NotificationRecipientRow, NotificationReadRow):
+            left = await session.scalar(select(func.count()).select_from(table).where(
+                table.notification_id == old.id))
+            assert left == 0, table
+    listed = await answer(device, {"type": "notifications", "id": 2})
+    assert [n["title"] for n in listed["items"]] == ["ping 2"]
