@@ -142,6 +142,7 @@ def test_notify_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> Non
     # to followers: the notification and one row for all of them; named: one row per user
     assert (report["rows_to_followers"], report["rows_to_named_users"]) == (2, 11)
 
+
 @pytest.mark.slow
 @pytest.mark.rabbitmq
 @pytest.mark.timeout(300)
@@ -161,4 +162,3 @@ def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None
             assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
     assert set(report["ratio"]) == {"noop", "sleep10"}
     assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())
-
