@@ -28,6 +28,7 @@ from mesh.catalog import (
     Catalog,
     CatalogPlugin,
     ModelSchema,
+    NotificationEntry,
     RpcEntry,
     TaskEntry,
     TopicEntry,
@@ -176,6 +177,7 @@ class _Document:
     def build(self) -> Json:
         handlers: dict[str, Callable[[Any], None]] = {
             "rpc": self._rpc, "action": self._rpc, "topic": self._topic, "task": self._task,
+            "notification": self._notification,
         }
         for entry in self.catalog.entries:
             handlers[entry.kind](entry)
@@ -377,6 +379,48 @@ class _Document:
             "messages": [{"$ref": f"#/channels/{key}/messages/input"}],
             "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},
             "tags": [*tags, _service_tag("worker")],
+        })
+
+    # -- notification templates -------------------------------------------------------------
+
+    def _notification(self, entry: NotificationEntry) -> None:
+        key = f"notification.{entry.qualname}"
+        payload = self.schemas.model(entry.payload, entry.plugin)
+        self.channels[key] = {
+            "address": entry.routing_key,
+            "title": f"{entry.qualname} notification",
+            "summary": entry.doc or f"The {entry.qualname} notification.",
+            "description": (
+                f"Sent by any service as a `mesh.send_notification` RPC to the **server**, "
+                f"which stores it and publishes it on `{names.NOTIFICATION_KEY}` for the client "
+                f"services to show. Title `{entry.title}`, body `{entry.body}` (translated in "
+                f"plugin `{entry.plugin}`'s catalogs); group `{entry.group}`, "
+                f"{'followed' if entry.followed else 'not followed'} by default"
+                f"{f'; seen only with {entry.permission}' if entry.permission else ''}."),
+            "messages": {"send": {
+                "name": f"{entry.qualname}.send", "title": entry.payload.name,
+                "contentType": wire.CONTENT_TYPE,
+                "payload": {
+                    "type": "object", "required": ["template", "payload", "to", "sent_by"],
+                    "properties": {
+                        "template": {"const": entry.qualname},
+                        "payload": payload,
+                        "to": {"type": "object", "description": "users, roles, followers"},
+                        "sent_by": {"type": "string"},
+                    },
+                },
+            }},
+            "bindings": {"amqp": self._exchange_binding()},
+            "x-mesh": {"plugin": entry.plugin, "kind": "notification",
+                       "qualname": entry.qualname, "group": entry.group,
+                       "followed": entry.followed, "permission": entry.permission,
+                       "title": entry.title, "body": entry.body},
+        }
+        self._operation(f"{entry.qualname}.send", {
+            "action": "send", "channel": {"$ref": f"#/channels/{key}"},
+            "title": f"Send {entry.qualname}",
+            "messages": [{"$ref": f"#/channels/{key}/messages/send"}],
+            "tags": [_plugin_tag_ref(entry.plugin), _kind_tag("notification")],
         })
 
     # -- observable topics ------------------------------------------------------------------

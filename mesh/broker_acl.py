@@ -15,13 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from contracts.identity import IdentityContract
+from contracts.notifications import NotificationsContract, WebhookContract
 from contracts.platform import PlatformContract
 from mesh import names
 from mesh.catalog import Catalog
 from mesh.contract import Contract
 from mesh.names import SERVICE_KINDS
 
-PLATFORM_CONTRACTS: tuple[type[Contract], ...] = (PlatformContract, IdentityContract)
+PLATFORM_CONTRACTS: tuple[type[Contract], ...] = (
+    PlatformContract, IdentityContract, NotificationsContract, WebhookContract)
 HEX = "[0-9a-f]+"  # no {n} quantifiers: RabbitMQ expands {…} in topic permissions
 
 
@@ -81,7 +83,8 @@ def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list
     """One KindAcl per service kind, for the plugins in `catalog` on `exchange`."""
     e = re.escape(exchange)
     calls = _calls(catalog)
-    tasks = [f"{re.escape(t.plugin)}\\.{re.escape(t.name)}" for t in catalog.of_kind("task")]
+    tasks = [f"{re.escape(t.plugin)}\\.{re.escape(t.name)}" for t in [
+        *catalog.of_kind("task"), *(t for c in PLATFORM_CONTRACTS for t in c.tasks.values())]]
     topics = [f"{re.escape(t.plugin)}\\.{re.escape(t.name)}" for t in catalog.of_kind("topic")]
     task_queues = [f"{e}\\.task\\.{t}" for t in tasks] + [f"{e}\\.task-dead"]
     task_bindings = [f"task\\.{t}" for t in tasks] + ["task-dead\\.\\#"]

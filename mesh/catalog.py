@@ -20,12 +20,13 @@ from mesh import names
 from mesh.contract import Action, Contract, Rpc, Task, Topic
 from mesh.errors import RpcError
 from mesh.names import ServiceKind
+from mesh.notification import Notification
 from mesh.permissions import contract_problem
 from mesh.plugin.hooks import describe, plan_hooks
 from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 
 PluginStatus = Literal["ok", "no_contract", "error", "disabled", "refused"]
-EntryKind = Literal["rpc", "action", "topic", "task"]
+EntryKind = Literal["rpc", "action", "topic", "task", "notification"]
 
 
 class ModelSchema(BaseModel):
@@ -115,7 +116,19 @@ class TaskEntry(_Entry):
     queue: str = Field(description="The durable queue, without the exchange prefix.")
 
 
-AnyEntry = RpcEntry | ActionEntry | TopicEntry | TaskEntry
+class NotificationEntry(_Entry):
+    """A notification template: sent through the server's `mesh.send_notification` RPC (its
+    `routing_key`), stored, and delivered to people (docs/plugin-guide.md, Notifications)."""
+
+    kind: Literal["notification"] = "notification"
+    payload: ModelSchema
+    title: str = Field(description="The title template, in the default locale.")
+    body: str = Field(description="The body template, in the default locale.")
+    group: str = Field(description="<plugin>.<group>: what people follow or unfollow.")
+    followed: bool = Field(description="Whether people follow the group until they unfollow.")
+
+
+AnyEntry = RpcEntry | ActionEntry | TopicEntry | TaskEntry | NotificationEntry
 CatalogEntry = Annotated[AnyEntry, Field(discriminator="kind")]
 
 
@@ -239,7 +252,9 @@ def _entries(plugin: str, contract: type[Contract]) -> list[AnyEntry]:
                          f"not of {plugin!r}")
     found: list[AnyEntry] = []
     for value in vars(contract).values():
-        if isinstance(value, Topic):
+        if isinstance(value, Notification):
+            found.append(_notification_entry(value))
+        elif isinstance(value, Topic):
             found.append(_topic_entry(value))
         elif isinstance(value, Task):
             found.append(_task_entry(value))
@@ -260,6 +275,17 @@ def _task_entry(task: Task[Any, Any]) -> TaskEntry:
         result=model_schema(task.result, what=f"{task.plugin}.{task.name} result"),
         max_attempts=task.max_attempts, backoff=task.backoff, cpu_bound=task.cpu_bound,
         queue=names.task_queue_suffix(task.plugin, task.name),
+    )
+
+
+def _notification_entry(template: Notification[Any]) -> NotificationEntry:
+    return NotificationEntry(
+        plugin=template.plugin, name=template.name, qualname=template.qualname,
+        service="server", routing_key=names.rpc_key("server", "mesh", "send_notification"),
+        callers=None, permission=template.permission, devices=False, timeout=10.0, errors=[],
+        doc=template.doc, title=template.title, body=template.body,
+        group=template.group_name(), followed=template.followed,
+        payload=model_schema(template.payload, what=f"{template.qualname} payload"),
     )
 
 

@@ -87,6 +87,16 @@ class MeshSettings(BaseSettings):
         default=300.0, ge=0,
         description="Seconds a device's clock may be ahead of the server's: an action made "
         "further in the future is refused, and ids are kept this much longer.")
+    notification_retention: float = Field(
+        default=30 * 86400.0, gt=0,
+        description="Seconds the servers keep a notification after it was sent, read or not.")
+    notification_webhook_url: str | None = Field(
+        default=None, pattern=r"^https?://", max_length=2000,
+        description="Where the webhook channel POSTs every notification (signed, retried by "
+        "a worker); unset: no webhook. Set it on the servers and the workers alike.")
+    notification_webhook_secret: SecretStr | None = Field(
+        default=None, description="The HMAC-SHA256 key of the webhook's X-Mesh-Signature; "
+        "needed with MESH_NOTIFICATION_WEBHOOK_URL.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto", description="The services' event loop: `auto` is uvloop where it is "
         "installed (it is, on Linux and macOS), else asyncio's.")

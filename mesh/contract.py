@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from mesh.errors import RpcError
 from mesh.names import SERVICE_KINDS
+from mesh.notification import Notification, notification  # noqa: F401  (re-exported for contracts)
 from mesh.permissions import check_address
 
 if TYPE_CHECKING:
@@ -346,28 +347,43 @@ class Contract:
     rpcs: ClassVar[Mapping[str, Rpc[Any, Any]]]
     topics: ClassVar[Mapping[str, Topic[Any, Any]]]
     settings_model: ClassVar[type[BaseModel] | None]
+    personal_settings_model: ClassVar[type[BaseModel] | None]
     tasks: ClassVar[Mapping[str, Task[Any, Any]]]
+    notifications: ClassVar[Mapping[str, Notification[Any]]]
 
     def __init_subclass__(
-        cls, *, plugin: str, settings: type[BaseModel] | None = None, **kwargs: Any
+        cls, *, plugin: str, settings: type[BaseModel] | None = None,
+        personal_settings: type[BaseModel] | None = None, **kwargs: Any
     ) -> None:
         """`settings` is the plugin's settings model: administrators edit it, and every
-        service running the plugin gets the new values live. Every field needs a default."""
+        service running the plugin gets the new values live. `personal_settings` is the
+        per-user one: each person changes their own from a device (docs/devices.md). Every
+        field of either needs a default."""
         super().__init_subclass__(**kwargs)
         if not NAME_PATTERN.match(plugin):
             raise ValueError(f"plugin name {plugin!r} must match {NAME_PATTERN.pattern}")
         cls.plugin = plugin
-        if settings is not None:
+        for model, what in ((settings, "settings"), (personal_settings, "personal settings")):
+            if model is None:
+                continue
             try:
-                settings()
+                model()
             except ValidationError:
-                raise ValueError(f"{plugin}'s settings model {settings.__name__} needs a "
+                raise ValueError(f"{plugin}'s {what} model {model.__name__} needs a "
                                  "default for every field") from None
         cls.settings_model = settings
+        cls.personal_settings_model = personal_settings
         found: dict[str, Rpc[Any, Any]] = {}
         topics: dict[str, Topic[Any, Any]] = {}
         tasks: dict[str, Task[Any, Any]] = {}
+        notifications: dict[str, Notification[Any]] = {}
         for name, value in vars(cls).items():
+            if isinstance(value, Notification):
+                if not NAME_PATTERN.match(name):
+                    raise ValueError(f"notification name {name!r} must match "
+                                     f"{NAME_PATTERN.pattern}")
+                value.plugin = plugin
+                notifications[name] = value
             if isinstance(value, Topic):
                 value.plugin = value.snapshot.plugin = plugin
                 topics[name] = value
@@ -386,6 +402,7 @@ class Contract:
         cls.rpcs = found
         cls.topics = topics
         cls.tasks = tasks
+        cls.notifications = notifications
 
     def __init__(self, caller: CallsRpcs | EnqueuesTasks) -> None:
         self._caller = caller

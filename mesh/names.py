@@ -76,6 +76,14 @@ def switch_key(plugin: str) -> str:
     return f"control.plugin.{plugin}"
 
 
+NOTIFICATION_KEY = "control.notification"  # a notification stored: client services deliver it
+
+
+def personal_key(plugin: str) -> str:
+    """A user's personal settings of `plugin` changed: their devices get the new values."""
+    return f"control.personal.{plugin}"
+
+
 def settings_key(plugin: str) -> str:
     return f"control.settings.{plugin}"
 

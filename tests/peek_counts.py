@@ -139,6 +139,7 @@ STEPS: dict[int | str, PeekStep] = {
     10: PeekStep("8.9.19 (no task)", (), ()),
     11: PeekStep("none", (), ()),
     12: PeekStep("none (in 6, 7 and the shell)", (), ()),
+    13: PeekStep("none (Active Task is a plugin of its own)", (), ()),
     "device page": PeekStep(
         "8.9.9",
         ("plugin_package.json",), (9378, 9386),
@@ -172,6 +173,7 @@ PEEK: dict[int | str, Counted] = {
     10: Counted("8.9.19 (no task)", 0, 0, 0, 0),
     11: Counted("none", 0, 0, 0, 0),
     12: Counted("none (in 6, 7 and the shell)", 0, 0, 0, 0),
+    13: Counted("none (Active Task is a plugin of its own)", 0, 0, 0, 0),
     "device page": Counted("8.9.9", 1, 10, 4, 55),
 }
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from mesh.catalog import Catalog, build_catalog
+from mesh.catalog import Catalog, NotificationEntry, build_catalog
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.plugin.plugin_set import PluginSet
@@ -40,8 +40,8 @@ def list_contracts(
     as_json: Annotated[bool, typer.Option("--json", help="The catalog as one JSON object, "
                                           "JSON Schemas included.")] = False,
 ) -> None:
-    """Every RPC, action and topic of the enabled plugins: who serves it, who may call it,
-    and the permission a device or person needs."""
+    """Every RPC, action, topic, task and notification of the enabled plugins: who serves it,
+    who may call it, and the permission a device or person needs."""
     catalog = _catalog(settings_or_exit())
     if as_json:
         typer.echo(catalog.model_dump_json(indent=2))
@@ -50,15 +50,18 @@ def list_contracts(
     if catalog.entries:
         width = max(len(e.qualname) for e in catalog.entries) + 2
         needs = max(len(e.permission or "-") for e in catalog.entries) + 2
-        typer.echo(f"{'kind':<8}{'name':<{width}}{'service':<9}{'callers':<14}"
+        kinds = max(len(e.kind) for e in catalog.entries) + 2
+        typer.echo(f"{'kind':<{kinds}}{'name':<{width}}{'service':<9}{'callers':<14}"
                    f"{'devices':<9}{'permission':<{needs}}{'timeout':<9}errors")
     for e in catalog.entries:
         typer.echo(
-            f"{e.kind:<8}{e.qualname:<{width}}{e.service:<9}"
+            f"{e.kind:<{kinds}}{e.qualname:<{width}}{e.service:<9}"
             f"{','.join(e.callers) if e.callers is not None else 'any':<14}"
             f"{'yes' if e.devices else '-':<9}{e.permission or '-':<{needs}}"
             f"{f'{e.timeout:g}s':<9}"
             f"{', '.join(x.code for x in e.errors) or '-'}"
+            + (f"  group {e.group} ({'followed' if e.followed else 'not followed'} by "
+               "default)" if isinstance(e, NotificationEntry) else "")
         )
     served = [p.name for p in catalog.plugins if p.status == "ok"]
     typer.echo(f"\n{len(catalog.entries)} entries from {len(served)} plugins"

@@ -95,3 +95,65 @@ class AppliedActionRow(Base):
     action: Mapped[str] = mapped_column(String(129))
     applied_ms: Mapped[int] = mapped_column(BigInteger)
     result: Mapped[str | None] = mapped_column(Text)
+
+
+class NotificationRow(Base):
+    """One notification as sent (docs/plugin-guide.md, Notifications): its template, its
+    payload, the template's permission when it was sent, and when. Who it is for is in
+    `notification_recipient`; kept MESH_NOTIFICATION_RETENTION seconds."""
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_sent_ms", "sent_ms"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    template: Mapped[str] = mapped_column(String(129))
+    group: Mapped[str] = mapped_column(String(129))
+    payload: Mapped[dict] = mapped_column(JSON)  # type: ignore[type-arg]
+    permission: Mapped[str | None] = mapped_column(String(200))
+    sent_by: Mapped[str] = mapped_column(String(200))
+    sent_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class NotificationRecipientRow(Base):
+    """Who a notification is for: `user` or `role` (value: its name), `everyone` (the
+    followers of a group followed by default), or `except` (a user who had unfollowed it)."""
+
+    __tablename__ = "notification_recipient"
+    __table_args__ = (Index("ix_notification_recipient_value", "kind", "value"),)
+
+    notification_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class NotificationReadRow(Base):
+    """A user has read a notification."""
+
+    __tablename__ = "notification_read"
+
+    notification_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    read_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class NotificationFollowRow(Base):
+    """A user's choice for a group (`<plugin>.<group>`); absent: the template's default."""
+
+    __tablename__ = "notification_follow"
+
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    group: Mapped[str] = mapped_column(String(129), primary_key=True)
+    following: Mapped[bool]
+
+
+class PersonalSettingsRow(Base):
+    """One user's personal settings of one plugin, as validated against its contract's
+    personal settings model; absent fields take the model's defaults."""
+
+    __tablename__ = "personal_settings"
+
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    values: Mapped[dict] = mapped_column(JSON)  # type: ignore[type-arg]
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

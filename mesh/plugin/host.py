@@ -78,7 +78,7 @@ class PluginHost:
         self.facilities = ServiceFacilities(
             service=service, instance=instance, caller=caller, database=database,
             settings_for=self.settings_for, published_api=self.published_api,
-            declared_permissions=self.declared_permissions)
+            declared_permissions=self.declared_permissions, contract_of=self.contract)
         self.log = structlog.get_logger("mesh.host").bind(service=service, instance=instance)
         self.plugins = plugins
         self.records: dict[str, PluginRecord] = {}

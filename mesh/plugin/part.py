@@ -15,17 +15,21 @@ from pydantic import BaseModel
 from mesh.binder import Binder
 from mesh.contract import Contract, Rpc, Task, Topic
 from mesh.errors import PluginError
+from mesh.notification import Notification, Recipients
+from mesh.platform.channels import NotificationChannel
 from mesh.rpc.binder import DefaultAction
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from contracts.notifications import NotificationSent
     from mesh.caller import Caller
     from mesh.plugin.manifest import PluginManifest
     from mesh.storage.database import Database
 
 ContractT = TypeVar("ContractT", bound=Contract)
 ApiT = TypeVar("ApiT")
+PayT = TypeVar("PayT", bound=BaseModel)
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
 
 _RPC_MARK = "__mesh_rpc__"
@@ -68,6 +72,7 @@ _SERVED_ON: dict[type, str] = {
     Task: "tasks run on the worker",
     Topic: "topics are provided on the server",
     AdminRoutes: "admin routes live on the server",
+    NotificationChannel: "notification channels are added on the server",
 }
 
 
@@ -83,6 +88,7 @@ class ServiceFacilities:
     settings_for: Callable[[str], Any]
     published_api: Callable[[str], object | None]
     declared_permissions: Callable[[], dict[str, str]]
+    contract_of: Callable[[str], type[Contract] | None] = lambda name: None
 
 
 class PluginContext:
@@ -159,6 +165,41 @@ class PluginContext:
         if binder is None or topic.name not in binder.providers:
             raise PluginError(f"{topic.qualname} has no provider on this {self.service}")
         await binder.notify(topic, selector)
+
+    async def send_notification(self, template: Notification[PayT], payload: PayT, *,
+                                to: Recipients) -> NotificationSent:
+        """Send one of this plugin's notification templates to `to` (users, roles, the
+        group's followers): stored by the server, shown live on their signed-in devices and on
+        the others when they reconnect. Returns once stored."""
+        from contracts.notifications import NotificationsContract, SendNotification
+
+        if template.plugin != self.plugin:
+            raise PluginError(f"{self.plugin} cannot send {template.qualname}: it is "
+                              f"{template.plugin}'s notification")
+        if not isinstance(payload, template.payload):
+            raise TypeError(f"{template.qualname}'s payload is a {template.payload.__name__}, "
+                            f"not a {type(payload).__name__}")
+        return await NotificationsContract(self._facilities.caller).send_notification(
+            SendNotification(template=template.qualname, payload=payload.model_dump(mode="json"),
+                             to=to, sent_by=f"{self.service}/{self.plugin}"))
+
+    async def personal_settings(self, user: str) -> Any:
+        """`user`'s effective personal settings of this plugin (their own values over the
+        model's defaults), asked of the server: the contract's personal settings model."""
+        from contracts.notifications import NotificationsContract, PersonalQuery
+
+        contract = self._facilities.contract_of(self.plugin)
+        model = contract.personal_settings_model if contract is not None else None
+        if model is None:
+            raise PluginError(f"{self.plugin}'s contract declares no personal settings")
+        reply = await NotificationsContract(self._facilities.caller).personal_settings(
+            PersonalQuery(user=user, plugin=self.plugin))
+        return model.model_validate(reply.values)
+
+    def add_notification_channel(self, channel: NotificationChannel) -> None:
+        """Deliver every notification stored from now on through `channel` too, while the
+        plugin runs (server; docs/plugin-guide.md, "Delivery channels")."""
+        self.serve(channel, channel)
 
     def publish_api(self, api: object) -> None:
         """Offer `api` to other plugins on this service (Peek's publishedServerApi)."""

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.notifications import Delivery, PersonalValues
 from contracts.platform import PlatformState, PluginInstalled, PluginSwitch
 from mesh.catalog import build_catalog
 from mesh.health import local_url
 from mesh.identity import Invalidation
-from mesh.names import INVALIDATE_KEY, STATE_KEY, switch_key
+from mesh.names import INVALIDATE_KEY, NOTIFICATION_KEY, STATE_KEY, personal_key, switch_key
 from mesh.observable.cache import ObservableCache
 from mesh.plugin.plugin_set import PluginSet
 from mesh.service import Service
 from mesh.web import WebServer
 from services.client.auth import TokenCache
 from services.client.gateway import DeviceEntries, Gateway, GatewayLimits, create_app
+from services.client.gateway import notifications as device_notifications
 from services.ui.screens import Screens
 
 
@@ -39,6 +41,8 @@ class ClientService(Service):
         self.control.listen(INVALIDATE_KEY, Invalidation, self.auth.on_invalidation)
         self.control.listen(switch_key("*"), PluginSwitch, self._plugin_switched)
         self.control.listen(STATE_KEY, PlatformState, self._state_applied)
+        self.control.listen(NOTIFICATION_KEY, Delivery, self._notification_stored)
+        self.control.listen(personal_key("*"), PersonalValues, self._personal_changed)
         # whatever was revoked while the connection was down: ask the server afresh
         self.transport.on_reconnected(lambda: self.auth.invalidate(Invalidation()))
 
@@ -72,6 +76,14 @@ class ClientService(Service):
     async def _state_applied(self, state: PlatformState) -> None:
         self.switched_off = set(state.disabled)
         self._refresh_entries()
+
+    async def _notification_stored(self, delivery: Delivery) -> None:
+        if self.gateway is not None:
+            device_notifications.deliver(self.gateway, delivery)
+
+    async def _personal_changed(self, values: PersonalValues) -> None:
+        if self.gateway is not None:
+            device_notifications.personal_changed(self.gateway, values)
 
     async def plugin_installed(self, announcement: PluginInstalled) -> None:
         await super().plugin_installed(announcement)

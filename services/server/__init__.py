@@ -33,6 +33,7 @@ from mesh.names import HOOKS_KEY, STATE_KEY, installed_key, settings_key, switch
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
 from mesh.platform.applied import AppliedActions
+from mesh.platform.channels import ChannelBinder
 from mesh.platform.ledger import TaskLedger
 from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
@@ -49,6 +50,7 @@ from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_ad
 from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
+from services.server.notifications import NotificationDesk
 
 
 class ServerService(Service):
@@ -70,6 +72,7 @@ class ServerService(Service):
         self._platform_endpoint: RpcBinder | None = None
         token, _ = admin_token(self.settings)
         self.identity = IdentityGate(self, token)
+        self.notifications = NotificationDesk(self)
         auth = AdminAuth(self.identity)
         self.admin_app = create_admin_app(self, auth)
         self.plugin_routes = PluginRoutes(self.admin_app, auth)  # plugins' own admin routes
@@ -78,7 +81,12 @@ class ServerService(Service):
         self.ready = False
 
     def binder_kinds(self) -> list[BinderKind]:
-        return [self.topic_binder, *super().binder_kinds(), self.admin_routes_binder]
+        return [self.topic_binder, *super().binder_kinds(), self.admin_routes_binder,
+                self.channel_binder]
+
+    def channel_binder(self, plugin: str, contract: type[Contract] | None = None
+                       ) -> ChannelBinder:
+        return ChannelBinder(plugin, contract, registry=self.notifications.channels)
 
     def rpc_binder(self, plugin: str, contract: type[Contract] | None = None) -> RpcBinder:
         """The server's also applies actions pushed with an id exactly once."""
@@ -114,6 +122,7 @@ class ServerService(Service):
         for name, error in result.refused.items():
             self.host.mark(name, PluginState.REFUSED, error)
         await self.ledger.start()  # its table is migrated now
+        await self.notifications.store.start()
         for schema in await migrator.orphans():
             self.log.warning("db.orphan_schema", schema=schema,
                              hint="no installed plugin owns it; mesh leaves it alone")
@@ -166,6 +175,7 @@ class ServerService(Service):
         endpoint.add(PlatformContract.wheel, self.wheel)
         endpoint.add(PlatformContract.task_state, self.task_state)
         self.identity.serve(endpoint)
+        self.notifications.serve(endpoint)
         await endpoint.start()
         self._platform_endpoint = endpoint
         await self._bootstrap_admin()
@@ -202,6 +212,7 @@ class ServerService(Service):
         if self._platform_endpoint is not None:
             await self._platform_endpoint.stop_taking()
         await self.ledger.stop()
+        await self.notifications.store.stop()
         await super().stop()
 
     # -- what the admin API asks of the server -------------------------------------------

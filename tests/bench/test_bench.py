@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,6 +115,18 @@ def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
                 "second_over_no_storage"} <= figures.keys()
         timings = ("first_start_s", "second_start_s", "no_storage_s", "second_over_no_storage")
         assert all(figures[k] > 0 for k in timings), figures  # a difference may be negative
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_notify_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None:
+    report: dict[str, Any] = bench_json("notify", "--devices", "10", "--rounds", "2", "--url",
+                                        mesh_broker_url)
+    assert 0 < report["notification_p50_ms"] <= report["notification_p99_ms"]
+    assert 0 < report["topic_p50_ms"] <= report["topic_p99_ms"]
+    # to followers: the notification and one row for all of them; named: one row per user
+    assert (report["rows_to_followers"], report["rows_to_named_users"]) == (2, 11)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from contracts.rpc import ErrorReply
 from mesh.asyncapi import build_asyncapi, component_name
-from mesh.catalog import Catalog, TaskEntry, TopicEntry, build_catalog
+from mesh.catalog import Catalog, NotificationEntry, TaskEntry, TopicEntry, build_catalog
 from mesh.cli.main import app
 from mesh.plugin.discovery import discover
 from mesh.plugin.plugin_set import PluginSet
@@ -116,6 +116,15 @@ def test_every_catalog_entry_has_its_channels_and_operations() -> None:
             assert channels[entry.routing_key]["x-mesh"]["qualname"] == entry.qualname
             assert operations[f"{entry.qualname}.enqueue"]["action"] == "send"
             assert operations[f"{entry.qualname}.run"]["action"] == "receive"
+            continue
+        if isinstance(entry, NotificationEntry):  # sent as mesh.send_notification
+            channel = channels[f"notification.{entry.qualname}"]
+            assert channel["address"] == entry.routing_key
+            assert channel["x-mesh"] | {"title": entry.title, "group": entry.group,
+                                        "permission": entry.permission} == channel["x-mesh"]
+            sent = channel["messages"]["send"]["payload"]["properties"]
+            assert sent["template"] == {"const": entry.qualname}
+            assert operations[f"{entry.qualname}.send"]["action"] == "send"
             continue
         prefix = entry.qualname + (".snapshot" if isinstance(entry, TopicEntry) else "")
         request = channels[entry.routing_key]
@@ -271,7 +280,10 @@ def test_contracts_list_cli() -> None:
                                     "yes", "tutorial/rows/change", "10s"] for line in lines)
     assert any(line.split()[:7] == ["rpc", "noop.echo", "server", "any", "-", "-", "5s"]
                for line in lines)
-    assert ("33 entries from 5 plugins: identity, noop, greeter, tutorial, tutorial_stats"
+    assert any(line.split() == [
+        "notification", "tutorial.int1_high", "server", "any", "-", "tutorial/rows/view",
+        "10s", "-", "group", "tutorial.rows", "(followed", "by", "default)"] for line in lines)
+    assert ("34 entries from 5 plugins: identity, noop, greeter, tutorial, tutorial_stats"
             in result.stdout)
     as_json = mesh_here("contracts", "list", "--json")
     assert as_json.exit_code == 0, as_json.stderr

@@ -40,7 +40,7 @@ def test_entries_in_load_order_then_declaration_order() -> None:
                             "tutorial.string_cap_toggle"]
     assert names[-1] == "tutorial_stats.summary"
     assert {p.name: p.entries for p in catalog.plugins} == {
-        "identity": 7, "noop": 8, "greeter": 1, "tutorial": 16, "tutorial_stats": 1}
+        "identity": 7, "noop": 8, "greeter": 1, "tutorial": 17, "tutorial_stats": 1}
     task = catalog.entry("tutorial.double_int")
     assert task is not None and task.kind == "task" and task.service == "worker"
 

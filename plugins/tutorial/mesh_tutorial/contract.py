@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from mesh.contract import Contract, Empty, action, rpc, task, topic
+from mesh.contract import Contract, Empty, action, notification, rpc, task, topic
 from mesh.errors import RpcError
 
 
@@ -50,6 +50,23 @@ class TutorialSettings(BaseModel):
 
     max_rows: int = Field(default=100, ge=1, le=10_000,
                           description="The most rows a list or the live topic returns.")
+    int1_threshold: int = Field(default=100, description="A row whose int1 rises to this "
+                                "or past it tells the followers of the rows group.")
+
+
+class TutorialPersonalSettings(BaseModel):
+    """Each person's own: they change it from a device; the plugin reads it for them."""
+
+    rows_per_page: int = Field(default=20, ge=5, le=200)
+
+
+class Int1Crossed(BaseModel):
+    """What the int1_high notification says; its templates insert these fields by name."""
+
+    id: int
+    string1: str
+    int1: int
+    threshold: int
 
 
 class StringIntSelector(BaseModel):
@@ -96,7 +113,8 @@ class TaskFailed(RpcError):
 VIEW, CHANGE = "tutorial/rows/view", "tutorial/rows/change"  # declared in plugin.toml
 
 
-class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
+class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings,
+                       personal_settings=TutorialPersonalSettings):
     """The tutorial's RPCs, topic, actions and task; `mesh contracts list` shows them."""
 
     list_string_ints = rpc(StringIntQuery, StringIntList, service="server", permission=VIEW,
@@ -133,3 +151,7 @@ class TutorialContract(Contract, plugin="tutorial", settings=TutorialSettings):
                             doc="Queues double_int for a worker and answers with its result.")
     rows_changed = rpc(Empty, Empty, service="server", callers=["worker"],
                        doc="A worker changed rows: the server tells their watchers.")
+
+    int1_high = notification(Int1Crossed, title="{string1} reached {int1}",
+                             body="Row {id} crossed the threshold {threshold}.", group="rows",
+                             permission=VIEW, doc="A row's int1 rose to the threshold.")

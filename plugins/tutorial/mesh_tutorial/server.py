@@ -10,10 +10,12 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mesh import Empty, PluginPart, handles
+from mesh.notification import to_followers
 from mesh_tutorial.api import TutorialApi
 from mesh_tutorial.contract import (
     AddIntValue,
     AgentStatus,
+    Int1Crossed,
     IntResult,
     Ints,
     NotFound,
@@ -96,10 +98,12 @@ class TutorialServer(PluginPart):
     async def change_string_int(self, request: StringIntChange) -> StringInt:
         async with self.changing_rows() as session:
             row = await get_row(session, request.id)
+            before = row.int1
             if request.string1 is not None:
                 row.string1 = request.string1
             if request.int1 is not None:
                 row.int1 = request.int1
+        await self.tell_if_crossed(before, as_contract(row))
         return as_contract(row)
 
     @handles(TutorialContract.delete_string_int)
@@ -147,8 +151,19 @@ class TutorialServer(PluginPart):
             row = await get_row(session, action.string_int_id)
             if row.int1 + action.offset not in INT32:
                 raise OutOfRange(f"int1 {row.int1} + {action.offset} leaves the 32-bit range")
+            before = row.int1
             row.int1 += action.offset
+        await self.tell_if_crossed(before, as_contract(row))
         return as_contract(row)
+
+    async def tell_if_crossed(self, before: int, row: StringInt) -> None:
+        """Tell the rows group's followers when int1 rises to the threshold or past it."""
+        threshold = self.ctx.settings.int1_threshold
+        if before < threshold <= row.int1:
+            await self.ctx.send_notification(
+                TutorialContract.int1_high, Int1Crossed(
+                    id=row.id, string1=row.string1, int1=row.int1, threshold=threshold),
+                to=to_followers())
 
     @handles(TutorialContract.string_cap_toggle)
     async def string_cap_toggle(self, action: StringCapToggle) -> StringInt:

@@ -41,6 +41,7 @@ class DeviceConnection:
         self.token: str | None = None
         self.identity: Identity | None = None
         self.failed_sign_ins = 0
+        self.locales: list[str] = []  # the device's languages, best first (catalog, notifications)
         self.signing_in = False
         self.settled = asyncio.Event()  # no sign-in in progress: requests may be checked
         self.settled.set()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from mesh.errors import RpcError
-from services.client.gateway import frames, requests, sign_in
+from services.client.gateway import frames, notifications, requests, sign_in
 from services.client.gateway.frames import DeviceError, Frame, RequestId
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ HANDLERS: dict[str, Handler] = {
     "sign_in": sign_in.sign_in,
     "sign_out": sign_in.sign_out,
     "catalog": requests.catalog,
+    **notifications.HANDLERS,  # notifications and personal settings
 }
 
 

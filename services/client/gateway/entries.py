@@ -16,6 +16,7 @@ import structlog
 from mesh.catalog import Catalog
 from mesh.contract import Contract, Rpc, Topic
 from mesh.identity import Identity
+from mesh.notification import Notification
 from mesh.plugin.discovery import import_entry
 from services.client.gateway.frames import DeviceError
 from services.ui.screens import Screens
@@ -32,6 +33,7 @@ class DeviceEntries:
     actions: Mapping[str, Rpc[Any, Any]] = field(default_factory=dict)
     rpcs: Mapping[str, Rpc[Any, Any]] = field(default_factory=dict)
     screens: Screens = field(default_factory=Screens)
+    notifications: Mapping[str, Notification[Any]] = field(default_factory=dict)
 
     @classmethod
     def from_catalog(cls, catalog: Catalog, screens: Screens | None = None) -> DeviceEntries:
@@ -42,6 +44,8 @@ class DeviceEntries:
         topics: dict[str, Topic[Any, Any]] = {}
         actions: dict[str, Rpc[Any, Any]] = {}
         rpcs: dict[str, Rpc[Any, Any]] = {}
+        notifications = {e.qualname: contracts[e.plugin].notifications[e.name]
+                         for e in catalog.of_kind("notification")}
         for entry in catalog.entries:
             if not entry.devices or entry.kind == "task":
                 continue
@@ -51,7 +55,7 @@ class DeviceEntries:
             else:
                 (actions if entry.kind == "action" else rpcs)[entry.qualname] = \
                     contract.rpcs[entry.name]
-        return cls(topics, actions, rpcs, screens or Screens())
+        return cls(topics, actions, rpcs, screens or Screens(), notifications)
 
     def _table(self, kind: DeviceKind) -> Mapping[str, Any]:
         return {"topic": self.topics, "action": self.actions, "rpc": self.rpcs}[kind]

@@ -26,11 +26,14 @@ def _validate(model: Any, data: Any, code: str, what: str) -> Any:
                           field_errors(exc)) from None
 
 
+validate = _validate  # for the other request modules (notifications.py)
+
+
 async def catalog(connection: DeviceConnection, request_id: RequestId, frame: Frame) -> None:
     identity = await connection.who()
+    connection.locales = wanted_locales(frame.get("locale"))  # notifications pushed use it
     connection.send({"type": "catalog", "id": request_id,
-                     **connection.gateway.entries.describe(
-                         identity, wanted_locales(frame.get("locale")))})
+                     **connection.gateway.entries.describe(identity, connection.locales)})
 
 
 async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: Frame) -> None:

@@ -15,7 +15,7 @@ ORIGIN_REFUSED = 4403  # WebSocket close code: the page's origin may not use thi
 
 SHELL_FILES = {"mesh.js": "text/javascript", "offline.js": "text/javascript",
                "shell.js": "text/javascript",
-               "shell.css": "text/css"}
+               "shell.css": "text/css", "notifications.js": "text/javascript"}
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:

@@ -6,6 +6,7 @@
 //   const stop = mesh.subscribe("tutorial.string_ints", {}, (payload, version) => {...});
 //   const row = await mesh.action("tutorial.add_int_value", {string_int_id: 1, offset: 1});
 //   const reply = await mesh.call("tutorial.add_string_int", {string1: "a", int1: 1});
+//   mesh.onNotification((n) => ...);  const {items, unread} = await mesh.notifications();
 //
 // It reconnects by itself (with backoff), signs in again with its token and subscribes again
 // to everything it watched. The token is kept in sessionStorage (options.storage) so a reload
@@ -63,6 +64,7 @@ export class Mesh {
   #sending = null; // the action id being pushed now
   #persisted = false;
   #offlineActions = new Set(); // actions the catalog says to queue while offline
+  #pushListeners = {notification: new Set(), personal_settings: new Set()};
   status = "connecting";
   identity = null; // {user, displayName, permissions, expiresAt} once signed in
 
@@ -136,6 +138,47 @@ export class Mesh {
   onCatalogChange(listener) {
     this.#catalogListeners.add(listener);
     return () => this.#catalogListeners.delete(listener);
+  }
+
+  // -- notifications and personal settings (docs/devices.md) ------------------------------
+
+  /** The user's notifications, newest first, titled in `locale`: {items, unread}. */
+  notifications({before, limit, unreadOnly, locale} = {}) {
+    const frame = {type: "notifications"};
+    if (before !== undefined) frame.before = before;
+    if (limit !== undefined) frame.limit = limit;
+    if (unreadOnly) frame.unread_only = true;
+    if (locale) frame.locale = locale;
+    return this.#request(frame);
+  }
+
+  /** Mark notifications read (`ids`, or "all"); resolves with {unread}. */
+  markRead(ids) {
+    return this.#request(ids === "all" ? {type: "mark_read", all: true} : {type: "mark_read", ids});
+  }
+
+  /** The notification groups this user may follow: {groups: [{group, following, default}]}. */
+  groups() { return this.#request({type: "groups"}); }
+
+  follow(group, following = true) { return this.#request({type: "follow", group, following}); }
+
+  /** This user's personal settings of `plugin`: {user, plugin, values}. */
+  personalSettings(plugin) { return this.#request({type: "personal_settings", plugin}); }
+
+  changePersonalSettings(plugin, values) {
+    return this.#request({type: "change_personal_settings", plugin, values});
+  }
+
+  /** Be told of each notification for this user as it is sent (rendered in the locale of the
+   * last catalog or notifications request). */
+  onNotification(listener) { return this.#listen("notification", listener); }
+
+  /** Be told when this user's personal settings change on another device: (plugin, values). */
+  onPersonalSettings(listener) { return this.#listen("personal_settings", listener); }
+
+  #listen(kind, listener) {
+    this.#pushListeners[kind].add(listener);
+    return () => this.#pushListeners[kind].delete(listener);
   }
 
   get #token() { return this.#options.storage?.getItem(this.#options.tokenKey) ?? null; }
@@ -431,6 +474,11 @@ export class Mesh {
         }
       }
       sub.onValue(sub.payload, sub.version, {stale: false, at: sub.at});
+      return;
+    }
+    if (frame.id === null && frame.type in this.#pushListeners) {
+      const args = frame.type === "notification" ? [frame.notification] : [frame.plugin, frame.values];
+      for (const listener of this.#pushListeners[frame.type]) listener(...args);
       return;
     }
     if (frame.type === "catalog_changed") {

@@ -4,6 +4,7 @@
 //   mount(element, {mesh, user, permissions, t, navigate, params, locale, report}) -> unmount
 // deep links as hash routes (#/<plugin>/<screen>?<params>), and a language switch.
 import { Mesh } from "/mesh.js";
+import { notificationCentre } from "/notifications.js";
 
 const STRINGS = {
   en: {
@@ -207,6 +208,10 @@ async function render() {
   }
 }
 
+const centre = notificationCentre(mesh, {
+  button: $("notifications-button"), panel: $("notifications"), getLocale: () => locale, report,
+});
+
 mesh.onStatus((state) => {
   $("status").textContent = state;
   $("status").className = state;
@@ -215,6 +220,8 @@ mesh.onStatus((state) => {
 mesh.onIdentity((identity, reason) => {
   screens = null;
   if (!identity && reason && reason !== "signed out") notice(shellStrings()("signed_out", {reason}));
+  $("notifications-button").hidden = !identity;
+  centre.refresh(); // after a reconnect too: what arrived while away
   render();
 });
 mesh.onCatalogChange(() => { screens = null; render(); });
@@ -238,4 +245,5 @@ $("language").addEventListener("change", () => {
   localStorage.setItem(LOCALE_KEY, locale);
   screens = null; // titles and the screen's own strings in the new language
   render();
+  centre.refresh();
 });
