@@ -7,9 +7,11 @@ it keeps the platform's state (plugins switched off, settings) and serves the ad
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from typing import Any
 
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from pydantic import BaseModel
 
 from contracts.platform import (
@@ -37,7 +39,7 @@ from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import hook_digest
 from mesh.plugin.host import PluginState
-from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
+from mesh.plugin.upload import Installed, PluginInstaller, WheelRejected, WheelStore, environment
 from mesh.rpc.binder import RpcBinder
 from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
@@ -48,6 +50,7 @@ from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_ad
 from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
+from services.server.wheels import SharedWheels
 
 
 class ServerService(Service):
@@ -119,6 +122,7 @@ class ServerService(Service):
         container made anew from its image, say); the server installs every upload, since
         it migrates their schemas and serves their wheels. Returns the restored ones."""
         restored = []
+        await self.wheels().backfill()
         for upload in await self.store.uploads():
             if self.runs_version(upload):
                 continue
@@ -131,15 +135,18 @@ class ServerService(Service):
         return restored
 
     async def _fetch_and_install(self, upload: PluginInstalled) -> PluginSource | None:
-        """The server keeps every uploaded wheel: install from its own store."""
+        """The database keeps every uploaded wheel: install it from there (by way of this
+        server's own wheel store, which caches it)."""
         installer = self.installer()
-        stored = installer.store.get(upload.distribution, upload.version)
-        if stored is None:
-            self.log.error("plugin.restore_failed", plugin=upload.plugin,
-                           version=upload.version, error="its wheel is not in the wheel "
-                           f"store ({installer.store.root}); upload it again")
-            return None
         try:
+            stored = await self.wheels().fetch(upload.distribution, upload.version)
+            if stored is None:
+                self.log.error("plugin.restore_failed", plugin=upload.plugin,
+                               version=upload.version, error="its wheel is neither in the "
+                               "database nor in the wheel store "
+                               f"({installer.store.root}); upload it again")
+                return None
+            await self._fetch_installed(upload.distribution)
             return (await installer.install(stored.path)).source
         except Exception as exc:
             self.log.error("plugin.restore_failed", plugin=upload.plugin,
@@ -198,20 +205,40 @@ class ServerService(Service):
         return PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir),
                                max_bytes=self.settings.upload_max_bytes)
 
+    def wheels(self) -> SharedWheels:
+        return SharedWheels(self.store, WheelStore.in_data_dir(self.settings.data_dir))
+
+    async def _fetch_installed(self, distribution: str) -> None:
+        """The wheel of the version installed now, copied here from the database if this
+        server lacks it: what undoes an upgrade of it."""
+        version = environment.snapshot().get(canonicalize_name(distribution))
+        if version is not None:
+            await self.wheels().fetch(distribution, version)
+
     async def install_plugin(self, data: bytes, filename: str) -> Installed:
         """Validate and install an uploaded wheel, migrate it, start it here, and tell every
         service. Anything that fails after the install is undone: the environment, the
         database and the running plugins are as they were. Raises WheelRejected (nothing was
         touched), InstallFailed, or UploadFailed (rolled back)."""
-        installer = self.installer()
+        installer, wheels = self.installer(), self.wheels()
+        await wheels.check(data, filename)
+        with contextlib.suppress(InvalidWheelFilename):
+            await self._fetch_installed(parse_wheel_filename(filename)[0])
         installed = await installer.install(data, filename=filename)
         source, version = installed.source, installed.info.version
+        try:
+            newly_kept = await wheels.keep(installed.stored)
+        except WheelRejected:
+            await installer.rollback(installed)
+            raise
         previous = self.plugins.source(source.name)
         await self.host.install(source)
         failure = await self._migrate_and_start(source.name)
         if failure is not None:
             await self.host.stop(source.name)
             await installer.rollback(installed)
+            if newly_kept:
+                await wheels.forget(installed.info.distribution, version)
             if previous is not None:
                 await self.host.install(previous)
             else:
@@ -243,7 +270,7 @@ class ServerService(Service):
         return None
 
     async def wheel(self, request: WheelRequest) -> WheelFile:
-        stored = self.installer().store.get(request.distribution, request.version)
+        stored = await self.wheels().fetch(request.distribution, request.version)
         if stored is None:
             raise RpcError(f"no wheel of {request.distribution} {request.version} is kept",
                            code="unknown_wheel")
