@@ -84,6 +84,10 @@ def installed_key(plugin: str) -> str:
     return f"control.installed.{plugin}"
 
 
+def removed_key(plugin: str) -> str:
+    return f"control.removed.{plugin}"
+
+
 def control_queue(exchange: str, instance: str) -> str:
     """A service instance's own queue of control messages."""
     return f"{exchange}.control.{instance}"

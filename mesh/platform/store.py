@@ -93,6 +93,21 @@ class PlatformStore:
                 uploaded_at=datetime.now(UTC)))
             await session.commit()
 
+    async def forget_upload(self, plugin: str, *, purge: bool = False) -> None:
+        """An uploaded plugin was uninstalled: no service restores it any more. `purge`
+        forgets its settings, switch and hook grant too (its wheels stay, for a later
+        upload or rollback)."""
+        async with self.database.session(SCHEMA) as session:
+            await session.execute(delete(UploadedPluginRow)
+                                  .where(UploadedPluginRow.plugin == plugin))
+            if purge:
+                await session.execute(delete(PluginSettingsRow)
+                                      .where(PluginSettingsRow.plugin == plugin))
+                await session.execute(delete(PluginStateRow)
+                                      .where(PluginStateRow.plugin == plugin))
+                await session.execute(delete(HookGrantRow).where(HookGrantRow.plugin == plugin))
+            await session.commit()
+
     async def hook_grants(self) -> dict[str, str]:
         """Plugins whose hooks are granted → the digest of the hooks granted."""
         async with self.database.session(SCHEMA) as session:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -97,6 +98,21 @@ class Database:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+
+    async def drop_schema(self, schema: str) -> None:
+        """Drop a plugin's schema and everything in it (its data, its revision table): on
+        PostgreSQL `DROP SCHEMA … CASCADE` in one transaction, on SQLite its file."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema) or schema == "mesh_platform":
+            raise ValueError(f"{schema!r} is not a plugin's schema")
+        if not self.is_sqlite:
+            async with self.engine().begin() as connection:
+                await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            return
+        engine = self._engines.pop(schema, None)
+        self._sessions.pop(schema, None)
+        if engine is not None:
+            await engine.dispose()
+        self.schema_file(schema).unlink(missing_ok=True)
 
     @asynccontextmanager
     async def session(self, schema: str | None = None) -> AsyncIterator[AsyncSession]:

@@ -39,7 +39,14 @@ from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import hook_digest
 from mesh.plugin.host import PluginState
-from mesh.plugin.upload import Installed, PluginInstaller, WheelRejected, WheelStore, environment
+from mesh.plugin.upload import (
+    Installed,
+    PluginInstaller,
+    UploadError,
+    WheelRejected,
+    WheelStore,
+    environment,
+)
 from mesh.rpc.binder import RpcBinder
 from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
@@ -50,6 +57,7 @@ from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_ad
 from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
+from services.server.lifecycle import Lifecycle
 from services.server.wheels import SharedWheels
 
 
@@ -74,6 +82,7 @@ class ServerService(Service):
         self.plugin_routes = PluginRoutes(self.admin_app, auth)  # plugins' own admin routes
         self.admin_password_valid: bool | None = None  # the first admin's generated password
         self.admin: WebServer | None = None
+        self.lifecycle = Lifecycle(self)
         self.ready = False
 
     def binder_kinds(self) -> list[BinderKind]:
@@ -147,7 +156,7 @@ class ServerService(Service):
                                f"({installer.store.root}); upload it again")
                 return None
             await self._fetch_installed(upload.distribution)
-            return (await installer.install(stored.path)).source
+            return (await installer.install(stored.path, allow_downgrade=True)).source
         except Exception as exc:
             self.log.error("plugin.restore_failed", plugin=upload.plugin,
                            version=upload.version, error=str(exc))
@@ -215,11 +224,26 @@ class ServerService(Service):
         if version is not None:
             await self.wheels().fetch(distribution, version)
 
-    async def install_plugin(self, data: bytes, filename: str) -> Installed:
+    async def install_plugin(self, data: bytes, filename: str, by: str = "admin") -> Installed:
         """Validate and install an uploaded wheel, migrate it, start it here, and tell every
         service. Anything that fails after the install is undone: the environment, the
         database and the running plugins are as they were. Raises WheelRejected (nothing was
-        touched), InstallFailed, or UploadFailed (rolled back)."""
+        touched), InstallFailed, or UploadFailed (rolled back). One at a time with the other
+        lifecycle steps (uninstall, rollback); written to the audit log."""
+        async with self.lifecycle.one_at_a_time():
+            try:
+                installed = await self._install_plugin(data, filename)
+            except (UploadError, UploadFailed) as exc:
+                audit.plugin_changed(
+                    who=by, action="upload", plugin=filename, code=exc.code,
+                    outcome="refused" if isinstance(exc, WheelRejected) else "failed")
+                raise
+        audit.plugin_changed(who=by, action="upload", plugin=installed.info.plugin,
+                             outcome="ok", version=installed.info.version,
+                             previous_version=installed.info.installed_version)
+        return installed
+
+    async def _install_plugin(self, data: bytes, filename: str) -> Installed:
         installer, wheels = self.installer(), self.wheels()
         await wheels.check(data, filename)
         with contextlib.suppress(InvalidWheelFilename):

@@ -19,7 +19,7 @@ from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import describe, hook_digest, plan_hooks
-from mesh.plugin.upload import InstallFailed, WheelRejected
+from mesh.plugin.upload import InstallFailed, UploadError, WheelRejected
 from mesh.tasks.ledger import UNKNOWN, TaskRecord
 from mesh.validation import field_errors
 
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from services.server import ServerService
 
 from services.server.admin.auth import AdminAuth, forbidden
-from services.server.errors import UploadFailed
+from services.server.errors import LifecycleRefused, UploadFailed
+from services.server.lifecycle import Impact
 
 PREFIX = "/api/v1"
 UPLOAD_PATH = f"{PREFIX}/plugins"  # POST: a wheel, up to MESH_UPLOAD_MAX_BYTES
@@ -116,6 +117,20 @@ class UploadResult(BaseModel):
     version: str
     previous_version: str | None = Field(description="Set when the upload was an upgrade.")
     services: list[str]
+
+
+class UninstallResult(BaseModel):
+    plugin: str
+    version: str
+    purged: bool = Field(description="Its schema was dropped and its settings forgotten.")
+
+
+class RollbackResult(BaseModel):
+    plugin: str
+    version: str = Field(description="The version that runs now.")
+    replaced_version: str
+    schema_revision: str | None = Field(description="The revision its schema was moved "
+                                        "down to (base: none), or null without storage.")
 
 
 class SwitchResult(BaseModel):
@@ -344,8 +359,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                          413: {"model": ErrorBody, "description": "Over the size limit"},
                          422: {"model": ErrorBody, "description": "Not an acceptable wheel"}})
     async def upload(request: Request, filename: str = Query(
-            ..., description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl")
-                     ) -> UploadResult:
+            ..., description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl"),
+                     identity: Identity = operator) -> UploadResult:
         """Install a plugin wheel (the request body), migrate it and start it on every
         service that runs it. Validated before anything is installed; a failure leaves the
         system as it was."""
@@ -356,7 +371,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
             if len(body) > limit:
                 raise error(413, "too_large", f"uploads are at most {limit} bytes")
         try:
-            installed = await server.install_plugin(bytes(body), filename)
+            installed = await server.install_plugin(bytes(body), filename, by=identity.user)
         except WheelRejected as exc:
             raise error(413 if exc.code == "too_large" else 422, exc.code, exc.message) from None
         except UploadFailed as exc:
@@ -367,6 +382,68 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         return UploadResult(plugin=info.plugin, distribution=str(info.distribution),
                             version=info.version, previous_version=info.installed_version,
                             services=sorted(info.manifest.services))
+
+    lifecycle_errors: dict[int | str, dict[str, Any]] = {
+        409: {"model": ErrorBody, "description": "Refused (not uploaded, has dependents, "
+              "nothing to roll back to), or failed and undone"},
+        422: {"model": ErrorBody, "description": "A bad version, or purge without confirm"},
+        500: {"model": ErrorBody, "description": "Failed half way and not wholly undone "
+              "(details.restored)"}}
+
+    def lifecycle_error(exc: UploadError) -> HTTPException:
+        if isinstance(exc, LifecycleRefused):
+            code = {"unknown_plugin": 404, "bad_version": 422, "confirm_purge": 422}.get(
+                exc.code, 409)
+            return error(code, exc.code, exc.message, exc.details)
+        restored = getattr(exc, "restored", True)
+        return error(409 if restored else 500, exc.code, exc.message, {"restored": restored})
+
+    @api.get("/plugins/{name}/impact", dependencies=view, response_model=Impact,
+             tags=["plugins"])
+    async def impact(name: str) -> Impact:
+        """What uninstalling the plugin would do: who depends on it, its schema (kept unless
+        purged), its settings, the versions kept for a rollback, and what stands in the way."""
+        try:
+            return await server.lifecycle.impact(name)
+        except LifecycleRefused as exc:
+            raise lifecycle_error(exc) from None
+
+    @api.post("/plugins/{name}/uninstall", response_model=UninstallResult, tags=["plugins"],
+              responses=lifecycle_errors)
+    async def uninstall(name: str, identity: Identity = operator,
+                        purge: bool = Query(False, description=(
+                            "Drop its schema (all its data) and forget its settings.")),
+                        confirm: str | None = Query(None, description=(
+                            "With purge=true: the plugin's name again, to say it is meant."))
+                        ) -> UninstallResult:
+        """Stop an uploaded plugin on every service and take it out of every environment.
+        Its data stays (schema, settings) unless purge=true with confirm=<name>; its wheels
+        stay, so it can be uploaded again. Refused while other plugins need it."""
+        if purge and confirm != name:
+            raise error(422, "confirm_purge", f"purge drops the schema of {name} and all its "
+                        f"data: pass confirm={name} to say so")
+        try:
+            done = await server.lifecycle.uninstall(name, purge=purge, by=identity.user)
+        except UploadError as exc:
+            raise lifecycle_error(exc) from None
+        return UninstallResult(plugin=done.plugin, version=done.version, purged=done.purged)
+
+    @api.post("/plugins/{name}/rollback", response_model=RollbackResult, tags=["plugins"],
+              responses=lifecycle_errors)
+    async def rollback(name: str, identity: Identity = operator,
+                       version: str | None = Query(None, max_length=64, description=(
+                           "An older kept version; default: the newest older one."))
+                       ) -> RollbackResult:
+        """Go back to the version installed before: the plugin stopped everywhere, its schema
+        moved down by the installed version's own scripts, the kept older wheel installed and
+        started on every service. A failure half way puts this version back."""
+        try:
+            done = await server.lifecycle.rollback(name, by=identity.user, version=version)
+        except UploadError as exc:
+            raise lifecycle_error(exc) from None
+        return RollbackResult(plugin=done.plugin, version=done.version,
+                              replaced_version=done.previous_version,
+                              schema_revision=done.schema_revision)
 
     def catalog() -> Catalog:
         return build_catalog(server.plugins)

@@ -1,0 +1,178 @@
+"""The plugin lifecycle through the admin API: the impact of an uninstall, the uninstall,
+rollback to the version before; refusals that change nothing; a concurrent uninstall and
+upload that leave one consistent state; every outcome in the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from mesh.plugin.host import PluginState
+from mesh.plugin.upload import StoredWheel
+from mesh.plugin.upload.environment import snapshot
+from services.server import ServerService
+from services.server.lifecycle import previous_head
+from tests.mesh.plugin.upload.test_install import (  # noqa: F401  (fixtures)
+    DIST,
+    PLUGIN,
+    built,
+    environment,
+    members,
+    pack,
+    wheel_name,
+)
+from tests.services.server.admin.test_upload import client, server, upload  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def audit_lines(logs: list[dict[str, object]], action: str) -> list[dict[str, object]]:
+    return [e for e in logs if e.get("event") == f"audit.plugin_{action}"]
+
+
+async def test_impact_rollback_and_uninstall(
+    server: ServerService, built: dict[str, Path],  # noqa: F811
+) -> None:
+    async with client(server) as http:
+        for version in ("1.0.0", "1.1.0"):
+            response = await upload(http, built[version], built[version].name)
+            assert response.status_code == 201, response.text
+
+        impact = (await http.get(f"/api/v1/plugins/{PLUGIN}/impact")).json()
+        assert impact["uploaded"] is True and impact["blockers"] == []
+        assert impact["version"] == "1.1.0" and impact["previous_version"] == "1.0.0"
+        assert impact["kept_versions"] == ["1.0.0", "1.1.0"]
+        assert impact["dependents"] == [] and impact["schema_name"] is None
+
+        with capture_logs() as logs:
+            back = await http.post(f"/api/v1/plugins/{PLUGIN}/rollback")
+        assert back.status_code == 200, back.text
+        assert back.json() == {"plugin": PLUGIN, "version": "1.0.0",
+                               "replaced_version": "1.1.0", "schema_revision": None}
+        part = server.host.records[PLUGIN].part
+        assert part is not None and type(part).VERSION == "1.0.0"  # the older code runs
+        assert server.host.state(PLUGIN) is PluginState.STARTED
+        assert snapshot()[DIST] == "1.0.0"
+        assert [u.version for u in await server.store.uploads()] == ["1.0.0"]
+        assert [(e["who"], e["outcome"]) for e in audit_lines(logs, "rollback")] == [
+            ("admin-token", "ok")]
+
+        again = await http.post(f"/api/v1/plugins/{PLUGIN}/rollback")
+        assert again.status_code == 409 and again.json()["code"] == "no_previous_version"
+
+        with capture_logs() as logs:
+            gone = await http.post(f"/api/v1/plugins/{PLUGIN}/uninstall")
+        assert gone.status_code == 200, gone.text
+        assert gone.json() == {"plugin": PLUGIN, "version": "1.0.0", "purged": False}
+        assert PLUGIN not in server.host.sources and DIST not in snapshot()
+        assert await server.store.uploads() == []
+        assert [e["outcome"] for e in audit_lines(logs, "uninstall")] == ["ok"]
+        assert (await http.get(f"/api/v1/plugins/{PLUGIN}")).status_code == 404
+        # its wheels stay: the same version can be uploaded again
+        kept = {w.version for w in await server.store.wheels()}
+        assert len(kept) == 2
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("get", "/api/v1/plugins/nosuch/impact", 404, "unknown_plugin"),
+    ("post", "/api/v1/plugins/nosuch/uninstall", 404, "unknown_plugin"),
+    ("post", "/api/v1/plugins/nosuch/rollback", 404, "unknown_plugin"),
+    ("post", "/api/v1/plugins/..%2Fnoop/uninstall", 404, "not_found"),  # no such route
+    ("post", "/api/v1/plugins/%2e%2e/rollback", 404, "unknown_plugin"),
+    # bundled plugins came with the environment: not the admin API's to remove
+    ("post", "/api/v1/plugins/noop/uninstall", 409, "not_uploaded"),
+    ("post", "/api/v1/plugins/noop/rollback", 409, "not_uploaded"),
+    ("post", "/api/v1/plugins/noop/uninstall?purge=true", 422, "confirm_purge"),
+    ("post", "/api/v1/plugins/noop/uninstall?purge=true&confirm=greeter", 422,
+     "confirm_purge"),
+])
+async def test_refusals_change_nothing(
+    server: ServerService, method: str, path: str, status: int, code: str,  # noqa: F811
+) -> None:
+    before = dict(server.host.records)
+    async with client(server) as http:
+        with capture_logs() as logs:
+            response = await http.request(method.upper(), path)
+        assert (response.status_code, response.json().get("code")) == (status, code), \
+            response.text
+        async with httpx.AsyncClient(base_url=str(http.base_url)) as anonymous_http:
+            anonymous = await anonymous_http.request(method.upper(), path)
+        assert anonymous.status_code == (401 if code != "not_found" else 404)
+    assert dict(server.host.records) == before
+    assert all(server.host.state(n) == r.state for n, r in before.items())
+    if code == "not_uploaded":
+        assert [e["outcome"] for e in logs if str(e.get("event")).startswith(
+            "audit.plugin_")] == ["refused"]
+
+
+async def test_a_bad_rollback_version_is_refused(
+    server: ServerService, built: dict[str, Path],  # noqa: F811
+) -> None:
+    async with client(server) as http:
+        for version in ("1.0.0", "1.1.0"):
+            assert (await upload(http, built[version], built[version].name)).status_code == 201
+        for wanted, code in (("garbage!", "bad_version"), ("0.9", "bad_version"),
+                             ("1.1.0", "bad_version"), ("2.0", "bad_version")):
+            response = await http.post(f"/api/v1/plugins/{PLUGIN}/rollback",
+                                       params={"version": wanted})
+            assert (response.status_code, response.json()["code"]) == (422, code), wanted
+        assert snapshot()[DIST] == "1.1.0"
+        long = await http.post(f"/api/v1/plugins/{PLUGIN}/rollback",
+                               params={"version": "1" * 100})
+        assert long.status_code == 422
+        ok = await http.post(f"/api/v1/plugins/{PLUGIN}/rollback", params={"version": "1.0"})
+        assert ok.status_code == 200 and ok.json()["version"] == "1.0.0"
+
+
+async def test_a_concurrent_uninstall_and_upload_leave_one_consistent_state(
+    server: ServerService, built: dict[str, Path],  # noqa: F811
+) -> None:
+    async with client(server) as http:
+        assert (await upload(http, built["1.0.0"], built["1.0.0"].name)).status_code == 201
+        with capture_logs() as logs:
+            uninstalled, uploaded = await asyncio.gather(
+                http.post(f"/api/v1/plugins/{PLUGIN}/uninstall"),
+                upload(http, built["1.1.0"], built["1.1.0"].name))
+        assert uninstalled.status_code == 200, uninstalled.text
+        assert uploaded.status_code == 201, uploaded.text
+        order = [e["event"] for e in logs if str(e.get("event")).startswith("audit.plugin_")]
+        assert sorted(order) == ["audit.plugin_uninstall", "audit.plugin_upload"]
+        installed = DIST in snapshot()
+        # whichever ran second decided, and every record agrees with the environment
+        assert installed == (order[-1] == "audit.plugin_upload")
+        assert (PLUGIN in server.host.sources) == installed
+        assert bool(await server.store.uploads()) == installed
+        if installed:
+            assert snapshot()[DIST] == "1.1.0"
+            assert server.host.state(PLUGIN) is PluginState.STARTED
+
+
+def test_the_previous_head_is_read_from_the_older_wheel(tmp_path: Path) -> None:
+    """A rollback moves the schema down to where the older wheel's own migrations end."""
+    files = members()
+    manifest = files["mesh_uploadtest/plugin.toml"].decode()
+    files["mesh_uploadtest/plugin.toml"] = manifest.replace(
+        "[services]", '[storage]\nmigrations = "migrations"\n\n[services]').encode()
+    revision = ('revision = "{r}"\ndown_revision = {d}\nbranch_labels = None\n'
+                'depends_on = None\n\ndef upgrade():\n    pass\n\ndef downgrade():\n    pass\n')
+    files["mesh_uploadtest/migrations/0001_a.py"] = revision.format(r="a1", d="None").encode()
+    files["mesh_uploadtest/migrations/0002_b.py"] = revision.format(r="b2", d='"a1"').encode()
+    data = pack(files)
+    path = tmp_path / wheel_name()
+    path.write_bytes(data)
+    stored = StoredWheel(DIST, "1.0.0", path.name, path, len(data))  # type: ignore[arg-type]
+    assert previous_head(stored) == "b2"
+
+    plain = tmp_path / "plain" / wheel_name()
+    plain.parent.mkdir()
+    plain.write_bytes(pack(members()))
+    assert previous_head(StoredWheel(DIST, "1.0.0", plain.name, plain,  # type: ignore[arg-type]
+                                     plain.stat().st_size)) == "base"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert "mesh_uploadtest/migrations/0002_b.py" in archive.namelist()
