@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from mesh.admin_credentials import admin_token
+from mesh.cli.admin import admin_request, error_body
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.contract import Rpc
@@ -79,23 +79,13 @@ def call_command(
 def _call_through_admin(settings: MeshSettings, rpc: Rpc[Any, Any], request: Any,
                         timeout: float | None) -> str:
     """No broker configured: ask the server's admin API to make the call (embedded mesh)."""
-    import httpx
-
-    url = settings.admin_url or f"http://{settings.admin_host}:{settings.admin_port}"
-    token, _ = admin_token(settings)
     wait = (timeout or rpc.timeout) + 5
-    try:
-        response = httpx.post(f"{url.rstrip('/')}/api/v1/rpc/{rpc.plugin}/{rpc.name}",
-                              json=request.model_dump(mode="json"), timeout=wait,
-                              headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise fail(f"no broker configured (MESH_BROKER_URL), and the admin API at {url} "
-                   f"cannot be reached ({exc}): is `mesh up` running?", 1) from None
-    body = response.json() if response.content else {}
+    response = admin_request(settings, "POST", f"/api/v1/rpc/{rpc.plugin}/{rpc.name}",
+                             json=request.model_dump(mode="json"), timeout=wait,
+                             why="no broker configured (MESH_BROKER_URL), and ")
     if response.status_code == 200:
-        return json.dumps(body, indent=2)
-    if response.status_code == 401:
-        raise fail(f"the admin API at {url} refused the token (MESH_ADMIN_TOKEN)", 1)
+        return json.dumps(response.json(), indent=2)
+    body = error_body(response)
     raise RpcError(str(body.get("message", response.text)), code=body.get("code", "error"),
                    details=body.get("details"))
 

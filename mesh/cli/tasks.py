@@ -11,8 +11,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from mesh.admin_credentials import admin_token
 from mesh.bus.transport import ChannelError, TransportClosed
+from mesh.cli.admin import admin_error, admin_request
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.config import MeshSettings
 from mesh.errors import RpcError
@@ -167,22 +167,10 @@ async def _record_from_bus(url: str, task_id: str) -> TaskRecord:
 
 def _record_from_admin(settings: MeshSettings, task_id: str) -> TaskRecord:
     """No broker configured: ask the server's admin API (an embedded mesh)."""
-    import httpx
-
-    url = settings.admin_url or f"http://{settings.admin_host}:{settings.admin_port}"
-    token, _ = admin_token(settings)
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/api/v1/tasks/{task_id}", timeout=10,
-                             headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise fail(f"no broker configured (MESH_BROKER_URL), and the admin API at {url} "
-                   f"cannot be reached ({exc}): is `mesh up` running?", 1) from None
+    response = admin_request(settings, "GET", f"/api/v1/tasks/{task_id}", timeout=10,
+                             why="no broker configured (MESH_BROKER_URL), and ")
     if response.status_code == 404:
         return TaskRecord(task_id=task_id, state=UNKNOWN)
-    if response.status_code == 401:
-        raise fail(f"the admin API at {url} refused the token (MESH_ADMIN_TOKEN)", 1)
     if response.status_code != 200:
-        body = response.json() if response.content else {}
-        detail = body.get("detail", body) if isinstance(body, dict) else body
-        raise fail(f"the admin API answered {response.status_code}: {detail}", 1)
+        raise admin_error(response)
     return TaskRecord.model_validate_json(response.content)

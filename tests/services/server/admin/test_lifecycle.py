@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from mesh.admin_credentials import admin_token
 from mesh.plugin.host import PluginState
 from mesh.plugin.upload import StoredWheel
 from mesh.plugin.upload.environment import snapshot
 from services.server import ServerService
 from services.server.lifecycle import previous_head
+from tests.mesh.cli.test_cli import mesh
 from tests.mesh.plugin.upload.test_install import (  # noqa: F401  (fixtures)
     DIST,
     PLUGIN,
@@ -176,3 +179,50 @@ def test_the_previous_head_is_read_from_the_older_wheel(tmp_path: Path) -> None:
                                      plain.stat().st_size)) == "base"
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert "mesh_uploadtest/migrations/0002_b.py" in archive.namelist()
+
+
+async def test_the_lifecycle_from_the_command_line(
+    server: ServerService, built: dict[str, Path], tmp_path: Path,  # noqa: F811
+) -> None:
+    """`mesh plugin upload | enable | disable | impact | uninstall | rollback`, each a request
+    to the admin API with the token; bad input is refused before any request."""
+    assert server.admin is not None
+    token, _ = admin_token(server.settings)
+    env = {"MESH_ADMIN_URL": server.admin.url, "MESH_ADMIN_TOKEN": token,
+           "MESH_DATA_DIR": str(tmp_path / "cli-data")}
+
+    async def run(*args: str, token: str = token) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(mesh, "plugin", *args,
+                                       env={**env, "MESH_ADMIN_TOKEN": token})
+
+    first = await run("upload", str(built["1.0.0"]))
+    assert first.returncode == 0 and f"installed {PLUGIN} 1.0.0 on server" in first.stdout, first
+    second = await run("upload", str(built["1.1.0"]))
+    assert second.returncode == 0 and "1.1.0 (was 1.0.0)" in second.stdout, second
+    assert "disabled uploadtest" in (await run("disable", PLUGIN)).stdout
+    assert server.host.state(PLUGIN) is PluginState.DISABLED
+    assert "enabled uploadtest" in (await run("enable", PLUGIN)).stdout
+    shown = await run("impact", PLUGIN)
+    assert "kept wheels 1.0.0, 1.1.0" in shown.stdout and "blocked" not in shown.stdout
+
+    for args, code, message in [
+        (("upload", str(tmp_path / "missing.whl")), 2, "no such file"),
+        (("rollback", PLUGIN, "--version", "bad!"), 2, "bad_version"),
+        (("uninstall", "../etc", "--yes"), 2, "is not a plugin name"),
+        (("enable", "nosuch"), 2, "unknown_plugin"),
+        (("uninstall", "noop", "--yes"), 1, "was not uploaded"),
+        (("uninstall", PLUGIN), 2, "nothing changed; add --yes"),
+    ]:
+        refused = await run(*args)
+        assert (refused.returncode, message in refused.stderr) == (code, True), (args, refused)
+        assert "Traceback" not in refused.stderr
+    wrong = await run("impact", PLUGIN, token="not-the-token")
+    assert wrong.returncode == 1 and "refused the token" in wrong.stderr
+    assert snapshot()[DIST] == "1.1.0"
+
+    back = await run("rollback", PLUGIN)
+    assert back.returncode == 0 and "rolled back uploadtest 1.1.0 -> 1.0.0" in back.stdout
+    gone = await run("uninstall", PLUGIN, "--yes")
+    assert gone.returncode == 0 and "uninstalled uploadtest 1.0.0; its data is kept" in \
+        gone.stdout, gone
+    assert DIST not in snapshot() and PLUGIN not in server.host.sources
