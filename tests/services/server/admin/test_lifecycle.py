@@ -226,3 +226,61 @@ async def test_the_lifecycle_from_the_command_line(
     assert gone.returncode == 0 and "uninstalled uploadtest 1.0.0; its data is kept" in \
         gone.stdout, gone
     assert DIST not in snapshot() and PLUGIN not in server.host.sources
+
+
+@pytest.mark.browser
+async def test_the_lifecycle_on_the_admin_page(
+    server: ServerService, built: dict[str, Path],  # noqa: F811
+) -> None:
+    """The impact first; rollback; purge only with the plugin's name typed again."""
+    from selenium.webdriver.common.by import By
+
+    from tests.browser import browser, wait_for
+
+    assert server.admin is not None
+    url = server.admin.url
+    token, _ = admin_token(server.settings)
+    async with client(server) as http:
+        for version in ("1.0.0", "1.1.0"):
+            assert (await upload(http, built[version], built[version].name)).status_code == 201
+    driver = browser()
+
+    def text(id_: str) -> str:
+        return str(driver.find_element(By.ID, id_).text)
+
+    def manage(name: str) -> None:
+        wait_for(driver, lambda d: d.find_element(  # clicked where found: rows re-render
+            By.CSS_SELECTOR, f"#plugins button[data-manage='{name}']").click() or True)
+        wait_for(driver, lambda d: d.find_element(By.ID, "lifecycle").is_displayed() and
+                 name in d.find_element(By.CSS_SELECTOR, "#lifecycle h3").text)
+
+    def use_the_page() -> None:
+        driver.get(url)
+        driver.find_element(By.ID, "token").send_keys(token)
+        driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+        manage("noop")  # came with the environment: shown, not removable
+        assert "cannot uninstall: noop was not uploaded" in text("impact")
+        assert not driver.find_element(By.ID, "uninstall").is_enabled()
+
+        manage(PLUGIN)
+        assert "kept versions: 1.0.0, 1.1.0" in text("impact")
+        driver.find_element(By.ID, "rollback").click()
+        wait_for(driver, lambda d: "rolled back uploadtest 1.1.0 → 1.0.0" in text("message"))
+
+        manage(PLUGIN)
+        driver.find_element(By.ID, "purge").click()
+        driver.find_element(By.ID, "purge-confirm").send_keys("greeter")
+        driver.find_element(By.ID, "uninstall").click()
+        wait_for(driver, lambda d: "confirm_purge" in text("message"))
+        manage(PLUGIN)
+        driver.find_element(By.ID, "purge").click()
+        driver.find_element(By.ID, "purge-confirm").send_keys(PLUGIN)
+        driver.find_element(By.ID, "uninstall").click()
+        wait_for(driver, lambda d: "uninstalled uploadtest 1.0.0, its data dropped" in
+                 text("message"))
+
+    try:
+        await asyncio.to_thread(use_the_page)
+    finally:
+        driver.quit()
+    assert DIST not in snapshot() and PLUGIN not in server.host.sources
