@@ -134,12 +134,17 @@ def _admin(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
 @plugin_app.command("upload")
 def upload(
     wheel: Annotated[Path, typer.Argument(help="The plugin's wheel (.whl).")],
+    allow_breaking: Annotated[bool, typer.Option(
+        "--allow-breaking", help="Upgrade even if the new contract breaks the installed "
+        "version's callers (an RPC, topic or task removed, a model changed incompatibly)."
+    )] = False,
 ) -> None:
     """Install a plugin wheel on the server, migrate it and start it on every service (an
     upgrade when an older version is installed)."""
     if not wheel.is_file():
         raise fail(f"{wheel}: no such file")
-    done = _admin("POST", "/api/v1/plugins", params={"filename": wheel.name},
+    done = _admin("POST", "/api/v1/plugins",
+                  params={"filename": wheel.name, "allow_breaking": allow_breaking},
                   content=wheel.read_bytes(), timeout=600,
                   headers={"Content-Type": "application/octet-stream"})
     was = f" (was {done['previous_version']})" if done.get("previous_version") else ""

@@ -27,6 +27,7 @@ from contracts.platform import (
 from mesh import audit
 from mesh.admin_credentials import admin_password, admin_token
 from mesh.binder import BinderKind
+from mesh.catalog import build_catalog
 from mesh.contract import Contract, Empty
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
@@ -58,6 +59,7 @@ from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
 from services.server.lifecycle import Lifecycle
+from services.server.skew import breaking_changes, entries_of
 from services.server.wheels import SharedWheels
 
 
@@ -224,15 +226,18 @@ class ServerService(Service):
         if version is not None:
             await self.wheels().fetch(distribution, version)
 
-    async def install_plugin(self, data: bytes, filename: str, by: str = "admin") -> Installed:
+    async def install_plugin(self, data: bytes, filename: str, by: str = "admin", *,
+                             allow_breaking: bool = False) -> Installed:
         """Validate and install an uploaded wheel, migrate it, start it here, and tell every
         service. Anything that fails after the install is undone: the environment, the
         database and the running plugins are as they were. Raises WheelRejected (nothing was
         touched), InstallFailed, or UploadFailed (rolled back). One at a time with the other
-        lifecycle steps (uninstall, rollback); written to the audit log."""
+        lifecycle steps (uninstall, rollback); written to the audit log. An upgrade whose
+        contract breaks the old version's callers is undone (`breaks_callers`) unless
+        `allow_breaking` (services/server/skew.py)."""
         async with self.lifecycle.one_at_a_time():
             try:
-                installed = await self._install_plugin(data, filename)
+                installed = await self._install_plugin(data, filename, allow_breaking)
             except (UploadError, UploadFailed) as exc:
                 audit.plugin_changed(
                     who=by, action="upload", plugin=filename, code=exc.code,
@@ -243,8 +248,10 @@ class ServerService(Service):
                              previous_version=installed.info.installed_version)
         return installed
 
-    async def _install_plugin(self, data: bytes, filename: str) -> Installed:
+    async def _install_plugin(self, data: bytes, filename: str,
+                              allow_breaking: bool) -> Installed:
         installer, wheels = self.installer(), self.wheels()
+        before = build_catalog(self.plugins)
         await wheels.check(data, filename)
         with contextlib.suppress(InvalidWheelFilename):
             await self._fetch_installed(parse_wheel_filename(filename)[0])
@@ -257,7 +264,11 @@ class ServerService(Service):
             raise
         previous = self.plugins.source(source.name)
         await self.host.install(source)
-        failure = await self._migrate_and_start(source.name)
+        breaks = [] if allow_breaking else breaking_changes(
+            entries_of(before, source.name), entries_of(build_catalog(self.plugins), source.name))
+        failure = ("its contract breaks the callers of the installed version: "
+                   f"{'; '.join(breaks)} (upload it with allow_breaking=true to accept that)"
+                   if breaks else await self._migrate_and_start(source.name))
         if failure is not None:
             await self.host.stop(source.name)
             await installer.rollback(installed)
@@ -268,8 +279,10 @@ class ServerService(Service):
             else:
                 self.host.uninstall(source.name)
             await self.host.start_all()
-            raise UploadFailed("not_loaded", f"{source.name} {version} was not installed: "
-                               f"{failure}; the previous state is back")
+            raise UploadFailed("breaks_callers" if breaks else "not_loaded",
+                               f"{source.name} {version} was not installed: {failure}; the "
+                               "previous state is back", details={"breaks": breaks} if breaks
+                               else None)
         manifest = source.manifest
         assert manifest is not None
         upload = PluginInstalled(plugin=source.name,

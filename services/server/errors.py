@@ -9,9 +9,9 @@ from mesh.plugin.upload import UploadError
 class UploadFailed(MeshError):
     """An uploaded plugin installed but could not be migrated or started: rolled back."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.details = code, message, details
 
 
 class LifecycleRefused(UploadError):

@@ -355,11 +355,15 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                   "application/octet-stream": {"schema": {"type": "string",
                                                           "format": "binary"}}}}},
               responses={409: {"model": ErrorBody, "description": "Installed, but it could "
-                               "not migrate or start: undone"},
+                               "not migrate or start, or its contract breaks the installed "
+                               "version's callers (breaks_callers, details.breaks): undone"},
                          413: {"model": ErrorBody, "description": "Over the size limit"},
                          422: {"model": ErrorBody, "description": "Not an acceptable wheel"}})
     async def upload(request: Request, filename: str = Query(
             ..., description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl"),
+                     allow_breaking: bool = Query(False, description=(
+                         "Install an upgrade whose contract breaks the installed version's "
+                         "callers (an entry removed, a model changed incompatibly).")),
                      identity: Identity = operator) -> UploadResult:
         """Install a plugin wheel (the request body), migrate it and start it on every
         service that runs it. Validated before anything is installed; a failure leaves the
@@ -371,11 +375,12 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
             if len(body) > limit:
                 raise error(413, "too_large", f"uploads are at most {limit} bytes")
         try:
-            installed = await server.install_plugin(bytes(body), filename, by=identity.user)
+            installed = await server.install_plugin(bytes(body), filename, by=identity.user,
+                                                    allow_breaking=allow_breaking)
         except WheelRejected as exc:
             raise error(413 if exc.code == "too_large" else 422, exc.code, exc.message) from None
         except UploadFailed as exc:
-            raise error(409, exc.code, exc.message) from None
+            raise error(409, exc.code, exc.message, exc.details) from None
         except InstallFailed as exc:
             raise error(500, exc.code, exc.message, {"restored": exc.restored}) from None
         info = installed.info

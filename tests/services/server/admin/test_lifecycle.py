@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from mesh.admin_credentials import admin_token
+from mesh.catalog import build_catalog
 from mesh.plugin.host import PluginState
 from mesh.plugin.upload import StoredWheel
 from mesh.plugin.upload.environment import snapshot
@@ -284,3 +285,75 @@ async def test_the_lifecycle_on_the_admin_page(
     finally:
         driver.quit()
     assert DIST not in snapshot() and PLUGIN not in server.host.sources
+
+
+SKEW_CONTRACT = '''from pydantic import BaseModel
+
+from mesh.contract import Contract, rpc
+
+
+class Ping(BaseModel):
+    text: str
+
+
+class SkewContract(Contract, plugin="uploadtest"):
+    {declared}
+'''
+SKEW_SERVER = '''from mesh import PluginPart, handles
+from mesh_uploadtest.contract import SkewContract
+
+
+class UploadTestServer(PluginPart):
+    VERSION = "{version}"
+    {handler}
+'''
+PING_HANDLER = '''
+    @handles(SkewContract.ping)
+    async def ping(self, request):
+        return request
+'''
+
+
+def skew_wheel(version: str, *, ping: bool) -> tuple[str, bytes]:
+    """The upload-test plugin with a contract: with the RPC `ping`, or without it."""
+    files = members(version=version)
+    manifest = files["mesh_uploadtest/plugin.toml"].decode()
+    files["mesh_uploadtest/plugin.toml"] = manifest.replace(
+        "[services]", 'contract = "mesh_uploadtest.contract:SkewContract"\n\n[services]'
+    ).encode()
+    files["mesh_uploadtest/contract.py"] = SKEW_CONTRACT.format(
+        declared='ping = rpc(Ping, Ping, service="server")' if ping else "pass").encode()
+    files["mesh_uploadtest/server.py"] = SKEW_SERVER.format(
+        version=version, handler=PING_HANDLER if ping else "").encode()
+    return wheel_name(version=version), pack(files)
+
+
+async def test_an_upgrade_that_breaks_callers_needs_an_override(
+    server: ServerService, environment: dict[str, object],  # noqa: F811
+) -> None:
+    async with client(server) as http:
+        name, data = skew_wheel("1.0.0", ping=True)
+        assert (await upload(http, data, name)).status_code == 201
+        assert f"{PLUGIN}.ping" in {e.qualname for e in build_catalog(server.plugins).entries}
+
+        name2, data2 = skew_wheel("2.0.0", ping=False)
+        with capture_logs() as logs:
+            refused = await upload(http, data2, name2)
+        assert refused.status_code == 409, refused.text
+        body = refused.json()
+        assert body["code"] == "breaks_callers"
+        assert body["details"]["breaks"] == [f"rpc {PLUGIN}.ping is removed"]
+        assert [e["outcome"] for e in audit_lines(logs, "upload")] == ["failed"]
+        # undone: 1.0.0 runs and serves ping; its wheel alone is kept
+        assert snapshot()[DIST] == "1.0.0"
+        assert server.host.state(PLUGIN) is PluginState.STARTED
+        reply = await http.post(f"/api/v1/rpc/{PLUGIN}/ping", json={"text": "still"})
+        assert reply.status_code == 200 and reply.json() == {"text": "still"}
+        assert [w.version for w in await server.store.wheels()] == ["1"]
+
+        forced = await http.post("/api/v1/plugins", content=data2, params={
+            "filename": name2, "allow_breaking": "true"})
+        assert forced.status_code == 201, forced.text
+        assert forced.json()["previous_version"] == "1.0.0"
+        gone = await http.post(f"/api/v1/rpc/{PLUGIN}/ping", json={"text": "x"})
+        assert gone.status_code == 404
