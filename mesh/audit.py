@@ -44,3 +44,8 @@ def plugin_changed(*, who: str, action: str, plugin: str, outcome: str, **contex
     `restored` says)."""
     (log.info if outcome == "ok" else log.warning)(
         f"audit.plugin_{action}", who=who, plugin=plugin, outcome=outcome, **context)
+
+
+def task_enqueued(*, who: str, task: str, task_id: str, where: str) -> None:
+    """A person or script queued a task from outside the mesh (the admin API)."""
+    log.info("audit.task_enqueued", who=who, task=task, task_id=task_id, where=where)

@@ -11,31 +11,18 @@ from pydantic import ValidationError
 
 from mesh.cli.admin import admin_request, error_body
 from mesh.cli.errors import fail, settings_or_exit
+from mesh.cli.lookup import contract_of
 from mesh.config import MeshSettings
 from mesh.contract import Rpc
 from mesh.errors import RpcError
-from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
 from mesh.validation import field_errors
 
 
 def find_rpc(target: str) -> Rpc[Any, Any]:
-    plugin, _, name = target.partition(".")
-    if not plugin or not name:
-        raise fail(f"name the RPC as plugin.rpc, not {target!r}")
-    plugins = PluginSet.installed()
-    if plugin not in plugins:
-        raise fail(f"unknown plugin {plugin!r} (installed: {', '.join(plugins.sources) or 'none'})")
-    if plugin in plugins.broken:
-        raise fail(f"plugin {plugin!r} is broken: {plugins.broken[plugin]}")
-    try:
-        contract = plugins.contract(plugin)
-    except ContractUnloadable as exc:
-        raise fail(f"cannot load {plugin}'s contract: {exc.reason}", 1) from None
-    if contract is None:
-        raise fail(f"plugin {plugin!r} declares no contract, so it has no RPCs")
+    contract, name = contract_of(target, "rpc")
     rpc = contract.get_rpc(name)
     if rpc is None:
-        raise fail(f"plugin {plugin!r} has no RPC {name!r} "
+        raise fail(f"plugin {contract.plugin!r} has no RPC {name!r} "
                    f"(its RPCs: {', '.join(sorted(contract.rpcs)) or 'none'})")
     return rpc
 

@@ -12,9 +12,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from contracts.platform import PluginStatus
+from mesh import audit
 from mesh.asyncapi import build_asyncapi
 from mesh.catalog import Catalog, CatalogHook, build_catalog
-from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unavailable
+from mesh.errors import (
+    Forbidden,
+    InvalidRequest,
+    PluginError,
+    RpcError,
+    TaskError,
+    TaskResultTimeout,
+    TaskUnavailable,
+    Unauthenticated,
+    Unavailable,
+)
 from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
@@ -131,6 +142,13 @@ class RollbackResult(BaseModel):
     replaced_version: str
     schema_revision: str | None = Field(description="The revision its schema was moved "
                                         "down to (base: none), or null without storage.")
+
+
+class TaskQueued(BaseModel):
+    task: str
+    task_id: str = Field(description="Read its state with GET /api/v1/tasks/{task_id}.")
+    state: str = Field(description="queued, or succeeded when waited for")
+    result: Any = Field(default=None, description="Its result, when waited for.")
 
 
 class SwitchResult(BaseModel):
@@ -527,6 +545,52 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
             raise error(404, "unknown_task", f"no task {task_id} in the task ledger: not "
                         "started yet, or no longer kept")
         return record
+
+    @api.post("/tasks/{plugin}/{name}", tags=["tasks"], response_model=TaskQueued,
+              status_code=202,
+              responses={200: {"model": TaskQueued, "description": "Waited for: its result"},
+                         **{code: {"model": ErrorBody} for code in (403, 404, 409, 422, 503,
+                                                                     504)}})
+    async def enqueue(plugin: str, name: str, http: Request,
+                      task_input: dict[str, Any] = Body(  # noqa: B008
+                          default_factory=dict, description="The task's input."),
+                      wait: float | None = Query(None, gt=0, le=300, description=(
+                          "Seconds to wait for its result; without it, answer once the "
+                          "broker holds the task.")),
+                      idempotency_key: str | None = Query(None, min_length=1, max_length=200),
+                      identity: Identity = Depends(auth.require(ADMIN_CALL)),  # noqa: B008
+                      ) -> Any:
+        """Queue a task declared in a plugin's contract (as `mesh tasks enqueue` does), with
+        the JSON body as its input: 202 with its task id, or with `wait`, 200 with its result
+        (409 with its error if it failed for good, 504 if it is still running)."""
+        known(plugin)
+        contract = server.host.contract(plugin)
+        declared = contract.get_task(name) if contract else None
+        if declared is None:
+            raise error(404, "unknown_task", f"plugin {plugin!r} has no task {name!r}")
+        try:
+            handle = await server.enqueuer.enqueue(declared, task_input,
+                                                   idempotency_key=idempotency_key)
+        except InvalidRequest as exc:
+            raise error(422, "invalid_input", exc.message, exc.details) from None
+        except TaskUnavailable as exc:
+            raise error(503, "unavailable", str(exc)) from None
+        audit.task_enqueued(who=identity.user, task=declared.qualname, task_id=handle.task_id,
+                            where="admin")
+        queued = TaskQueued(task=declared.qualname, task_id=handle.task_id, state="queued")
+        if wait is None:
+            return queued
+        try:
+            result = await handle.result(timeout=wait)
+        except TaskResultTimeout:
+            raise error(504, "timeout", f"{declared.qualname} {handle.task_id} has not "
+                        f"finished within {wait:g} s; it still runs",
+                        {"task_id": handle.task_id}) from None
+        except TaskError as exc:
+            raise error(409, exc.code, exc.message, exc.to_wire()) from None
+        return JSONResponse(queued.model_copy(update={
+            "state": "succeeded", "result": result.model_dump(mode="json")}).model_dump(
+                mode="json"), status_code=200)
 
     @api.post("/rpc/{plugin}/{name}", tags=["rpc"],
               responses={code: {"model": ErrorBody} for code in (400, 403, 409, 422, 502, 503,
