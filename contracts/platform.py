@@ -74,6 +74,15 @@ class PluginRemoved(BaseModel):
     by: str
 
 
+class PluginLogLevel(BaseModel):
+    """Published on `control.loglevel.<plugin>`: every service logs the plugin's events from
+    `level` up (None: at the service's own level again), until it restarts."""
+
+    plugin: str
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None
+    by: str
+
+
 class HookGrants(BaseModel):
     """Published on `control.hooks` when an administrator grants or revokes a plugin's hooks:
     every grant there is, so each service replaces its own at once, in any order."""

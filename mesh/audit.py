@@ -39,8 +39,8 @@ def hooks_changed(*, who: str, plugin: str, granted: bool, digest: str | None) -
 
 
 def plugin_changed(*, who: str, action: str, plugin: str, outcome: str, **context: Any) -> None:
-    """An administrator changed the installed plugins: `action` is upload, uninstall,
-    rollback, enable or disable; `outcome` ok, refused or failed (then undone, or not:
+    """An administrator changed the installed plugins or how they run: `action` is upload,
+    uninstall, rollback or log_level; `outcome` ok, refused or failed (then undone, or not:
     `restored` says)."""
     (log.info if outcome == "ok" else log.warning)(
         f"audit.plugin_{action}", who=who, plugin=plugin, outcome=outcome, **context)

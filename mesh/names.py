@@ -88,6 +88,10 @@ def removed_key(plugin: str) -> str:
     return f"control.removed.{plugin}"
 
 
+def log_level_key(plugin: str) -> str:
+    return f"control.loglevel.{plugin}"
+
+
 def control_queue(exchange: str, instance: str) -> str:
     """A service instance's own queue of control messages."""
     return f"{exchange}.control.{instance}"

@@ -24,6 +24,7 @@ from contracts.platform import (
     PlatformContract,
     PlatformState,
     PluginInstalled,
+    PluginLogLevel,
     PluginRemoved,
     PluginStatus,
     WheelRequest,
@@ -39,8 +40,9 @@ from mesh.control import ControlChannel
 from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
 from mesh.invoke import Middleware
+from mesh.log import set_plugin_level
 from mesh.middleware import default_middleware
-from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key, removed_key
+from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key, log_level_key, removed_key
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import HookLink
 from mesh.plugin.host import PluginHost
@@ -117,6 +119,7 @@ class Service:
         self.control = ControlChannel(transport, self.instance, self.host)
         self.control.on_installed = self.plugin_installed
         self.control.listen(removed_key("*"), PluginRemoved, self.plugin_removed)
+        self.control.listen(log_level_key("*"), PluginLogLevel, self._log_level)
         self.control.listen(HOOKS_KEY, HookGrants, self._hook_grants)
         self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
         self.log = structlog.get_logger("mesh.service").bind(
@@ -140,6 +143,12 @@ class Service:
             await self.host.start_all()
             self.log.info("plugin.installed", plugin=announcement.plugin,
                           version=announcement.version)
+
+    async def _log_level(self, change: PluginLogLevel) -> None:
+        """An administrator changed a plugin's log level: in force in this process at once."""
+        set_plugin_level(change.plugin, change.level)
+        self.log.info("log.level_changed", plugin_logs=change.plugin, level=change.level,
+                      by=change.by)
 
     async def plugin_removed(self, removal: PluginRemoved) -> None:
         """An administrator uninstalled an uploaded plugin: stop and forget it here, and take

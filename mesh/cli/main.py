@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +16,8 @@ from mesh.cli.db import db_app
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.cli.plugins import plugin_app
 from mesh.cli.tasks import tasks_app
-from mesh.log import configure_logging
+from mesh.config import MeshSettings
+from mesh.log import configure_logging, log_file_path
 from mesh.names import SERVICE_KINDS
 
 app = typer.Typer(
@@ -33,6 +34,15 @@ app.add_typer(broker_app, name="broker")
 app.command("call")(call_command)
 
 
+def logging_options(settings: MeshSettings, service: str) -> dict[str, Any]:
+    """configure_logging's arguments from the settings; `service` names this process's log
+    file."""
+    return {"level": settings.log_level, "fmt": settings.log_format,
+            "file": log_file_path(settings.log_file, service) if settings.log_file else None,
+            "max_bytes": settings.log_file_max_bytes, "backups": settings.log_file_backups,
+            "plugin_levels": settings.plugin_log_levels}
+
+
 def known_service(service: str) -> None:
     if service not in SERVICE_KINDS:
         raise fail(f"unknown service {service!r}; choose one of "
@@ -43,7 +53,7 @@ def known_service(service: str) -> None:
 def up() -> None:
     """Run the whole mesh: embedded in one process, or four processes with MESH_BROKER_URL."""
     settings = settings_or_exit()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(**logging_options(settings, "up" if settings.broker_url else "mesh"))
     if settings.broker_url:
         from mesh.supervisor import supervise
 
@@ -63,7 +73,7 @@ def run(
     if not settings.broker_url:
         raise fail("`mesh run` joins a broker: set MESH_BROKER_URL "
                    "(or use `mesh up` for the embedded mesh)")
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(**logging_options(settings, service))
     import structlog
 
     from mesh.bus import rabbit_transport

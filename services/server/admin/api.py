@@ -5,13 +5,13 @@ invoke RPCs)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from contracts.platform import PluginStatus
+from contracts.platform import PluginLogLevel, PluginStatus
 from mesh import audit
 from mesh.asyncapi import build_asyncapi
 from mesh.catalog import Catalog, CatalogHook, build_catalog
@@ -27,6 +27,8 @@ from mesh.errors import (
     Unavailable,
 )
 from mesh.identity import Identity
+from mesh.log import log_levels, set_plugin_level
+from mesh.names import log_level_key
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import describe, hook_digest, plan_hooks
@@ -149,6 +151,17 @@ class TaskQueued(BaseModel):
     task_id: str = Field(description="Read its state with GET /api/v1/tasks/{task_id}.")
     state: str = Field(description="queued, or succeeded when waited for")
     result: Any = Field(default=None, description="Its result, when waited for.")
+
+
+class LogLevelRequest(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        description="Log the plugin's events from this level up; null: the services' own "
+        "level again.")
+
+
+class LoggingView(BaseModel):
+    level: str = Field(description="This server's level (MESH_LOG_LEVEL).")
+    plugins: dict[str, str] = Field(description="Plugins with a level of their own.")
 
 
 class SwitchResult(BaseModel):
@@ -333,6 +346,26 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                         "enable that first", details={"disabled": off})
         await server.set_enabled([name], True, by="admin")
         return SwitchResult(changed=[name], enabled=True)
+
+    @api.get("/logging", dependencies=view, response_model=LoggingView, tags=["logging"])
+    async def logging_levels() -> LoggingView:
+        """The log level, and each plugin's own, as this server applies them (every service
+        applies the same changes: they are sent to all)."""
+        return LoggingView(**log_levels())
+
+    @api.put("/plugins/{name}/log-level", response_model=LoggingView, tags=["logging"],
+             responses={422: {"model": ErrorBody, "description": "Not a level"}})
+    async def put_log_level(name: str, body: LogLevelRequest,
+                            identity: Identity = operator) -> LoggingView:
+        """Change the plugin's log level on every service at once, until they restart
+        (MESH_PLUGIN_LOG_LEVELS keeps one across restarts)."""
+        known(name)
+        set_plugin_level(name, body.level)
+        await server.control.publish(log_level_key(name), PluginLogLevel(
+            plugin=name, level=body.level, by=identity.user))
+        audit.plugin_changed(who=identity.user, action="log_level", plugin=name, outcome="ok",
+                             level=body.level)
+        return LoggingView(**log_levels())
 
     def settings_model(name: str) -> type[BaseModel]:
         known(name)
