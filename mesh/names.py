@@ -72,6 +72,9 @@ INVALIDATE_KEY = "control.identity.invalidate"  # a token revoked, permissions c
 HOOKS_KEY = "control.hooks"  # the administrator's hook grants changed (all of them)
 
 
+MISSED_BEATS = 3  # an instance silent for this many heartbeat intervals is gone
+
+
 def switch_key(plugin: str) -> str:
     return f"control.plugin.{plugin}"
 

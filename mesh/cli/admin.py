@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mesh.admin_credentials import admin_token
 from mesh.cli.errors import fail
-from mesh.config import MeshSettings
 
 if TYPE_CHECKING:
     import httpx
+
+    from mesh.config import MeshSettings
 
 
 def admin_base_url(settings: MeshSettings) -> str:
@@ -24,6 +24,8 @@ def admin_request(settings: MeshSettings, method: str, path: str, *, timeout: fl
     """`method path` on the admin API with the admin token; exits 1 when the API cannot be
     reached or refuses the token. Other statuses are the caller's (see `admin_error`)."""
     import httpx
+
+    from mesh.admin_credentials import admin_token
 
     url = admin_base_url(settings)
     token, _ = admin_token(settings)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from mesh.cli.admin import admin_request, error_body
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.cli.lookup import contract_of
-from mesh.config import MeshSettings
-from mesh.contract import Rpc
-from mesh.errors import RpcError
-from mesh.validation import field_errors
+
+if TYPE_CHECKING:
+    from mesh.config import MeshSettings
+    from mesh.contract import Rpc
 
 
 def find_rpc(target: str) -> Rpc[Any, Any]:
@@ -35,6 +34,11 @@ def call_command(
     ] = None,
 ) -> None:
     """Call an RPC and print its typed reply as JSON."""
+    from pydantic import ValidationError
+
+    from mesh.errors import RpcError
+    from mesh.validation import field_errors
+
     rpc = find_rpc(target)
     try:
         data = json.loads(payload)
@@ -66,6 +70,8 @@ def call_command(
 def _call_through_admin(settings: MeshSettings, rpc: Rpc[Any, Any], request: Any,
                         timeout: float | None) -> str:
     """No broker configured: ask the server's admin API to make the call (embedded mesh)."""
+    from mesh.errors import RpcError
+
     wait = (timeout or rpc.timeout) + 5
     response = admin_request(settings, "POST", f"/api/v1/rpc/{rpc.plugin}/{rpc.name}",
                              json=request.model_dump(mode="json"), timeout=wait,

@@ -3,13 +3,18 @@ line for a name that is not `plugin.entry`, an unknown or broken plugin, or no c
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mesh.cli.errors import fail
-from mesh.contract import Contract
-from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
+
+if TYPE_CHECKING:
+    from mesh.contract import Contract
 
 
 def contract_of(target: str, what: str) -> tuple[type[Contract], str]:
     """The contract of `plugin` in `plugin.name`, and `name`; `what` is rpc or task."""
+    from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
+
     plugin, _, name = target.partition(".")
     if not plugin or not name:
         raise fail(f"name the {what.upper() if what == 'rpc' else what} as plugin.{what}, "

@@ -7,20 +7,19 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mesh.cli.admin import admin_error, admin_request
-from mesh.cli.errors import fail, settings_or_exit
+from mesh.cli.errors import command_group, fail, settings_or_exit
 from mesh.names import SERVICE_KINDS
-from mesh.plugin.manifest import NAME
-from mesh.plugin.plugin_set import PluginSet
 
-plugin_app = typer.Typer(help="Inspect plugins, make new ones, and upload, enable, disable, "
-                         "uninstall or roll them back (through the admin API).",
-                         no_args_is_help=True)
-PLUGIN_NAME = re.compile(NAME)
+if TYPE_CHECKING:
+    from mesh.plugin.plugin_set import PluginSet
+
+plugin_app = command_group("Inspect plugins, make new ones, and upload, enable, disable, "
+                           "uninstall or roll them back (through the admin API).")
 
 
 @dataclass
@@ -60,6 +59,8 @@ def list_plugins(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Every discovered plugin: version, services, dependencies, load order, refusals."""
+    from mesh.plugin.plugin_set import PluginSet
+
     settings = settings_or_exit()
     rows, order = plugin_rows(PluginSet.installed(disabled=settings.disabled_plugins))
     if as_json:
@@ -118,7 +119,9 @@ def new_plugin(
 def _plugin_path(name: str, action: str = "") -> str:
     """The admin API path of a plugin, refusing what cannot be a plugin's name (a path trick
     or a typo) before any request."""
-    if not PLUGIN_NAME.fullmatch(name):
+    from mesh.plugin.manifest import NAME
+
+    if not re.fullmatch(NAME, name):
         raise fail(f"{name!r} is not a plugin name (lower-case letters, digits and _)")
     return f"/api/v1/plugins/{name}{'/' + action if action else ''}"
 

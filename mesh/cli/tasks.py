@@ -7,32 +7,31 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 
-from mesh.bus.transport import ChannelError, TransportClosed
 from mesh.cli.admin import admin_error, admin_request
-from mesh.cli.errors import fail, settings_or_exit
+from mesh.cli.errors import command_group, fail, settings_or_exit
 from mesh.cli.lookup import contract_of
-from mesh.config import MeshSettings
-from mesh.contract import Task
-from mesh.errors import RpcError, TaskError, TaskResultTimeout, TaskUnavailable
-from mesh.tasks.admin import DeadLetters
-from mesh.tasks.ledger import UNKNOWN, TaskRecord, check_task_id
-from mesh.validation import field_errors
 
-tasks_app = typer.Typer(help="Durable tasks: queue one, one task's state, the dead-letter "
-                        "queue.",
-                        no_args_is_help=True)
+if TYPE_CHECKING:
+    from mesh.config import MeshSettings
+    from mesh.contract import Task
+    from mesh.tasks.admin import DeadLetters
+    from mesh.tasks.ledger import TaskRecord
+
+tasks_app = command_group("Durable tasks: queue one, one task's state, the dead-letter "
+                          "queue.")
 T = TypeVar("T")
 
 
 def with_dead_letters(work: Callable[[DeadLetters], Awaitable[T]], *,
                       limit: int | None = None) -> T:
     from mesh.bus.rabbitmq import RabbitTransport
+    from mesh.bus.transport import ChannelError, TransportClosed
     from mesh.service import new_instance_id
+    from mesh.tasks.admin import DeadLetters
 
     settings = settings_or_exit()
     if not settings.broker_url:
@@ -120,6 +119,9 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show what the task ledger knows of one task: state, attempts, times, result or error."""
+    from mesh.errors import RpcError
+    from mesh.tasks.ledger import UNKNOWN, check_task_id
+
     try:
         check_task_id(task_id)
     except ValueError as exc:
@@ -155,6 +157,11 @@ def enqueue(
 ) -> None:
     """Queue a task and print its id (`mesh tasks show ID` follows it); with --wait, print
     its result. Through the broker (MESH_BROKER_URL), or the admin API (an embedded mesh)."""
+    from pydantic import ValidationError
+
+    from mesh.errors import TaskError, TaskResultTimeout, TaskUnavailable
+    from mesh.validation import field_errors
+
     contract, name = contract_of(target, "task")
     declared = contract.get_task(name)
     if declared is None:
@@ -245,6 +252,8 @@ async def _record_from_bus(url: str, task_id: str) -> TaskRecord:
 
 def _record_from_admin(settings: MeshSettings, task_id: str) -> TaskRecord:
     """No broker configured: ask the server's admin API (an embedded mesh)."""
+    from mesh.tasks.ledger import UNKNOWN, TaskRecord
+
     response = admin_request(settings, "GET", f"/api/v1/tasks/{task_id}", timeout=10,
                              why="no broker configured (MESH_BROKER_URL), and ")
     if response.status_code == 404:
