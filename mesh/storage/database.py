@@ -10,6 +10,7 @@ same models and migrations run on either.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import AsyncIterator
@@ -53,8 +54,11 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    @property
+    @functools.cached_property
     def directory(self) -> Path:
+        """Where SQLite's files are. Resolved once: at start-up the at-head check asks for
+        every plugin's schema file, and resolving the path each time was most of what the
+        check cost in CPU (bench startup)."""
         return Path(self.url.database or ".").resolve().parent
 
     def schema_file(self, schema: str) -> Path:
