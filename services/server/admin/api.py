@@ -15,6 +15,7 @@ from contracts.platform import PluginLogLevel, PluginStatus
 from mesh import audit
 from mesh.asyncapi import build_asyncapi
 from mesh.catalog import Catalog, CatalogHook, build_catalog
+from mesh.contract import Rpc, Task
 from mesh.errors import (
     Forbidden,
     InvalidRequest,
@@ -579,6 +580,17 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                         "started yet, or no longer kept")
         return record
 
+    def entry(plugin: str, name: str, kind: str) -> Rpc[Any, Any] | Task[Any, Any]:
+        """A plugin's RPC or task by name, or 404 (unknown_plugin, unknown_rpc, unknown_task)."""
+        known(plugin)
+        contract = server.host.contract(plugin)
+        found = (contract.get_rpc(name) if kind == "rpc" else contract.get_task(name)
+                 ) if contract else None
+        if found is None:
+            raise error(404, f"unknown_{kind}", f"plugin {plugin!r} has no "
+                        f"{'RPC' if kind == 'rpc' else kind} {name!r}")
+        return found
+
     @api.post("/tasks/{plugin}/{name}", tags=["tasks"], response_model=TaskQueued,
               status_code=202,
               responses={200: {"model": TaskQueued, "description": "Waited for: its result"},
@@ -596,11 +608,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         """Queue a task declared in a plugin's contract (as `mesh tasks enqueue` does), with
         the JSON body as its input: 202 with its task id, or with `wait`, 200 with its result
         (409 with its error if it failed for good, 504 if it is still running)."""
-        known(plugin)
-        contract = server.host.contract(plugin)
-        declared = contract.get_task(name) if contract else None
-        if declared is None:
-            raise error(404, "unknown_task", f"plugin {plugin!r} has no task {name!r}")
+        declared = entry(plugin, name, "task")
+        assert isinstance(declared, Task)
         try:
             handle = await server.enqueuer.enqueue(declared, task_input,
                                                    idempotency_key=idempotency_key)
@@ -634,11 +643,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                      ) -> Any:
         """Call an RPC as the command line does ("cli"), on the signed-in user's behalf: the
         reply, or its typed error. The RPC's own permission is needed too."""
-        known(plugin)
-        contract = server.host.contract(plugin)
-        rpc = contract.get_rpc(name) if contract else None
-        if rpc is None:
-            raise error(404, "unknown_rpc", f"plugin {plugin!r} has no RPC {name!r}")
+        rpc = entry(plugin, name, "rpc")
+        assert isinstance(rpc, Rpc)
         try:
             identity.require(rpc.permission, rpc.qualname)
         except Forbidden as exc:

@@ -129,6 +129,17 @@ def started(process: MeshProcess) -> bool:
     return any(e.get("event") == "service.started" for e in process.events())
 
 
+async def upload(server: MeshProcess, wheel: Path) -> None:
+    """Upload `wheel` through the server's admin API."""
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.admin_port}",  # type: ignore[attr-defined]
+        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120,
+    ) as http:
+        response = await http.post("/api/v1/plugins", params={"filename": wheel.name},
+                                   content=wheel.read_bytes())
+        assert response.status_code == 201, response.text
+
+
 @pytest.fixture
 def no_leftover() -> Iterator[None]:
     """None of this reaches the test's own environment."""
@@ -145,13 +156,7 @@ async def test_an_upload_reaches_other_services_and_outlives_their_environments(
     worker = start("worker", "worker-1")
     await wait(server, started, "the server started")
     await wait(worker, started, "the worker started")
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{server.admin_port}",  # type: ignore[attr-defined]
-        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120,
-    ) as http:
-        response = await http.post("/api/v1/plugins", params={"filename": wheel.name},
-                                   content=wheel.read_bytes())
-        assert response.status_code == 201, response.text
+    await upload(server, wheel)
     await wait(server, running, "the plugin running on the server")
     # the worker's environment lacks it: it fetches the wheel from the server over the bus
     await wait(worker, running, "the plugin running on the worker")
@@ -180,13 +185,7 @@ async def test_two_servers_without_a_shared_folder_both_install_and_restore_an_u
     two = start("server", "server-two", "data-two")
     await wait(one, started, "the first server started")
     await wait(two, started, "the second server started")
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{one.admin_port}",  # type: ignore[attr-defined]
-        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120,
-    ) as http:
-        response = await http.post("/api/v1/plugins", params={"filename": wheel.name},
-                                   content=wheel.read_bytes())
-        assert response.status_code == 201, response.text
+    await upload(one, wheel)
     await wait(one, running, "the plugin running on the first server")
     await wait(two, running, "the plugin running on the second server")
     assert (tmp_path / "data-two" / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
