@@ -149,3 +149,18 @@ def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None
             assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
     assert set(report["ratio"]) == {"noop", "sleep10"}
     assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_memory_bench_reports_every_process_beside_a_bare_one(mesh_broker_url: str) -> None:
+    report = bench_json("memory", "--settle", "0.5", "--url", mesh_broker_url)
+    processes = report["processes"]
+    assert isinstance(processes, dict)
+    assert set(processes) == {"supervisor", "server", "client", "agent", "worker"}
+    floor = report["python_c_pass_mb"]
+    assert isinstance(floor, float) and floor > 0
+    for name, row in processes.items():
+        assert floor < row["bare_mb"] < row["resident_mb"], (name, row)
+        assert row["libraries"] > 0
