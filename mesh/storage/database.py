@@ -9,7 +9,9 @@ same models and migrations run on either.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import functools
 import os
 import re
@@ -18,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -102,6 +104,29 @@ class Database:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+
+    @asynccontextmanager
+    async def exclusive(self, name: str, key: int) -> AsyncIterator[None]:
+        """Hold a lock every process on this database respects, across machines: on
+        PostgreSQL the advisory lock `key` (held by one connection), on SQLite an exclusive
+        flock of `<name>.lock` beside its files (one per open, so two holders in one process
+        exclude each other too)."""
+        if self.is_sqlite:
+            with (self.directory / f"{name}.lock").open("w") as handle:
+                await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        async with self.engine().connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            await connection.commit()
+            try:
+                yield
+            finally:
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await connection.commit()
 
     async def drop_schema(self, schema: str) -> None:
         """Drop a plugin's schema and everything in it (its data, its revision table): on

@@ -1,8 +1,9 @@
 """Uninstalling and rolling back uploaded plugins: what the admin API's lifecycle routes ask
 of the server.
 
-Every step holds the server's lifecycle lock, which uploads hold too, so a second request at
-the same time waits and then finds the state the first one left (an uninstalled plugin is
+Every step holds the lifecycle lock, which uploads hold too — in this server and across every
+server on the database — so a second request at the same time, to this server or another,
+waits and then finds the state the first one left (an uninstalled plugin is
 unknown; an upload of it installs it anew). A step that fails half way is undone: the plugin
 is installed and started again as it was. Every outcome is written to the audit log
 (mesh/audit.py, `audit.plugin_<action>`).
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from services.server import ServerService
 
 ROLLBACK = "rollback"  # who switches a plugin off and on during a rollback
+LIFECYCLE_LOCK_KEY = 0x6D657369  # the advisory lock of uploads, uninstalls and rollbacks
 
 
 class Impact(BaseModel):
@@ -108,7 +110,10 @@ class Lifecycle:
 
     @contextlib.asynccontextmanager
     async def one_at_a_time(self) -> AsyncIterator[None]:
-        async with self.lock:
+        """One upload, uninstall or rollback at a time: in this server, then across every
+        server on the database (an advisory lock on PostgreSQL, a file lock on SQLite)."""
+        assert self.server.database is not None
+        async with self.lock, self.server.database.exclusive("lifecycle", LIFECYCLE_LOCK_KEY):
             yield
 
     # -- what it would do ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from mesh.plugin.upload import StoredWheel
 from mesh.plugin.upload.environment import snapshot
 from services.server import ServerService
 from services.server.lifecycle import previous_head
+from tests.conftest import Bus
 from tests.mesh.cli.test_cli import mesh
 from tests.mesh.plugin.upload.test_install import (  # noqa: F401  (fixtures)
     DIST,
@@ -357,3 +358,41 @@ async def test_an_upgrade_that_breaks_callers_needs_an_override(
         assert forced.json()["previous_version"] == "1.0.0"
         gone = await http.post(f"/api/v1/rpc/{PLUGIN}/ping", json={"text": "x"})
         assert gone.status_code == 404
+
+
+async def test_two_servers_on_one_database_take_turns(
+    memory_bus: Bus, built: dict[str, Path], environment: dict[str, object],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An uninstall sent to one server and an upload sent to another at the same moment run
+    one after the other (the lifecycle lock is the database's), and every record agrees."""
+    shared = f"sqlite+aiosqlite:///{tmp_path / 'shared' / 'mesh.sqlite'}"
+    one, two = [await memory_bus.service("server", database_url=shared,
+                                         data_dir=tmp_path / name, upload_max_bytes=200_000)
+                for name in ("one", "two")]
+    assert isinstance(one, ServerService) and isinstance(two, ServerService)
+    try:
+        async with client(one) as first, client(two) as second:
+            assert (await upload(first, built["1.0.0"], built["1.0.0"].name)).status_code == 201
+            with capture_logs() as logs:
+                uninstalled, uploaded = await asyncio.gather(
+                    first.post(f"/api/v1/plugins/{PLUGIN}/uninstall"),
+                    upload(second, built["1.1.0"], built["1.1.0"].name))
+            assert uninstalled.status_code == 200, uninstalled.text
+            assert uploaded.status_code == 201, uploaded.text
+            order = [e["event"] for e in logs if str(e.get("event")).startswith("audit.plugin_")]
+            assert sorted(order) == ["audit.plugin_uninstall", "audit.plugin_upload"]
+            installed = DIST in snapshot()
+            assert installed == (order[-1] == "audit.plugin_upload")
+            assert bool(await one.store.uploads()) == installed
+            for server in (one, two):
+                async with asyncio.timeout(10):  # the other server follows over the bus
+                    while (PLUGIN in server.host.sources) != installed:
+                        await asyncio.sleep(0.05)
+    finally:
+        for server in (one, two):
+            if PLUGIN in server.host.sources:
+                await server.host.stop(PLUGIN)
+                server.host.uninstall(PLUGIN)
+        if DIST in snapshot():
+            await one.installer().uninstall(PLUGIN)
