@@ -66,3 +66,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench fanout
 	$(VENV)/bin/python -m bench tasks
 	$(VENV)/bin/python -m bench shell
+	$(VENV)/bin/python -m bench memory

@@ -63,6 +63,26 @@ class PluginInstalled(BaseModel):
     services: list[str]
 
 
+class PluginRemoved(BaseModel):
+    """Published on `control.removed.<plugin>` when an administrator uninstalls an uploaded
+    plugin: every service stops it, forgets it and takes its distribution out of its own
+    environment (unless something installed there still needs it)."""
+
+    plugin: str
+    distribution: str
+    version: str
+    by: str
+
+
+class PluginLogLevel(BaseModel):
+    """Published on `control.loglevel.<plugin>`: every service logs the plugin's events from
+    `level` up (None: at the service's own level again), until it restarts."""
+
+    plugin: str
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None
+    by: str
+
+
 class HookGrants(BaseModel):
     """Published on `control.hooks` when an administrator grants or revokes a plugin's hooks:
     every grant there is, so each service replaces its own at once, in any order."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -170,6 +170,20 @@ class MeshSettings(BaseSettings):
         "terminal, JSON otherwise.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="DEBUG, INFO, WARNING or ERROR (any case).")
+    plugin_log_levels: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")],
+                            Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = Field(
+        default_factory=dict, description="A level per plugin at start, as JSON "
+        '(`{"tutorial": "DEBUG"}`); the admin API changes them while services run.')
+    log_file: Path | None = Field(
+        default=None, description="Also write JSON lines to this file, rotated by size; "
+        "`{service}` and `{pid}` in it are filled in (one file per process). Unset: stderr "
+        "only.")
+    log_file_max_bytes: int = Field(
+        default=10 * 2**20, ge=4096, description="Rotate the log file when it would grow "
+        "past this many bytes (at least 4096).")
+    log_file_backups: int = Field(
+        default=5, ge=0, le=1000, description="Rotated log files kept (`.1` newest); 0: the "
+        "file is emptied when full.")
 
     @field_validator("broker_url")
     @classmethod

@@ -20,7 +20,7 @@ from mesh.bus.message import Delivery, QueueSpec
 from mesh.bus.transport import Transport
 
 log = structlog.get_logger("mesh.directory")
-MISSED_BEATS = 3  # an instance silent for this many intervals is gone
+MISSED_BEATS = names.MISSED_BEATS  # an instance silent for this many intervals is gone
 FORGET_AFTER_S = 3600.0  # a gone instance is listed (as gone) this long, then forgotten
 MAX_INSTANCES = 10_000  # beyond this, heartbeats of instances not yet listed are dropped
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.directory import MISSED_BEATS
+from mesh.names import MISSED_BEATS  # not mesh.directory: `mesh health` must start fast
 
 HEALTH_FOLDER = "health"
 

@@ -72,6 +72,9 @@ INVALIDATE_KEY = "control.identity.invalidate"  # a token revoked, permissions c
 HOOKS_KEY = "control.hooks"  # the administrator's hook grants changed (all of them)
 
 
+MISSED_BEATS = 3  # an instance silent for this many heartbeat intervals is gone
+
+
 def switch_key(plugin: str) -> str:
     return f"control.plugin.{plugin}"
 
@@ -90,6 +93,14 @@ def settings_key(plugin: str) -> str:
 
 def installed_key(plugin: str) -> str:
     return f"control.installed.{plugin}"
+
+
+def removed_key(plugin: str) -> str:
+    return f"control.removed.{plugin}"
+
+
+def log_level_key(plugin: str) -> str:
+    return f"control.loglevel.{plugin}"
 
 
 def control_queue(exchange: str, instance: str) -> str:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
 import structlog
+from packaging.utils import canonicalize_name
 
 from contracts.platform import (
     Heartbeat,
@@ -23,6 +24,8 @@ from contracts.platform import (
     PlatformContract,
     PlatformState,
     PluginInstalled,
+    PluginLogLevel,
+    PluginRemoved,
     PluginStatus,
     WheelRequest,
 )
@@ -37,8 +40,9 @@ from mesh.control import ControlChannel
 from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
 from mesh.invoke import Middleware
+from mesh.log import set_plugin_level
 from mesh.middleware import default_middleware
-from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key
+from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key, log_level_key, removed_key
 from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import HookLink
@@ -115,6 +119,8 @@ class Service:
         self.middleware.append(self.hooks)
         self.control = ControlChannel(transport, self.instance, self.host)
         self.control.on_installed = self.plugin_installed
+        self.control.listen(removed_key("*"), PluginRemoved, self.plugin_removed)
+        self.control.listen(log_level_key("*"), PluginLogLevel, self._log_level)
         self.control.listen(HOOKS_KEY, HookGrants, self._hook_grants)
         self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
         self.log = structlog.get_logger("mesh.service").bind(
@@ -138,6 +144,32 @@ class Service:
             await self.host.start_all()
             self.log.info("plugin.installed", plugin=announcement.plugin,
                           version=announcement.version)
+
+    async def _log_level(self, change: PluginLogLevel) -> None:
+        """An administrator changed a plugin's log level: in force in this process at once."""
+        set_plugin_level(change.plugin, change.level)
+        self.log.info("log.level_changed", plugin_logs=change.plugin, level=change.level,
+                      by=change.by)
+
+    async def plugin_removed(self, removal: PluginRemoved) -> None:
+        """An administrator uninstalled an uploaded plugin: stop and forget it here, and take
+        its distribution out of this environment if it is still in it (an environment of
+        this service's own; a shared one the server emptied already)."""
+        from mesh.plugin.upload import InstallFailed, PluginInstaller, WheelStore, environment
+
+        if removal.plugin in self.host.sources:
+            await self.host.stop(removal.plugin)
+            self.host.uninstall(removal.plugin)
+        if environment.snapshot().get(canonicalize_name(removal.distribution)) is None:
+            return
+        installer = PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir))
+        try:
+            await installer.uninstall(removal.plugin)
+        except InstallFailed as exc:
+            self.log.error("plugin.uninstall_failed", plugin=removal.plugin, error=str(exc))
+            return
+        self.log.info("plugin.uninstalled", plugin=removal.plugin, version=removal.version,
+                      by=removal.by)
 
     async def _hook_grants(self, change: HookGrants | PlatformState) -> None:
         """An administrator granted or revoked hooks (or a server told the whole state)."""
@@ -186,7 +218,8 @@ class Service:
             if hashlib.sha256(data).hexdigest() != wheel.sha256:
                 raise ValueError(f"the wheel {wheel.filename} arrived damaged (its sha256 is "
                                  "not the one the server sent)")
-            installed = await installer.install(data, filename=wheel.filename)
+            installed = await installer.install(data, filename=wheel.filename,
+                                                allow_downgrade=True)
         except Exception as exc:
             self.log.error("plugin.install_failed", plugin=announcement.plugin,
                            version=announcement.version, error=str(exc))

@@ -76,8 +76,8 @@ def test_everything_mesh_imports_is_a_core_dependency() -> None:
 
 def test_an_undeclared_import_is_found() -> None:
     """The check itself: httpx imported inside a function, and declared only in the dev extra."""
-    module = ROOT / "mesh" / "cli" / "call.py"
+    module = ROOT / "mesh" / "cli" / "admin.py"
     dev_only = declared(PROJECT["dependencies"]) - {"httpx"}
     assert undeclared_imports([module], dev_only) == {
-        "mesh/cli/call.py: httpx": "httpx is not a declared dependency"}
+        "mesh/cli/admin.py: httpx": "httpx is not a declared dependency"}
     assert "httpx" in declared(PROJECT["dependencies"])

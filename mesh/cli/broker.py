@@ -7,18 +7,16 @@ import json
 import secrets
 import shlex
 import subprocess
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mesh.broker_acl import KindAcl, broker_acl
-from mesh.broker_urls import vhost_of, with_user
-from mesh.catalog import build_catalog
-from mesh.cli.errors import fail, settings_or_exit
-from mesh.plugin.plugin_set import PluginSet
+from mesh.cli.errors import command_group, fail, settings_or_exit
 
-broker_app = typer.Typer(help="RabbitMQ users and permissions for the services.",
-                         no_args_is_help=True)
+if TYPE_CHECKING:
+    from mesh.broker_acl import KindAcl
+
+broker_app = command_group("RabbitMQ users and permissions for the services.")
 
 
 def rabbitmqctl(*args: str, stdin: str | None = None) -> str:
@@ -52,6 +50,11 @@ def acl(
 ) -> None:
     """Each service kind's broker user: what it may configure, write and read in the vhost,
     and which routing keys it may publish and bind on the mesh exchange."""
+    from mesh.broker_acl import broker_acl
+    from mesh.broker_urls import vhost_of, with_user
+    from mesh.catalog import build_catalog
+    from mesh.plugin.plugin_set import PluginSet
+
     settings = settings_or_exit()
     host = vhost or (vhost_of(settings.broker_url) if settings.broker_url else "/")
     catalog = build_catalog(PluginSet.installed(disabled=settings.disabled_plugins))

@@ -4,38 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from mesh.admin_credentials import admin_token
+from mesh.cli.admin import admin_request, error_body
 from mesh.cli.errors import fail, settings_or_exit
-from mesh.config import MeshSettings
-from mesh.contract import Rpc
-from mesh.errors import RpcError
-from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
-from mesh.validation import field_errors
+from mesh.cli.lookup import contract_of
+
+if TYPE_CHECKING:
+    from mesh.config import MeshSettings
+    from mesh.contract import Rpc
 
 
 def find_rpc(target: str) -> Rpc[Any, Any]:
-    plugin, _, name = target.partition(".")
-    if not plugin or not name:
-        raise fail(f"name the RPC as plugin.rpc, not {target!r}")
-    plugins = PluginSet.installed()
-    if plugin not in plugins:
-        raise fail(f"unknown plugin {plugin!r} (installed: {', '.join(plugins.sources) or 'none'})")
-    if plugin in plugins.broken:
-        raise fail(f"plugin {plugin!r} is broken: {plugins.broken[plugin]}")
-    try:
-        contract = plugins.contract(plugin)
-    except ContractUnloadable as exc:
-        raise fail(f"cannot load {plugin}'s contract: {exc.reason}", 1) from None
-    if contract is None:
-        raise fail(f"plugin {plugin!r} declares no contract, so it has no RPCs")
+    contract, name = contract_of(target, "rpc")
     rpc = contract.get_rpc(name)
     if rpc is None:
-        raise fail(f"plugin {plugin!r} has no RPC {name!r} "
+        raise fail(f"plugin {contract.plugin!r} has no RPC {name!r} "
                    f"(its RPCs: {', '.join(sorted(contract.rpcs)) or 'none'})")
     return rpc
 
@@ -48,6 +34,11 @@ def call_command(
     ] = None,
 ) -> None:
     """Call an RPC and print its typed reply as JSON."""
+    from pydantic import ValidationError
+
+    from mesh.errors import RpcError
+    from mesh.validation import field_errors
+
     rpc = find_rpc(target)
     try:
         data = json.loads(payload)
@@ -79,23 +70,15 @@ def call_command(
 def _call_through_admin(settings: MeshSettings, rpc: Rpc[Any, Any], request: Any,
                         timeout: float | None) -> str:
     """No broker configured: ask the server's admin API to make the call (embedded mesh)."""
-    import httpx
+    from mesh.errors import RpcError
 
-    url = settings.admin_address()
-    token, _ = admin_token(settings)
     wait = (timeout or rpc.timeout) + 5
-    try:
-        response = httpx.post(f"{url.rstrip('/')}/api/v1/rpc/{rpc.plugin}/{rpc.name}",
-                              json=request.model_dump(mode="json"), timeout=wait,
-                              headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise fail(f"no broker configured (MESH_BROKER_URL), and the admin API at {url} "
-                   f"cannot be reached ({exc}): is `mesh up` running?", 1) from None
-    body = response.json() if response.content else {}
+    response = admin_request(settings, "POST", f"/api/v1/rpc/{rpc.plugin}/{rpc.name}",
+                             json=request.model_dump(mode="json"), timeout=wait,
+                             why="no broker configured (MESH_BROKER_URL), and ")
     if response.status_code == 200:
-        return json.dumps(body, indent=2)
-    if response.status_code == 401:
-        raise fail(f"the admin API at {url} refused the token (MESH_ADMIN_TOKEN)", 1)
+        return json.dumps(response.json(), indent=2)
+    body = error_body(response)
     raise RpcError(str(body.get("message", response.text)), code=body.get("code", "error"),
                    details=body.get("details"))
 

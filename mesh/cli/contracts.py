@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mesh.catalog import Catalog, NotificationEntry, build_catalog
-from mesh.cli.errors import fail, settings_or_exit
-from mesh.config import MeshSettings
-from mesh.plugin.plugin_set import PluginSet
+from mesh.cli.errors import command_group, fail, settings_or_exit
 
-contracts_app = typer.Typer(
-    help="The contract catalog and the AsyncAPI document of the mesh.", no_args_is_help=True
-)
+if TYPE_CHECKING:
+    from mesh.catalog import Catalog
+    from mesh.config import MeshSettings
+
+contracts_app = command_group("The contract catalog and the AsyncAPI document of the mesh.")
 
 
 def _catalog(settings: MeshSettings) -> Catalog:
+    from mesh.catalog import build_catalog
+    from mesh.plugin.plugin_set import PluginSet
+
     return build_catalog(PluginSet.installed(disabled=settings.disabled_plugins))
 
 
@@ -53,6 +55,8 @@ def list_contracts(
         kinds = max(len(e.kind) for e in catalog.entries) + 2
         typer.echo(f"{'kind':<{kinds}}{'name':<{width}}{'service':<9}{'callers':<14}"
                    f"{'devices':<9}{'permission':<{needs}}{'timeout':<9}errors")
+    from mesh.catalog import NotificationEntry
+
     for e in catalog.entries:
         typer.echo(
             f"{e.kind:<{kinds}}{e.qualname:<{width}}{e.service:<9}"

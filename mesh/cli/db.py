@@ -6,24 +6,28 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from mesh.cli.errors import fail, settings_or_exit
-from mesh.config import MeshSettings
-from mesh.platform.store import platform_storage
-from mesh.plugin.plugin_set import PluginSet
-from mesh.storage.database import Database, database_url
-from mesh.storage.migrations import MigrationError, Migrator, UpgradeResult
+from mesh.cli.errors import command_group, fail, settings_or_exit
 
-db_app = typer.Typer(help="Plugin database schemas and their migrations.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from mesh.config import MeshSettings
+    from mesh.storage.migrations import Migrator, UpgradeResult
+
+db_app = command_group("Plugin database schemas and their migrations.")
 T = TypeVar("T")
 PluginOption = Annotated[str, typer.Option("--plugin", "-p", help="The plugin's name.")]
 
 
 def with_migrator(work: Callable[[Migrator], Awaitable[T]]) -> T:
     """Run `work` with a migrator over every installed, enabled plugin that has storage."""
+    from mesh.platform.store import platform_storage
+    from mesh.plugin.plugin_set import PluginSet
+    from mesh.storage.database import Database, database_url
+    from mesh.storage.migrations import MigrationError, Migrator
+
     settings: MeshSettings = settings_or_exit()
     plugins = PluginSet.installed(disabled=settings.disabled_plugins)
 
@@ -72,6 +76,8 @@ def upgrade(
     plugin: Annotated[str | None, typer.Option("--plugin", "-p", help="Only this plugin.")] = None,
 ) -> None:
     """Bring every plugin's schema (or one plugin's) to head."""
+
+    from mesh.storage.migrations import UpgradeResult
 
     async def work(migrator: Migrator) -> UpgradeResult:
         if plugin is None:

@@ -1,14 +1,16 @@
-"""The `mesh` command. Exit codes: 0 success, 1 the call or service failed, 2 bad input."""
+"""The `mesh` command. Exit codes: 0 success, 1 the call or service failed, 2 bad input.
+
+`mesh --help` and `mesh health` run every 10 s in every container, so the command modules
+import what a command needs inside it: at start only typer and mesh's light modules load
+(tests/mesh/cli/test_cli.py holds the list of what `mesh --help` may import)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mesh import loop
 from mesh.cli.broker import broker_app
 from mesh.cli.call import call_command
 from mesh.cli.contracts import contracts_app
@@ -16,10 +18,13 @@ from mesh.cli.db import db_app
 from mesh.cli.errors import fail, settings_or_exit
 from mesh.cli.plugins import plugin_app
 from mesh.cli.tasks import tasks_app
-from mesh.log import configure_logging
 from mesh.names import SERVICE_KINDS
 
+if TYPE_CHECKING:
+    from mesh.config import MeshSettings
+
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help, as command_group says
     help="mesh: a plugin platform on a RabbitMQ service mesh.",
     no_args_is_help=True,
     add_completion=False,
@@ -33,6 +38,17 @@ app.add_typer(broker_app, name="broker")
 app.command("call")(call_command)
 
 
+def logging_options(settings: MeshSettings, service: str) -> dict[str, Any]:
+    """configure_logging's arguments from the settings; `service` names this process's log
+    file."""
+    from mesh.log import log_file_path
+
+    return {"level": settings.log_level, "fmt": settings.log_format,
+            "file": log_file_path(settings.log_file, service) if settings.log_file else None,
+            "max_bytes": settings.log_file_max_bytes, "backups": settings.log_file_backups,
+            "plugin_levels": settings.plugin_log_levels}
+
+
 def known_service(service: str) -> None:
     if service not in SERVICE_KINDS:
         raise fail(f"unknown service {service!r}; choose one of "
@@ -42,8 +58,13 @@ def known_service(service: str) -> None:
 @app.command()
 def up() -> None:
     """Run the whole mesh: embedded in one process, or four processes with MESH_BROKER_URL."""
+    import asyncio
+
+    from mesh import loop
+    from mesh.log import configure_logging
+
     settings = settings_or_exit()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(**logging_options(settings, "up" if settings.broker_url else "mesh"))
     if settings.broker_url:
         from mesh.supervisor import supervise
 
@@ -63,7 +84,10 @@ def run(
     if not settings.broker_url:
         raise fail("`mesh run` joins a broker: set MESH_BROKER_URL "
                    "(or use `mesh up` for the embedded mesh)")
-    configure_logging(settings.log_level, settings.log_format)
+    from mesh import loop
+    from mesh.log import configure_logging
+
+    configure_logging(**logging_options(settings, service))
     import structlog
 
     from mesh.bus import rabbit_transport

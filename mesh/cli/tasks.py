@@ -7,27 +7,31 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from mesh.admin_credentials import admin_token
-from mesh.bus.transport import ChannelError, TransportClosed
-from mesh.cli.errors import fail, settings_or_exit
-from mesh.config import MeshSettings
-from mesh.errors import RpcError
-from mesh.tasks.admin import DeadLetters
-from mesh.tasks.ledger import UNKNOWN, TaskRecord, check_task_id
+from mesh.cli.admin import admin_error, admin_request
+from mesh.cli.errors import command_group, fail, settings_or_exit
+from mesh.cli.lookup import contract_of
 
-tasks_app = typer.Typer(help="Durable tasks: one task's state, the dead-letter queue.",
-                        no_args_is_help=True)
+if TYPE_CHECKING:
+    from mesh.config import MeshSettings
+    from mesh.contract import Task
+    from mesh.tasks.admin import DeadLetters
+    from mesh.tasks.ledger import TaskRecord
+
+tasks_app = command_group("Durable tasks: queue one, one task's state, the dead-letter "
+                          "queue.")
 T = TypeVar("T")
 
 
 def with_dead_letters(work: Callable[[DeadLetters], Awaitable[T]], *,
                       limit: int | None = None) -> T:
     from mesh.bus.rabbitmq import RabbitTransport
+    from mesh.bus.transport import ChannelError, TransportClosed
     from mesh.service import new_instance_id
+    from mesh.tasks.admin import DeadLetters
 
     settings = settings_or_exit()
     if not settings.broker_url:
@@ -116,6 +120,9 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show what the task ledger knows of one task: state, attempts, times, result or error."""
+    from mesh.errors import RpcError
+    from mesh.tasks.ledger import UNKNOWN, check_task_id
+
     try:
         check_task_id(task_id)
     except ValueError as exc:
@@ -136,6 +143,84 @@ def show(
         return
     for line in describe_record(record):
         typer.echo(line)
+
+
+@tasks_app.command("enqueue")
+def enqueue(
+    target: Annotated[str, typer.Argument(help="plugin.task, e.g. noop.echo_later")],
+    payload: Annotated[str, typer.Argument(help="The task's input as JSON.")] = "{}",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for its result and print it."
+                                       )] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.", min=0.1, max=300)
+                       ] = 60.0,
+    key: Annotated[str | None, typer.Option(
+        "--key", help="An idempotency key: queued twice, applied once.")] = None,
+) -> None:
+    """Queue a task and print its id (`mesh tasks show ID` follows it); with --wait, print
+    its result. Through the broker (MESH_BROKER_URL), or the admin API (an embedded mesh)."""
+    from pydantic import ValidationError
+
+    from mesh.errors import TaskError, TaskResultTimeout, TaskUnavailable
+    from mesh.validation import field_errors
+
+    contract, name = contract_of(target, "task")
+    declared = contract.get_task(name)
+    if declared is None:
+        raise fail(f"plugin {contract.plugin!r} has no task {name!r} "
+                   f"(its tasks: {', '.join(sorted(contract.tasks)) or 'none'})")
+    try:
+        data = json.loads(payload)
+        task_input = declared.input.model_validate(data)
+    except json.JSONDecodeError as exc:
+        raise fail(f"the input is not JSON: {exc}") from None
+    except ValidationError as exc:
+        problems = "".join(f"\n  {'.'.join(map(str, e['loc'])) or '(input)'}: {e['msg']}"
+                           for e in field_errors(exc))
+        raise fail(f"the input does not match {declared.input.__name__}:{problems}") from None
+    if key is not None and not 0 < len(key) <= 200:
+        raise fail("an idempotency key has 1 to 200 characters")
+    settings = settings_or_exit()
+    body = task_input.model_dump(mode="json")
+    if settings.broker_url:
+        try:
+            task_id, result = asyncio.run(_enqueue_on_bus(
+                settings.broker_url, declared, body, key, timeout if wait else None))
+        except TaskError as exc:
+            raise fail(f"{target} failed: {exc.code}: {exc.message}", 1) from None
+        except TaskResultTimeout:
+            raise fail(f"{target} has not finished within {timeout:g} s; it still runs", 1
+                       ) from None
+        except (OSError, TaskUnavailable) as exc:
+            raise fail(f"cannot queue {target}: {exc}", 1) from None
+    else:
+        params: dict[str, object] = {"wait": timeout} if wait else {}
+        if key is not None:
+            params["idempotency_key"] = key
+        response = admin_request(settings, "POST", f"/api/v1/tasks/{declared.plugin}/"
+                                 f"{declared.name}", json=body, params=params,
+                                 timeout=timeout + 10,
+                                 why="no broker configured (MESH_BROKER_URL), and ")
+        if response.status_code >= 300:
+            raise admin_error(response)
+        answer = response.json()
+        task_id, result = answer["task_id"], answer.get("result")
+    if not wait:
+        typer.echo(f"queued {target} {task_id}")
+        return
+    typer.echo(json.dumps(result, indent=2))
+
+
+async def _enqueue_on_bus(url: str, declared: Task[Any, Any], body: dict[str, Any],
+                          key: str | None, wait: float | None) -> tuple[str, Any]:
+    from mesh.connection import connect
+
+    async with connect(url, caller="cli") as mesh:
+        handle = await mesh.enqueuer.enqueue(declared, body, idempotency_key=key,
+                                             want_result=wait is not None)
+        if wait is None:
+            return handle.task_id, None
+        result = await handle.result(timeout=wait)
+        return handle.task_id, result.model_dump(mode="json")
 
 
 def describe_record(record: TaskRecord) -> list[str]:
@@ -168,22 +253,12 @@ async def _record_from_bus(url: str, task_id: str) -> TaskRecord:
 
 def _record_from_admin(settings: MeshSettings, task_id: str) -> TaskRecord:
     """No broker configured: ask the server's admin API (an embedded mesh)."""
-    import httpx
+    from mesh.tasks.ledger import UNKNOWN, TaskRecord
 
-    url = settings.admin_address()
-    token, _ = admin_token(settings)
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/api/v1/tasks/{task_id}", timeout=10,
-                             headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise fail(f"no broker configured (MESH_BROKER_URL), and the admin API at {url} "
-                   f"cannot be reached ({exc}): is `mesh up` running?", 1) from None
+    response = admin_request(settings, "GET", f"/api/v1/tasks/{task_id}", timeout=10,
+                             why="no broker configured (MESH_BROKER_URL), and ")
     if response.status_code == 404:
         return TaskRecord(task_id=task_id, state=UNKNOWN)
-    if response.status_code == 401:
-        raise fail(f"the admin API at {url} refused the token (MESH_ADMIN_TOKEN)", 1)
     if response.status_code != 200:
-        body = response.json() if response.content else {}
-        detail = body.get("detail", body) if isinstance(body, dict) else body
-        raise fail(f"the admin API answered {response.status_code}: {detail}", 1)
+        raise admin_error(response)
     return TaskRecord.model_validate_json(response.content)

@@ -2,7 +2,17 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "mesh_platform"
@@ -45,6 +55,22 @@ class UploadedPluginRow(Base):
     version: Mapped[str] = mapped_column(String(64))
     services: Mapped[list] = mapped_column(JSON)  # type: ignore[type-arg]
     uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PluginWheelRow(Base):
+    """An uploaded wheel, kept where every server reaches it: a server whose own wheel store
+    (its data directory) lacks a wheel takes it from here. `distribution` is the canonical
+    name; a (distribution, version), once stored, never changes."""
+
+    __tablename__ = "plugin_wheel"
+
+    distribution: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class HookGrantRow(Base):

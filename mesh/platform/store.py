@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import undefer
 
 from contracts.platform import PluginInstalled
 from mesh import __version__
@@ -15,6 +19,7 @@ from mesh.platform.models import (
     HookGrantRow,
     PluginSettingsRow,
     PluginStateRow,
+    PluginWheelRow,
     UploadedPluginRow,
 )
 from mesh.storage.database import Database
@@ -26,6 +31,22 @@ PLATFORM = "mesh"  # the platform's name where plugins have theirs (reserved for
 def platform_storage() -> PluginStorage:
     return PluginStorage(PLATFORM, __version__, SCHEMA, Path(__file__).parent / "migrations",
                          "mesh.platform.models:Base")
+
+
+class WheelTaken(Exception):
+    """Other bytes are stored under this (distribution, version): versions never change."""
+
+
+@dataclass(frozen=True)
+class KeptWheel:
+    """A wheel as the database keeps it (`data` is None when only its description was read)."""
+
+    distribution: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    data: bytes | None = None
 
 
 class PlatformStore:
@@ -72,6 +93,21 @@ class PlatformStore:
                 uploaded_at=datetime.now(UTC)))
             await session.commit()
 
+    async def forget_upload(self, plugin: str, *, purge: bool = False) -> None:
+        """An uploaded plugin was uninstalled: no service restores it any more. `purge`
+        forgets its settings, switch and hook grant too (its wheels stay, for a later
+        upload or rollback)."""
+        async with self.database.session(SCHEMA) as session:
+            await session.execute(delete(UploadedPluginRow)
+                                  .where(UploadedPluginRow.plugin == plugin))
+            if purge:
+                await session.execute(delete(PluginSettingsRow)
+                                      .where(PluginSettingsRow.plugin == plugin))
+                await session.execute(delete(PluginStateRow)
+                                      .where(PluginStateRow.plugin == plugin))
+                await session.execute(delete(HookGrantRow).where(HookGrantRow.plugin == plugin))
+            await session.commit()
+
     async def hook_grants(self) -> dict[str, str]:
         """Plugins whose hooks are granted → the digest of the hooks granted."""
         async with self.database.session(SCHEMA) as session:
@@ -87,4 +123,59 @@ class PlatformStore:
     async def revoke_hooks(self, plugin: str) -> None:
         async with self.database.session(SCHEMA) as session:
             await session.execute(delete(HookGrantRow).where(HookGrantRow.plugin == plugin))
+            await session.commit()
+
+    # -- uploaded wheels, where every server reaches them ---------------------------------
+
+    async def put_wheel(self, distribution: str, version: str, filename: str,
+                        data: bytes) -> bool:
+        """Keep a wheel; True when it is new. The same bytes again change nothing; other bytes
+        under a kept (distribution, version) raise WheelTaken, also when two servers store
+        them at the same moment (the primary key decides)."""
+        digest = hashlib.sha256(data).hexdigest()
+        kept = await self.wheel(distribution, version, with_data=False)
+        if kept is None:
+            try:
+                async with self.database.session(SCHEMA) as session:
+                    session.add(PluginWheelRow(
+                        distribution=distribution, version=version, filename=filename,
+                        sha256=digest, size=len(data), data=data, stored_at=datetime.now(UTC)))
+                    await session.commit()
+                return True
+            except IntegrityError:
+                kept = await self.wheel(distribution, version, with_data=False)
+                if kept is None:
+                    raise
+        if kept.sha256 != digest:
+            raise WheelTaken(f"a different wheel of {distribution} {version} was uploaded "
+                             f"before ({kept.filename}); a version, once uploaded, never "
+                             "changes: upload a higher version")
+        return False
+
+    async def wheel(self, distribution: str, version: str, *,
+                    with_data: bool = True) -> KeptWheel | None:
+        async with self.database.session(SCHEMA) as session:
+            query = select(PluginWheelRow).where(PluginWheelRow.distribution == distribution,
+                                                 PluginWheelRow.version == version)
+            if with_data:
+                query = query.options(undefer(PluginWheelRow.data))
+            row = await session.scalar(query)
+            if row is None:
+                return None
+            return KeptWheel(row.distribution, row.version, row.filename, row.sha256, row.size,
+                             row.data if with_data else None)
+
+    async def wheels(self) -> list[KeptWheel]:
+        """Every kept wheel, described (no data), by distribution then time stored."""
+        async with self.database.session(SCHEMA) as session:
+            rows = await session.scalars(select(PluginWheelRow).order_by(
+                PluginWheelRow.distribution, PluginWheelRow.stored_at))
+            return [KeptWheel(r.distribution, r.version, r.filename, r.sha256, r.size)
+                    for r in rows]
+
+    async def remove_wheel(self, distribution: str, version: str) -> None:
+        async with self.database.session(SCHEMA) as session:
+            await session.execute(delete(PluginWheelRow).where(
+                PluginWheelRow.distribution == distribution,
+                PluginWheelRow.version == version))
             await session.commit()

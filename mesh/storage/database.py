@@ -10,14 +10,18 @@ same models and migrations run on either.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
+import functools
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -58,8 +62,11 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    @property
+    @functools.cached_property
     def directory(self) -> Path:
+        """Where SQLite's files are. Resolved once: at start-up the at-head check asks for
+        every plugin's schema file, and resolving the path each time was most of what the
+        check cost in CPU (bench startup)."""
         return Path(self.url.database or ".").resolve().parent
 
     def schema_file(self, schema: str) -> Path:
@@ -104,6 +111,44 @@ class Database:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+
+    @asynccontextmanager
+    async def exclusive(self, name: str, key: int) -> AsyncIterator[None]:
+        """Hold a lock every process on this database respects, across machines: on
+        PostgreSQL the advisory lock `key` (held by one connection), on SQLite an exclusive
+        flock of `<name>.lock` beside its files (one per open, so two holders in one process
+        exclude each other too)."""
+        if self.is_sqlite:
+            with (self.directory / f"{name}.lock").open("w") as handle:
+                await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        async with self.engine().connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            await connection.commit()
+            try:
+                yield
+            finally:
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await connection.commit()
+
+    async def drop_schema(self, schema: str) -> None:
+        """Drop a plugin's schema and everything in it (its data, its revision table): on
+        PostgreSQL `DROP SCHEMA … CASCADE` in one transaction, on SQLite its file."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema) or schema == "mesh_platform":
+            raise ValueError(f"{schema!r} is not a plugin's schema")
+        if not self.is_sqlite:
+            async with self.engine().begin() as connection:
+                await connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            return
+        engine = self._engines.pop(schema, None)
+        self._sessions.pop(schema, None)
+        if engine is not None:
+            await engine.dispose()
+        self.schema_file(schema).unlink(missing_ok=True)
 
     @asynccontextmanager
     async def session(self, schema: str | None = None) -> AsyncIterator[AsyncSession]:

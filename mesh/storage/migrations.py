@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -419,24 +418,7 @@ class Migrator:
     @contextlib.asynccontextmanager
     async def lock(self) -> AsyncIterator[None]:
         """One migrator at a time, across processes and machines."""
-        if self.database.is_sqlite:
-            path = self.database.directory / "migrate.lock"
-            with path.open("w") as handle:
-                await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
-                log.info("db.lock_acquired")
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-            return
-        async with self.database.engine().connect() as connection:
-            log.info("db.lock_waiting")
-            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
-            await connection.commit()
+        log.info("db.lock_waiting")
+        async with self.database.exclusive("migrate", LOCK_KEY):
             log.info("db.lock_acquired")
-            try:
-                yield
-            finally:
-                await connection.execute(text("SELECT pg_advisory_unlock(:key)"),
-                                         {"key": LOCK_KEY})
-                await connection.commit()
+            yield

@@ -7,9 +7,11 @@ it keeps the platform's state (plugins switched off, settings) and serves the ad
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from typing import Any
 
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from pydantic import BaseModel
 
 from contracts.platform import (
@@ -25,6 +27,7 @@ from contracts.platform import (
 from mesh import audit
 from mesh.admin_credentials import admin_password, admin_token
 from mesh.binder import BinderKind
+from mesh.catalog import build_catalog
 from mesh.contract import Contract, Empty
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
@@ -39,7 +42,14 @@ from mesh.platform.store import PLATFORM, PlatformStore, platform_storage
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import hook_digest
 from mesh.plugin.host import PluginState
-from mesh.plugin.upload import Installed, PluginInstaller, WheelStore
+from mesh.plugin.upload import (
+    Installed,
+    PluginInstaller,
+    UploadError,
+    WheelRejected,
+    WheelStore,
+    environment,
+)
 from mesh.rpc.binder import RpcBinder
 from mesh.service import Service
 from mesh.storage.migrations import MigrationError, Migrator
@@ -50,7 +60,10 @@ from services.server.admin.app import AdminRoutesBinder, PluginRoutes, create_ad
 from services.server.admin.auth import AdminAuth
 from services.server.errors import UploadFailed
 from services.server.identity import IdentityGate
+from services.server.lifecycle import Lifecycle
 from services.server.notifications import NotificationDesk
+from services.server.skew import breaking_changes, entries_of
+from services.server.wheels import SharedWheels
 
 
 class ServerService(Service):
@@ -78,6 +91,7 @@ class ServerService(Service):
         self.plugin_routes = PluginRoutes(self.admin_app, auth)  # plugins' own admin routes
         self.admin_password_valid: bool | None = None  # the first admin's generated password
         self.admin: WebServer | None = None
+        self.lifecycle = Lifecycle(self)
         self.ready = False
 
     def binder_kinds(self) -> list[BinderKind]:
@@ -138,6 +152,7 @@ class ServerService(Service):
         container made anew from its image, say); the server installs every upload, since
         it migrates their schemas and serves their wheels. Returns the restored ones."""
         restored = []
+        await self.wheels().backfill()
         for upload in await self.store.uploads():
             if self.runs_version(upload):
                 continue
@@ -150,16 +165,19 @@ class ServerService(Service):
         return restored
 
     async def _fetch_and_install(self, upload: PluginInstalled) -> PluginSource | None:
-        """The server keeps every uploaded wheel: install from its own store."""
+        """The database keeps every uploaded wheel: install it from there (by way of this
+        server's own wheel store, which caches it)."""
         installer = self.installer()
-        stored = installer.store.get(upload.distribution, upload.version)
-        if stored is None:
-            self.log.error("plugin.restore_failed", plugin=upload.plugin,
-                           version=upload.version, error="its wheel is not in the wheel "
-                           f"store ({installer.store.root}); upload it again")
-            return None
         try:
-            return (await installer.install(stored.path)).source
+            stored = await self.wheels().fetch(upload.distribution, upload.version)
+            if stored is None:
+                self.log.error("plugin.restore_failed", plugin=upload.plugin,
+                               version=upload.version, error="its wheel is neither in the "
+                               "database nor in the wheel store "
+                               f"({installer.store.root}); upload it again")
+                return None
+            await self._fetch_installed(upload.distribution)
+            return (await installer.install(stored.path, allow_downgrade=True)).source
         except Exception as exc:
             self.log.error("plugin.restore_failed", plugin=upload.plugin,
                            version=upload.version, error=str(exc))
@@ -221,27 +239,73 @@ class ServerService(Service):
         return PluginInstaller(WheelStore.in_data_dir(self.settings.data_dir),
                                max_bytes=self.settings.upload_max_bytes)
 
-    async def install_plugin(self, data: bytes, filename: str) -> Installed:
+    def wheels(self) -> SharedWheels:
+        return SharedWheels(self.store, WheelStore.in_data_dir(self.settings.data_dir))
+
+    async def _fetch_installed(self, distribution: str) -> None:
+        """The wheel of the version installed now, copied here from the database if this
+        server lacks it: what undoes an upgrade of it."""
+        version = environment.snapshot().get(canonicalize_name(distribution))
+        if version is not None:
+            await self.wheels().fetch(distribution, version)
+
+    async def install_plugin(self, data: bytes, filename: str, by: str = "admin", *,
+                             allow_breaking: bool = False) -> Installed:
         """Validate and install an uploaded wheel, migrate it, start it here, and tell every
         service. Anything that fails after the install is undone: the environment, the
         database and the running plugins are as they were. Raises WheelRejected (nothing was
-        touched), InstallFailed, or UploadFailed (rolled back)."""
-        installer = self.installer()
+        touched), InstallFailed, or UploadFailed (rolled back). One at a time with the other
+        lifecycle steps (uninstall, rollback); written to the audit log. An upgrade whose
+        contract breaks the old version's callers is undone (`breaks_callers`) unless
+        `allow_breaking` (services/server/skew.py)."""
+        async with self.lifecycle.one_at_a_time():
+            try:
+                installed = await self._install_plugin(data, filename, allow_breaking)
+            except (UploadError, UploadFailed) as exc:
+                audit.plugin_changed(
+                    who=by, action="upload", plugin=filename, code=exc.code,
+                    outcome="refused" if isinstance(exc, WheelRejected) else "failed")
+                raise
+        audit.plugin_changed(who=by, action="upload", plugin=installed.info.plugin,
+                             outcome="ok", version=installed.info.version,
+                             previous_version=installed.info.installed_version)
+        return installed
+
+    async def _install_plugin(self, data: bytes, filename: str,
+                              allow_breaking: bool) -> Installed:
+        installer, wheels = self.installer(), self.wheels()
+        before = build_catalog(self.plugins)
+        await wheels.check(data, filename)
+        with contextlib.suppress(InvalidWheelFilename):
+            await self._fetch_installed(parse_wheel_filename(filename)[0])
         installed = await installer.install(data, filename=filename)
         source, version = installed.source, installed.info.version
+        try:
+            newly_kept = await wheels.keep(installed.stored)
+        except WheelRejected:
+            await installer.rollback(installed)
+            raise
         previous = self.plugins.source(source.name)
         await self.host.install(source)
-        failure = await self._migrate_and_start(source.name)
+        breaks = [] if allow_breaking else breaking_changes(
+            entries_of(before, source.name), entries_of(build_catalog(self.plugins), source.name))
+        failure = ("its contract breaks the callers of the installed version: "
+                   f"{'; '.join(breaks)} (upload it with allow_breaking=true to accept that)"
+                   if breaks else await self._migrate_and_start(source.name))
         if failure is not None:
             await self.host.stop(source.name)
             await installer.rollback(installed)
+            if newly_kept:
+                await wheels.forget(installed.info.distribution, version)
             if previous is not None:
                 await self.host.install(previous)
             else:
                 self.host.uninstall(source.name)
             await self.host.start_all()
-            raise UploadFailed("not_loaded", f"{source.name} {version} was not installed: "
-                               f"{failure}; the previous state is back")
+            raise UploadFailed("breaks_callers" if breaks else "not_loaded",
+                               f"{source.name} {version} was not installed: {failure}; the "
+                               "previous state is back", details={"breaks": breaks} if breaks
+                               else None)
         manifest = source.manifest
         assert manifest is not None
         upload = PluginInstalled(plugin=source.name,
@@ -266,7 +330,7 @@ class ServerService(Service):
         return None
 
     async def wheel(self, request: WheelRequest) -> WheelFile:
-        stored = self.installer().store.get(request.distribution, request.version)
+        stored = await self.wheels().fetch(request.distribution, request.version)
         if stored is None:
             raise RpcError(f"no wheel of {request.distribution} {request.version} is kept",
                            code="unknown_wheel")

@@ -197,3 +197,18 @@ def test_shell_bench_prints_size_and_times() -> None:
         assert times[f"{name}_ms"] > 0, times
     assert times["switch_over_bare_warm"] == round(
         times["shell_switch_ms"] / times["bare_warm_ms"], 2)
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_memory_bench_reports_every_process_beside_a_bare_one(mesh_broker_url: str) -> None:
+    report = bench_json("memory", "--settle", "0.5", "--url", mesh_broker_url)
+    processes = report["processes"]
+    assert isinstance(processes, dict)
+    assert set(processes) == {"supervisor", "server", "client", "agent", "worker"}
+    floor = report["python_c_pass_mb"]
+    assert isinstance(floor, float) and floor > 0
+    for name, row in processes.items():
+        assert floor < row["bare_mb"] < row["resident_mb"], (name, row)
+        assert row["libraries"] > 0

@@ -103,12 +103,14 @@ class PluginInstaller:
         await asyncio.to_thread(self._previous_wheel, info, data)
         return info
 
-    async def install(self, wheel: bytes | Path, *, filename: str | None = None) -> Installed:
+    async def install(self, wheel: bytes | Path, *, filename: str | None = None,
+                      allow_downgrade: bool = False) -> Installed:
         """Validate, install, discover, store. Raises `WheelRejected` before touching anything,
-        or `InstallFailed` after putting the environment back (see `InstallFailed.restored`)."""
+        or `InstallFailed` after putting the environment back (see `InstallFailed.restored`).
+        `allow_downgrade`: an older version may replace the installed one (a rollback)."""
         data, filename = await self._read(wheel, filename)
         async with self._locked():
-            return await _run_to_end(self._install(data, filename))
+            return await _run_to_end(self._install(data, filename, allow_downgrade))
 
     async def rollback(self, installed: Installed) -> None:
         """Undo `install`: the previous version back (or none), the new wheel out of the store.
@@ -136,10 +138,11 @@ class PluginInstaller:
                                 f"to {self.max_bytes:,} bytes")
         return await asyncio.to_thread(wheel.read_bytes), name
 
-    def _inspect(self, data: bytes, filename: str) -> WheelInfo:
+    def _inspect(self, data: bytes, filename: str, allow_downgrade: bool = False) -> WheelInfo:
         return inspect_wheel(data, filename=filename, max_bytes=self.max_bytes,
                              max_members=self.max_members,
-                             max_unpacked_bytes=self.max_unpacked_bytes)
+                             max_unpacked_bytes=self.max_unpacked_bytes,
+                             allow_downgrade=allow_downgrade)
 
     def _previous_wheel(self, info: WheelInfo, data: bytes) -> StoredWheel | None:
         """The store's side of the checks: versions never change, upgrades can be undone."""
@@ -172,8 +175,8 @@ class PluginInstaller:
                                 "not be undone to what is installed now")
         return previous
 
-    async def _install(self, data: bytes, filename: str) -> Installed:
-        info = await asyncio.to_thread(self._inspect, data, filename)
+    async def _install(self, data: bytes, filename: str, allow_downgrade: bool) -> Installed:
+        info = await asyncio.to_thread(self._inspect, data, filename, allow_downgrade)
         previous = await asyncio.to_thread(self._previous_wheel, info, data)
         before = environment.snapshot()
         log.info("upload.installing", plugin=info.plugin, version=info.version,

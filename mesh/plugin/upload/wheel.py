@@ -80,11 +80,12 @@ class WheelInfo:
 def inspect_wheel(
     data: bytes, *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES,
     max_members: int = DEFAULT_MAX_MEMBERS, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+    allow_downgrade: bool = False,
 ) -> WheelInfo:
     """Every check: the wheel on its own (`read_wheel`), then against the environment."""
     info = read_wheel(data, filename=filename, max_bytes=max_bytes, max_members=max_members,
                       max_unpacked_bytes=max_unpacked_bytes)
-    return check_environment(info)
+    return check_environment(info, allow_downgrade=allow_downgrade)
 
 
 def read_wheel(
@@ -483,8 +484,10 @@ def _check_ui(archive: zipfile.ZipFile, members: Mapping[str, zipfile.ZipInfo],
 # -- the wheel against the environment -----------------------------------------------------
 
 
-def check_environment(info: WheelInfo) -> WheelInfo:
-    """Clashes, upgrades, dependencies: what installing `info` here would do, or why not."""
+def check_environment(info: WheelInfo, *, allow_downgrade: bool = False) -> WheelInfo:
+    """Clashes, upgrades, dependencies: what installing `info` here would do, or why not.
+    `allow_downgrade`: an older version may replace the installed one (a rollback, or a
+    service following the version the server recorded), after its schema was moved down."""
     importlib.invalidate_caches()
     dists = environment.installed_distributions()
     current = dists.get(info.distribution)
@@ -501,7 +504,7 @@ def check_environment(info: WheelInfo) -> WheelInfo:
         if new == old:
             raise WheelRejected("already_installed", f"{info.distribution} {current.version} "
                                 "is already installed; to change it, upload a higher version")
-        if new < old:
+        if new < old and not allow_downgrade:
             raise WheelRejected("downgrade", f"{info.distribution} {current.version} is "
                                 f"installed and {info.version} is older; the plugin's database "
                                 "may already be migrated past it. Upload a higher version")

@@ -5,21 +5,35 @@ invoke RPCs)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from contracts.platform import PluginStatus
+from contracts.platform import PluginLogLevel, PluginStatus
+from mesh import audit
 from mesh.asyncapi import build_asyncapi
 from mesh.catalog import Catalog, CatalogHook, build_catalog
-from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unavailable
+from mesh.contract import Rpc, Task
+from mesh.errors import (
+    Forbidden,
+    InvalidRequest,
+    PluginError,
+    RpcError,
+    TaskError,
+    TaskResultTimeout,
+    TaskUnavailable,
+    Unauthenticated,
+    Unavailable,
+)
 from mesh.identity import Identity
+from mesh.log import log_levels, set_plugin_level
+from mesh.names import log_level_key
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import describe, hook_digest, plan_hooks
-from mesh.plugin.upload import InstallFailed, WheelRejected
+from mesh.plugin.upload import InstallFailed, UploadError, WheelRejected
 from mesh.tasks.ledger import UNKNOWN, TaskRecord
 from mesh.validation import field_errors
 
@@ -27,7 +41,8 @@ if TYPE_CHECKING:
     from services.server import ServerService
 
 from services.server.admin.auth import AdminAuth, forbidden
-from services.server.errors import UploadFailed
+from services.server.errors import LifecycleRefused, UploadFailed
+from services.server.lifecycle import Impact
 
 PREFIX = "/api/v1"
 UPLOAD_PATH = f"{PREFIX}/plugins"  # POST: a wheel, up to MESH_UPLOAD_MAX_BYTES
@@ -116,6 +131,38 @@ class UploadResult(BaseModel):
     version: str
     previous_version: str | None = Field(description="Set when the upload was an upgrade.")
     services: list[str]
+
+
+class UninstallResult(BaseModel):
+    plugin: str
+    version: str
+    purged: bool = Field(description="Its schema was dropped and its settings forgotten.")
+
+
+class RollbackResult(BaseModel):
+    plugin: str
+    version: str = Field(description="The version that runs now.")
+    replaced_version: str
+    schema_revision: str | None = Field(description="The revision its schema was moved "
+                                        "down to (base: none), or null without storage.")
+
+
+class TaskQueued(BaseModel):
+    task: str
+    task_id: str = Field(description="Read its state with GET /api/v1/tasks/{task_id}.")
+    state: str = Field(description="queued, or succeeded when waited for")
+    result: Any = Field(default=None, description="Its result, when waited for.")
+
+
+class LogLevelRequest(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        description="Log the plugin's events from this level up; null: the services' own "
+        "level again.")
+
+
+class LoggingView(BaseModel):
+    level: str = Field(description="This server's level (MESH_LOG_LEVEL).")
+    plugins: dict[str, str] = Field(description="Plugins with a level of their own.")
 
 
 class SwitchResult(BaseModel):
@@ -301,6 +348,26 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         await server.set_enabled([name], True, by="admin")
         return SwitchResult(changed=[name], enabled=True)
 
+    @api.get("/logging", dependencies=view, response_model=LoggingView, tags=["logging"])
+    async def logging_levels() -> LoggingView:
+        """The log level, and each plugin's own, as this server applies them (every service
+        applies the same changes: they are sent to all)."""
+        return LoggingView(**log_levels())
+
+    @api.put("/plugins/{name}/log-level", response_model=LoggingView, tags=["logging"],
+             responses={422: {"model": ErrorBody, "description": "Not a level"}})
+    async def put_log_level(name: str, body: LogLevelRequest,
+                            identity: Identity = operator) -> LoggingView:
+        """Change the plugin's log level on every service at once, until they restart
+        (MESH_PLUGIN_LOG_LEVELS keeps one across restarts)."""
+        known(name)
+        set_plugin_level(name, body.level)
+        await server.control.publish(log_level_key(name), PluginLogLevel(
+            plugin=name, level=body.level, by=identity.user))
+        audit.plugin_changed(who=identity.user, action="log_level", plugin=name, outcome="ok",
+                             level=body.level)
+        return LoggingView(**log_levels())
+
     def settings_model(name: str) -> type[BaseModel]:
         known(name)
         contract = server.host.contract(name)
@@ -340,12 +407,16 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                   "application/octet-stream": {"schema": {"type": "string",
                                                           "format": "binary"}}}}},
               responses={409: {"model": ErrorBody, "description": "Installed, but it could "
-                               "not migrate or start: undone"},
+                               "not migrate or start, or its contract breaks the installed "
+                               "version's callers (breaks_callers, details.breaks): undone"},
                          413: {"model": ErrorBody, "description": "Over the size limit"},
                          422: {"model": ErrorBody, "description": "Not an acceptable wheel"}})
     async def upload(request: Request, filename: str = Query(
-            ..., description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl")
-                     ) -> UploadResult:
+            ..., description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl"),
+                     allow_breaking: bool = Query(False, description=(
+                         "Install an upgrade whose contract breaks the installed version's "
+                         "callers (an entry removed, a model changed incompatibly).")),
+                     identity: Identity = operator) -> UploadResult:
         """Install a plugin wheel (the request body), migrate it and start it on every
         service that runs it. Validated before anything is installed; a failure leaves the
         system as it was."""
@@ -356,17 +427,80 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
             if len(body) > limit:
                 raise error(413, "too_large", f"uploads are at most {limit} bytes")
         try:
-            installed = await server.install_plugin(bytes(body), filename)
+            installed = await server.install_plugin(bytes(body), filename, by=identity.user,
+                                                    allow_breaking=allow_breaking)
         except WheelRejected as exc:
             raise error(413 if exc.code == "too_large" else 422, exc.code, exc.message) from None
         except UploadFailed as exc:
-            raise error(409, exc.code, exc.message) from None
+            raise error(409, exc.code, exc.message, exc.details) from None
         except InstallFailed as exc:
             raise error(500, exc.code, exc.message, {"restored": exc.restored}) from None
         info = installed.info
         return UploadResult(plugin=info.plugin, distribution=str(info.distribution),
                             version=info.version, previous_version=info.installed_version,
                             services=sorted(info.manifest.services))
+
+    lifecycle_errors: dict[int | str, dict[str, Any]] = {
+        409: {"model": ErrorBody, "description": "Refused (not uploaded, has dependents, "
+              "nothing to roll back to), or failed and undone"},
+        422: {"model": ErrorBody, "description": "A bad version, or purge without confirm"},
+        500: {"model": ErrorBody, "description": "Failed half way and not wholly undone "
+              "(details.restored)"}}
+
+    def lifecycle_error(exc: UploadError) -> HTTPException:
+        if isinstance(exc, LifecycleRefused):
+            code = {"unknown_plugin": 404, "bad_version": 422, "confirm_purge": 422}.get(
+                exc.code, 409)
+            return error(code, exc.code, exc.message, exc.details)
+        restored = getattr(exc, "restored", True)
+        return error(409 if restored else 500, exc.code, exc.message, {"restored": restored})
+
+    @api.get("/plugins/{name}/impact", dependencies=view, response_model=Impact,
+             tags=["plugins"])
+    async def impact(name: str) -> Impact:
+        """What uninstalling the plugin would do: who depends on it, its schema (kept unless
+        purged), its settings, the versions kept for a rollback, and what stands in the way."""
+        try:
+            return await server.lifecycle.impact(name)
+        except LifecycleRefused as exc:
+            raise lifecycle_error(exc) from None
+
+    @api.post("/plugins/{name}/uninstall", response_model=UninstallResult, tags=["plugins"],
+              responses=lifecycle_errors)
+    async def uninstall(name: str, identity: Identity = operator,
+                        purge: bool = Query(False, description=(
+                            "Drop its schema (all its data) and forget its settings.")),
+                        confirm: str | None = Query(None, description=(
+                            "With purge=true: the plugin's name again, to say it is meant."))
+                        ) -> UninstallResult:
+        """Stop an uploaded plugin on every service and take it out of every environment.
+        Its data stays (schema, settings) unless purge=true with confirm=<name>; its wheels
+        stay, so it can be uploaded again. Refused while other plugins need it."""
+        if purge and confirm != name:
+            raise error(422, "confirm_purge", f"purge drops the schema of {name} and all its "
+                        f"data: pass confirm={name} to say so")
+        try:
+            done = await server.lifecycle.uninstall(name, purge=purge, by=identity.user)
+        except UploadError as exc:
+            raise lifecycle_error(exc) from None
+        return UninstallResult(plugin=done.plugin, version=done.version, purged=done.purged)
+
+    @api.post("/plugins/{name}/rollback", response_model=RollbackResult, tags=["plugins"],
+              responses=lifecycle_errors)
+    async def rollback(name: str, identity: Identity = operator,
+                       version: str | None = Query(None, max_length=64, description=(
+                           "An older kept version; default: the newest older one."))
+                       ) -> RollbackResult:
+        """Go back to the version installed before: the plugin stopped everywhere, its schema
+        moved down by the installed version's own scripts, the kept older wheel installed and
+        started on every service. A failure half way puts this version back."""
+        try:
+            done = await server.lifecycle.rollback(name, by=identity.user, version=version)
+        except UploadError as exc:
+            raise lifecycle_error(exc) from None
+        return RollbackResult(plugin=done.plugin, version=done.version,
+                              replaced_version=done.previous_version,
+                              schema_revision=done.schema_revision)
 
     def catalog() -> Catalog:
         return build_catalog(server.plugins)
@@ -446,6 +580,60 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                         "started yet, or no longer kept")
         return record
 
+    def entry(plugin: str, name: str, kind: str) -> Rpc[Any, Any] | Task[Any, Any]:
+        """A plugin's RPC or task by name, or 404 (unknown_plugin, unknown_rpc, unknown_task)."""
+        known(plugin)
+        contract = server.host.contract(plugin)
+        found = (contract.get_rpc(name) if kind == "rpc" else contract.get_task(name)
+                 ) if contract else None
+        if found is None:
+            raise error(404, f"unknown_{kind}", f"plugin {plugin!r} has no "
+                        f"{'RPC' if kind == 'rpc' else kind} {name!r}")
+        return found
+
+    @api.post("/tasks/{plugin}/{name}", tags=["tasks"], response_model=TaskQueued,
+              status_code=202,
+              responses={200: {"model": TaskQueued, "description": "Waited for: its result"},
+                         **{code: {"model": ErrorBody} for code in (403, 404, 409, 422, 503,
+                                                                     504)}})
+    async def enqueue(plugin: str, name: str, http: Request,
+                      task_input: dict[str, Any] = Body(  # noqa: B008
+                          default_factory=dict, description="The task's input."),
+                      wait: float | None = Query(None, gt=0, le=300, description=(
+                          "Seconds to wait for its result; without it, answer once the "
+                          "broker holds the task.")),
+                      idempotency_key: str | None = Query(None, min_length=1, max_length=200),
+                      identity: Identity = Depends(auth.require(ADMIN_CALL)),  # noqa: B008
+                      ) -> Any:
+        """Queue a task declared in a plugin's contract (as `mesh tasks enqueue` does), with
+        the JSON body as its input: 202 with its task id, or with `wait`, 200 with its result
+        (409 with its error if it failed for good, 504 if it is still running)."""
+        declared = entry(plugin, name, "task")
+        assert isinstance(declared, Task)
+        try:
+            handle = await server.enqueuer.enqueue(declared, task_input,
+                                                   idempotency_key=idempotency_key)
+        except InvalidRequest as exc:
+            raise error(422, "invalid_input", exc.message, exc.details) from None
+        except TaskUnavailable as exc:
+            raise error(503, "unavailable", str(exc)) from None
+        audit.task_enqueued(who=identity.user, task=declared.qualname, task_id=handle.task_id,
+                            where="admin")
+        queued = TaskQueued(task=declared.qualname, task_id=handle.task_id, state="queued")
+        if wait is None:
+            return queued
+        try:
+            result = await handle.result(timeout=wait)
+        except TaskResultTimeout:
+            raise error(504, "timeout", f"{declared.qualname} {handle.task_id} has not "
+                        f"finished within {wait:g} s; it still runs",
+                        {"task_id": handle.task_id}) from None
+        except TaskError as exc:
+            raise error(409, exc.code, exc.message, exc.to_wire()) from None
+        return JSONResponse(queued.model_copy(update={
+            "state": "succeeded", "result": result.model_dump(mode="json")}).model_dump(
+                mode="json"), status_code=200)
+
     @api.post("/rpc/{plugin}/{name}", tags=["rpc"],
               responses={code: {"model": ErrorBody} for code in (400, 403, 409, 422, 502, 503,
                                                                   504)})
@@ -455,11 +643,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                      ) -> Any:
         """Call an RPC as the command line does ("cli"), on the signed-in user's behalf: the
         reply, or its typed error. The RPC's own permission is needed too."""
-        known(plugin)
-        contract = server.host.contract(plugin)
-        rpc = contract.get_rpc(name) if contract else None
-        if rpc is None:
-            raise error(404, "unknown_rpc", f"plugin {plugin!r} has no RPC {name!r}")
+        rpc = entry(plugin, name, "rpc")
+        assert isinstance(rpc, Rpc)
         try:
             identity.require(rpc.permission, rpc.qualname)
         except Forbidden as exc:

@@ -44,9 +44,12 @@ async function refresh() {
     Object.entries(p.depends).map(([k, v]) => `${k}${v}`).join(", ") || "–",
     el("span", {}, badge(p.status), p.reason ? el("div", {className: "muted", textContent: p.reason}) : null),
     p.instances.map((i) => `${i.service}: ${i.state}`).join(", ") || "–",
-    p.status === "refused" ? "" : el("button", {
-      textContent: p.enabled ? "Disable" : "Enable", dataset: {plugin: p.name},
-      onclick: () => toggle(p)}),
+    el("span", {},
+      p.status === "refused" ? "" : el("button", {
+        textContent: p.enabled ? "Disable" : "Enable", dataset: {plugin: p.name},
+        onclick: () => toggle(p)}), " ",
+      el("button", {textContent: "Uninstall or roll back…", dataset: {manage: p.name},
+        onclick: () => manage(p.name)})),
   ]));
   table("migrations", ["plugin", "schema", "current", "head", "state", "pending"], migrations.map((m) => [
     m.plugin, m.schema_name, m.current.join(", ") || "–", m.heads.join(", "), badge(m.state),
@@ -158,6 +161,51 @@ async function toggle(plugin) {
       await api(`/api/v1/plugins/${plugin.name}/disable?cascade=true`, {method: "POST"});
     } else { say(e.message); }
   }
+  await refresh();
+}
+
+// Uninstall with its impact shown first; purge only when the plugin's name is typed again.
+async function manage(name) {
+  say();
+  $("lifecycle").hidden = true;  // shown again with the impact as it is now
+  let impact;
+  try { impact = await api(`/api/v1/plugins/${encodeURIComponent(name)}/impact`); }
+  catch (e) { say(e.message); return; }
+  const box = $("lifecycle");
+  const purge = el("input", {type: "checkbox", id: "purge"});
+  const confirmName = el("input", {id: "purge-confirm", placeholder: `type ${name} to drop its data`,
+    ariaLabel: `Type ${name} to confirm dropping its data`});
+  const schema = impact.schema_name
+    ? `schema ${impact.schema_name} (revision ${impact.schema_revision.join(", ") || "–"}): kept, unless dropped below`
+    : "no schema";
+  const uninstall = el("button", {id: "uninstall", textContent: `Uninstall ${name}`,
+    disabled: impact.blockers.length > 0, onclick: () => lifecycle(name, "uninstall",
+      purge.checked ? `?purge=true&confirm=${encodeURIComponent(confirmName.value)}` : "")});
+  const rollback = impact.previous_version ? el("button", {id: "rollback",
+    textContent: `Roll back to ${impact.previous_version}`,
+    onclick: () => lifecycle(name, "rollback", "")}) : "";
+  box.replaceChildren(
+    el("h3", {textContent: `${impact.plugin} ${impact.version || "?"}`}),
+    el("ul", {id: "impact"},
+      el("li", {textContent: `dependents: ${impact.dependents.join("; ") || "none"}`}),
+      el("li", {textContent: schema}),
+      el("li", {textContent: `settings: ${impact.settings_kept ? "kept, unless dropped below" : "none"}`}),
+      el("li", {textContent: `kept versions: ${impact.kept_versions.join(", ") || "none"}`}),
+      ...impact.blockers.map((b) => el("li", {className: "field-error", textContent: `cannot uninstall: ${b}`}))),
+    el("label", {}, purge, " also drop its schema and all its data, and forget its settings "), confirmName,
+    el("p", {}, uninstall, " ", rollback, " ",
+      el("button", {textContent: "Close", onclick: () => { box.hidden = true; }})));
+  box.hidden = false;
+}
+
+async function lifecycle(name, action, query) {
+  say();
+  try {
+    const done = await api(`/api/v1/plugins/${encodeURIComponent(name)}/${action}${query}`, {method: "POST"});
+    say(action === "uninstall" ? `uninstalled ${done.plugin} ${done.version}${done.purged ? ", its data dropped" : ", its data kept"}`
+      : `rolled back ${done.plugin} ${done.replaced_version} → ${done.version}`);
+    $("lifecycle").hidden = true;
+  } catch (e) { say(`${e.body?.code || "error"}: ${e.message}`); }
   await refresh();
 }
 

@@ -5,12 +5,14 @@ service that lacks the plugin must fetch its wheel over the bus or restore it at
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -79,23 +81,25 @@ def environment(folder: Path) -> Path:
     return folder / "bin" / "python"
 
 
-Start = Callable[[str, str], MeshProcess]
+class Start(Protocol):
+    def __call__(self, kind: str, name: str, data: str | None = None) -> MeshProcess: ...
 
 
 @pytest.fixture
 async def start(rabbit_bus: Bus, mesh_postgres_admin_url: str, tmp_path: Path
                 ) -> AsyncIterator[Start]:
     """Start `mesh run <kind>` in a fresh environment of its own; the services share the
-    broker, a fresh database and (like a compose volume) the server's data directory."""
+    broker, a fresh database and (like a compose volume) the data directory of their kind,
+    unless `data` names another."""
     processes: list[MeshProcess] = []
     rabbit_bus.kept_queues.add(f"{rabbit_bus.exchange}.task-dead")
     async with fresh_postgres_database(mesh_postgres_admin_url) as database:
-        def run(kind: str, name: str) -> MeshProcess:
+        def run(kind: str, name: str, data: str | None = None) -> MeshProcess:
             python = environment(tmp_path / f"env-{name}")
             env = {"MESH_BROKER_URL": rabbit_bus.url or "", "MESH_EXCHANGE": rabbit_bus.exchange,
                    "MESH_DATABASE_URL": database, "MESH_INSTANCE_ID": name,
                    "MESH_ADMIN_TOKEN": TOKEN, "MESH_HEARTBEAT_INTERVAL": "1",
-                   "MESH_DATA_DIR": str(tmp_path / f"data-{kind}")}
+                   "MESH_DATA_DIR": str(tmp_path / (data or f"data-{kind}"))}
             if kind == "server":
                 env["MESH_ADMIN_PORT"] = str(free_port())
             process = MeshProcess(["run", kind], tmp_path, name, env,
@@ -125,6 +129,17 @@ def started(process: MeshProcess) -> bool:
     return any(e.get("event") == "service.started" for e in process.events())
 
 
+async def upload(server: MeshProcess, wheel: Path) -> None:
+    """Upload `wheel` through the server's admin API."""
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.admin_port}",  # type: ignore[attr-defined]
+        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120,
+    ) as http:
+        response = await http.post("/api/v1/plugins", params={"filename": wheel.name},
+                                   content=wheel.read_bytes())
+        assert response.status_code == 201, response.text
+
+
 @pytest.fixture
 def no_leftover() -> Iterator[None]:
     """None of this reaches the test's own environment."""
@@ -141,13 +156,7 @@ async def test_an_upload_reaches_other_services_and_outlives_their_environments(
     worker = start("worker", "worker-1")
     await wait(server, started, "the server started")
     await wait(worker, started, "the worker started")
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{server.admin_port}",  # type: ignore[attr-defined]
-        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120,
-    ) as http:
-        response = await http.post("/api/v1/plugins", params={"filename": wheel.name},
-                                   content=wheel.read_bytes())
-        assert response.status_code == 201, response.text
+    await upload(server, wheel)
     await wait(server, running, "the plugin running on the server")
     # the worker's environment lacks it: it fetches the wheel from the server over the bus
     await wait(worker, running, "the plugin running on the worker")
@@ -164,3 +173,29 @@ async def test_an_upload_reaches_other_services_and_outlives_their_environments(
     await wait(again, running, "the plugin restored on the new server")
     assert events(again, "plugin.restored")
     assert not [e for e in again.events() if e.get("level") == "error"]
+
+
+async def test_two_servers_without_a_shared_folder_both_install_and_restore_an_upload(
+    start: Start, wheel: Path, no_leftover: None, tmp_path: Path,
+) -> None:
+    """The wheel lives in the database: a second server, with a data directory of its own,
+    installs the upload from there, and both restore it after their environments and one of
+    their data directories are made anew."""
+    one = start("server", "server-one", "data-one")
+    two = start("server", "server-two", "data-two")
+    await wait(one, started, "the first server started")
+    await wait(two, started, "the second server started")
+    await upload(one, wheel)
+    await wait(one, running, "the plugin running on the first server")
+    await wait(two, running, "the plugin running on the second server")
+    assert (tmp_path / "data-two" / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
+
+    one.stop()
+    two.stop()
+    shutil.rmtree(tmp_path / "data-two")
+    again = [start("server", "server-one-again", "data-one"),
+             start("server", "server-two-again", "data-two")]
+    for process in again:
+        await wait(process, running, f"the plugin restored on {process.name}")
+        assert events(process, "plugin.restored")
+        assert not [e for e in process.events() if e.get("level") == "error"]
