@@ -20,6 +20,11 @@ class TokenRequest(BaseModel):
     token: str = Field(min_length=1, max_length=1000, repr=False)
 
 
+class SessionRequest(BaseModel):
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="The session's token digest (sha256 of the token, hex).")
+
+
 class IdentityContract(Contract, plugin="mesh"):
     """The platform's identity RPCs; errors are `unauthenticated` (and `unavailable` when no
     identity provider runs)."""
@@ -28,5 +33,9 @@ class IdentityContract(Contract, plugin="mesh"):
                   doc="Check a username and password; a session and its token.")
     verify = rpc(TokenRequest, Identity, service="server", callers=["client"], timeout=5.0,
                  doc="Who holds a token, and their permissions now.")
+    session = rpc(SessionRequest, Identity, service="server",
+                  callers=["client", "agent", "worker"], timeout=5.0,
+                  doc="Who a live session (named by its token digest) is, with their "
+                      "permissions now: how a service checks a user claim it serves.")
     sign_out = rpc(TokenRequest, Empty, service="server", callers=["client"], timeout=5.0,
                    doc="Revoke a token.")

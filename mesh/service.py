@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 
+from contracts.identity import IdentityContract, SessionRequest
 from contracts.platform import (
     Heartbeat,
     HookGrants,
@@ -36,15 +37,17 @@ from mesh.contract import Contract, Empty
 from mesh.control import ControlChannel
 from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
+from mesh.identity import Identity, Invalidation
 from mesh.invoke import Middleware
 from mesh.middleware import default_middleware
-from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key
+from mesh.names import HOOKS_KEY, INVALIDATE_KEY, STATE_KEY, heartbeat_key
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import HookLink
 from mesh.plugin.host import PluginHost
 from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
 from mesh.rpc.caller import RpcCaller
+from mesh.serving_acl import ServingAcl
 from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
@@ -108,6 +111,11 @@ class Service:
             binders=self.binder_kinds(),
             database=self.database,
         )
+        # Permissions where the work runs (mesh/serving_acl.py): always in the chain, whatever
+        # middleware the service was given, and before the plugins' hooks see the input.
+        self.acl = ServingAcl(self.resolve_session, ttl=settings.identity_cache_seconds,
+                              service=self.kind)
+        self.middleware.append(self.acl)
         # Plugins' hooks: the innermost link, so they run where the handler runs, after the
         # other links (the binders take the chain when a plugin starts, which is later).
         self.hooks = HookLink(self.host)
@@ -115,6 +123,9 @@ class Service:
         self.control = ControlChannel(transport, self.instance, self.host)
         self.control.on_installed = self.plugin_installed
         self.control.listen(HOOKS_KEY, HookGrants, self._hook_grants)
+        self.control.listen(INVALIDATE_KEY, Invalidation, self.acl.on_invalidation)
+        # whatever was revoked while the connection was down: ask afresh
+        transport.on_reconnected(lambda: self.acl.invalidate(Invalidation()))
         self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
@@ -191,6 +202,10 @@ class Service:
                            version=announcement.version, error=str(exc))
             return None
         return installed.source
+
+    async def resolve_session(self, digest: str) -> Identity:
+        """Who the session a call is made for is (its token digest): the server answers."""
+        return await IdentityContract(self.rpc_caller).session(SessionRequest(digest=digest))
 
     async def task_record(self, task_id: str) -> TaskRecord:
         """What the servers' task ledger knows of `task_id` (handles rebuilt from an id)."""

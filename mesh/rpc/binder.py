@@ -214,7 +214,8 @@ class RpcBinder(Binder):
             raise RpcTimeout(f"{qualname} arrived after its deadline")
         token = _current.set(
             CallInfo(qualname, caller, message.correlation_id, time.monotonic() + budget,
-                     message.redelivered, invocation.user or None)
+                     message.redelivered, invocation.user or None,
+                     message.header(wire.HEADER_SESSION) if invocation.user else None)
         )
         try:
             result = await within(budget, handler(request))

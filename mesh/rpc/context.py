@@ -15,6 +15,7 @@ class CallInfo:
     deadline: float  # time.monotonic() value
     redelivered: bool = False
     user: str | None = None  # the signed-in person or device the call is made for
+    session: str | None = None  # that user's session (its token digest), passed on with it
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -39,6 +39,7 @@ class DeviceConnection:
         self.in_flight: set[asyncio.Task[Any]] = set()  # requests in flight, and the session watch
         self.closed = False
         self.token: str | None = None
+        self.session: str | None = None  # the token's digest: how calls name the session
         self.identity: Identity | None = None
         self.failed_sign_ins = 0
         self.signing_in = False
@@ -120,6 +121,7 @@ class DeviceConnection:
     def adopt(self, token: str, identity: Identity) -> None:
         """This connection acts as `identity` now: subscriptions it may not keep are ended."""
         self.token, self.identity = token, identity
+        self.session = token_digest(token)
         self._new_identity.set()
         self._end_forbidden_subscriptions(identity)
 
@@ -128,7 +130,7 @@ class DeviceConnection:
         (`reason`: expired, revoked, ...)."""
         if self.token is None:
             return
-        self.token = self.identity = None
+        self.token = self.identity = self.session = None
         self.subscriptions.end_all()
         if reason is not None:
             self.send({"type": "signed_out", "id": None, "reason": reason})

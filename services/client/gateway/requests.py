@@ -67,7 +67,8 @@ async def action(connection: DeviceConnection, request_id: RequestId, frame: Fra
     entry = connection.gateway.entries.find(identity, "action", frame.get("action"))
     connection.permit(identity, entry, "action")
     model = _validate(entry.request, frame.get("payload"), "invalid_action", "the action")
-    result = await connection.gateway.rpc.call(entry, model, user=identity.user)
+    result = await connection.gateway.rpc.call(entry, model, user=identity.user,
+                                           session=connection.session)
     connection.send({"type": "result", "id": request_id,
                      "result": result.model_dump(mode="json")})
 
@@ -77,5 +78,6 @@ async def call(connection: DeviceConnection, request_id: RequestId, frame: Frame
     rpc = connection.gateway.entries.find(identity, "rpc", frame.get("rpc"))
     connection.permit(identity, rpc, "rpc")
     request = _validate(rpc.request, frame.get("payload"), "invalid_request", "the request")
-    reply = await connection.gateway.rpc.call(rpc, request, user=identity.user)
+    reply = await connection.gateway.rpc.call(rpc, request, user=identity.user,
+                                           session=connection.session)
     connection.send({"type": "result", "id": request_id, "result": reply.model_dump(mode="json")})

@@ -465,7 +465,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         except Forbidden as exc:
             raise forbidden(identity, exc, rpc.qualname, http) from None
         try:
-            reply = await server.rpc_caller.call(rpc, request, caller="cli", user=identity.user)
+            reply = await server.rpc_caller.call(rpc, request, caller="cli", user=identity.user,
+                                                 session=http.state.session)
         except RpcError as exc:
             code = RPC_STATUS.get(exc.code, status.HTTP_409_CONFLICT)
             return JSONResponse(exc.to_wire(), status_code=code)
