@@ -60,7 +60,8 @@ class ServingAcl(Middleware):
         self.ttl = ttl
         self.service = service
         self._sessions: dict[str, _Session] = {}
-        self._inflight: dict[str, asyncio.Future[Identity]] = {}
+        self._inflight: dict[str, asyncio.Future[_Session]] = {}
+        self._generation = 0  # bumped by each invalidation: a load begun before is not kept
 
     def invoke(self, invocation: Invocation, call_next: Invoke) -> Any:  # type: ignore[override]
         # Not a coroutine: the common case (no user, no permission) hands back the next
@@ -109,26 +110,34 @@ class ServingAcl(Middleware):
         """The live session `digest` names, from the cache or asked for (one question per
         digest at a time); Unauthenticated when it is unknown, expired or revoked."""
         cached = self._sessions.get(digest)
-        now = time.monotonic()
-        if cached is not None and now < cached.until and not cached.identity.expired():
+        if cached is not None and time.monotonic() < cached.until and \
+                not cached.identity.expired():
             return cached
-        self._sessions.pop(digest, None)
         pending = self._inflight.get(digest)
         if pending is None:
-            pending = asyncio.ensure_future(self.resolve(digest))
+            self._sessions.pop(digest, None)
+            pending = asyncio.ensure_future(self._load(digest))
             self._inflight[digest] = pending
             pending.add_done_callback(lambda _: self._inflight.pop(digest, None))
-        identity = await asyncio.shield(pending)
+        return await asyncio.shield(pending)
+
+    async def _load(self, digest: str) -> _Session:
+        generation = self._generation
+        identity = await self.resolve(digest)
         until = time.monotonic() + self.ttl
         if identity.expires_at is not None:
             until = min(until, time.monotonic() + identity.expires_at - time.time())
         if len(self._sessions) >= MAX_SESSIONS:
             self._sessions.pop(next(iter(self._sessions)))  # the oldest
-        session = self._sessions[digest] = _Session(identity, until)
+        session = _Session(identity, until)
+        if generation == self._generation:
+            self._sessions[digest] = session
         return session
 
     def invalidate(self, change: Invalidation) -> None:
         """Forget the sessions `change` names (all of them when it names nothing)."""
+        self._generation += 1
+        self._inflight.clear()  # whoever asks next asks afresh
         if change.token_digest is None and change.user is None:
             self._sessions.clear()
             return
