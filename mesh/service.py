@@ -248,6 +248,7 @@ class Service:
     async def start(self) -> None:
         self._reports_metrics = metrics.claim_reporting(self.instance)
         await self.transport.connect()
+        self.acl.authenticate_kinds(self.transport.user, self.kind)
         await self.rpc_caller.start()
         await self.control.start()
         await self.prepare()

@@ -4,6 +4,8 @@ for this user, run this entry?", whatever the gateway or the admin API decided b
 A link of the middleware chain (mesh/invoke.py) around every RPC, action and topic snapshot a
 service serves:
 
+- with per-kind broker users, the calling kind a message claims must be its broker user's
+  (RabbitMQ's validated `user_id`; the in-process bus stamps its transports' users alike);
 - the calling kind must be in the entry's `callers` (`not_allowed`, checked by the RPC binder
   itself, at the end of the chain, so that no chain can leave it out);
 - a user claim (`x-mesh-user` with `x-mesh-session`, the session's token digest, never the
@@ -31,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from mesh import audit
-from mesh.contract import Rpc
+from mesh.contract import CALLER_KINDS, Rpc
 from mesh.errors import Forbidden, NotAllowed, Unauthenticated
 from mesh.identity import Identity, Invalidation
 from mesh.invoke import Invocation, Invoke, Middleware
@@ -62,6 +64,23 @@ class ServingAcl(Middleware):
         self._sessions: dict[str, _Session] = {}
         self._inflight: dict[str, asyncio.Future[_Session]] = {}
         self._generation = 0  # bumped by each invalidation: a load begun before is not kept
+        # caller kind → the broker users that may claim it; None: kinds are not authenticated
+        self._senders: dict[str, frozenset[str]] | None = None
+
+    def authenticate_kinds(self, own_user: str | None, own_kind: str) -> None:
+        """Believe a message's caller kind only from its broker user, when this service runs
+        as one of a set of per-kind broker users (`<prefix>-<kind>`, as `mesh broker acl`
+        makes them): then `x-mesh-caller: K` needs the `user_id` `<prefix>-K` (the admin
+        API's "cli" calls come from `<prefix>-server`). A service on a broker user that all
+        kinds share (guest, say) cannot tell kinds apart, and believes the header."""
+        suffix = f"-{own_kind}"
+        if not own_user or not own_user.endswith(suffix) or own_user == suffix[1:]:
+            self._senders = None
+            return
+        prefix = own_user[:-len(suffix)]
+        senders = {kind: frozenset({f"{prefix}-{kind}"}) for kind in CALLER_KINDS}
+        senders["cli"] |= {f"{prefix}-server"}
+        self._senders = senders
 
     def invoke(self, invocation: Invocation, call_next: Invoke) -> Any:  # type: ignore[override]
         # Not a coroutine: the common case (no user, no permission) hands back the next
@@ -70,6 +89,12 @@ class ServingAcl(Middleware):
         if invocation.kind != "rpc" or not isinstance(entry, Rpc):
             return call_next(invocation)
         caller = invocation.caller  # checked against `callers` where the chain ends
+        senders = self._senders
+        if senders is not None and invocation.message.user_id not in senders.get(caller or "",
+                                                                                 ()):
+            return _refuse(NotAllowed(
+                f"the request claims the caller {caller!r} but was published by the broker "
+                f"user {invocation.message.user_id!r}"))
         if invocation.user is None:
             if entry.permission is None:
                 return call_next(invocation)

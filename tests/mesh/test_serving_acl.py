@@ -172,3 +172,49 @@ async def test_concurrent_checks_of_one_session_ask_once() -> None:
 
     with pytest.raises(RpcError):
         await ServingAcl(unknown, ttl=60)._session("e" * 64)
+
+
+async def test_on_per_kind_broker_users_the_claimed_kind_must_be_the_senders(
+        memory_bus: Bus) -> None:
+    """The in-process bus stamps each transport's user on what it publishes, as RabbitMQ
+    does a connection's login: a server running as `acme-server` believes `x-mesh-caller`
+    only from the matching user (and "cli" from the server's own, for the admin API)."""
+    server = await memory_bus.service("server", start=False)
+    server.transport.user = "acme-server"
+    await server.start()
+    assert isinstance(server, ServerService)
+
+    async def as_user(user: str | None, kind: str) -> RpcCaller:
+        transport = memory_bus.memory.connect(memory_bus.exchange, user=user)
+        await transport.connect()
+        caller = RpcCaller(transport, kind)
+        await caller.start()
+        return caller
+
+    admin = {"user": ADMIN_TOKEN_USER, "session": server.identity.admin_session}
+    fields = StringIntFields(string1="x", int1=1)
+    agent = await as_user("acme-agent", "agent")
+    for claimed in ("client", "server", "cli"):
+        with pytest.raises(NotAllowed, match="published by the broker user 'acme-agent'"):
+            await agent.call(ADD, fields, caller=claimed, **admin)
+    with pytest.raises(NotAllowed, match="broker user None"):
+        await (await as_user(None, "client")).call(ADD, fields, **admin)
+    assert (await (await as_user("acme-client", "client")).call(ADD, fields, **admin)).id
+    assert (await (await as_user("acme-server", "server")).call(ADD, fields, caller="cli",
+                                                                 **admin)).id
+    assert (await (await as_user("acme-cli", "cli")).call(ADD, fields, **admin)).id
+
+
+def test_a_shared_broker_user_authenticates_no_kind() -> None:
+    from mesh.identity import Identity
+
+    async def resolve(digest: str) -> Identity:
+        raise AssertionError("not asked")
+
+    acl = ServingAcl(resolve, ttl=1)
+    for user in ("guest", "server", None, ""):
+        acl.authenticate_kinds(user, "server")
+        assert acl._senders is None
+    acl.authenticate_kinds("prod-mesh-server", "server")
+    assert acl._senders is not None and acl._senders["cli"] == {"prod-mesh-cli",
+                                                                "prod-mesh-server"}
