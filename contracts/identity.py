@@ -14,6 +14,10 @@ class SignIn(BaseModel):
     password: str = Field(min_length=1, max_length=1000, repr=False)
     lifetime_s: float | None = Field(
         default=None, gt=0, description="Ask for a shorter session than the provider's own.")
+    address: str | None = Field(
+        default=None, max_length=200,
+        description="Where the person signs in from (the device's address): sign-ins are "
+        "throttled per address and username.")
 
 
 class TokenRequest(BaseModel):
@@ -26,8 +30,8 @@ class SessionRequest(BaseModel):
 
 
 class IdentityContract(Contract, plugin="mesh"):
-    """The platform's identity RPCs; errors are `unauthenticated` (and `unavailable` when no
-    identity provider runs)."""
+    """The platform's identity RPCs; errors are `unauthenticated`, `throttled` (sign-in) and
+    `unavailable` when no identity provider runs."""
 
     sign_in = rpc(SignIn, Session, service="server", callers=["client"], timeout=10.0,
                   doc="Check a username and password; a session and its token.")

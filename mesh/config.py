@@ -113,6 +113,25 @@ class MeshSettings(BaseSettings):
         description="How long a client service trusts a token check without asking again: "
         "the longest a missed revocation or permission change can take to apply.",
     )
+    sign_in_allowance: int = Field(
+        default=5, ge=1, le=1000,
+        description="Wrong passwords one address may try for one username within "
+        "MESH_SIGN_IN_WINDOW_S before its sign-ins are refused (`throttled`); attempts in "
+        "flight count.")
+    sign_in_ceiling: int = Field(
+        default=100, ge=1, le=100_000,
+        description="Wrong passwords for one username from all addresses within the window, "
+        "after which only addresses the user signed in from before may try.")
+    sign_in_window_s: float = Field(
+        default=300.0, gt=0, le=86_400,
+        description="The window the sign-in allowance and ceiling count in (seconds).")
+    sign_in_concurrency: int = Field(
+        default=2, ge=1, le=256,
+        description="Password checks the server runs at once (each hashes: CPU and memory).")
+    sign_in_queue: int = Field(
+        default=16, ge=0, le=10_000,
+        description="Sign-ins that may wait for a check; past that they are refused at once "
+        "(`throttled`, reason `busy`; 429 over HTTP).")
     admin_url: str | None = Field(
         default=None, description="Where `mesh call` finds the admin API when no broker is set.")
     http_max_body_bytes: int = Field(

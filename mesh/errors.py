@@ -88,6 +88,14 @@ class Forbidden(RpcError):
     code = "forbidden"
 
 
+class Throttled(RpcError):
+    """Too many sign-in attempts for this address and username, or for the username from
+    everywhere (`details.reason` "attempts"), or too many sign-ins at once ("busy");
+    `details.retry_after_s` says when to try again. 429 over HTTP."""
+
+    code = "throttled"
+
+
 class UnknownRpc(RpcError):
     """The serving instance has no handler for this RPC (a key no queue is bound to is
     `Unavailable` instead: the broker cannot tell a missing plugin from a stopped one)."""
@@ -133,6 +141,7 @@ BUILTIN_ERRORS: dict[str, type[RpcError]] = {
         InvalidReply,
         NotAllowed,
         Unauthenticated,
+        Throttled,
         Forbidden,
         UnknownRpc,
         InternalError,

@@ -13,7 +13,7 @@ import structlog
 from contracts.identity import IdentityContract, SessionRequest, SignIn, TokenRequest
 from mesh import audit
 from mesh.contract import Empty
-from mesh.errors import Unauthenticated, Unavailable
+from mesh.errors import Throttled, Unauthenticated, Unavailable
 from mesh.identity import (
     ADMIN_TOKEN_USER,
     Identity,
@@ -24,6 +24,7 @@ from mesh.identity import (
 )
 from mesh.names import INVALIDATE_KEY
 from mesh.rpc.binder import RpcBinder
+from services.server.sign_in_guard import SignInGuard
 
 if TYPE_CHECKING:
     from services.server import ServerService
@@ -37,6 +38,11 @@ class IdentityGate:
         self.server = server
         self._admin_token = admin_token.encode()
         self._admin_digest = token_digest(admin_token)
+        settings = server.settings
+        self.guard = SignInGuard(
+            allowance=settings.sign_in_allowance, ceiling=settings.sign_in_ceiling,
+            window=settings.sign_in_window_s, concurrency=settings.sign_in_concurrency,
+            queue=settings.sign_in_queue)
         # for providers that cannot look a session up by digest: the tokens seen, bounded
         self._seen: dict[str, str] = {}
 
@@ -90,11 +96,25 @@ class IdentityGate:
                 raise Unauthenticated("unknown session", details={"reason": "unknown"}) from None
             return await provider.verify(token)
 
+    async def attempt(self, username: str, password: str, *, lifetime: float | None,
+                      address: str | None) -> Session:
+        """The provider's sign-in, if the guard lets this attempt through now."""
+        provider = self.provider()
+        session = await self.guard.attempt(
+            address, username, lambda: provider.sign_in(username, password, lifetime=lifetime))
+        self._remember(session.token)
+        return session
+
     async def sign_in(self, username: str, password: str, *, lifetime: float | None = None,
-                      where: str, **context: object) -> Session:
+                      where: str, address: str | None = None, **context: object) -> Session:
         """Sign in through the provider; every attempt goes to the audit log."""
         try:
-            session = await self.provider().sign_in(username, password, lifetime=lifetime)
+            session = await self.attempt(username, password, lifetime=lifetime,
+                                         address=address)
+        except Throttled:
+            audit.signed_in(who=username, where=where, outcome="throttled", address=address,
+                            **context)
+            raise
         except Unauthenticated:
             audit.signed_in(who=username, where=where, outcome="refused", **context)
             raise
@@ -102,7 +122,6 @@ class IdentityGate:
             audit.signed_in(who=username, where=where, outcome="unavailable", **context)
             raise
         audit.signed_in(who=session.identity.user, where=where, outcome="ok", **context)
-        self._remember(session.token)
         return session
 
     async def sign_out(self, token: str, *, where: str) -> None:
@@ -140,10 +159,8 @@ class IdentityGate:
     # The client service writes the audit lines of its devices (it knows where they are).
 
     async def _sign_in(self, request: SignIn) -> Session:
-        session = await self.provider().sign_in(request.username, request.password,
-                                                lifetime=request.lifetime_s)
-        self._remember(session.token)
-        return session
+        return await self.attempt(request.username, request.password,
+                                  lifetime=request.lifetime_s, address=request.address)
 
     async def _verify(self, request: TokenRequest) -> Identity:
         return await self.authenticate(request.token)

@@ -34,6 +34,7 @@ class DeviceConnection:
         self.auth = gateway.auth
         client = websocket.client
         self.address = f"{client.host}:{client.port}" if client else None
+        self.host = client.host if client else None  # sign-ins are throttled by it
         self.subscriptions = Subscriptions(self.limits.max_subscriptions)
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(self.limits.send_queue)
         self.in_flight: set[asyncio.Task[Any]] = set()  # requests in flight, and the session watch

@@ -14,7 +14,14 @@ from pydantic import BaseModel, Field, ValidationError
 from contracts.platform import PluginStatus
 from mesh.asyncapi import build_asyncapi
 from mesh.catalog import Catalog, CatalogHook, build_catalog
-from mesh.errors import Forbidden, PluginError, RpcError, Unauthenticated, Unavailable
+from mesh.errors import (
+    Forbidden,
+    PluginError,
+    RpcError,
+    Throttled,
+    Unauthenticated,
+    Unavailable,
+)
 from mesh.identity import Identity
 from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
@@ -163,15 +170,21 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
 
     @api.post("/sign-in", response_model=SessionView, tags=["identity"],
               responses={401: {"model": ErrorBody, "description": "Wrong username or password"},
-                         429: {"model": ErrorBody, "description": "The user is locked after "
-                               "too many wrong passwords (Retry-After says how long)"},
+                         429: {"model": ErrorBody, "description": "Too many attempts for "
+                               "this address and username, too many sign-ins at once "
+                               "(`throttled`), or the user is locked by the identity provider "
+                               "(`locked`); Retry-After says how long"},
                          503: {"model": ErrorBody, "description": "No identity provider runs"}})
     async def sign_in(body: SignInRequest, request: Request) -> SessionView:
         """Sign in with a username and password: a session token for the other routes."""
         try:
             session = await server.identity.sign_in(
                 body.username, body.password, lifetime=body.lifetime_s, where="admin",
-                client=request.client.host if request.client else None)
+                address=request.client.host if request.client else None)
+        except Throttled as exc:
+            details = exc.details or {}
+            raise error(429, "throttled", exc.message, details, headers={
+                "Retry-After": str(details.get("retry_after_s", 1))}) from None
         except Unauthenticated as exc:
             details = exc.details or {}
             if details.get("reason") == "locked":
