@@ -133,7 +133,8 @@ async def mesh_side(url: str) -> AsyncIterator[tuple[ServerService, str, str]]:
     port = free_port()
     env = {**os.environ, "MESH_BROKER_URL": url, "MESH_EXCHANGE": exchange,
            "MESH_CLIENT_PORT": str(port), "MESH_LOG_LEVEL": "WARNING",
-           "MESH_DATA_DIR": str(data / "client"), "MESH_DEVICE_MAX_SUBSCRIPTIONS": "10"}
+           "MESH_DATA_DIR": str(data / "client"), "MESH_DEVICE_MAX_SUBSCRIPTIONS": "10",
+           "MESH_DEVICE_MAX_CONNECTIONS_PER_ADDRESS": "100000"}
     try:
         with server_process("client service", [sys.executable, "-m", "mesh", "run", "client"],
                             env) as client:

@@ -143,6 +143,29 @@ class MeshSettings(BaseSettings):
         default=64 * 1024, gt=0, description="The largest WebSocket frame a device may send.")
     device_max_subscriptions: int = Field(
         default=200, gt=0, description="Subscriptions one device connection may hold.")
+    device_sign_in_deadline_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="A device connection not signed in this long after it opened is closed "
+        "(`sign_in_deadline`).")
+    device_max_connections_per_address: int = Field(
+        default=256, gt=0,
+        description="Device connections one address may hold open at once; past it a new one "
+        "is closed at once (`too_many_connections`). Benchmarks opening thousands of devices "
+        "from one address raise it.")
+    device_max_upstream_per_connection: int = Field(
+        default=400, gt=0,
+        description="Distinct selectors one device connection may have the client service "
+        "watch upstream within MESH_OBSERVABLE_LINGER (subscribed or lately unsubscribed).")
+    device_max_upstream_per_user: int = Field(
+        default=1000, gt=0,
+        description="The same, for all the connections of one user.")
+    device_max_upstream: int = Field(
+        default=50_000, gt=0,
+        description="Selectors the client service's topic cache may watch upstream at once.")
+    device_max_in_flight: int = Field(
+        default=64, gt=0,
+        description="Requests one device connection may have in flight at once; past it a "
+        "request is refused (`too_many_requests`).")
     tracing: bool = Field(
         default=False, description="Trace every call, task and device request with "
         "OpenTelemetry (the `tracing` extra), exported over OTLP/HTTP; the OTEL_* variables "

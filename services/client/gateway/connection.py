@@ -36,6 +36,7 @@ class DeviceConnection:
         self.address = f"{client.host}:{client.port}" if client else None
         self.host = client.host if client else None  # sign-ins are throttled by it
         self.subscriptions = Subscriptions(self.limits.max_subscriptions)
+        self.upstream = gateway.quota.connection()  # distinct selectors it asked for lately
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(self.limits.send_queue)
         self.in_flight: set[asyncio.Task[Any]] = set()  # requests in flight, and the session watch
         self.closed = False
@@ -55,6 +56,8 @@ class DeviceConnection:
 
     async def run(self) -> None:
         sender = asyncio.get_running_loop().create_task(self._send_forever())
+        deadline = asyncio.get_running_loop().call_later(
+            self.limits.sign_in_deadline, self._sign_in_deadline)
         self.spawn(self._keep_checking())
         try:
             while not self.closed:
@@ -70,6 +73,7 @@ class DeviceConnection:
                     continue
                 dispatch.receive(self, text)
         finally:
+            deadline.cancel()
             self.closed = True
             self.subscriptions.end_all()
             for task in list(self.in_flight):
@@ -77,6 +81,14 @@ class DeviceConnection:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
+
+    def _sign_in_deadline(self) -> None:
+        """Never signed in within the deadline: a connection that only holds a socket."""
+        if self.token is None and not self.signing_in and not self.closed:
+            log.info("gateway.sign_in_deadline", device=self.address)
+            self.error(None, "sign_in_deadline", "no sign-in within "
+                       f"{self.limits.sign_in_deadline:g} s of connecting")
+            self.disconnect("no sign-in in time")
 
     # -- sending --------------------------------------------------------------------------
 

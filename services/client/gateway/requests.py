@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from mesh.names import observable_key
+from mesh.observable.keys import selector_key
 from mesh.validation import field_errors
 from services.client.gateway.frames import DeviceError, Frame, RequestId, TopicValues
 from services.client.gateway.screens import wanted_locales
@@ -37,6 +39,10 @@ async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: 
     selector = _validate(topic.selector, frame.get("selector"), "invalid_selector",
                          "the selector")
     subscriptions = connection.subscriptions
+    cache = connection.gateway.cache
+    key = observable_key(topic.plugin, topic.name, selector_key(selector))
+    connection.gateway.quota.charge(connection.upstream, identity.user, key,
+                                    upstream=cache.upstream, is_new=key not in cache.entries)
     subscriptions.reserve(request_id, topic)
     values = TopicValues(request_id, topic.qualname)
 

@@ -473,6 +473,10 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         rpc = contract.get_rpc(name) if contract else None
         if rpc is None:
             raise error(404, "unknown_rpc", f"plugin {plugin!r} has no RPC {name!r}")
+        if not rpc.allows("cli"):  # what the serving side (and the broker ACL) would refuse
+            raise error(403, "not_allowed", f"{rpc.qualname} may be called only by "
+                        f"{', '.join(sorted(rpc.callers or ()))}, not through the admin API",
+                        {"callers": sorted(rpc.callers or ())})
         try:
             identity.require(rpc.permission, rpc.qualname)
         except Forbidden as exc:
