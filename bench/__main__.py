@@ -14,7 +14,7 @@ from typing import Protocol
 
 from aiormq.exceptions import AMQPConnectionError
 
-from bench import cluster, fanout, rpc, startup, tasks
+from bench import abuse, cluster, fanout, rpc, startup, tasks
 from bench.broker import default_url, display_url
 from bench.procs import ServerFailed, install_sigterm_handler
 
@@ -28,7 +28,7 @@ class Benchmark(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-BENCHMARKS: tuple[Benchmark, ...] = (rpc, startup, fanout, tasks, cluster)
+BENCHMARKS: tuple[Benchmark, ...] = (rpc, startup, fanout, tasks, cluster, abuse)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,14 +5,16 @@ hash passwords faster than the machine can.
 - **Per (address, username)**: at most `allowance` wrong passwords within `window` seconds;
   attempts in flight count as wrong until they are answered, so a burst sent at once gets no
   more checked than one sent in turn (atomic: the count is taken before the first await).
-- **Per username, from every address**: at most `ceiling` wrong passwords within `window`
-  (guessing spread over many addresses), except from an address the user signed in from
-  before: the real user is never locked out from where they work.
+- **Per username, from every address**, and **per address, for every username**: at most
+  `ceiling` wrong passwords within `window` (guessing spread over many addresses, or over
+  many usernames), except from an address the user signed in from before: the real user is
+  never locked out from where they work.
 - **Unknown users are indistinguishable**: the counts are kept for any name, before anyone
   knows whether it exists, and the refusal is the same.
 - **A bounded pool**: at most `concurrency` checks run at once and `queue` wait; past that a
   sign-in is refused at once (`throttled`, reason `busy`) instead of queueing behind a flood.
-  Addresses the user signed in from before have a lane of their own.
+  Addresses the user signed in from before have a lane of their own, and go first: while one
+  of them is being checked, no other check starts.
 
 Kept in memory, per server: with several servers each counts on its own (the allowance is
 per server), and a restart forgets.
@@ -64,6 +66,10 @@ class SignInGuard:
         self._trusted_slots = asyncio.Semaphore(max(1, concurrency // 2))
         self._waiting = 0  # untrusted attempts holding or waiting for a slot
         self._concurrency = concurrency
+        self._trusted_active = 0  # known users signing in: untrusted checks wait for them
+        self._trusted_done = asyncio.Event()
+        self._trusted_done.set()
+        self._addresses: dict[str, _Tally] = {}  # wrong passwords per address, any username
 
     async def attempt(self, address: str | None, username: str,
                       check: Callable[[], Awaitable[T]]) -> T:
@@ -76,26 +82,45 @@ class SignInGuard:
         trusted = now - self._trusted.get(key, -math.inf) < TRUSTED_FOR
         if pair.count(now, self.window) >= self.allowance:
             raise _refusal("attempts", pair.retry_after(now, self.window))
+        place = _get(self._addresses, key[0])
+        if not trusted and place.count(now, self.window) >= self.ceiling:
+            raise _refusal("attempts", place.retry_after(now, self.window))
         if not trusted and user.count(now, self.window) >= self.ceiling:
             raise _refusal("attempts", user.retry_after(now, self.window))
         if not trusted and self._waiting >= self._concurrency + self.queue:
             raise _refusal("busy", 1)
         pair.pending += 1
         user.pending += 1
-        if not trusted:
+        place.pending += 1
+        if trusted:
+            self._trusted_active += 1
+            self._trusted_done.clear()
+        else:
             self._waiting += 1
         try:
-            async with self._trusted_slots if trusted else self._slots:
-                result = await check()
+            if trusted:
+                async with self._trusted_slots:
+                    result = await check()
+            else:
+                async with self._slots:
+                    # a known user signing in goes first: the CPU is theirs meanwhile
+                    await self._trusted_done.wait()
+                    result = await check()
         except Unauthenticated:
             failed = time.monotonic()
             pair.failures.append(failed)
             user.failures.append(failed)
+            place.failures.append(failed)
             raise
         finally:
             pair.pending -= 1
             user.pending -= 1
-            if not trusted:
+            place.pending -= 1
+            if trusted:
+                self._trusted_active -= 1
+                if not self._trusted_active:
+                    self._trusted_done.set()
+            else:
                 self._waiting -= 1
         pair.failures.clear()
         self._trusted.pop(key, None)
