@@ -65,3 +65,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench startup
 	$(VENV)/bin/python -m bench fanout
 	$(VENV)/bin/python -m bench tasks
+	$(VENV)/bin/python -m bench abuse

@@ -94,6 +94,16 @@ class Throttled(RpcError):
     `details.retry_after_s` says when to try again. 429 over HTTP."""
 
     code = "throttled"
+    # A refusal for too many attempts is answered after this long (holding a connection costs
+    # nothing): a guesser keeping N attempts in flight gets N answers a second, not thousands.
+    # A refusal because the pool is full is answered at once.
+    TARPIT_S = 1.0
+
+    @property
+    def hold_s(self) -> float:
+        """How long the edge (admin API, gateway) holds this refusal before answering."""
+        reason = self.details.get("reason") if isinstance(self.details, dict) else None
+        return self.TARPIT_S if reason == "attempts" else 0.0
 
 
 class UnknownRpc(RpcError):

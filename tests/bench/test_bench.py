@@ -149,3 +149,17 @@ def test_tasks_bench_prints_figures_for_both_sides(mesh_broker_url: str) -> None
             assert all(isinstance(v, int | float) and v > 0 for v in figures.values()), figures
     assert set(report["ratio"]) == {"noop", "sleep10"}
     assert all(isinstance(v, int | float) and v > 0 for v in report["ratio"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_abuse_bench_prints_each_attack_against_its_baseline(mesh_broker_url: str) -> None:
+    report = bench_json("abuse", "--attackers", "5", "--selectors", "10", "--body-mb", "30",
+                        "--repeat", "1", "--url", mesh_broker_url)
+    for attack in ("sign_in_flood", "churn"):
+        figures = report[attack]
+        assert isinstance(figures, dict)
+        assert figures["alone_ms"] > 0 and figures["attacked_ms"] > 0 and figures["ratio"] > 0
+    body = report["big_body"]
+    assert isinstance(body, dict) and body["status"] == 413 and body["growth_mb"] < 20

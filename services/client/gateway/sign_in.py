@@ -4,6 +4,7 @@ closed."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -24,6 +25,8 @@ async def sign_in(connection: DeviceConnection, request_id: RequestId, frame: Fr
     try:
         token, identity = await _authenticate(connection, frame)
     except (Unauthenticated, Throttled) as exc:
+        if isinstance(exc, Throttled):
+            await asyncio.sleep(exc.hold_s)
         connection.failed_sign_ins += 1
         if connection.failed_sign_ins < connection.limits.max_failed_sign_ins:
             raise

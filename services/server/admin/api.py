@@ -4,6 +4,7 @@ invoke RPCs)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +183,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                 body.username, body.password, lifetime=body.lifetime_s, where="admin",
                 address=request.client.host if request.client else None)
         except Throttled as exc:
+            await asyncio.sleep(exc.hold_s)
             details = exc.details or {}
             raise error(429, "throttled", exc.message, details, headers={
                 "Retry-After": str(details.get("retry_after_s", 1))}) from None
