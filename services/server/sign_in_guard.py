@@ -129,7 +129,11 @@ class SignInGuard:
         return result
 
 
-def _get(tallies: dict[T, _Tally], key: T) -> _Tally:  # type: ignore[misc]
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _get(tallies: dict[K, _Tally], key: K) -> _Tally:
     tally = tallies.get(key)
     if tally is None:
         _bound(tallies)
@@ -137,7 +141,7 @@ def _get(tallies: dict[T, _Tally], key: T) -> _Tally:  # type: ignore[misc]
     return tally
 
 
-def _bound(entries: dict[T, object]) -> None:  # type: ignore[misc]
+def _bound(entries: dict[K, V]) -> None:
     """Keep at most MAX_TRACKED entries: the oldest idle one goes (dicts keep insertion
     order; one with attempts in flight is kept)."""
     if len(entries) < MAX_TRACKED:
