@@ -67,3 +67,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m bench tasks
 	$(VENV)/bin/python -m bench shell
 	$(VENV)/bin/python -m bench memory
+	$(VENV)/bin/python -m bench abuse

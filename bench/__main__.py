@@ -14,7 +14,7 @@ from typing import Protocol
 
 from aiormq.exceptions import AMQPConnectionError
 
-from bench import cluster, fanout, memory, notify, rpc, shell, startup, tasks
+from bench import abuse, cluster, fanout, memory, notify, rpc, shell, startup, tasks
 from bench.broker import default_url, display_url
 from bench.procs import ServerFailed, install_sigterm_handler
 
@@ -28,7 +28,8 @@ class Benchmark(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-BENCHMARKS: tuple[Benchmark, ...] = (rpc, startup, fanout, notify, tasks, cluster, memory, shell)
+BENCHMARKS: tuple[Benchmark, ...] = (rpc, startup, fanout, notify, tasks, cluster, memory, shell,
+                                     abuse)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from bench.stats import percentile
 from mesh.admin_credentials import admin_token
 from mesh.bus.rabbitmq import RabbitTransport
 from mesh.config import MeshSettings
+from mesh.identity import ADMIN_TOKEN_USER
 from mesh.log import configure_logging
 from services.server import ServerService
 
@@ -133,7 +134,8 @@ async def mesh_side(url: str) -> AsyncIterator[tuple[ServerService, str, str]]:
     port = free_port()
     env = {**os.environ, "MESH_BROKER_URL": url, "MESH_EXCHANGE": exchange,
            "MESH_CLIENT_PORT": str(port), "MESH_LOG_LEVEL": "WARNING",
-           "MESH_DATA_DIR": str(data / "client"), "MESH_DEVICE_MAX_SUBSCRIPTIONS": "10"}
+           "MESH_DATA_DIR": str(data / "client"), "MESH_DEVICE_MAX_SUBSCRIPTIONS": "10",
+           "MESH_DEVICE_MAX_CONNECTIONS_PER_ADDRESS": "100000"}
     try:
         with server_process("client service", [sys.executable, "-m", "mesh", "run", "client"],
                             env) as client:
@@ -232,9 +234,11 @@ async def baseline_row(count: int, notifies: int, payload: str) -> dict[str, Any
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows, baseline = [], []
     async with mesh_side(args.url) as (server, ws_url, _):
-        caller = TutorialContract(server.rpc_caller)
-        for index in range(args.rows):
-            await caller.add_string_int(StringIntFields(string1=f"row {index}", int1=index))
+        for index in range(args.rows):  # as the admin does: the rows need a permission
+            await server.rpc_caller.call(
+                TutorialContract.add_string_int,
+                StringIntFields(string1=f"row {index}", int1=index), caller="cli",
+                user=ADMIN_TOKEN_USER, session=server.identity.admin_session)
         provider = server.observables.provider(TutorialContract.string_ints)
         assert provider is not None
         snapshot = await provider.snapshot(TutorialContract.string_ints.selector())

@@ -24,6 +24,7 @@ from mesh.names import SERVICE_KINDS
 
 PLATFORM_CONTRACTS: tuple[type[Contract], ...] = (
     PlatformContract, IdentityContract, NotificationsContract, WebhookContract)
+CLI = "cli"  # `mesh call`, `mesh tasks` and scripts (mesh.connect): a broker user of their own
 HEX = "[0-9a-f]+"  # no {n} quantifiers: RabbitMQ expands {…} in topic permissions
 
 
@@ -89,20 +90,26 @@ def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list
     task_queues = [f"{e}\\.task\\.{t}" for t in tasks] + [f"{e}\\.task-dead"]
     task_bindings = [f"task\\.{t}" for t in tasks] + ["task-dead\\.\\#"]
     acls = []
-    for kind in SERVICE_KINDS:
+    for kind in (*SERVICE_KINDS, CLI):
         me = instance_word(kind)
         served = sorted({c.plugin for c in calls if c.service == kind})
         queues = [f"{e}\\.rpc\\.{kind}\\.{re.escape(p)}" for p in served]
-        queues += [f"{e}\\.control\\.{me}", f"{e}\\.task-results\\.{me}", *task_queues]
+        queues += [f"{e}\\.task-results\\.{me}", *task_queues]
         bindings = [f"rpc\\.{kind}\\.{re.escape(p)}\\.\\*" for p in served]
-        bindings += ["control\\.\\#", *task_bindings]
+        bindings += task_bindings
         sends = [re.escape(c.key) for c in calls if c.callers is None or kind in c.callers]
-        sends += [f"heartbeat\\.{kind}\\.{me}"] + [f"task\\.{t}" for t in tasks]
+        sends += [f"task\\.{t}" for t in tasks]
+        if kind != CLI:  # a service: control messages, heartbeats
+            queues.append(f"{e}\\.control\\.{me}")
+            bindings.append("control\\.\\#")
+            sends.append(f"heartbeat\\.{kind}\\.{me}")
         exchanges = [e]
         if kind == "server":
             queues += [f"{e}\\.heartbeats\\.{me}", f"{e}\\.obsctl\\.{me}", f"{e}\\.task-state"]
             bindings += ["heartbeat\\.\\#", "obsctl\\.watch\\.\\#", "task-state\\.\\#"]
             sends += ["control\\.[a-z0-9_.-]+", "obsctl\\.hello"]
+            # the admin API's invokes are "cli" calls made by the server for a signed-in person
+            sends += [re.escape(c.key) for c in calls if c.callers and CLI in c.callers]
             sends += [f"obs\\.{t}\\.{HEX}" for t in topics]
         if kind == "client":
             queues += [f"{e}\\.obs\\.{me}"]

@@ -140,6 +140,25 @@ class MeshSettings(BaseSettings):
         description="How long a client service trusts a token check without asking again: "
         "the longest a missed revocation or permission change can take to apply.",
     )
+    sign_in_allowance: int = Field(
+        default=5, ge=1, le=1000,
+        description="Wrong passwords one address may try for one username within "
+        "MESH_SIGN_IN_WINDOW_S before its sign-ins are refused (`throttled`); attempts in "
+        "flight count.")
+    sign_in_ceiling: int = Field(
+        default=100, ge=1, le=100_000,
+        description="Wrong passwords for one username from all addresses within the window, "
+        "after which only addresses the user signed in from before may try.")
+    sign_in_window_s: float = Field(
+        default=300.0, gt=0, le=86_400,
+        description="The window the sign-in allowance and ceiling count in (seconds).")
+    sign_in_concurrency: int = Field(
+        default=2, ge=1, le=256,
+        description="Password checks the server runs at once (each hashes: CPU and memory).")
+    sign_in_queue: int = Field(
+        default=16, ge=0, le=10_000,
+        description="Sign-ins that may wait for a check; past that they are refused at once "
+        "(`throttled`, reason `busy`; 429 over HTTP).")
     admin_url: str | None = Field(
         default=None, description="Where `mesh call` finds the admin API when no broker is set.")
     tls_cert_file: Path | None = Field(
@@ -156,6 +175,29 @@ class MeshSettings(BaseSettings):
         default=64 * 1024, gt=0, description="The largest WebSocket frame a device may send.")
     device_max_subscriptions: int = Field(
         default=200, gt=0, description="Subscriptions one device connection may hold.")
+    device_sign_in_deadline_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="A device connection not signed in this long after it opened is closed "
+        "(`sign_in_deadline`).")
+    device_max_connections_per_address: int = Field(
+        default=256, gt=0,
+        description="Device connections one address may hold open at once; past it a new one "
+        "is closed at once (`too_many_connections`). Benchmarks opening thousands of devices "
+        "from one address raise it.")
+    device_max_upstream_per_connection: int = Field(
+        default=400, gt=0,
+        description="Distinct selectors one device connection may have the client service "
+        "watch upstream within MESH_OBSERVABLE_LINGER (subscribed or lately unsubscribed).")
+    device_max_upstream_per_user: int = Field(
+        default=1000, gt=0,
+        description="The same, for all the connections of one user.")
+    device_max_upstream: int = Field(
+        default=50_000, gt=0,
+        description="Selectors the client service's topic cache may watch upstream at once.")
+    device_max_in_flight: int = Field(
+        default=64, gt=0,
+        description="Requests one device connection may have in flight at once; past it a "
+        "request is refused (`too_many_requests`).")
     tracing: bool = Field(
         default=False, description="Trace every call, task and device request with "
         "OpenTelemetry (the `tracing` extra), exported over OTLP/HTTP; the OTEL_* variables "

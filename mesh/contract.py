@@ -141,8 +141,10 @@ class Topic(Generic[SelT, PayT]):
 
     def __post_init__(self) -> None:
         # The current value is fetched like an RPC of the same name, served by the server.
+        # Only the client service's cache fetches it (for every device it serves, so with
+        # no user): its callers name the client, which lets it past the serving side's check.
         self.snapshot = Rpc(self.selector, TopicSnapshot[self.payload],  # type: ignore[name-defined]
-                            "server", None, self.timeout, (), self.doc,
+                            "server", frozenset({"client"}), self.timeout, (), self.doc,
                             permission=self.permission)
 
     @property

@@ -88,6 +88,24 @@ class Forbidden(RpcError):
     code = "forbidden"
 
 
+class Throttled(RpcError):
+    """Too many sign-in attempts for this address and username, or for the username from
+    everywhere (`details.reason` "attempts"), or too many sign-ins at once ("busy");
+    `details.retry_after_s` says when to try again. 429 over HTTP."""
+
+    code = "throttled"
+    # A refusal for too many attempts is answered after this long (holding a connection costs
+    # nothing): a guesser keeping N attempts in flight gets N answers a second, not thousands.
+    # A refusal because the pool is full is answered at once.
+    TARPIT_S = 1.0
+
+    @property
+    def hold_s(self) -> float:
+        """How long the edge (admin API, gateway) holds this refusal before answering."""
+        reason = self.details.get("reason") if isinstance(self.details, dict) else None
+        return self.TARPIT_S if reason == "attempts" else 0.0
+
+
 class UnknownRpc(RpcError):
     """The serving instance has no handler for this RPC (a key no queue is bound to is
     `Unavailable` instead: the broker cannot tell a missing plugin from a stopped one)."""
@@ -154,6 +172,7 @@ BUILTIN_ERRORS: dict[str, type[RpcError]] = {
         InvalidReply,
         NotAllowed,
         Unauthenticated,
+        Throttled,
         Forbidden,
         UnknownRpc,
         InternalError,

@@ -91,6 +91,14 @@ class IdentityApi(abc.ABC):
     async def verify(self, token: str) -> Identity:
         """Who holds `token`, with their permissions as they are now."""
 
+    async def session(self, digest: str) -> Identity:
+        """Who holds the token whose `token_digest` is `digest`, as `verify` answers for the
+        token itself: how services check the session a call is made for without ever seeing
+        the token. A provider that stores no digests may leave this out: the server then
+        answers for the tokens it has seen signed in or verified since it started (so with
+        several servers, a session one of them never saw is refused)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def sign_out(self, token: str) -> None:
         """Revoke `token` (a token that is already gone is no error)."""

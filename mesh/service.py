@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 import structlog
 from packaging.utils import canonicalize_name
 
+from contracts.identity import IdentityContract, SessionRequest
 from contracts.platform import (
     Heartbeat,
     HookGrants,
@@ -39,10 +40,18 @@ from mesh.contract import Contract, Empty
 from mesh.control import ControlChannel
 from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
+from mesh.identity import Identity, Invalidation
 from mesh.invoke import Middleware
 from mesh.log import set_plugin_level
 from mesh.middleware import default_middleware
-from mesh.names import HOOKS_KEY, STATE_KEY, heartbeat_key, log_level_key, removed_key
+from mesh.names import (
+    HOOKS_KEY,
+    INVALIDATE_KEY,
+    STATE_KEY,
+    heartbeat_key,
+    log_level_key,
+    removed_key,
+)
 from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import HookLink
@@ -50,6 +59,7 @@ from mesh.plugin.host import PluginHost
 from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
 from mesh.rpc.caller import RpcCaller
+from mesh.serving_acl import ServingAcl
 from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
@@ -113,6 +123,11 @@ class Service:
             binders=self.binder_kinds(),
             database=self.database,
         )
+        # Permissions where the work runs (mesh/serving_acl.py): always in the chain, whatever
+        # middleware the service was given, and before the plugins' hooks see the input.
+        self.acl = ServingAcl(self.resolve_session, ttl=settings.identity_cache_seconds,
+                              service=self.kind)
+        self.middleware.append(self.acl)
         # Plugins' hooks: the innermost link, so they run where the handler runs, after the
         # other links (the binders take the chain when a plugin starts, which is later).
         self.hooks = HookLink(self.host)
@@ -122,6 +137,9 @@ class Service:
         self.control.listen(removed_key("*"), PluginRemoved, self.plugin_removed)
         self.control.listen(log_level_key("*"), PluginLogLevel, self._log_level)
         self.control.listen(HOOKS_KEY, HookGrants, self._hook_grants)
+        self.control.listen(INVALIDATE_KEY, Invalidation, self.acl.on_invalidation)
+        # whatever was revoked while the connection was down: ask afresh
+        transport.on_reconnected(lambda: self.acl.invalidate(Invalidation()))
         self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
@@ -226,6 +244,10 @@ class Service:
             return None
         return installed.source
 
+    async def resolve_session(self, digest: str) -> Identity:
+        """Who the session a call is made for is (its token digest): the server answers."""
+        return await IdentityContract(self.rpc_caller).session(SessionRequest(digest=digest))
+
     async def task_record(self, task_id: str) -> TaskRecord:
         """What the servers' task ledger knows of `task_id` (handles rebuilt from an id)."""
         return await PlatformContract(self.rpc_caller).task_state(
@@ -267,6 +289,7 @@ class Service:
     async def start(self) -> None:
         self._reports_metrics = metrics.claim_reporting(self.instance)
         await self.transport.connect()
+        self.acl.authenticate_kinds(self.transport.user, self.kind)
         await self.rpc_caller.start()
         await self.control.start()
         await self.prepare()

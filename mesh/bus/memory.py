@@ -439,8 +439,13 @@ class MemoryBroker:
         self.reply_handlers: dict[str, ReplyHandler] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def connect(self, exchange: str) -> MemoryTransport:
-        return MemoryTransport(self, exchange)
+    def connect(self, exchange: str, user: str | None = None) -> MemoryTransport:
+        """A transport on `exchange`; with `user`, every message it publishes carries it as
+        `user_id`, as RabbitMQ stamps a connection's login (the transport sets it, not the
+        sender)."""
+        transport = MemoryTransport(self, exchange)
+        transport.user = user
+        return transport
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         # A fresh context, as if the consumer were another process: nothing leaks across.
@@ -599,6 +604,7 @@ class MemoryTransport(Transport):
         target = self.exchange if exchange is None else exchange
         if target and target not in self.broker.exchanges:
             raise TransportClosed(f"NOT_FOUND - no exchange '{target}' (the channel closes)")
+        message = replace(message, user_id=self.user)
         routed = self.broker.route(target, _Wire.encode(message, message.routing_key, target))
         if mandatory and not routed:
             raise Unroutable(message.routing_key)
@@ -606,7 +612,7 @@ class MemoryTransport(Transport):
     async def send_reply(self, reply_to: str, message: Message) -> None:
         """Like RabbitMQ's default exchange: to a reply address, or else to the queue so named."""
         self._check()
-        wire = _Wire.encode(message, reply_to)
+        wire = _Wire.encode(replace(message, user_id=self.user), reply_to)
         handler = self.broker.reply_handlers.get(reply_to)
         if handler is not None:
             asyncio.get_running_loop().call_soon(handler, wire.decode())

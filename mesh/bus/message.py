@@ -19,6 +19,9 @@ class Message:
     message_id: str | None = None
     persistent: bool = False
     redelivered: bool = False
+    # The broker user that published it, as the broker vouches for it (AMQP `user_id`, which
+    # RabbitMQ checks against the connection's login): set by the transport, never the sender.
+    user_id: str | None = None
 
     def header(self, name: str) -> str | None:
         """A header as text (AMQP hands strings over as bytes or str), or None when it is

@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import replace
 from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -36,7 +37,12 @@ _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalid
                    ConnectionError, RuntimeError)
 
 
-def _properties(message: Message) -> spec.Basic.Properties:
+def broker_login(url: str) -> str:
+    """The user an AMQP URL logs in as (aio-pika's default: guest)."""
+    return unquote(urlsplit(url).username or "") or "guest"
+
+
+def _properties(message: Message, user: str | None = None) -> spec.Basic.Properties:
     if message.expiration_ms is not None and message.expiration_ms < 0:
         raise ValueError(f"expiration_ms must not be negative, not {message.expiration_ms}")
     return spec.Basic.Properties(
@@ -47,6 +53,7 @@ def _properties(message: Message) -> spec.Basic.Properties:
         expiration=str(message.expiration_ms) if message.expiration_ms is not None else None,
         message_id=message.message_id,
         delivery_mode=2 if message.persistent else 1,
+        user_id=user,
     )
 
 
@@ -64,6 +71,7 @@ def _message(delivered: DeliveredMessage) -> Message:
         message_id=props.message_id,
         persistent=props.delivery_mode == 2,
         redelivered=bool(getattr(delivered.delivery, "redelivered", False)),
+        user_id=props.user_id,
     )
 
 
@@ -247,6 +255,7 @@ class RabbitTransport(Transport):
         # by default a cluster is a URL that lists several nodes.
         self.cluster = len(self.urls) > 1 if cluster is None else cluster
         self._node = 0  # index in self.urls of the node to try first
+        self.user = broker_login(self.urls[0]) if self.urls else None
         self.broker: str | None = None  # the URL of the node connected to
         self.connection_name = connection_name
         self._replies = _ReplyLink(self) if self.cluster else None
@@ -314,6 +323,7 @@ class RabbitTransport(Transport):
                                      error=str(exc) or repr(exc))
                 continue
             self._node, self.broker = index, self.urls[index]
+            self.user = broker_login(self.broker)
             return connection
         assert error is not None
         raise error
@@ -530,7 +540,7 @@ class RabbitTransport(Transport):
     async def publish(
         self, message: Message, *, mandatory: bool = False, exchange: str | None = None
     ) -> None:
-        properties = _properties(message)
+        properties = _properties(message, self.user)
         target = self.exchange if exchange is None else exchange
         await self._ready()
         # Direct reply-to only works on the channel that consumes it: the confirm channel.
@@ -598,7 +608,8 @@ class RabbitTransport(Transport):
             raise TransportClosed("connection lost")
         try:
             await channel.basic_publish(  # fire and forget: the prefetch bounds replies
-                message.body, exchange="", routing_key=reply_to, properties=_properties(message),
+                message.body, exchange="", routing_key=reply_to,
+                properties=_properties(message, self.user),
                 wait=False,
             )
         except _CHANNEL_ERRORS as exc:

@@ -41,6 +41,10 @@ class Transport(abc.ABC):
 
     kind: str
 
+    # The broker user this connection logs in as: every message it publishes carries it as
+    # `user_id`, which the broker checks (None: a transport with no users).
+    user: str | None = None
+
     def __init__(self, exchange: str) -> None:
         self.exchange = exchange
         self._lost_listeners: list[Callable[[], None]] = []

@@ -219,6 +219,7 @@ class RpcBinder(Binder):
         token = _current.set(
             CallInfo(qualname, caller, message.correlation_id, time.monotonic() + budget,
                      message.redelivered, invocation.user or None,
+                     message.header(wire.HEADER_SESSION) if invocation.user else None,
                      key.action_id if key else None, key.base_version if key else None)
         )
         try:

@@ -54,24 +54,29 @@ class RpcCaller:
     async def call(
         self, rpc: Rpc[ReqT, RepT], request: ReqT | dict[str, Any], *,
         timeout: float | None = None, caller: str | None = None, user: str | None = None,
-        headers: dict[str, Any] | None = None,
+        session: str | None = None, headers: dict[str, Any] | None = None,
     ) -> RepT:
         """Call `rpc`; `caller` names who calls when it is not this service itself (the admin
         API calls on a person's behalf as "cli"); `user` names the signed-in person or device
         the call is made for (a handler sees it in `current_call().user`; calls it makes pass
-        it on). `headers` travel with the request (an action's id: mesh/rpc/once.py)."""
+        it on), and `session` that user's session by its token digest, which the serving side
+        checks is live (mesh/serving_acl.py). `headers` travel with the request (an action's id:
+        mesh/rpc/once.py)."""
         where = {"rpc": rpc.qualname, "service": rpc.service, "plugin": rpc.plugin}
         request = coerce(rpc.request, request, what=f"the request of {rpc.qualname}", **where)
         budget = rpc.timeout if timeout is None else timeout
         parent = current_call()
         if parent is not None:
             budget = min(budget, parent.remaining())
-            user = user or parent.user
+            if not user:
+                user, session = parent.user, parent.session
         caller = caller or self.caller
         headers = {**(headers or {}), wire.HEADER_CALLER: caller,
                    wire.HEADER_TIMEOUT_MS: max(1, math.ceil(budget * 1000))}
         if user:
             headers[wire.HEADER_USER] = user
+            if session:
+                headers[wire.HEADER_SESSION] = session
         outgoing = Outgoing("rpc", rpc, request, caller, headers, time.monotonic() + budget)
         return cast(RepT, await self._send(outgoing))
 

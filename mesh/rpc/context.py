@@ -15,6 +15,7 @@ class CallInfo:
     deadline: float  # time.monotonic() value
     redelivered: bool = False
     user: str | None = None  # the signed-in person or device the call is made for
+    session: str | None = None  # that user's session (its token digest), passed on with it
     action_id: str | None = None  # an action's client-made id, when it has one
     base_version: int | None = None  # the version of the data an action was based on
 

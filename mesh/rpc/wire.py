@@ -18,6 +18,8 @@ CONTENT_TYPE = "application/json"
 HEADER_CALLER = "x-mesh-caller"
 HEADER_TIMEOUT_MS = "x-mesh-timeout-ms"
 HEADER_USER = "x-mesh-user"  # the person or device a call is made for, when there is one
+# the session of that user: its token digest (never the token), checked live where it runs
+HEADER_SESSION = "x-mesh-session"
 HEADER_STATUS = "x-mesh-status"
 # An action pushed with a client-made id, applied at most once per (user, id): docs/devices.md
 HEADER_ACTION_ID = "x-mesh-action-id"

@@ -83,7 +83,7 @@ class Bus:
     def transport(self, name: str = "test") -> Transport:
         transport: Transport
         if self.kind == "memory":
-            transport = self.memory.connect(self.exchange)
+            transport = self.memory.connect(self.exchange, user="guest")  # as RabbitMQ's
         else:
             assert self.url is not None
             transport = RabbitTransport(self.url, self.exchange, connection_name=name,

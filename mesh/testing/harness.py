@@ -21,12 +21,14 @@ from pydantic import BaseModel
 from mesh.admin_credentials import admin_password, admin_token
 from mesh.caller import Caller
 from mesh.contract import Contract
+from mesh.identity import ADMIN_TOKEN_USER
 from mesh.names import SERVICE_KINDS
 from mesh.plugin.discovery import ENTRY_POINT_GROUP, PluginSource, discover
 from mesh.plugin.host import PluginState
 from mesh.plugin.part import PluginPart
 from mesh.rpc.caller import RpcCaller
 from mesh.service import Service
+from mesh.serving_acl import USER_KINDS
 from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.testing.bus import Bus, eventually
 from mesh.testing.devices import Device
@@ -44,6 +46,19 @@ class SettingsKeeper(Protocol):
     async def set_settings(self, plugin: str, values: dict[str, Any]) -> BaseModel: ...
 
     async def grant_hooks(self, plugin: str, granted: bool, by: str) -> str | None: ...
+
+
+class AdminSessions(Protocol):
+    @property
+    def admin_session(self) -> str: ...
+
+
+@runtime_checkable
+class AdminSessionKeeper(Protocol):
+    """The server's identity gate, which knows the admin token's session."""
+
+    @property
+    def identity(self) -> AdminSessions: ...
 
 
 class MeshSetupError(Exception):
@@ -197,9 +212,19 @@ class RunningMesh:
             await device.sign_in(username, password)
         return device
 
-    def stub(self, contract: type[ContractT], *, caller: str = "cli") -> ContractT:
+    def stub(self, contract: type[ContractT], *, caller: str = "cli",
+             as_admin: bool = True) -> ContractT:
         """A typed stub of `contract`: its RPCs are called as `caller` (a service kind, or
-        "cli" as a script calls), and its tasks enqueued."""
+        "cli" as a script calls), and its tasks enqueued. With `as_admin` (the default) and a
+        caller that may act for people (cli, client, server), calls are made for the admin
+        token's user, as the admin API makes them, so entries that need a permission run;
+        `as_admin=False` calls as a bare service does, which the serving side lets run only
+        entries needing no permission or whose `callers` name `caller`."""
+        if as_admin and caller in USER_KINDS:
+            server = self.service("server")
+            assert isinstance(server, AdminSessionKeeper)
+            return contract(self._caller.acting_as(caller, user=ADMIN_TOKEN_USER,
+                                                   session=server.identity.admin_session))
         return contract(self._caller.acting_as(caller))
 
     def part(self, plugin: str, service: str = "server") -> PluginPart:

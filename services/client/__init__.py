@@ -108,6 +108,12 @@ class ClientService(Service):
         self.gateway = Gateway(self.cache, self.rpc_caller, self.device_entries(), GatewayLimits(
             max_frame_bytes=self.settings.device_max_frame_bytes,
             max_subscriptions=self.settings.device_max_subscriptions,
+            sign_in_deadline=self.settings.device_sign_in_deadline_s,
+            max_connections_per_address=self.settings.device_max_connections_per_address,
+            max_in_flight=self.settings.device_max_in_flight,
+            max_upstream_per_connection=self.settings.device_max_upstream_per_connection,
+            max_upstream_per_user=self.settings.device_max_upstream_per_user,
+            max_upstream=self.settings.device_max_upstream,
         ), self.auth, self.tracing.middleware if self.tracing is not None else None,
             allowed_origins=frozenset(
                 o.rstrip("/") for o in self.settings.client_allowed_origins))

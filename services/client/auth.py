@@ -43,10 +43,11 @@ class TokenCache:
             until = min(until, time.monotonic() + (identity.expires_at - time.time()))
         self._entries[digest] = _Cached(identity, until)
 
-    async def sign_in(self, username: str, password: str, lifetime: float | None = None
-                      ) -> Session:
+    async def sign_in(self, username: str, password: str, lifetime: float | None = None,
+                      address: str | None = None) -> Session:
         session = await self.identity_rpcs.sign_in(
-            SignIn(username=username, password=password, lifetime_s=lifetime))
+            SignIn(username=username, password=password, lifetime_s=lifetime,
+                   address=address))
         self._keep(token_digest(session.token), session.identity)
         return session
 

@@ -32,6 +32,7 @@ from mesh.contract import Contract, Empty
 from mesh.directory import ServiceDirectory
 from mesh.errors import PluginError, RpcError
 from mesh.health import local_url
+from mesh.identity import Identity
 from mesh.names import HOOKS_KEY, STATE_KEY, installed_key, settings_key, switch_key
 from mesh.observable.binder import TopicBinder
 from mesh.observable.provider import ObservableServer
@@ -93,6 +94,9 @@ class ServerService(Service):
         self.admin: WebServer | None = None
         self.lifecycle = Lifecycle(self)
         self.ready = False
+
+    async def resolve_session(self, digest: str) -> Identity:
+        return await self.identity.session(digest)
 
     def binder_kinds(self) -> list[BinderKind]:
         return [self.topic_binder, *super().binder_kinds(), self.admin_routes_binder,

@@ -10,24 +10,47 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from contracts.identity import IdentityContract, SignIn, TokenRequest
+from contracts.identity import IdentityContract, SessionRequest, SignIn, TokenRequest
 from mesh import audit
 from mesh.contract import Empty
-from mesh.errors import Unauthenticated, Unavailable
-from mesh.identity import ADMIN_TOKEN_USER, Identity, IdentityApi, Invalidation, Session
+from mesh.errors import Throttled, Unauthenticated, Unavailable
+from mesh.identity import (
+    ADMIN_TOKEN_USER,
+    Identity,
+    IdentityApi,
+    Invalidation,
+    Session,
+    token_digest,
+)
 from mesh.names import INVALIDATE_KEY
 from mesh.rpc.binder import RpcBinder
+from services.server.sign_in_guard import SignInGuard
 
 if TYPE_CHECKING:
     from services.server import ServerService
 
 log = structlog.get_logger("mesh.identity")
+MAX_SEEN_TOKENS = 50_000
 
 
 class IdentityGate:
     def __init__(self, server: ServerService, admin_token: str) -> None:
         self.server = server
         self._admin_token = admin_token.encode()
+        self._admin_digest = token_digest(admin_token)
+        settings = server.settings
+        self.guard = SignInGuard(
+            allowance=settings.sign_in_allowance, ceiling=settings.sign_in_ceiling,
+            window=settings.sign_in_window_s, concurrency=settings.sign_in_concurrency,
+            queue=settings.sign_in_queue)
+        # for providers that cannot look a session up by digest: the tokens seen, bounded
+        self._seen: dict[str, str] = {}
+
+    @property
+    def admin_session(self) -> str:
+        """The admin token's session, as calls name it (its digest): the testing kit calls
+        for it."""
+        return self._admin_digest
 
     @property
     def provider_name(self) -> str:
@@ -51,13 +74,47 @@ class IdentityGate:
         if secrets.compare_digest(token.encode(), self._admin_token):
             return Identity(user=ADMIN_TOKEN_USER, display_name="the admin token",
                             roles=["admin"], permissions=["*"])
-        return await self.provider().verify(token)
+        identity = await self.provider().verify(token)
+        self._remember(token)
+        return identity
+
+    def _remember(self, token: str) -> None:
+        if len(self._seen) >= MAX_SEEN_TOKENS:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[token_digest(token)] = token
+
+    async def session(self, digest: str) -> Identity:
+        """Who the session `digest` names (the admin token's digest acts as it does)."""
+        if secrets.compare_digest(digest.encode(), self._admin_digest.encode()):
+            return await self.authenticate(self._admin_token.decode())
+        provider = self.provider()
+        try:
+            return await provider.session(digest)
+        except NotImplementedError:
+            token = self._seen.get(digest)
+            if token is None:
+                raise Unauthenticated("unknown session", details={"reason": "unknown"}) from None
+            return await provider.verify(token)
+
+    async def attempt(self, username: str, password: str, *, lifetime: float | None,
+                      address: str | None) -> Session:
+        """The provider's sign-in, if the guard lets this attempt through now."""
+        provider = self.provider()
+        session = await self.guard.attempt(
+            address, username, lambda: provider.sign_in(username, password, lifetime=lifetime))
+        self._remember(session.token)
+        return session
 
     async def sign_in(self, username: str, password: str, *, lifetime: float | None = None,
-                      where: str, **context: object) -> Session:
+                      where: str, address: str | None = None, **context: object) -> Session:
         """Sign in through the provider; every attempt goes to the audit log."""
         try:
-            session = await self.provider().sign_in(username, password, lifetime=lifetime)
+            session = await self.attempt(username, password, lifetime=lifetime,
+                                         address=address)
+        except Throttled:
+            audit.signed_in(who=username, where=where, outcome="throttled", address=address,
+                            **context)
+            raise
         except Unauthenticated:
             audit.signed_in(who=username, where=where, outcome="refused", **context)
             raise
@@ -97,15 +154,19 @@ class IdentityGate:
         endpoint.add(IdentityContract.sign_in, self._sign_in)
         endpoint.add(IdentityContract.verify, self._verify)
         endpoint.add(IdentityContract.sign_out, self._sign_out)
+        endpoint.add(IdentityContract.session, self._session)
 
     # The client service writes the audit lines of its devices (it knows where they are).
 
     async def _sign_in(self, request: SignIn) -> Session:
-        return await self.provider().sign_in(request.username, request.password,
-                                             lifetime=request.lifetime_s)
+        return await self.attempt(request.username, request.password,
+                                  lifetime=request.lifetime_s, address=request.address)
 
     async def _verify(self, request: TokenRequest) -> Identity:
         return await self.authenticate(request.token)
+
+    async def _session(self, request: SessionRequest) -> Identity:
+        return await self.session(request.digest)
 
     async def _sign_out(self, request: TokenRequest) -> Empty:
         if not secrets.compare_digest(request.token.encode(), self._admin_token):

@@ -212,3 +212,17 @@ def test_memory_bench_reports_every_process_beside_a_bare_one(mesh_broker_url: s
     for name, row in processes.items():
         assert floor < row["bare_mb"] < row["resident_mb"], (name, row)
         assert row["libraries"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(300)
+def test_abuse_bench_prints_each_attack_against_its_baseline(mesh_broker_url: str) -> None:
+    report = bench_json("abuse", "--attackers", "5", "--selectors", "10", "--body-mb", "30",
+                        "--repeat", "1", "--url", mesh_broker_url)
+    for attack in ("sign_in_flood", "churn"):
+        figures = report[attack]
+        assert isinstance(figures, dict)
+        assert figures["alone_ms"] > 0 and figures["attacked_ms"] > 0 and figures["ratio"] > 0
+    body = report["big_body"]
+    assert isinstance(body, dict) and body["status"] == 413 and body["growth_mb"] < 20

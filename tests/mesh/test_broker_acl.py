@@ -33,6 +33,17 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 KINDS = ("server", "client", "agent", "worker")
 
 
+async def apply_acl(vhost: str, prefix: str, url: str, exchange: str) -> dict[str, str]:
+    """`mesh broker acl --apply`: each kind's URL (cli included), users made for the test."""
+    env = {**os.environ, "MESH_BROKER_URL": url, "MESH_EXCHANGE": exchange}
+    done = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "mesh", "broker", "acl", "--apply", "--json", "--vhost", vhost,
+        "--prefix", prefix], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    urls: dict[str, str] = json.loads(done.stdout)["created"]
+    return urls
+
+
 def agent_acl() -> Any:
     return next(a for a in broker_acl(build_catalog(PluginSet.installed()), exchange="mesh")
                 if a.kind == "agent")
@@ -91,7 +102,7 @@ async def mesh_under_acl(vhost: tuple[str, str], mesh_broker_url: str, tmp_path:
         "--prefix", prefix], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     urls = json.loads(done.stdout)["created"]
-    assert set(urls) == set(KINDS)
+    assert set(urls) == {*KINDS, "cli"}
     services: list[Service] = []
     for kind in KINDS:
         settings = MeshSettings(exchange=exchange, data_dir=tmp_path / "data",
@@ -213,3 +224,72 @@ def test_apply_needs_an_existing_vhost() -> None:
                            "--vhost", f"mesh-none-{uuid.uuid4().hex[:8]}"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "does not exist: create it first" in done.stderr
+
+
+async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_server_process(
+    vhost: tuple[str, str], mesh_broker_url: str, tmp_path: Path,
+) -> None:
+    """The issue's attack against a real server process under `mesh broker acl --apply`: the
+    agent's own broker user publishes tutorial.delete_string_int claiming to be the client
+    acting for the admin, with a live session's digest even; the server refuses it, because
+    the broker vouches (`user_id`) that the agent sent it. A `user_id` the agent writes itself
+    is refused by the broker."""
+    from mesh_tutorial.contract import StringIntFields, TutorialContract
+
+    from mesh.identity import ADMIN_TOKEN_USER, token_digest
+    from mesh.rpc.caller import RpcCaller
+    from tests.processes import MeshProcess
+
+    name, prefix = vhost
+    exchange = "mesh"
+    urls = await apply_acl(name, prefix, mesh_broker_url, exchange)
+    token = uuid.uuid4().hex
+    server = MeshProcess(["run", "server"], tmp_path, "server",
+                         {"MESH_BROKER_URL": urls["server"], "MESH_EXCHANGE": exchange,
+                          "MESH_ADMIN_TOKEN": token})
+    cli = RabbitTransport(urls["cli"], exchange, connection_name="acl-test-cli",
+                          connect_timeout=5, max_backoff=0.5)
+    try:
+        await asyncio.to_thread(server.wait_for_event, "service.started", 60)
+        await cli.connect()
+        caller = RpcCaller(cli, "cli")
+        await caller.start()
+        admin = {"user": ADMIN_TOKEN_USER, "session": token_digest(token)}
+        row = await caller.call(TutorialContract.add_string_int,
+                                StringIntFields(string1="keep", int1=1), **admin)
+
+        async def forge(channel: Any, **properties: Any) -> dict[str, Any]:
+            replies: asyncio.Queue[Any] = asyncio.Queue()
+            reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+            await reply_queue.consume(replies.put, no_ack=True)
+            target = await channel.get_exchange(exchange, ensure=False)
+            await target.publish(aio_pika.Message(
+                json.dumps({"id": row.id}).encode(), reply_to="amq.rabbitmq.reply-to",
+                correlation_id="forged", content_type="application/json", **properties,
+                headers={"x-mesh-caller": "client", "x-mesh-user": ADMIN_TOKEN_USER,
+                         "x-mesh-session": token_digest(token), "x-mesh-timeout-ms": 5000}),
+                routing_key="rpc.server.tutorial.delete_string_int")
+            reply = await asyncio.wait_for(replies.get(), 10)
+            answer: dict[str, Any] = json.loads(reply.body)
+            return answer
+
+        connection = await aio_pika.connect(urls["agent"], timeout=5)
+        try:
+            # no user_id: the broker vouches for no one
+            unsigned = await forge(await connection.channel(publisher_confirms=True))
+            signed = await forge(await connection.channel(publisher_confirms=True),
+                                 user_id=f"{prefix}-agent")
+        finally:
+            await connection.close()
+        assert unsigned["code"] == "not_allowed" and "broker user None" in unsigned["message"]
+        assert signed["code"] == "not_allowed" and f"{prefix}-agent" in signed["message"]
+
+        async def as_server(channel: Any) -> None:
+            await forge(channel, user_id=f"{prefix}-server")
+
+        assert "PRECONDITION_FAILED" in await refused(urls["agent"], as_server)
+        rows = await caller.call(TutorialContract.list_string_ints, {}, **admin)
+        assert [r.id for r in rows.items] == [row.id]  # nothing was deleted
+    finally:
+        await cli.close()
+        await asyncio.to_thread(server.stop)

@@ -83,7 +83,7 @@ def test_actions_and_topics() -> None:
     assert topic.routing_key == "rpc.server.tutorial.string_ints"  # the snapshot RPC
     assert topic.update_key == "obs.tutorial.string_ints.{selectorKey}"
     assert topic.watch_key == "obsctl.watch.tutorial.string_ints"
-    assert topic.callers is None and topic.devices and topic.errors == []
+    assert topic.callers == ["client"] and topic.devices and topic.errors == []
     assert topic.doc == "The StringInt rows, live, ordered by id."
     assert topic.selector.json_schema == StringIntSelector.model_json_schema()
     assert topic.payload.json_schema == StringIntList.model_json_schema()

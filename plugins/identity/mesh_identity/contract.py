@@ -21,9 +21,11 @@ class IdentitySettings(BaseModel):
         description="How long a session token works after sign-in (a sign-in may ask for "
         "less).")
     max_failed_sign_ins: int = Field(
-        default=5, ge=0, le=1000,
+        default=0, ge=0, le=1000,
         description="Wrong passwords in a row after which a user cannot sign in for "
-        "`lockout_s` (0: never locked). Counted on every server and entry point alike.")
+        "`lockout_s` (0, the default: never locked; the platform throttles guessing per "
+        "address, MESH_SIGN_IN_*). Counted on every server and entry point alike; anyone "
+        "can lock a user out with it, and the locked answer says the user exists.")
     lockout_s: int = Field(
         default=300, ge=1, le=24 * 3600,
         description="How long a user stays locked after too many wrong passwords; changing "

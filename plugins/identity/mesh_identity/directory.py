@@ -127,8 +127,11 @@ class Directory(IdentityApi):
             await session.commit()
 
     async def verify(self, token: str) -> Identity:
+        return await self.session(token_digest(token))
+
+    async def session(self, digest: str) -> Identity:
         async with self.ctx.session() as session:
-            row = await session.get(TokenRow, token_digest(token))
+            row = await session.get(TokenRow, digest)
             user = await session.get(UserRow, row.user_id) if row is not None else None
             if row is None or user is None:
                 raise Unauthenticated("unknown token", details={"reason": "unknown"})

@@ -34,11 +34,14 @@ class DeviceConnection:
         self.auth = gateway.auth
         client = websocket.client
         self.address = f"{client.host}:{client.port}" if client else None
+        self.host = client.host if client else None  # sign-ins are throttled by it
         self.subscriptions = Subscriptions(self.limits.max_subscriptions)
+        self.upstream = gateway.quota.connection()  # distinct selectors it asked for lately
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(self.limits.send_queue)
         self.in_flight: set[asyncio.Task[Any]] = set()  # requests in flight, and the session watch
         self.closed = False
         self.token: str | None = None
+        self.session: str | None = None  # the token's digest: how calls name the session
         self.identity: Identity | None = None
         self.failed_sign_ins = 0
         self.locales: list[str] = []  # the device's languages, best first (catalog, notifications)
@@ -54,6 +57,8 @@ class DeviceConnection:
 
     async def run(self) -> None:
         sender = asyncio.get_running_loop().create_task(self._send_forever())
+        deadline = asyncio.get_running_loop().call_later(
+            self.limits.sign_in_deadline, self._sign_in_deadline)
         self.spawn(self._keep_checking())
         try:
             while not self.closed:
@@ -69,6 +74,7 @@ class DeviceConnection:
                     continue
                 dispatch.receive(self, text)
         finally:
+            deadline.cancel()
             self.closed = True
             self.subscriptions.end_all()
             for task in list(self.in_flight):
@@ -76,6 +82,14 @@ class DeviceConnection:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
+
+    def _sign_in_deadline(self) -> None:
+        """Never signed in within the deadline: a connection that only holds a socket."""
+        if self.token is None and not self.signing_in and not self.closed:
+            log.info("gateway.sign_in_deadline", device=self.address)
+            self.error(None, "sign_in_deadline", "no sign-in within "
+                       f"{self.limits.sign_in_deadline:g} s of connecting")
+            self.disconnect("no sign-in in time")
 
     # -- sending --------------------------------------------------------------------------
 
@@ -121,6 +135,7 @@ class DeviceConnection:
     def adopt(self, token: str, identity: Identity) -> None:
         """This connection acts as `identity` now: subscriptions it may not keep are ended."""
         self.token, self.identity = token, identity
+        self.session = token_digest(token)
         self._new_identity.set()
         self._end_forbidden_subscriptions(identity)
 
@@ -129,7 +144,7 @@ class DeviceConnection:
         (`reason`: expired, revoked, ...)."""
         if self.token is None:
             return
-        self.token = self.identity = None
+        self.token = self.identity = self.session = None
         self.subscriptions.end_all()
         if reason is not None:
             self.send({"type": "signed_out", "id": None, "reason": reason})

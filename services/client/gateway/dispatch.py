@@ -56,6 +56,11 @@ def receive(connection: DeviceConnection, text: str) -> None:
         # frames after a sign_in are checked as whoever it signs in
         connection.signing_in = True
         connection.settled.clear()
+    elif len(connection.in_flight) > connection.limits.max_in_flight:  # (+ the session watch)
+        connection.error(request_id, "too_many_requests", "over "
+                         f"{connection.limits.max_in_flight} requests in flight on this "
+                         "connection: wait for answers")
+        return
     connection.spawn(_guarded(connection, handler, request_id, request.frame))
 
 

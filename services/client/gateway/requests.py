@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from mesh.names import observable_key
+from mesh.observable.keys import selector_key
 from mesh.rpc import once
 from mesh.rpc.once import ACTION_ID
 from mesh.validation import field_errors
@@ -44,6 +46,10 @@ async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: 
                          "the selector")
     known = _cached_version(frame.get("version"))
     subscriptions = connection.subscriptions
+    cache = connection.gateway.cache
+    key = observable_key(topic.plugin, topic.name, selector_key(selector))
+    connection.gateway.quota.charge(connection.upstream, identity.user, key,
+                                    upstream=cache.upstream, is_new=key not in cache.entries)
     subscriptions.reserve(request_id, topic)
     values = TopicValues(request_id, topic.qualname, known)
 
@@ -75,6 +81,7 @@ async def action(connection: DeviceConnection, request_id: RequestId, frame: Fra
     connection.permit(identity, entry, "action")
     model = _validate(entry.request, frame.get("payload"), "invalid_action", "the action")
     result = await connection.gateway.rpc.call(entry, model, user=identity.user,
+                                               session=connection.session,
                                                headers=action_headers(frame))
     connection.send({"type": "result", "id": request_id,
                      "result": result.model_dump(mode="json")})
@@ -125,5 +132,6 @@ async def call(connection: DeviceConnection, request_id: RequestId, frame: Frame
     rpc = connection.gateway.entries.find(identity, "rpc", frame.get("rpc"))
     connection.permit(identity, rpc, "rpc")
     request = _validate(rpc.request, frame.get("payload"), "invalid_request", "the request")
-    reply = await connection.gateway.rpc.call(rpc, request, user=identity.user)
+    reply = await connection.gateway.rpc.call(rpc, request, user=identity.user,
+                                           session=connection.session)
     connection.send({"type": "result", "id": request_id, "result": reply.model_dump(mode="json")})

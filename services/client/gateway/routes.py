@@ -6,6 +6,7 @@ security headers (`web_security`)."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from importlib import resources
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from mesh.errors import RpcError, Unauthenticated
 from mesh.identity import Identity, Invalidation
+from services.client.gateway import frames
 from services.client.gateway.connection import DeviceConnection
 from services.client.gateway.state import Gateway
 from services.client.gateway.web_security import (
@@ -49,6 +51,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app = FastAPI(title="mesh device gateway", docs_url=None, redoc_url=None)
     add_security_headers(app)
     connections = gateway.connections
+    per_address: Counter[str] = Counter()  # open device connections by client address
     app.state.connections = connections
     auth = gateway.auth
 
@@ -124,11 +127,25 @@ def create_app(gateway: Gateway) -> FastAPI:
         if not origin_allowed(origin, websocket.headers.get("host"), gateway.allowed_origins):
             await websocket.close(code=ORIGIN_REFUSED, reason=refusal_reason(origin))
             return
+        host = websocket.client.host if websocket.client else "?"
+        if per_address[host] >= gateway.limits.max_connections_per_address:
+            await websocket.send_text(frames.encode(frames.error(
+                None, "too_many_connections", "over "
+                f"{gateway.limits.max_connections_per_address} connections from {host}")))
+            await websocket.close(code=POLICY_VIOLATION, reason="too many connections")
+            return
         connection = DeviceConnection(websocket, gateway)
         connections.add(connection)
+        per_address[host] += 1
         try:
             await connection.run()
         finally:
             connections.discard(connection)
+            per_address[host] -= 1
+            if not per_address[host]:
+                del per_address[host]
 
     return app
+
+
+POLICY_VIOLATION = 1008  # WebSocket close code

@@ -4,12 +4,13 @@ closed."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from mesh import audit
-from mesh.errors import Unauthenticated
+from mesh.errors import Throttled, Unauthenticated
 from mesh.identity import Identity
 from services.client.gateway.frames import DeviceError, Frame, RequestId
 
@@ -23,7 +24,9 @@ async def sign_in(connection: DeviceConnection, request_id: RequestId, frame: Fr
     """With a username and password, or with a token from an earlier sign-in."""
     try:
         token, identity = await _authenticate(connection, frame)
-    except Unauthenticated as exc:
+    except (Unauthenticated, Throttled) as exc:
+        if isinstance(exc, Throttled):
+            await asyncio.sleep(exc.hold_s)
         connection.failed_sign_ins += 1
         if connection.failed_sign_ins < connection.limits.max_failed_sign_ins:
             raise
@@ -70,7 +73,7 @@ async def _authenticate(connection: DeviceConnection, frame: Frame) -> tuple[str
                                  or isinstance(lifetime, bool) or not 0 < lifetime < 1e9):
         raise DeviceError("bad_frame", "lifetime_s must be a positive number of seconds")
     try:
-        session = await auth.sign_in(username, password, lifetime)
+        session = await auth.sign_in(username, password, lifetime, connection.host)
     except Unauthenticated:
         audit.signed_in(who=username, where="devices", outcome="refused", device=device,
                         method="password")

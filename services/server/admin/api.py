@@ -4,6 +4,7 @@ invoke RPCs)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +25,7 @@ from mesh.errors import (
     TaskError,
     TaskResultTimeout,
     TaskUnavailable,
+    Throttled,
     Unauthenticated,
     Unavailable,
 )
@@ -210,15 +212,22 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
 
     @api.post("/sign-in", response_model=SessionView, tags=["identity"],
               responses={401: {"model": ErrorBody, "description": "Wrong username or password"},
-                         429: {"model": ErrorBody, "description": "The user is locked after "
-                               "too many wrong passwords (Retry-After says how long)"},
+                         429: {"model": ErrorBody, "description": "Too many attempts for "
+                               "this address and username, too many sign-ins at once "
+                               "(`throttled`), or the user is locked by the identity provider "
+                               "(`locked`); Retry-After says how long"},
                          503: {"model": ErrorBody, "description": "No identity provider runs"}})
     async def sign_in(body: SignInRequest, request: Request) -> SessionView:
         """Sign in with a username and password: a session token for the other routes."""
         try:
             session = await server.identity.sign_in(
                 body.username, body.password, lifetime=body.lifetime_s, where="admin",
-                client=request.client.host if request.client else None)
+                address=request.client.host if request.client else None)
+        except Throttled as exc:
+            await asyncio.sleep(exc.hold_s)
+            details = exc.details or {}
+            raise error(429, "throttled", exc.message, details, headers={
+                "Retry-After": str(details.get("retry_after_s", 1))}) from None
         except Unauthenticated as exc:
             details = exc.details or {}
             if details.get("reason") == "locked":
@@ -645,12 +654,17 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         reply, or its typed error. The RPC's own permission is needed too."""
         rpc = entry(plugin, name, "rpc")
         assert isinstance(rpc, Rpc)
+        if not rpc.allows("cli"):  # what the serving side (and the broker ACL) would refuse
+            raise error(403, "not_allowed", f"{rpc.qualname} may be called only by "
+                        f"{', '.join(sorted(rpc.callers or ()))}, not through the admin API",
+                        {"callers": sorted(rpc.callers or ())})
         try:
             identity.require(rpc.permission, rpc.qualname)
         except Forbidden as exc:
             raise forbidden(identity, exc, rpc.qualname, http) from None
         try:
-            reply = await server.rpc_caller.call(rpc, request, caller="cli", user=identity.user)
+            reply = await server.rpc_caller.call(rpc, request, caller="cli", user=identity.user,
+                                                 session=http.state.session)
         except RpcError as exc:
             code = RPC_STATUS.get(exc.code, status.HTTP_409_CONFLICT)
             return JSONResponse(exc.to_wire(), status_code=code)

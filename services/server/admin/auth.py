@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mesh import audit
 from mesh.errors import Forbidden, Unauthenticated, Unavailable
-from mesh.identity import Identity
+from mesh.identity import Identity, token_digest
 
 if TYPE_CHECKING:
     from services.server.identity import IdentityGate
@@ -55,6 +55,7 @@ class AdminAuth:
                 raise HTTPException(503, {"code": "unavailable", "message": exc.message,
                                           "details": None}) from None
             request.state.identity = identity
+            request.state.session = token_digest(credentials.credentials)
             return identity
 
         self.who = who

@@ -389,7 +389,7 @@ async def test_properties_survive_the_trip(bus: Bus) -> None:
         Message(b"\x00\xffbinary", "props.full", headers=headers, correlation_id="corr-1",
                 reply_to="somewhere", content_type="application/x-custom", message_id="m-1",
                 persistent=True, expiration_ms=60_000),
-        Message(b"{}", "props.plain", content_type=None, redelivered=True),
+        Message(b"{}", "props.plain", content_type=None, redelivered=True, user_id="forged"),
     ]
     for message in sent:
         await sender.publish(message)
@@ -398,8 +398,10 @@ async def test_properties_survive_the_trip(bus: Bus) -> None:
     assert full == Message(
         b"\x00\xffbinary", "props.full", headers=headers, correlation_id="corr-1",
         reply_to="somewhere", content_type="application/x-custom", message_id="m-1",
-        persistent=True, expiration_ms=60_000, redelivered=False,
+        persistent=True, expiration_ms=60_000, redelivered=False, user_id=sender.user,
     )
+    # the transport stamps its own broker user: what the sender wrote is not what arrives
+    assert plain.user_id == sender.user
     assert (plain.headers, plain.correlation_id, plain.reply_to, plain.content_type) == (
         {}, None, None, None)
     assert (plain.persistent, plain.expiration_ms, plain.redelivered) == (False, None, False)

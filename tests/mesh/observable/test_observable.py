@@ -14,7 +14,10 @@ from mesh_tutorial.contract import (
     TutorialContract,
 )
 
+from mesh.caller import Caller
+from mesh.identity import ADMIN_TOKEN_USER
 from mesh.rpc.caller import RpcCaller
+from mesh.tasks.enqueuer import TaskEnqueuer
 from services.client import ClientService
 from services.server import ServerService
 from tests.conftest import Bus, eventually
@@ -46,7 +49,10 @@ async def mesh_of(bus: Bus, db_url: str, **settings: Any) -> tuple[ServerService
     caller = RpcCaller(await bus.connected("caller"), "client")
     await caller.start()
     assert isinstance(server, ServerService) and isinstance(client, ClientService)
-    return server, client, TutorialContract(caller)
+    # the rows change as an administrator changes them: the serving side wants a user
+    admin = Caller(caller, TaskEnqueuer(caller.transport, "client", "caller"), "client",
+                   user=ADMIN_TOKEN_USER, session=server.identity.admin_session)
+    return server, client, TutorialContract(admin)
 
 
 def provider_calls(server: ServerService) -> int:

@@ -12,6 +12,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from mesh.admin_credentials import admin_password
+from mesh.identity import ADMIN_TOKEN_USER
 from services.client import ClientService
 from tests.browser import browser, cells, policy_violations, sign_in, wait_for, wait_on_shell
 from tests.conftest import Bus
@@ -126,7 +127,9 @@ async def test_sign_in_refused_forbidden_and_sign_out_on_the_page(memory_bus: Bu
     directory = server.identity.provider()  # type: ignore[attr-defined]
     await directory.put_role(Role(name="watcher", permissions=["tutorial/rows/view"]))
     await directory.put_user(PutUser(username="wendy", password="only-watching", roles=["watcher"]))
-    await TutorialContract(server.caller).add_string_int(StringIntFields(string1="row", int1=1))
+    as_admin = server.caller.acting_as(  # type: ignore[attr-defined]
+        "server", user=ADMIN_TOKEN_USER, session=server.identity.admin_session)
+    await TutorialContract(as_admin).add_string_int(StringIntFields(string1="row", int1=1))
     await memory_bus.service("client", client_port=port)
     page, _ = pages
 

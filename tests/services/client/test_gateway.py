@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from mesh.identity import ADMIN_TOKEN_USER
 from mesh.plugin.discovery import discover
 from services.client import ClientService
 from tests.conftest import fixture_source
@@ -197,7 +198,8 @@ async def test_the_documented_device_frames_are_understood(gateway: Gateway) -> 
 
     caller = RpcCaller(await gateway.bus.connected("seed"), "client")
     await caller.start()
-    await TutorialContract(caller).add_string_int(StringIntFields(string1="a", int1=1))
+    await caller.call(TutorialContract.add_string_int, StringIntFields(string1="a", int1=1),
+                      user=ADMIN_TOKEN_USER, session=gateway.server.identity.admin_session)
     device = await gateway.device()
     for frame in doc_frames("### Device → gateway"):
         answer = await device.answer(frame)
