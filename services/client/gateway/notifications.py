@@ -27,7 +27,7 @@ from contracts.notifications import (
 from mesh.identity import Identity
 from services.client.gateway.frames import DeviceError, Frame, RequestId
 from services.client.gateway.requests import validate
-from services.client.gateway.screens import wanted_locales
+from services.ui.screens import wanted_locales
 
 if TYPE_CHECKING:
     from services.client.gateway.connection import DeviceConnection
