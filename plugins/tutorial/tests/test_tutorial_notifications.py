@@ -11,15 +11,16 @@ from mesh_tutorial.contract import StringIntChange, StringIntFields, TutorialCon
 
 from mesh.notification import template_fields
 from mesh.testing import RunningMesh
-from tests.devices import Device, of
+from mesh.testing.devices import Device, of
 
-pytestmark = pytest.mark.mesh_plugins("tutorial", "identity")  # signs devices in
+pytestmark = pytest.mark.mesh_plugins("tutorial")  # mesh_device brings identity
 
 UI = Path(__file__).parents[1] / "mesh_tutorial" / "ui"
 
 
 async def test_crossing_the_threshold_tells_the_followers(mesh: RunningMesh,
-                                                         device: Device) -> None:
+                                                         mesh_device: Device) -> None:
+    device = mesh_device
     await mesh.set_settings("tutorial", int1_threshold=10)
     tutorial = mesh.stub(TutorialContract)
     row = await tutorial.add_string_int(StringIntFields(string1="pump", int1=8))
