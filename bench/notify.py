@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from bench.fanout import mesh_side
 from bench.stats import percentile
 from mesh.admin_credentials import admin_token
+from mesh.identity import ADMIN_TOKEN_USER
 from mesh.log import configure_logging
 from mesh.notification import to_followers, to_users
 from mesh.platform.models import SCHEMA, NotificationRecipientRow
@@ -107,8 +108,9 @@ async def rows_written(server: ServerService, notification_id: int) -> int:
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     async with mesh_side(args.url) as (server, ws_url, _):
-        stub = TutorialContract(server.rpc_caller)
-        row = await stub.add_string_int(StringIntFields(string1="pump", int1=1))
+        row = await server.rpc_caller.call(  # as the admin does: the rows need a permission
+            TutorialContract.add_string_int, StringIntFields(string1="pump", int1=1),
+            caller="cli", user=ADMIN_TOKEN_USER, session=server.identity.admin_session)
         ctx = server.host.records["tutorial"].ctx
         assert ctx is not None
         provider = server.observables.provider(TutorialContract.string_ints)
