@@ -6,6 +6,7 @@ security headers (`web_security`)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from importlib import resources
 from typing import Any
@@ -39,7 +40,9 @@ def _service_worker() -> str:
     digest = hashlib.sha256()
     for name in sorted(["index.html", "sw.js", *SHELL_FILES]):
         digest.update(_static(name).encode())
-    return _static("sw.js").replace("__VERSION__", digest.hexdigest()[:16])
+    files = ", ".join(json.dumps(f"/{name}") for name in sorted(SHELL_FILES))
+    return (_static("sw.js").replace("__VERSION__", digest.hexdigest()[:16])
+            .replace('"__SHELL_FILES__"', files))
 
 
 def _bearer(request: Request) -> str | None:

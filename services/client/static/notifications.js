@@ -134,5 +134,7 @@ export function notificationCentre(mesh, {button, panel, getLocale, report}) {
     if (!panel.hidden) renderPanel().catch(report);
   });
   showCount();
-  return {refresh: () => refresh().catch(report), clear};
+  // Offline is not an error here: the list is asked for again once the gateway is back.
+  const quietly = (error) => { if (error?.code !== "disconnected") report(error); };
+  return {refresh: () => refresh().catch(quietly), clear};
 }

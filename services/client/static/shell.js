@@ -216,6 +216,7 @@ mesh.onStatus((state) => {
   $("status").textContent = state;
   $("status").className = state;
   if (state === "open" && !mesh.identity) render();
+  if (state === "open" && mesh.identity) centre.refresh(); // back online: what arrived meanwhile
 });
 mesh.onIdentity((identity, reason) => {
   screens = null;

@@ -1,13 +1,13 @@
 // sw.js — the device shell's service worker (docs/devices.md, Offline): a device that was
 // online once opens the shell, and the plugin screens it has opened, with no network.
-// The client service serves this file with VERSION set to a hash of the shell's files, so a
-// changed shell installs a new worker and a new cache. A plugin's files have versioned URLs
+// The client service serves this file with VERSION set to a hash of the shell's files and
+// SHELL listing them, so a changed shell installs a new worker and a new cache. A plugin's files have versioned URLs
 // (/plugins/<name>/@<hash>/...): an upgraded plugin's are new URLs, and the page tells the
 // worker which versions its catalog still lists, so the old ones are dropped.
 
 const VERSION = "__VERSION__";
 const CACHE = `mesh-shell-${VERSION}`;
-const SHELL = ["/", "/shell.js", "/shell.css", "/mesh.js", "/offline.js"];
+const SHELL = ["/", "__SHELL_FILES__"]; // the client service lists every file of the shell
 const VERSIONED = /^\/plugins\/[^/]+\/@[^/]+\//;
 
 self.addEventListener("install", (event) => {

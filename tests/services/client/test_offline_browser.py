@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from selenium.webdriver.common.by import By
 
 from mesh.admin_credentials import admin_password
+from mesh.identity import ADMIN_TOKEN_USER
 from mesh.plugin.discovery import discover
 from mesh.rpc.once import ActionKey
 from services.server import ServerService
@@ -102,7 +103,9 @@ async def mesh_with_a_row(bus: Bus, port: int) -> tuple[ServerService, int]:
 
     server = await bus.service("server", sources=sources())
     assert isinstance(server, ServerService)
-    added = await TutorialContract(server.caller).add_string_int(
+    as_admin = server.caller.acting_as("cli", user=ADMIN_TOKEN_USER,
+                                       session=server.identity.admin_session)
+    added = await TutorialContract(as_admin).add_string_int(
         StringIntFields(string1="field", int1=0))
     await bus.service("client", client_port=port, sources=sources())
     return server, added.id
