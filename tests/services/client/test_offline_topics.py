@@ -68,6 +68,12 @@ async def test_the_service_worker_and_offline_store_are_served_with_the_page_hea
     assert "script-src 'self'" in worker.headers["content-security-policy"]
     assert "__VERSION__" not in worker.text and 'const VERSION = "' in worker.text
     assert again.text == worker.text  # the version is the shell's files', not the moment's
+    from services.client.gateway.web_security import SHELL_FILES
+
+    # every file the shell loads is kept for offline, notifications.js and offline.js too
+    assert "__SHELL_FILES__" not in worker.text
+    for name in SHELL_FILES:
+        assert f'"/{name}"' in worker.text, name
     assert "export class OfflineStore" in store.text
 
 
