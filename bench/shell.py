@@ -44,10 +44,13 @@ from mesh.testing.browser import available, browser, sign_in, wait_for
 from mesh.testing.bus import Bus
 from mesh.testing.devices import Device
 from mesh.testing.harness import select_plugins
+from services.client.gateway.web_security import SHELL_FILES as SERVED_SHELL_FILES
 
 NAME = "shell"
 HELP = "the device shell: its gzip size, and screen render time in Chromium against a bare page"
-SHELL_FILES = ("index.html", "shell.js", "shell.css", "mesh.js")
+# Every file of the shell a device loads before any plugin screen: the page, what the client
+# service serves as the shell (its scripts and style), and the service worker
+SHELL_FILES = ("index.html", *sorted(SERVED_SHELL_FILES), "sw.js")
 AIM_KB = 60
 AIM_SWITCH_OVER_BARE = 1.5
 SCREEN = "tutorial/string_ints"
@@ -142,6 +145,7 @@ def bare_files(client_port: int) -> dict[str, tuple[bytes, str]]:
         "/bare.html": (BARE_HTML.encode(), "text/html; charset=utf-8"),
         "/bare.js": ((BARE_JS % {"ws": ws}).encode(), js),
         "/mesh.js": (static.joinpath("mesh.js").read_bytes(), js),
+        "/offline.js": (static.joinpath("offline.js").read_bytes(), js),  # mesh.js imports it
         "/string_ints.js": (ui.joinpath("string_ints.js").read_bytes(), js),
         "/en.json": (ui.joinpath("i18n", "en.json").read_bytes(), "application/json"),
     }

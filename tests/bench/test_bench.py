@@ -189,7 +189,9 @@ def test_shell_bench_prints_size_and_times() -> None:
     report = json.loads(done.stdout)
     assert set(report) == {"rows", "repeat", "size", "times", "aim_switch_over_bare"}
     size = report["size"]
-    assert set(size["files"]) == {"index.html", "shell.js", "shell.css", "mesh.js"}
+    from services.client.gateway.web_security import SHELL_FILES
+
+    assert set(size["files"]) == {"index.html", "sw.js", *SHELL_FILES}
     assert size["gzip_bytes"] == sum(f["gzip_bytes"] for f in size["files"].values())
     assert size["within_aim"], size  # not a timing: the size is the same on any machine
     times = report["times"]
