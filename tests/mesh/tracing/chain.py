@@ -32,6 +32,19 @@ def one(spans: list[Span], name: str, kind: str) -> Span:
     return found[0]
 
 
+# The spans check_chain needs: the slowest to arrive is the served call's, which ends last
+CHAIN = {("call traced.chain", "SERVER"), ("traced.chain", "CLIENT"), ("traced.chain", "SERVER"),
+         ("traced.nested", "CLIENT"), ("traced.nested", "SERVER"),
+         ("enqueue traced.step", "PRODUCER"), ("run traced.step", "CONSUMER")}
+
+
+def chain_complete(spans: list[Span]) -> bool:
+    """Whether every span of the chain has been exported (and both runs of the task)."""
+    seen = {(s.name, s.kind) for s in spans}
+    runs = sum(1 for s in spans if (s.name, s.kind) == ("run traced.step", "CONSUMER"))
+    return seen >= CHAIN and runs >= 2
+
+
 def check_chain(spans: list[Span], device_span_id: str | None) -> dict[str, Span]:
     """The spans of one traced.chain call from a device, by role, after checking the tree:
     device → gateway → server → agent (nested RPC) and worker (the task: a failed first
