@@ -22,6 +22,7 @@ from mesh.bus.message import Delivery, QueueSpec
 from mesh.bus.transport import Consumer, Transport, TransportClosed
 from mesh.names import TASK_STATE_PATTERN, task_state_queue
 from mesh.platform.models import SCHEMA, TaskLedgerRow
+from mesh.platform.purging import purge_forever
 from mesh.storage.database import Database
 from mesh.tasks import wire
 from mesh.tasks.ledger import (
@@ -103,7 +104,8 @@ class TaskLedger:
         await self.transport.declare_queue(ledger_queue_spec(self.transport.exchange))
         self._consumer = await self.transport.consume(
             task_state_queue(self.transport.exchange), self._on_batch, prefetch=PREFETCH)
-        self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
+        self._purger = asyncio.get_running_loop().create_task(purge_forever(
+            self.purge, min(PURGE_EVERY, self.retention), log, "task_ledger"))
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -191,16 +193,6 @@ class TaskLedger:
             await session.commit()
             return int(result.rowcount or 0)
 
-    async def _purge_loop(self) -> None:
-        while True:
-            await asyncio.sleep(min(PURGE_EVERY, self.retention))
-            try:
-                gone = await self.purge()
-            except Exception:
-                log.exception("task_ledger.purge_failed")
-            else:
-                if gone:
-                    log.info("task_ledger.purged", rows=gone)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from mesh.platform.models import (
     NotificationRecipientRow,
     NotificationRow,
 )
+from mesh.platform.purging import purge_forever
 from mesh.storage.database import Database
 
 log = structlog.get_logger("mesh.platform.notifications")
@@ -59,7 +60,8 @@ class NotificationStore:
         self._purger: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
+        self._purger = asyncio.get_running_loop().create_task(purge_forever(
+            self.purge, min(PURGE_EVERY, self.retention), log, "notifications"))
 
     async def stop(self) -> None:
         if self._purger is not None:
@@ -206,13 +208,3 @@ class NotificationStore:
             await session.commit()
             return int(result.rowcount or 0)
 
-    async def _purge_loop(self) -> None:
-        while True:
-            await asyncio.sleep(min(PURGE_EVERY, self.retention))
-            try:
-                gone = await self.purge()
-            except Exception:
-                log.exception("notifications.purge_failed")
-            else:
-                if gone:
-                    log.info("notifications.purged", rows=gone)
