@@ -148,7 +148,7 @@ async def _scenario(urls: list[str], *, node: int, tasks: int, callers: int, wor
             try:
                 await echo(EchoRequest(text="ping"), timeout=CALL_TIMEOUT)
                 calls.append(Call(began, time.monotonic(), True))
-            except MeshError as exc:
+            except Exception as exc:  # anything but a MeshError is a bug: counted, not fatal
                 calls.append(Call(began, time.monotonic(), False, type(exc).__name__))
                 await asyncio.sleep(0.05)
 

@@ -37,6 +37,15 @@ _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalid
                    ConnectionError, RuntimeError)
 
 
+def _lost_with_channel(channel: aiormq.Channel, exc: Exception) -> Exception:
+    """What a publish's confirm failed with: aiormq fails the confirms still awaited on a
+    channel whose connection is closed with a bare `Exception()`; that is a lost connection
+    (the publish may or may not have reached the broker), not a bug to pass up."""
+    if channel.is_closed or type(exc) is Exception:
+        return TransportClosed(str(exc) or "the connection closed before the broker confirmed")
+    return exc
+
+
 def broker_login(url: str) -> str:
     """The user an AMQP URL logs in as (aio-pika's default: guest)."""
     return unquote(urlsplit(url).username or "") or "guest"
@@ -197,17 +206,33 @@ class _ReplyLink:
     RabbitMQ 3.10 crashes the channel of a server that replies to a direct reply-to address
     whose caller was on a node that has just been lost (INTERNAL_ERROR, a connection error,
     from `rabbit_channel:deliver_reply`). On the server's own connection that takes every
-    consumer down with it, and the server reconnects; here it costs only the replies sent on
-    this connection meanwhile, and the next reply opens a new one."""
+    consumer down with it; here it costs only this connection. Replies are confirmed, so one
+    that was on the connection when it went is known: the transport sends it again alone on
+    a second link (`retry`), one at a time, so a reply that crashes a connection again takes
+    only itself down, and the live callers' replies that shared its connection still arrive."""
 
-    def __init__(self, transport: RabbitTransport) -> None:
+    def __init__(self, transport: RabbitTransport, suffix: str = "replies") -> None:
         self.transport = transport
-        self.name = f"{transport.connection_name}-replies"
+        self.name = f"{transport.connection_name}-{suffix}"
         self._connection: AbstractConnection | None = None
         self._channel: aiormq.Channel | None = None
         self._opening: asyncio.Lock = asyncio.Lock()
 
-    async def channel(self) -> aiormq.Channel:
+    async def publish(self, reply_to: str, message: Message) -> None:
+        """Send a reply and wait for the broker's confirm; TransportClosed if it may be lost."""
+        channel = await self._open_channel()
+        try:
+            confirm = await channel.basic_publish(
+                message.body, exchange="", routing_key=reply_to,
+                properties=_properties(message, self.transport.user))
+        except _CHANNEL_ERRORS as exc:
+            raise TransportClosed(str(exc) or "connection lost") from exc
+        except Exception as exc:
+            raise _lost_with_channel(channel, exc) from exc
+        if not isinstance(confirm, aiormq.spec.Basic.Ack):
+            raise TransportClosed(f"the broker did not take the reply ({type(confirm).__name__})")
+
+    async def _open_channel(self) -> aiormq.Channel:
         if self._channel is not None and not self._channel.is_closed:
             return self._channel
         async with self._opening:
@@ -223,8 +248,8 @@ class _ReplyLink:
             connection = await aio_pika.connect(
                 url, timeout=self.transport.connect_timeout,
                 client_properties={"connection_name": self.name})
-            plain = await connection.channel(publisher_confirms=False)
-            self._channel = cast(aiormq.Channel, await plain.get_underlay_channel())
+            confirmed = await connection.channel(publisher_confirms=True)
+            self._channel = cast(aiormq.Channel, await confirmed.get_underlay_channel())
         except (OSError, TimeoutError, *_CHANNEL_ERRORS) as exc:
             raise TransportClosed(f"cannot open the replies' connection: {exc}") from exc
         self._connection = connection
@@ -259,6 +284,8 @@ class RabbitTransport(Transport):
         self.broker: str | None = None  # the URL of the node connected to
         self.connection_name = connection_name
         self._replies = _ReplyLink(self) if self.cluster else None
+        self._replies_retry = _ReplyLink(self, "replies-retry") if self.cluster else None
+        self._retrying = asyncio.Lock()  # lost replies are sent again one at a time
         self._last_nack_restart = -math.inf
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
@@ -275,6 +302,11 @@ class RabbitTransport(Transport):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
         self._id_locks: dict[str, asyncio.Lock] = {}
+        # The tasks in a publish, by the connection it went out on: aiormq can leave a publish
+        # waiting for ever on a connection that is gone (its write queue full, its channel
+        # never marked closed), so losing a connection fails the publishes still on it.
+        self._publishing: dict[asyncio.Task[Any], aiormq.Channel] = {}
+        self._failed_publishes: set[asyncio.Task[Any]] = set()
         self.log = log.bind(connection=connection_name)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -402,7 +434,12 @@ class RabbitTransport(Transport):
         if self._closing or not self._connected.is_set():
             return
         self._connected.clear()
+        lost = (self._confirm, self._plain)
         self._confirm = self._plain = None
+        for task, channel in list(self._publishing.items()):
+            if channel in lost:
+                self._failed_publishes.add(task)
+                task.cancel()
         self.log.warning("bus.connection_lost", error=str(exc) if exc else None)
         self._node = (self._node + 1) % len(self.urls)  # that node may be gone: another first
         self._notify_lost()
@@ -441,8 +478,9 @@ class RabbitTransport(Transport):
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*_CHANNEL_ERRORS):
                 await connection.close()
-        if self._replies is not None:
-            await self._replies.close()
+        for link in (self._replies, self._replies_retry):
+            if link is not None:
+                await link.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -565,6 +603,9 @@ class RabbitTransport(Transport):
         self, channel: aiormq.Channel, message: Message,
         properties: spec.Basic.Properties, mandatory: bool, confirmed: bool, exchange: str,
     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._publishing[task] = channel
         try:
             result = await channel.basic_publish(
                 message.body,
@@ -576,6 +617,12 @@ class RabbitTransport(Transport):
                 # to drain as well would cost a loop turn per message for nothing.
                 wait=not confirmed,
             )
+        except asyncio.CancelledError:
+            if task not in self._failed_publishes:
+                raise
+            self._failed_publishes.discard(task)
+            task.uncancel()
+            raise TransportClosed("the connection was lost during the publish") from None
         except aiormq.exceptions.PublishError as exc:
             raise Unroutable(message.routing_key) from exc
         except aiormq.exceptions.DeliveryError as exc:  # a nack
@@ -583,6 +630,11 @@ class RabbitTransport(Transport):
             raise TransportClosed(str(exc) or "the broker refused the message (nack)") from exc
         except _CHANNEL_ERRORS as exc:
             raise TransportClosed(str(exc) or "connection lost") from exc
+        except Exception as exc:
+            raise _lost_with_channel(channel, exc) from exc
+        finally:
+            self._publishing.pop(task, None)
+            self._failed_publishes.discard(task)
         if isinstance(result, spec.Basic.Nack):
             self._nacked()
             raise TransportClosed("the broker refused the message (nack)")
@@ -603,7 +655,14 @@ class RabbitTransport(Transport):
 
     async def send_reply(self, reply_to: str, message: Message) -> None:
         await self._ready()
-        channel = await self._replies.channel() if self._replies is not None else self._plain
+        if self._replies is not None and self._replies_retry is not None:
+            try:
+                await self._replies.publish(reply_to, message)
+            except TransportClosed:
+                async with self._retrying:
+                    await self._replies_retry.publish(reply_to, message)
+            return
+        channel = self._plain
         if channel is None:
             raise TransportClosed("connection lost")
         try:

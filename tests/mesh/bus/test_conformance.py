@@ -1119,6 +1119,130 @@ async def test_on_a_cluster_replies_go_on_a_connection_of_their_own(rabbit_bus: 
 
 
 @pytest.mark.rabbitmq
+async def test_on_a_cluster_a_reply_lost_with_its_connection_is_sent_again_alone(
+        rabbit_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replies are confirmed: one whose connection went before its confirm (another reply on
+    it crashed it, as 3.10 does for a caller on a lost node) is sent again on a second link,
+    one at a time, so it still reaches its live caller; one that fails there too is lost
+    alone, and the replies after it go out as usual."""
+    from mesh.bus.rabbitmq import _ReplyLink
+
+    assert rabbit_bus.url is not None
+    name = f"retry-{rabbit_bus.exchange}"
+    server = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, cluster=True,
+                             connection_name=name, max_backoff=0.2)
+    caller = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange,
+                             connection_name=f"caller-{rabbit_bus.exchange}")
+    rabbit_bus.transports += [server, caller]
+    await server.connect()
+    await caller.connect()
+    replies: list[Message] = []
+    reply_to = await caller.listen_for_replies(replies.append)  # the broker rewrites it
+    sent: list[tuple[str, bytes]] = []
+    real_publish = _ReplyLink.publish
+
+    async def publish(link: _ReplyLink, to: str, message: Message) -> None:
+        sent.append((link.name.rsplit("-", 1)[-1], message.body))
+        if message.body == b"poison" or (message.body == b"lost" and link.name.endswith(
+                "-replies")):
+            raise TransportClosed("connection closed: INTERNAL_ERROR")
+        await real_publish(link, to, message)
+
+    monkeypatch.setattr(_ReplyLink, "publish", publish)
+    requests = f"{rabbit_bus.exchange}.requests"
+    await server.declare_queue(QueueSpec(requests, ("req.*",), exclusive=True))
+    refused: list[bytes] = []
+
+    async def answer(delivery: Delivery) -> None:
+        await delivery.ack()
+        request = delivery.message
+        assert request.reply_to is not None
+        try:
+            await server.send_reply(request.reply_to, Message(request.body, routing_key="",
+                                                              correlation_id="r"))
+        except TransportClosed:
+            refused.append(request.body)
+
+    await server.consume(requests, answer, prefetch=1)
+
+    async def reply(body: bytes) -> None:
+        await caller.publish(Message(body, routing_key="req.x", reply_to=reply_to),
+                             mandatory=True)
+
+    await reply(b"lost")
+    await eventually(lambda: [m.body for m in replies] == [b"lost"])
+    await reply(b"poison")
+    await reply(b"after")
+    await eventually(lambda: [m.body for m in replies] == [b"lost", b"after"])
+    assert refused == [b"poison"]
+    assert sent == [("replies", b"lost"), ("retry", b"lost"), ("replies", b"poison"),
+                    ("retry", b"poison"), ("replies", b"after")]
+
+
+@pytest.mark.rabbitmq
+async def test_a_confirm_failed_by_a_closing_connection_is_a_lost_connection(
+        rabbit_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiormq fails the confirms a closing connection still awaits with a bare `Exception()`
+    (seen on a cluster, after a nack restart: every RPC loop of `bench cluster` died of it).
+    The publisher gets TransportClosed, which an RPC caller turns into `unavailable`."""
+    import aiormq
+
+    transport = RabbitTransport(rabbit_bus.url or "", rabbit_bus.exchange,
+                                connection_name=f"bare-{rabbit_bus.exchange}")
+    rabbit_bus.transports.append(transport)
+    await transport.connect()
+    channel = transport._confirm
+    assert channel is not None
+
+    async def closing(*args: object, **kwargs: object) -> None:
+        await channel.close()  # as a connection closed under the publish would
+        raise Exception()
+
+    monkeypatch.setattr(aiormq.Channel, "basic_publish", closing)
+    with pytest.raises(TransportClosed, match="closed before the broker confirmed"):
+        await transport.publish(Message(b"{}", routing_key="any.x"), mandatory=True)
+
+
+@pytest.mark.rabbitmq
+async def test_a_publish_stuck_on_a_lost_connection_fails_with_it(
+        rabbit_bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiormq can leave a publish waiting for ever on a connection that is gone (seen on a
+    cluster: `bench cluster`'s enqueues waited past the run on the old connection's full
+    write queue): losing the connection fails the publishes still on it, and the next one
+    goes out on the new connection."""
+    import aiormq
+
+    from tests.processes import drop_connections
+
+    transport = RabbitTransport(rabbit_bus.url or "", rabbit_bus.exchange, max_backoff=0.2,
+                                connection_name=f"stuck-{rabbit_bus.exchange}")
+    rabbit_bus.transports.append(transport)
+    await transport.connect()
+    real = aiormq.Channel.basic_publish
+    stuck = transport._confirm
+
+    async def publish(channel: aiormq.Channel, *args: object, **kwargs: object) -> object:
+        if channel is stuck:
+            await asyncio.Event().wait()  # the write queue never drains
+        return await real(channel, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiormq.Channel, "basic_publish", publish)
+    queue = f"{rabbit_bus.exchange}.stuck"
+    await transport.declare_queue(QueueSpec(queue, ("stuck.*",), exclusive=True))
+    waiting = asyncio.create_task(
+        transport.publish(Message(b"{}", routing_key="stuck.x"), mandatory=True))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    assert await asyncio.to_thread(drop_connections, transport.connection_name) == 1
+    done, _ = await asyncio.wait({waiting}, timeout=5)
+    assert done, "the publish still waits on the lost connection"
+    with pytest.raises(TransportClosed, match="lost during the publish"):
+        waiting.result()
+    await eventually(lambda: transport.connected, timeout=10)
+    await transport.publish(Message(b"{}", routing_key="stuck.x"), mandatory=True)
+
+
+@pytest.mark.rabbitmq
 async def test_a_nack_starts_over_on_a_fresh_connection_at_most_once_a_while(
         rabbit_bus: Bus) -> None:
     """A nacked publish fails the call at once, and the transport reconnects: on 3.10 a
