@@ -118,7 +118,8 @@ class Service:
             service=self.kind,
             instance=self.instance,
             plugins=plugins if plugins is not None
-            else PluginSet.installed(disabled=settings.disabled_plugins),
+            else PluginSet.installed(disabled=settings.disabled_plugins,
+                                      cache=settings.data_dir),
             caller=self.caller,
             binders=self.binder_kinds(),
             database=self.database,

@@ -76,7 +76,7 @@ async def supervise(settings: MeshSettings) -> int:
     loop = asyncio.get_running_loop()
     services = {kind: Supervised(kind, await spawn(kind), loop.time())
                 for kind in SERVICE_KINDS}
-    plugins = PluginSet.installed(disabled=settings.disabled_plugins)
+    plugins = PluginSet.installed(disabled=settings.disabled_plugins, cache=settings.data_dir)
     print(planned_banner(settings, {k: s.proc.pid for k, s in services.items()}, plugins),
           flush=True)
 

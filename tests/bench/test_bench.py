@@ -107,7 +107,7 @@ def bench_json(*args: str) -> dict[str, object]:
 @pytest.mark.timeout(300)
 def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
     report = bench_json("startup", "--plugins", "3", "--migrations", "2", "--repeat", "1",
-                        "--pg-admin-url", mesh_postgres_admin_url)
+                        "--discovery-plugins", "4", "--pg-admin-url", mesh_postgres_admin_url)
     for kind in ("postgresql", "sqlite"):
         figures = report[kind]
         assert isinstance(figures, dict)
@@ -115,6 +115,11 @@ def test_startup_bench_prints_figures(mesh_postgres_admin_url: str) -> None:
                 "second_over_no_storage"} <= figures.keys()
         timings = ("first_start_s", "second_start_s", "no_storage_s", "second_over_no_storage")
         assert all(figures[k] > 0 for k in timings), figures  # a difference may be negative
+    found = report["discovery"]
+    assert found["generated"] == 4 and found["plugins"] >= 4, found
+    assert all(found[k] > 0 for k in ("uncached_discover_s", "cached_discover_s",
+                                      "discover_uncached_over_cached",
+                                      "process_uncached_over_cached")), found
 
 
 @pytest.mark.slow
