@@ -42,7 +42,7 @@ from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
 from mesh.identity import Identity, Invalidation
 from mesh.invoke import Middleware
-from mesh.log import set_plugin_level
+from mesh.log import apply_plugin_levels, set_plugin_level
 from mesh.middleware import default_middleware
 from mesh.names import (
     HOOKS_KEY,
@@ -142,6 +142,7 @@ class Service:
         # whatever was revoked while the connection was down: ask afresh
         transport.on_reconnected(lambda: self.acl.invalidate(Invalidation()))
         self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
+        self.control.listen(STATE_KEY, PlatformState, self._log_levels)
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
         )
@@ -151,6 +152,7 @@ class Service:
         self._reports_metrics = False
         self._stopping = False
         self._health_failed = False
+        self._kept_levels: dict[str, str] = {}  # the levels kept by the server, last applied
 
     @property
     def plugins(self) -> PluginSet:
@@ -163,6 +165,14 @@ class Service:
             await self.host.start_all()
             self.log.info("plugin.installed", plugin=announcement.plugin,
                           version=announcement.version)
+
+    async def _log_levels(self, state: PlatformState) -> None:
+        """The levels administrators set, as the server keeps them (at start, or when a
+        server starts and publishes its state): in force here, over the configured ones."""
+        apply_plugin_levels(state.log_levels)
+        if state.log_levels != self._kept_levels:  # not again for each state a server sends
+            self._kept_levels = dict(state.log_levels)
+            self.log.info("log.levels_applied", levels=state.log_levels)
 
     async def _log_level(self, change: PluginLogLevel) -> None:
         """An administrator changed a plugin's log level: in force in this process at once."""
@@ -298,6 +308,7 @@ class Service:
         if state is not None:
             self.host.switched_off_before_start(state.disabled)
             self.hooks.apply_grants(state.hook_grants)
+            await self._log_levels(state)
             for name, values in state.settings.items():
                 await self.host.update_settings(name, values)
             for upload in state.uploads:  # a new replica, or an environment made anew
