@@ -45,3 +45,15 @@ def test_health_loads_the_settings_and_nothing_of_the_runtime() -> None:
     assert code == 1  # no service runs with this data directory
     assert "pydantic_settings" in modules  # the configuration is read
     assert not modules & HEAVY, modules & HEAVY
+
+
+def test_the_supervisor_imports_only_the_standard_library() -> None:
+    """What `mesh up` execs into, once the banner is worded, only starts and waits for
+    processes: it loads none of the libraries the services and the CLI need (issue 17: the
+    supervisor under 40 MB resident)."""
+    probe = ("import sys, mesh.supervisor\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)"
+             " - {'mesh', '__main__', '_distutils_hack'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
