@@ -52,7 +52,6 @@ from mesh.names import (
     log_level_key,
     removed_key,
 )
-from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import HookLink
 from mesh.plugin.host import PluginHost
@@ -60,12 +59,12 @@ from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
 from mesh.rpc.caller import RpcCaller
 from mesh.serving_acl import ServingAcl
-from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 
 if TYPE_CHECKING:
+    from mesh.storage.database import Database
     from mesh.tracing.setup import TracingSetup
 
 
@@ -279,6 +278,10 @@ class Service:
         return None
 
     def _open_database(self) -> Database:
+        # here, not at the top: services without a database never load SQLAlchemy
+        from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
+        from mesh.storage.database import Database, database_url
+
         return Database(database_url(self.settings), shared=(PLATFORM_SCHEMA,))
 
     async def prepare(self) -> None:
