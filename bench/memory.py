@@ -7,6 +7,10 @@ For each process a probe imports what that program imports (the service's class 
 plugins' parts for that service; the supervisor's module), lists the third-party top-level
 packages it loaded, and a fresh interpreter imports exactly those and reports its own VmRSS:
 the difference is what mesh itself holds. `python -c pass` is the floor.
+
+`--restarted` measures a second `mesh up` on the same data directory, as a mesh runs after any
+restart: the server finds every schema at head and never loads Alembic, which only a start
+that migrates needs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 from bench.broker import delete_topology
 from bench.fanout import free_port
 from bench.procs import ServerFailed, ServerProcess
-from mesh.health import Unhealthy, check_health
+from mesh.health import HEALTH_FOLDER, Unhealthy, check_health
 from mesh.names import SERVICE_KINDS
 
 NAME = "memory"
@@ -70,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds at rest before reading (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds for every service to become healthy (default: 120)")
+    parser.add_argument("--restarted", action="store_true",
+                        help="measure a second `mesh up` on the same data directory: the "
+                        "server finds every schema at head, as after any restart")
 
 
 def rss_kb(pid: int) -> int:
@@ -134,6 +141,14 @@ async def resident_sizes(args: argparse.Namespace) -> dict[str, int]:
                "MESH_CLIENT_PORT": str(free_port()), "MESH_LOG_FORMAT": "json",
                "MESH_HEARTBEAT_INTERVAL": "1"}
         env.pop("MESH_DATABASE_URL", None)  # SQLite in the data directory
+        if args.restarted:
+            first = ServerProcess("mesh up", [sys.executable, "-m", "mesh", "up"], env, output)
+            try:
+                await wait_healthy(data_dir, first, args.timeout)
+            finally:
+                first.stop(grace=15)
+            for health in (data_dir / HEALTH_FOLDER).glob("*.json"):
+                health.unlink()  # the next run's services must report afresh
         up = ServerProcess("mesh up", [sys.executable, "-m", "mesh", "up"], env, output)
         try:
             await wait_healthy(data_dir, up, args.timeout)
@@ -158,7 +173,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         bare, libraries = bare_kb(name)
         rows[name] = {"resident_mb": round(kb / 1024, 1), "bare_mb": round(bare / 1024, 1),
                       "mesh_mb": round((kb - bare) / 1024, 1), "libraries": len(libraries)}
-    return {"python_c_pass_mb": round(int(floor.stdout.strip()) / 1024, 1), "processes": rows}
+    return {"python_c_pass_mb": round(int(floor.stdout.strip()) / 1024, 1),
+            "restarted": args.restarted, "processes": rows}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"mesh up on RabbitMQ, at rest after {args.settle:g}s; python -c pass: "
+    print(f"mesh up on RabbitMQ{' (restarted)' if args.restarted else ''}, at rest after "
+          f"{args.settle:g}s; python -c pass: "
           f"{report['python_c_pass_mb']} MB")
     print(f"{'process':<12}{'resident':>10}{'bare (same libraries)':>24}{'mesh':>8}")
     for name, row in report["processes"].items():

@@ -1,4 +1,5 @@
-"""Server start-up with 20 plugins of 3 migrations each, against the same plugins without storage.
+"""Server start-up with 20 plugins of 3 migrations each, against the same plugins without storage;
+and discovery of 100 installed plugins with its cache against without (bench/discovery.py).
 
 Three starts of a server service are timed, on the in-process bus so that only storage
 differs: the first on an empty database (every plugin migrates), a second with everything at
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import discovery
 from mesh.bus.memory import MemoryBroker
 from mesh.config import MeshSettings
 from mesh.log import configure_logging
@@ -39,7 +41,8 @@ from mesh.testing.backends import empty_database
 from services.server import ServerService
 
 NAME = "startup"
-HELP = "server start-up: 20 plugins x 3 migrations, first start, at head, and no storage"
+HELP = ("server start-up: 20 plugins x 3 migrations, first start, at head, and no storage; "
+        "discovery of 100 plugins, cached and not")
 DEFAULT_PG_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
 MIGRATION = '''import sqlalchemy as sa
@@ -65,7 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--migrations", type=int, default=3, help="per plugin (default: 3)")
     parser.add_argument("--repeat", type=int, default=5,
                         help="starts timed per kind; the median is reported (default: 5)")
-    parser.add_argument("--database", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument("--database", choices=("postgresql", "sqlite", "both", "none"),
+                        default="both", help="none: only the discovery part")
+    parser.add_argument("--discovery-plugins", type=int, default=100,
+                        help="installed plugins generated for the discovery part; 0 skips it "
+                        "(default: %(default)s)")
     parser.add_argument("--pg-admin-url", default=os.environ.get(
         "MESH_TEST_DATABASE_URL", DEFAULT_PG_ADMIN),
         help="PostgreSQL URL allowed to create and drop databases")
@@ -142,7 +149,7 @@ async def measure(kind: str, stored: list[PluginSource], bare: list[PluginSource
 
 def run(args: argparse.Namespace) -> int:
     configure_logging("WARNING")  # the services' start and stop lines would bury the figures
-    kinds = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
+    kinds = {"both": ["postgresql", "sqlite"], "none": []}.get(args.database, [args.database])
     report: dict[str, Any] = {"plugins": args.plugins, "migrations_per_plugin": args.migrations,
                               "repeat": args.repeat}
     with tempfile.TemporaryDirectory(prefix="mesh-bench-startup-") as scratch:
@@ -153,9 +160,19 @@ def run(args: argparse.Namespace) -> int:
         for kind in kinds:
             report[kind] = asyncio.run(measure(kind, stored, bare, args.repeat,
                                                lambda: args.pg_admin_url, Path(scratch)))
+    if args.discovery_plugins > 0:
+        report["discovery"] = discovery.measure(args.discovery_plugins, args.repeat)
     if args.json:
         print(json.dumps(report))
         return 0
+    if kinds:
+        print_storage(report, kinds, args)
+    if "discovery" in report:
+        discovery.print_report(report["discovery"], args.repeat)
+    return 0
+
+
+def print_storage(report: dict[str, Any], kinds: list[str], args: argparse.Namespace) -> None:
     print(f"server start-up, {args.plugins} plugins x {args.migrations} migrations, "
           f"median of {args.repeat}")
     print(f"{'':12}{'first (empty db)':>18}{'second (at head)':>18}{'no storage':>12}"
@@ -165,4 +182,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{kind:<12}{r['first_start_s'] * 1000:>16.1f}ms{r['second_start_s'] * 1000:>16.1f}"
               f"ms{r['no_storage_s'] * 1000:>10.1f}ms{r['second_over_no_storage']:>12.2f}x"
               f"{r['second_over_no_storage_cpu']:>16.2f}x")
-    return 0

@@ -76,7 +76,8 @@ class PluginRemoved(BaseModel):
 
 class PluginLogLevel(BaseModel):
     """Published on `control.loglevel.<plugin>`: every service logs the plugin's events from
-    `level` up (None: at the service's own level again), until it restarts."""
+    `level` up (None: at the level it started with again). The server keeps it: services
+    started later get it in the platform state."""
 
     plugin: str
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None
@@ -115,6 +116,9 @@ class PlatformState(BaseModel):
     hook_grants: dict[str, str] = Field(
         default_factory=dict, description="Plugins whose hooks an administrator granted → "
         "the digest of the [[hooks]] granted (docs/plugin-guide.md, Hooks).")
+    log_levels: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = Field(
+        default_factory=dict, description="Plugins whose log level an administrator set "
+        "through the admin API → that level, over MESH_PLUGIN_LOG_LEVELS.")
 
 
 class PlatformContract(Contract, plugin="mesh"):

@@ -42,7 +42,7 @@ def banner(services: list[Service], where: str) -> str:
 
 async def run_embedded(settings: MeshSettings, *, ready: asyncio.Event | None = None) -> None:
     broker = MemoryBroker()
-    plugins = PluginSet.installed(disabled=settings.disabled_plugins)
+    plugins = PluginSet.installed(disabled=settings.disabled_plugins, cache=settings.data_dir)
     services = [
         service_class(kind)(settings, broker.connect(settings.exchange), plugins=plugins)
         for kind in SERVICE_KINDS

@@ -9,6 +9,7 @@ import logging
 import logging.handlers
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ class _Levels:
     def __init__(self) -> None:
         self.default = logging.INFO
         self.plugins: dict[str, int] = {}
+        self.configured: dict[str, int] = {}  # MESH_PLUGIN_LOG_LEVELS, what None goes back to
 
     def drop_below(self, logger: object, method: str, event: structlog.typing.EventDict
                    ) -> structlog.typing.EventDict:
@@ -40,14 +42,29 @@ class _Levels:
 _levels = _Levels()
 
 
-def set_plugin_level(plugin: str, level: str | None) -> None:
-    """Log `plugin`'s events from `level` up (None: back to the process's level)."""
-    if level is None:
-        _levels.plugins.pop(plugin, None)
-        return
+def _numeric(level: str) -> int:
     if level.upper() not in LEVELS:
         raise ValueError(f"a log level is one of {', '.join(LEVELS)}, not {level!r}")
-    _levels.plugins[plugin] = logging.getLevelNamesMapping()[level.upper()]
+    return logging.getLevelNamesMapping()[level.upper()]
+
+
+def set_plugin_level(plugin: str, level: str | None) -> None:
+    """Log `plugin`'s events from `level` up (None: back to the level the process was
+    configured with for it, MESH_PLUGIN_LOG_LEVELS, else the process's level)."""
+    if level is None:
+        _levels.plugins.pop(plugin, None)
+        if plugin in _levels.configured:
+            _levels.plugins[plugin] = _levels.configured[plugin]
+        return
+    _levels.plugins[plugin] = _numeric(level)
+
+
+def apply_plugin_levels(levels: Mapping[str, str]) -> None:
+    """The levels an administrator set (kept by the server), over the configured ones: a
+    plugin in neither logs at the process's level. The whole map, as the server has it."""
+    wanted = dict(_levels.configured)
+    wanted.update({plugin: _numeric(level) for plugin, level in levels.items()})
+    _levels.plugins = wanted
 
 
 def log_levels() -> dict[str, Any]:
@@ -97,9 +114,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *,
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     _levels.default = numeric
-    _levels.plugins.clear()
-    for plugin, wanted in (plugin_levels or {}).items():
-        set_plugin_level(plugin, wanted)
+    _levels.configured = {p: _numeric(w) for p, w in (plugin_levels or {}).items()}
+    _levels.plugins = dict(_levels.configured)
     # levels change at run time, and bound loggers keep the wrapper they were made with: the
     # wrapper lets everything through and the first processor filters (the platform itself
     # logs nothing at DEBUG, so what this costs is a plugin's own debug calls)

@@ -42,7 +42,7 @@ from mesh.errors import RpcError
 from mesh.health import HealthRecord, remove_health, write_health
 from mesh.identity import Identity, Invalidation
 from mesh.invoke import Middleware
-from mesh.log import set_plugin_level
+from mesh.log import apply_plugin_levels, set_plugin_level
 from mesh.middleware import default_middleware
 from mesh.names import (
     HOOKS_KEY,
@@ -52,7 +52,6 @@ from mesh.names import (
     log_level_key,
     removed_key,
 )
-from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import HookLink
 from mesh.plugin.host import PluginHost
@@ -60,12 +59,12 @@ from mesh.plugin.plugin_set import PluginSet
 from mesh.rpc.binder import RpcBinder
 from mesh.rpc.caller import RpcCaller
 from mesh.serving_acl import ServingAcl
-from mesh.storage.database import Database, database_url
 from mesh.tasks.binder import TaskRuntime
 from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.tasks.ledger import TaskRecord, TaskStateRequest
 
 if TYPE_CHECKING:
+    from mesh.storage.database import Database
     from mesh.tracing.setup import TracingSetup
 
 
@@ -118,7 +117,8 @@ class Service:
             service=self.kind,
             instance=self.instance,
             plugins=plugins if plugins is not None
-            else PluginSet.installed(disabled=settings.disabled_plugins),
+            else PluginSet.installed(disabled=settings.disabled_plugins,
+                                      cache=settings.data_dir),
             caller=self.caller,
             binders=self.binder_kinds(),
             database=self.database,
@@ -141,6 +141,7 @@ class Service:
         # whatever was revoked while the connection was down: ask afresh
         transport.on_reconnected(lambda: self.acl.invalidate(Invalidation()))
         self.control.listen(STATE_KEY, PlatformState, self._hook_grants)
+        self.control.listen(STATE_KEY, PlatformState, self._log_levels)
         self.log = structlog.get_logger("mesh.service").bind(
             service=self.kind, instance=self.instance
         )
@@ -150,6 +151,7 @@ class Service:
         self._reports_metrics = False
         self._stopping = False
         self._health_failed = False
+        self._kept_levels: dict[str, str] = {}  # the levels kept by the server, last applied
 
     @property
     def plugins(self) -> PluginSet:
@@ -162,6 +164,14 @@ class Service:
             await self.host.start_all()
             self.log.info("plugin.installed", plugin=announcement.plugin,
                           version=announcement.version)
+
+    async def _log_levels(self, state: PlatformState) -> None:
+        """The levels administrators set, as the server keeps them (at start, or when a
+        server starts and publishes its state): in force here, over the configured ones."""
+        apply_plugin_levels(state.log_levels)
+        if state.log_levels != self._kept_levels:  # not again for each state a server sends
+            self._kept_levels = dict(state.log_levels)
+            self.log.info("log.levels_applied", levels=state.log_levels)
 
     async def _log_level(self, change: PluginLogLevel) -> None:
         """An administrator changed a plugin's log level: in force in this process at once."""
@@ -268,6 +278,10 @@ class Service:
         return None
 
     def _open_database(self) -> Database:
+        # here, not at the top: services without a database never load SQLAlchemy
+        from mesh.platform.models import SCHEMA as PLATFORM_SCHEMA
+        from mesh.storage.database import Database, database_url
+
         return Database(database_url(self.settings), shared=(PLATFORM_SCHEMA,))
 
     async def prepare(self) -> None:
@@ -297,6 +311,7 @@ class Service:
         if state is not None:
             self.host.switched_off_before_start(state.disabled)
             self.hooks.apply_grants(state.hook_grants)
+            await self._log_levels(state)
             for name, values in state.settings.items():
                 await self.host.update_settings(name, values)
             for upload in state.uploads:  # a new replica, or an environment made anew

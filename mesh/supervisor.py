@@ -1,38 +1,67 @@
 """`mesh up` with a broker: the four services as separate processes, as docker compose runs them,
-each restarted with backoff when it dies (`restart: unless-stopped`, in compose terms)."""
+each restarted with backoff when it dies (`restart: unless-stopped`, in compose terms).
+
+Two steps in one process. `start_supervisor` (run by the CLI) reads the settings, makes the
+admin token, finds the plugins and words the banner; then it replaces the process (`exec`, the
+same pid, so signals and exit codes reach what follows) with `python -m mesh.supervisor`, the
+watcher: it starts the services, prints the banner with their pids, and restarts a service
+that dies. The watcher imports only the standard library, since all it does is start and wait
+for processes: the settings, pydantic, structlog and the CLI stay in the first step (issue 17:
+46 MB resident as one process, under 40 as two steps). Its only setting, the shutdown timeout,
+comes on its command line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mesh import __version__
-from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token, masked
-from mesh.broker_urls import redacted
-from mesh.config import MeshSettings
 from mesh.names import SERVICE_KINDS
-from mesh.plugin.plugin_set import PluginSet
+
+if TYPE_CHECKING:
+    from mesh.config import MeshSettings
+    from mesh.plugin.plugin_set import PluginSet
+
+Banner = dict[str, Any]  # head, services (kind → its plugins), tail: JSON for the watcher
+
+
+def banner_parts(settings: MeshSettings, plugins: PluginSet) -> Banner:
+    """The banner but for the services' pids, which only the watcher knows."""
+    from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token, masked
+    from mesh.broker_urls import redacted
+
+    head = (f"mesh {__version__} — four processes on {redacted(settings.broker_url or '')} "
+            f"(exchange {settings.exchange})")
+    services = {kind: ", ".join(plugins.for_service(kind)) or "no plugins"
+                for kind in SERVICE_KINDS}
+    scheme = settings.http_scheme
+    tail = [f"  devices: {scheme}://{settings.client_host}:{settings.client_port}/"]
+    token, where = admin_token(settings)
+    tail.append(f"  admin:   {scheme}://{settings.admin_host}:{settings.admin_port}/  token: "
+                + masked(token, where, "MESH_ADMIN_TOKEN"))
+    tail.append(f"  sign in: {ADMIN_USER}, with the first password in "
+                f"{settings.data_dir / PASSWORD_FILE} (while it is unchanged)")
+    for name, reason in sorted(plugins.refused.items()):
+        tail.append(f"  refused {name}: {reason}")
+    return {"head": head, "services": services, "tail": tail}
+
+
+def render_banner(parts: Banner, pids: dict[str, int]) -> str:
+    lines = [parts["head"]]
+    for kind in SERVICE_KINDS:
+        lines.append(f"  {kind:<7} pid {pids[kind]:<8} {parts['services'][kind]}")
+    return "\n".join([*lines, *parts["tail"]])
 
 
 def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: PluginSet) -> str:
-    lines = [f"mesh {__version__} — four processes on {redacted(settings.broker_url or '')} "
-             f"(exchange {settings.exchange})"]
-    for kind in SERVICE_KINDS:
-        loaded = ", ".join(plugins.for_service(kind)) or "no plugins"
-        lines.append(f"  {kind:<7} pid {pids[kind]:<8} {loaded}")
-    scheme = settings.http_scheme
-    lines.append(f"  devices: {scheme}://{settings.client_host}:{settings.client_port}/")
-    token, where = admin_token(settings)
-    lines.append(f"  admin:   {scheme}://{settings.admin_host}:{settings.admin_port}/  token: "
-                 + masked(token, where, "MESH_ADMIN_TOKEN"))
-    lines.append(f"  sign in: {ADMIN_USER}, with the first password in "
-                 f"{settings.data_dir / PASSWORD_FILE} (while it is unchanged)")
-    for name, reason in sorted(plugins.refused.items()):
-        lines.append(f"  refused {name}: {reason}")
-    return "\n".join(lines)
+    return render_banner(banner_parts(settings, plugins), pids)
 
 
 CONFIG_ERROR = 2  # `mesh run` exits so on bad configuration: restarting would fail again
@@ -68,17 +97,27 @@ def say(message: str) -> None:
     print(f"mesh up: {message}", file=sys.stderr, flush=True)
 
 
-async def supervise(settings: MeshSettings) -> int:
+def start_supervisor(settings: MeshSettings) -> NoReturn:
+    """The first step of `mesh up` (module docstring): never returns."""
+    from mesh.plugin.plugin_set import PluginSet
+
+    # the token is made before the server starts, so the banner shows the same one
+    plugins = PluginSet.installed(disabled=settings.disabled_plugins, cache=settings.data_dir)
+    plan = {"banner": banner_parts(settings, plugins),
+            "shutdown_timeout": settings.shutdown_timeout}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "mesh.supervisor", json.dumps(plan)])
+
+
+async def supervise(banner: Banner, shutdown_timeout: float) -> int:
     """Run the four services; restart one that dies (with backoff) until it crash-loops.
 
     Exits 0 after SIGINT/SIGTERM, 1 when a service keeps crashing or cannot be configured."""
-    admin_token(settings)  # made before the server starts, so the banner shows the same one
     loop = asyncio.get_running_loop()
     services = {kind: Supervised(kind, await spawn(kind), loop.time())
                 for kind in SERVICE_KINDS}
-    plugins = PluginSet.installed(disabled=settings.disabled_plugins)
-    print(planned_banner(settings, {k: s.proc.pid for k, s in services.items()}, plugins),
-          flush=True)
+    print(render_banner(banner, {k: s.proc.pid for k, s in services.items()}), flush=True)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -113,7 +152,7 @@ async def supervise(settings: MeshSettings) -> int:
             waits[asyncio.ensure_future(service.proc.wait())] = service
     for task in waits:
         task.cancel()
-    await stop_all(list(services.values()), settings.shutdown_timeout + 5)
+    await stop_all(list(services.values()), shutdown_timeout + 5)
     stopper.cancel()
     return code
 
@@ -129,3 +168,13 @@ async def stop_all(services: list[Supervised], timeout: float) -> None:
             say(f"the {service.kind} did not stop in {timeout}s; killing it")
             service.proc.kill()
             await service.proc.wait()
+
+
+def main(argv: list[str]) -> int:
+    """The watcher, as `start_supervisor` runs it: `python -m mesh.supervisor PLAN`."""
+    plan = json.loads(argv[0])
+    return asyncio.run(supervise(plan["banner"], float(plan["shutdown_timeout"])))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -58,17 +58,15 @@ def known_service(service: str) -> None:
 @app.command()
 def up() -> None:
     """Run the whole mesh: embedded in one process, or four processes with MESH_BROKER_URL."""
-    import asyncio
-
     from mesh import loop
     from mesh.log import configure_logging
 
     settings = settings_or_exit()
     configure_logging(**logging_options(settings, "up" if settings.broker_url else "mesh"))
     if settings.broker_url:
-        from mesh.supervisor import supervise
+        from mesh.supervisor import start_supervisor
 
-        raise typer.Exit(asyncio.run(supervise(settings)))
+        start_supervisor(settings)  # becomes the supervisor: does not return
     from mesh.embedded import run_embedded
 
     loop.run(run_embedded(settings), settings.event_loop)

@@ -85,6 +85,18 @@ class HookGrantRow(Base):
     granted_by: Mapped[str] = mapped_column(String(200))
 
 
+class PluginLogLevelRow(Base):
+    """A plugin's log level as an administrator set it through the admin API: every service
+    applies it at start, over MESH_PLUGIN_LOG_LEVELS; absent means the configured level."""
+
+    __tablename__ = "plugin_log_level"
+
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[str] = mapped_column(String(8))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    changed_by: Mapped[str] = mapped_column(String(200))
+
+
 class TaskLedgerRow(Base):
     """What the workers last reported of one task (mesh/platform/ledger.py); times are
     milliseconds since the epoch, as the workers send them. Kept MESH_TASK_LEDGER_RETENTION

@@ -14,9 +14,11 @@ from sqlalchemy.orm import undefer
 
 from contracts.platform import PluginInstalled
 from mesh import __version__
+from mesh.log import LEVELS
 from mesh.platform.models import (
     SCHEMA,
     HookGrantRow,
+    PluginLogLevelRow,
     PluginSettingsRow,
     PluginStateRow,
     PluginWheelRow,
@@ -106,6 +108,8 @@ class PlatformStore:
                 await session.execute(delete(PluginStateRow)
                                       .where(PluginStateRow.plugin == plugin))
                 await session.execute(delete(HookGrantRow).where(HookGrantRow.plugin == plugin))
+                await session.execute(delete(PluginLogLevelRow)
+                                      .where(PluginLogLevelRow.plugin == plugin))
             await session.commit()
 
     async def hook_grants(self) -> dict[str, str]:
@@ -123,6 +127,24 @@ class PlatformStore:
     async def revoke_hooks(self, plugin: str) -> None:
         async with self.database.session(SCHEMA) as session:
             await session.execute(delete(HookGrantRow).where(HookGrantRow.plugin == plugin))
+            await session.commit()
+
+    async def log_levels(self) -> dict[str, str]:
+        """Plugins whose log level an administrator set → that level."""
+        async with self.database.session(SCHEMA) as session:
+            rows = await session.scalars(select(PluginLogLevelRow))
+            return {row.plugin: row.level for row in rows if row.level in LEVELS}
+
+    async def set_log_level(self, plugin: str, level: str | None, by: str) -> None:
+        """Keep `plugin`'s level (None: forget it, the configured level applies again)."""
+        async with self.database.session(SCHEMA) as session:
+            if level is None:
+                await session.execute(delete(PluginLogLevelRow)
+                                      .where(PluginLogLevelRow.plugin == plugin))
+            else:
+                await session.merge(PluginLogLevelRow(plugin=plugin, level=level,
+                                                      changed_at=datetime.now(UTC),
+                                                      changed_by=by))
             await session.commit()
 
     # -- uploaded wheels, where every server reaches them ---------------------------------

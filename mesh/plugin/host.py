@@ -23,10 +23,10 @@ from mesh.plugin.manifest import PluginManifest
 from mesh.plugin.ordering import LoadPlan
 from mesh.plugin.part import PluginContext, PluginPart, ServiceFacilities
 from mesh.plugin.plugin_set import ContractUnloadable, PluginSet
-from mesh.storage.database import Database
 
 if TYPE_CHECKING:
     from mesh.caller import Caller
+    from mesh.storage.database import Database
 
 
 def _forget_modules(package: str) -> None:

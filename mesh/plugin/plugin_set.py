@@ -15,6 +15,7 @@ are pure data: importing one again gives the same answer). A set made by `with_s
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
@@ -60,9 +61,16 @@ class PluginSet:
         self._contracts: dict[str, type[Contract] | ContractUnloadable | None] = {}
 
     @classmethod
-    def installed(cls, *, disabled: Iterable[str] = ()) -> PluginSet:
-        """Every plugin installed in this environment now (entry points, `discover()`)."""
-        return cls(discover(), disabled=disabled)
+    def installed(cls, *, disabled: Iterable[str] = (), cache: Path | None = None
+                  ) -> PluginSet:
+        """Every plugin installed in this environment now (entry points, `discover()`).
+        With `cache` (a data directory), from the discovery cache there while it is valid
+        (mesh/plugin/discovery_cache.py): what a service's start uses."""
+        if cache is None:
+            return cls(discover(), disabled=disabled)
+        from mesh.plugin.discovery_cache import cached_discover
+
+        return cls(cached_discover(cache), disabled=disabled)
 
     def __contains__(self, name: object) -> bool:
         return name in self.sources

@@ -149,7 +149,8 @@ class ServerService(Service):
         return PlatformState(disabled=sorted(await self.store.disabled()),
                              settings=await self.store.settings(),
                              uploads=await self.store.uploads(),
-                             hook_grants=await self.store.hook_grants())
+                             hook_grants=await self.store.hook_grants(),
+                             log_levels=await self.store.log_levels())
 
     async def restore_uploads(self) -> list[str]:
         """Reinstall, from the wheel store, the uploaded plugins this environment lacks (a

@@ -151,7 +151,7 @@ class Lifecycle:
         if storage is not None:
             impact.schema_name = storage.schema
             current = await self.server.migrator().current_revisions()
-            impact.schema_revision = current.get(name, [])
+            impact.schema_revision = current.get(storage.schema, [])  # keyed by schema
         if upload is None:
             impact.blockers.append(f"{name} was not uploaded (it came with the environment): "
                                    "uninstall it the way it was installed")

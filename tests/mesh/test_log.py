@@ -10,7 +10,13 @@ import pytest
 import structlog
 
 from mesh.config import MeshSettings
-from mesh.log import configure_logging, log_file_path, log_levels, set_plugin_level
+from mesh.log import (
+    apply_plugin_levels,
+    configure_logging,
+    log_file_path,
+    log_levels,
+    set_plugin_level,
+)
 
 
 @pytest.fixture
@@ -63,13 +69,31 @@ def test_a_plugin_s_level_changes_while_the_process_runs(
     set_plugin_level("chatty", "DEBUG")  # loggers bound before the change follow it
     chatty.debug("chatty.debug.2")
     platform.debug("platform.debug")
-    set_plugin_level("quiet", None)
+    set_plugin_level("quiet", "WARNING")
     quiet.warning("quiet.warning.2")
-    assert log_levels() == {"level": "INFO", "plugins": {"chatty": "DEBUG"}}
+    set_plugin_level("quiet", None)  # back to the configured level, not the process's
+    quiet.warning("quiet.warning.3")
+    set_plugin_level("chatty", None)
+    chatty.info("chatty.info.1")
+    assert log_levels() == {"level": "INFO", "plugins": {"quiet": "ERROR"}}
     with pytest.raises(ValueError, match="a log level is one of"):
         set_plugin_level("chatty", "LOUD")
     assert [e["event"] for e in lines(path)] == [
-        "quiet.error.1", "chatty.debug.2", "quiet.warning.2"]
+        "quiet.error.1", "chatty.debug.2", "quiet.warning.2", "chatty.info.1"]
+
+
+def test_the_levels_an_administrator_kept_apply_over_the_configured_ones(
+    restore: None,
+) -> None:
+    configure_logging("INFO", "console", plugin_levels={"quiet": "ERROR", "loud": "DEBUG"})
+    apply_plugin_levels({"quiet": "WARNING", "other": "DEBUG"})
+    assert log_levels()["plugins"] == {"loud": "DEBUG", "other": "DEBUG", "quiet": "WARNING"}
+    set_plugin_level("stray", "ERROR")  # the whole map applies: what it lacks goes back
+    apply_plugin_levels({})
+    assert log_levels()["plugins"] == {"loud": "DEBUG", "quiet": "ERROR"}
+    with pytest.raises(ValueError, match="a log level is one of"):
+        apply_plugin_levels({"quiet": "LOUD"})
+    assert log_levels()["plugins"] == {"loud": "DEBUG", "quiet": "ERROR"}  # unchanged
 
 
 def test_log_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:

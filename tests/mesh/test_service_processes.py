@@ -164,6 +164,11 @@ async def test_mesh_up_with_a_broker_runs_four_processes(rabbit_bus: Bus,
         loops = {e["loop"] for e in up.events() if e.get("event") == "service.started"}
         assert loops == {"uvloop"}  # MESH_EVENT_LOOP=auto, and uvloop is a dependency here
         assert "four processes on amqp://guest:***@" in up.text()
+        # the same pid became the small watcher: no pydantic, structlog or CLI mapped in it
+        supervisor = Path(f"/proc/{up.proc.pid}")
+        assert b"mesh.supervisor" in (supervisor / "cmdline").read_bytes()
+        maps = (supervisor / "maps").read_text()
+        assert "pydantic_core" not in maps and "_pydantic_core" not in maps
         worker_pid = next(e["pid"] for e in up.events()
                           if e.get("event") == "service.started" and e["service"] == "worker")
         os.kill(worker_pid, signal.SIGKILL)  # a crash: mesh up restarts it, the others run on

@@ -158,8 +158,9 @@ class TaskQueued(BaseModel):
 
 class LogLevelRequest(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
-        description="Log the plugin's events from this level up; null: the services' own "
-        "level again.")
+        description="Log the plugin's events from this level up; null: the level the services "
+        "were configured with (MESH_PLUGIN_LOG_LEVELS, else MESH_LOG_LEVEL) again. Kept "
+        "across restarts.")
 
 
 class LoggingView(BaseModel):
@@ -367,9 +368,10 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
              responses={422: {"model": ErrorBody, "description": "Not a level"}})
     async def put_log_level(name: str, body: LogLevelRequest,
                             identity: Identity = operator) -> LoggingView:
-        """Change the plugin's log level on every service at once, until they restart
-        (MESH_PLUGIN_LOG_LEVELS keeps one across restarts)."""
+        """Change the plugin's log level on every service at once; the server keeps it, so
+        it lasts across restarts (null: the level the services were configured with again)."""
         known(name)
+        await server.store.set_log_level(name, body.level, by=identity.user)
         set_plugin_level(name, body.level)
         await server.control.publish(log_level_key(name), PluginLogLevel(
             plugin=name, level=body.level, by=identity.user))

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from mesh.admin_credentials import admin_token
-from mesh.log import log_levels, set_plugin_level
+from mesh.log import apply_plugin_levels, log_levels, set_plugin_level
 from services.server import ServerService
 from tests.conftest import Bus
 
@@ -57,3 +57,43 @@ async def test_a_plugin_s_log_level_changes_on_every_service(memory_bus: Bus) ->
                 assert (await anonymous.get("/api/v1/logging")).status_code == 401
     finally:
         set_plugin_level("tutorial", None)
+
+
+async def test_a_level_set_through_the_api_outlasts_a_restart_of_every_service(
+    memory_bus: Bus,
+) -> None:
+    """The server keeps it; each service applies it at start, from the platform state."""
+    server = await memory_bus.service("server")
+    worker = await memory_bus.service("worker")
+    assert isinstance(server, ServerService) and server.admin is not None
+    token, _ = admin_token(server.settings)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with httpx.AsyncClient(base_url=server.admin.url.rstrip("/"),
+                                     headers=headers) as http:
+            for plugin, level in (("tutorial", "DEBUG"), ("greeter", "ERROR")):
+                changed = await http.put(f"/api/v1/plugins/{plugin}/log-level",
+                                         json={"level": level})
+                assert changed.status_code == 200, changed.text
+            back = await http.put("/api/v1/plugins/greeter/log-level", json={"level": None})
+            assert back.status_code == 200
+        for service in (worker, server):
+            await service.stop()
+        apply_plugin_levels({})  # new processes: only what they were configured with
+        assert "tutorial" not in log_levels()["plugins"]
+
+        with capture_logs() as logs:
+            server = await memory_bus.service("server")
+            await memory_bus.service("worker")
+        assert sorted(e["service"] for e in logs if e["event"] == "log.levels_applied") == [
+            "server", "worker"]
+        assert all(e["levels"] == {"tutorial": "DEBUG"}
+                   for e in logs if e["event"] == "log.levels_applied")
+        assert log_levels()["plugins"] == {"tutorial": "DEBUG"}
+        assert isinstance(server, ServerService) and server.admin is not None
+        async with httpx.AsyncClient(base_url=server.admin.url.rstrip("/"),
+                                     headers=headers) as http:
+            assert (await http.get("/api/v1/logging")).json()["plugins"] == {"tutorial": "DEBUG"}
+    finally:
+        set_plugin_level("tutorial", None)
+        set_plugin_level("greeter", None)
