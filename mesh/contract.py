@@ -157,6 +157,14 @@ class Topic(Generic[SelT, PayT]):
         self.name = self.snapshot.name = name
 
 
+def _callers(callers: Iterable[str] | None) -> frozenset[str] | None:
+    allowed = None if callers is None else frozenset(callers)
+    if allowed is not None and not allowed <= CALLER_KINDS:
+        unknown = sorted(allowed - CALLER_KINDS)
+        raise ValueError(f"unknown caller kinds {unknown}; known: {sorted(CALLER_KINDS)}")
+    return allowed
+
+
 def _permission(permission: str | None) -> str | None:
     return None if permission is None else check_address(permission)
 
@@ -211,10 +219,7 @@ def rpc(
     their boundary)."""
     if service not in SERVICES:
         raise ValueError(f"service must be one of {sorted(SERVICES)}, not {service!r}")
-    allowed = None if callers is None else frozenset(callers)
-    if allowed is not None and not allowed <= CALLER_KINDS:
-        unknown = sorted(allowed - CALLER_KINDS)
-        raise ValueError(f"unknown caller kinds {unknown}; known: {sorted(CALLER_KINDS)}")
+    allowed = _callers(callers)
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc, devices,
@@ -246,10 +251,15 @@ class Task(Generic[InT, OutT]):
     time_limit: float = 60.0
     cpu_bound: bool = False
     doc: str = ""
+    callers: frozenset[str] | None = None  # the kinds that may enqueue it; None: every kind
+    permission: str | None = None  # what the user it is enqueued for must hold when it runs
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
 
     service: ClassVar[str] = "worker"
+
+    def allows(self, caller: str) -> bool:
+        return self.callers is None or caller in self.callers
 
     @property
     def qualname(self) -> str:
@@ -323,6 +333,8 @@ def task(
     time_limit: float = 60.0,
     cpu_bound: bool = False,
     doc: str = "",
+    callers: Iterable[str] | None = None,
+    permission: str | None = None,
 ) -> Task[InT, OutT]:
     """Declare a task run by the worker service.
 
@@ -332,6 +344,9 @@ def task(
     process is killed).
     cpu_bound: run in the worker's process pool (the handler is a plain function) instead of
     on its event loop (the handler is a coroutine).
+    callers: the kinds that may enqueue it (None: every kind), checked by the worker.
+    permission: what the user a task is enqueued for must hold when it runs; a task enqueued
+    for no user runs only if `callers` names the enqueuing kind (docs/tasks.md, "For whom").
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -339,7 +354,8 @@ def task(
         raise ValueError("backoff must be positive and backoff_max at least backoff")
     if time_limit <= 0:
         raise ValueError("time_limit must be positive")
-    return Task(input, result, max_attempts, backoff, backoff_max, time_limit, cpu_bound, doc)
+    return Task(input, result, max_attempts, backoff, backoff_max, time_limit, cpu_bound, doc,
+                _callers(callers), _permission(permission))
 
 
 class Contract:
