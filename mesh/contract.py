@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.errors import RpcError
+from mesh.errors import Forbidden, RpcError
 from mesh.names import SERVICE_KINDS
 from mesh.notification import Notification, notification  # noqa: F401  (re-exported for contracts)
 from mesh.permissions import check_address
@@ -62,6 +62,7 @@ class Rpc(Generic[ReqT, RepT]):
     doc: str = ""
     devices: bool = False
     permission: str | None = None
+    user_field: str | None = None  # a topic snapshot's: the selector field bound to the user
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
 
@@ -135,6 +136,7 @@ class Topic(Generic[SelT, PayT]):
     timeout: float = 10.0
     doc: str = ""
     permission: str | None = None
+    user_field: str | None = None
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
     snapshot: Rpc[SelT, TopicSnapshot[PayT]] = field(init=False)
@@ -145,7 +147,12 @@ class Topic(Generic[SelT, PayT]):
         # no user): its callers name the client, which lets it past the serving side's check.
         self.snapshot = Rpc(self.selector, TopicSnapshot[self.payload],  # type: ignore[name-defined]
                             "server", frozenset({"client"}), self.timeout, (), self.doc,
-                            permission=self.permission)
+                            permission=self.permission, user_field=self.user_field)
+
+    def for_user(self, selector: SelT, user: str) -> SelT:
+        """`selector` as `user` may watch it: with `user_field` unset (None), it is filled
+        with the user; set to someone else, Forbidden. Topics without `user_field` take any."""
+        return bound_to_user(self.user_field, selector, user, self.qualname)
 
     @property
     def qualname(self) -> str:
@@ -155,6 +162,21 @@ class Topic(Generic[SelT, PayT]):
         if not NAME_PATTERN.match(name):
             raise ValueError(f"topic name {name!r} must match {NAME_PATTERN.pattern}")
         self.name = self.snapshot.name = name
+
+
+def bound_to_user(user_field: str | None, selector: SelT, user: str, what: str) -> SelT:
+    """The selector of a topic whose `user_field` is bound to the signed-in user: the field
+    filled with `user` when unset, Forbidden when it names someone else."""
+    if user_field is None:
+        return selector
+    named = getattr(selector, user_field, None)
+    if named is None:
+        return selector.model_copy(update={user_field: user})
+    if named != user:
+        raise Forbidden(f"{what} shows each user only their own data: its selector's "
+                        f"{user_field} must be {user!r}, the signed-in user",
+                        details={"field": user_field, "what": what})
+    return selector
 
 
 def _callers(callers: Iterable[str] | None) -> frozenset[str] | None:
@@ -171,13 +193,23 @@ def _permission(permission: str | None) -> str | None:
 
 def topic(
     selector: type[SelT], payload: type[PayT], *, timeout: float = 10.0, doc: str = "",
-    permission: str | None = None,
+    permission: str | None = None, user_field: str | None = None,
 ) -> Topic[SelT, PayT]:
     """Declare an observable topic, provided on the server. `permission` is what a device
-    needs to watch it (docs/identity.md)."""
+    needs to watch it (docs/identity.md). `user_field` names a selector field (a string,
+    optional) bound to the signed-in user: the gateway fills it in, and a device naming
+    another user there is refused with `forbidden`, at the gateway and where the snapshot is
+    served (docs/devices.md, "Topics of one user")."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    return Topic(selector, payload, timeout, doc, _permission(permission))
+    if user_field is not None:
+        declared = selector.model_fields.get(user_field)
+        if declared is None:
+            raise ValueError(f"user_field {user_field!r} is not a field of {selector.__name__}")
+        if declared.is_required():
+            raise ValueError(f"{selector.__name__}.{user_field} is bound to the signed-in "
+                             "user: give it a default (None), the gateway fills it in")
+    return Topic(selector, payload, timeout, doc, _permission(permission), user_field)
 
 
 def action(

@@ -15,6 +15,8 @@ task a service serves:
 - a call with no user claim may run an entry that declares a permission only when its
   `callers` names the calling kind explicitly (secure by default: what is meant for people is
   not open to every service that can reach the queue);
+- a topic whose selector field is bound to the user (`topic(..., user_field=)`) serves a
+  snapshot for a user only when that field names them (`forbidden`);
 - a task is checked the same way at each attempt, its enqueuer (`x-mesh-enqueued-by`) standing
   for the caller; a refusal is a TaskRefused with the same code (dead-lettered, never retried):
   a task enqueued for a user whose session has ended since does not run (docs/tasks.md).
@@ -128,6 +130,15 @@ class ServingAcl(Middleware):
                              f"{', '.join(sorted(USER_KINDS))} may")
         session = await self._user_session(invocation, user)
         self._require(session, entry.permission, invocation)
+        if entry.user_field is not None:  # a topic of one user's data: theirs only
+            selector = invocation.input()
+            if getattr(selector, entry.user_field, None) != user:
+                audit.denied(who=user, what=invocation.name,
+                             permission=f"{entry.user_field}=self",
+                             where=self.service or invocation.service)
+                raise Forbidden(f"{invocation.name} shows each user only their own data: its "
+                                f"selector's {entry.user_field} must be {user!r}",
+                                details={"field": entry.user_field, "what": invocation.name})
         return await call_next(invocation)
 
     async def _task(self, invocation: Invocation, task: Task[Any, Any], call_next: Invoke

@@ -18,7 +18,9 @@ hash passwords faster than the machine can.
   of them is being checked, no other check starts.
 
 The counts are kept in the platform database (`DatabaseCounts`): every server counts the same
-attempts, and a restart forgets none. The pool is per server (it guards this process's CPU).
+attempts, and a restart forgets none. The pool is per server (it guards this process's CPU),
+and a refusal for being busy touches no database: while busy, a server lets past only the
+addresses it has itself seen the user sign in from (or found trusted) since it started.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mesh.platform.sign_in_counts import MemoryCounts, SignInCounts, Tally, now_
 
 T = TypeVar("T")
 TRUSTED_FOR = 30 * 24 * 3600.0  # how long an address a user signed in from stays theirs
+MAX_KNOWN = 100_000
 
 
 class SignInGuard:
@@ -50,6 +53,9 @@ class SignInGuard:
         self._trusted_active = 0  # known users signing in: untrusted checks wait for them
         self._trusted_done = asyncio.Event()
         self._trusted_done.set()
+        # (address, username) pairs this server saw sign in or found trusted: a busy server
+        # lets only these past without asking the database
+        self._known: dict[tuple[str, str], None] = {}
 
     async def attempt(self, address: str | None, username: str,
                       check: Callable[[], Awaitable[T]]) -> T:
@@ -58,22 +64,30 @@ class SignInGuard:
         where, who = (address or "?")[:100], username.casefold()[:200]
         started = now_ms()
         window_ms = int(self.window * 1000)
-        if self._waiting >= self._concurrency + self.queue and not await self.counts.trusted(
-                where, who, started - int(TRUSTED_FOR * 1000)):
+        # Busy: refused at once, touching no database (a flood must cost next to nothing);
+        # only addresses this server knows as the user's get past here.
+        if self._waiting >= self._concurrency + self.queue and (where, who) not in self._known:
             raise _refusal("busy", 1)
         self._waiting += 1
         counted, trusted = True, False
         try:
             trusted = await self.counts.trusted(where, who, started - int(TRUSTED_FOR * 1000))
             if trusted:  # a lane of its own: not among the waiting
+                self._remember(where, who)
                 self._waiting -= 1
                 counted = False
                 self._trusted_active += 1
                 self._trusted_done.clear()
+            since = started - window_ms
+            # read first: an attempt over the limit already is refused without a write
+            refusal = self._refusal(await self.counts.tally(where, who, since), trusted,
+                                    started, window_ms, mine=False)
+            if refusal is not None:
+                raise refusal
             attempt = await self.counts.reserve(where, who, started)
             try:
-                refusal = self._refusal(await self.counts.tally(
-                    where, who, started - window_ms), trusted, started, window_ms)
+                refusal = self._refusal(await self.counts.tally(where, who, since), trusted,
+                                        started, window_ms, mine=True)
                 if refusal is not None:
                     raise refusal
                 if trusted:
@@ -98,16 +112,25 @@ class SignInGuard:
                 if not self._trusted_active:
                     self._trusted_done.set()
         await self.counts.succeeded(attempt, where, who, now_ms())
+        self._remember(where, who)
         return result
 
-    def _refusal(self, tally: Tally, trusted: bool, now: int, window_ms: int
+    def _remember(self, address: str, username: str) -> None:
+        self._known.pop((address, username), None)
+        if len(self._known) >= MAX_KNOWN:
+            del self._known[next(iter(self._known))]
+        self._known[(address, username)] = None
+
+    def _refusal(self, tally: Tally, trusted: bool, now: int, window_ms: int, *, mine: bool
                  ) -> Throttled | None:
-        """The attempt's own row is counted: more than the limit is one too many."""
-        if tally.pair > self.allowance:
+        """Refused when the counts reach the limits; `mine`: the tally includes this
+        attempt's own row, so only more than the limit is one too many."""
+        own = 1 if mine else 0
+        if tally.pair >= self.allowance + own:
             return _refusal("attempts", _retry_after(tally.pair_oldest, now, window_ms))
-        if not trusted and tally.address > self.ceiling:
+        if not trusted and tally.address >= self.ceiling + own:
             return _refusal("attempts", _retry_after(tally.address_oldest, now, window_ms))
-        if not trusted and tally.user > self.ceiling:
+        if not trusted and tally.user >= self.ceiling + own:
             return _refusal("attempts", _retry_after(tally.user_oldest, now, window_ms))
         return None
 
