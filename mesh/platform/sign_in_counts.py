@@ -19,6 +19,7 @@ from typing import Protocol, cast
 
 from sqlalchemy import Table, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mesh.platform.models import SCHEMA, SignInAttemptRow, SignInTrustedRow
 from mesh.storage.database import Database
@@ -46,14 +47,16 @@ class Tally:
 
 
 class SignInCounts(Protocol):
-    async def reserve(self, address: str, username: str, at_ms: int) -> str:
-        """Record an attempt in flight; its id."""
+    async def look(self, address: str, username: str, since_ms: int, trusted_since_ms: int
+                   ) -> tuple[bool, Tally]:
+        """Whether the user signed in from `address` since `trusted_since_ms`, and the
+        attempts made since `since_ms`."""
         ...
 
-    async def tally(self, address: str, username: str, since_ms: int) -> Tally: ...
-
-    async def trusted(self, address: str, username: str, since_ms: int) -> bool:
-        """Whether the user signed in from `address` since `since_ms`."""
+    async def reserve(self, address: str, username: str, at_ms: int, since_ms: int
+                      ) -> tuple[str, Tally]:
+        """Record an attempt in flight, then count: its id, and the attempts made since
+        `since_ms`, its own included."""
         ...
 
     async def failed(self, attempt: str, at_ms: int) -> None:
@@ -79,19 +82,34 @@ class DatabaseCounts:
         self.trusted_ms = int(trusted_for * 1000)
         self._purged = -PURGE_EVERY
 
-    async def reserve(self, address: str, username: str, at_ms: int) -> str:
+    async def look(self, address: str, username: str, since_ms: int, trusted_since_ms: int
+                   ) -> tuple[bool, Tally]:
+        async with self.database.session(SCHEMA) as session:
+            found = await session.scalar(select(TRUSTED.c.at_ms).where(
+                TRUSTED.c.address == address, TRUSTED.c.username == username))
+            tally = await self._tally(session, address, username, since_ms)
+        return found is not None and found > trusted_since_ms, tally
+
+    async def reserve(self, address: str, username: str, at_ms: int, since_ms: int
+                      ) -> tuple[str, Tally]:
         attempt = uuid.uuid4().hex
         async with self.database.session(SCHEMA) as session:
             await session.execute(insert(ATTEMPTS).values(
                 id=attempt, address=address, username=username, at_ms=at_ms,
                 pair_cleared=False))
-            await session.commit()
+            await session.commit()  # seen by every server before this one counts
+            tally = await self._tally(session, address, username, since_ms)
         if time.monotonic() - self._purged >= PURGE_EVERY:
             self._purged = time.monotonic()
             await self.purge(at_ms)
-        return attempt
+        return attempt, tally
 
     async def tally(self, address: str, username: str, since_ms: int) -> Tally:
+        async with self.database.session(SCHEMA) as session:
+            return await self._tally(session, address, username, since_ms)
+
+    async def _tally(self, session: AsyncSession, address: str, username: str,
+                     since_ms: int) -> Tally:
         c = ATTEMPTS.c
         pair = (c.address == address) & (c.username == username) & c.pair_cleared.is_(False)
         mine, here = c.username == username, c.address == address
@@ -100,16 +118,10 @@ class DatabaseCounts:
             func.sum(case((mine, 1), else_=0)), func.min(case((mine, c.at_ms))),
             func.sum(case((here, 1), else_=0)), func.min(case((here, c.at_ms))),
         ).where(c.at_ms > since_ms, or_(mine, here))
-        async with self.database.session(SCHEMA) as session:
-            row = (await session.execute(query)).one()
+        row = (await session.execute(query)).one()
+        await session.rollback()  # end the read: no transaction held between attempts
         return Tally(int(row[0] or 0), int(row[2] or 0), int(row[4] or 0), row[1], row[3],
                      row[5])
-
-    async def trusted(self, address: str, username: str, since_ms: int) -> bool:
-        async with self.database.session(SCHEMA) as session:
-            found = await session.scalar(select(TRUSTED.c.at_ms).where(
-                TRUSTED.c.address == address, TRUSTED.c.username == username))
-        return found is not None and found > since_ms
 
     async def failed(self, attempt: str, at_ms: int) -> None:
         async with self.database.session(SCHEMA) as session:
@@ -162,12 +174,18 @@ class MemoryCounts:
         self._rows: dict[str, _Row] = {}
         self._trusted: dict[tuple[str, str], int] = {}
 
-    async def reserve(self, address: str, username: str, at_ms: int) -> str:
+    async def look(self, address: str, username: str, since_ms: int, trusted_since_ms: int
+                   ) -> tuple[bool, Tally]:
+        trusted = self._trusted.get((address, username), trusted_since_ms) > trusted_since_ms
+        return trusted, await self.tally(address, username, since_ms)
+
+    async def reserve(self, address: str, username: str, at_ms: int, since_ms: int
+                      ) -> tuple[str, Tally]:
         attempt = uuid.uuid4().hex
         if len(self._rows) >= MAX_MEMORY_ROWS:
             del self._rows[next(iter(self._rows))]
         self._rows[attempt] = _Row(address, username, at_ms)
-        return attempt
+        return attempt, await self.tally(address, username, since_ms)
 
     async def tally(self, address: str, username: str, since_ms: int) -> Tally:
         for key in [k for k, r in self._rows.items() if r.at_ms <= since_ms]:
@@ -178,9 +196,6 @@ class MemoryCounts:
         here = [r.at_ms for r in self._rows.values() if r.address == address]
         return Tally(len(pair), len(user), len(here), min(pair, default=None),
                      min(user, default=None), min(here, default=None))
-
-    async def trusted(self, address: str, username: str, since_ms: int) -> bool:
-        return self._trusted.get((address, username), since_ms) > since_ms
 
     async def failed(self, attempt: str, at_ms: int) -> None:
         row = self._rows.get(attempt)

@@ -71,23 +71,22 @@ class SignInGuard:
         self._waiting += 1
         counted, trusted = True, False
         try:
-            trusted = await self.counts.trusted(where, who, started - int(TRUSTED_FOR * 1000))
+            since = started - window_ms
+            trusted, tally = await self.counts.look(where, who, since,
+                                                    started - int(TRUSTED_FOR * 1000))
             if trusted:  # a lane of its own: not among the waiting
                 self._remember(where, who)
                 self._waiting -= 1
                 counted = False
                 self._trusted_active += 1
                 self._trusted_done.clear()
-            since = started - window_ms
             # read first: an attempt over the limit already is refused without a write
-            refusal = self._refusal(await self.counts.tally(where, who, since), trusted,
-                                    started, window_ms, mine=False)
+            refusal = self._refusal(tally, trusted, started, window_ms, mine=False)
             if refusal is not None:
                 raise refusal
-            attempt = await self.counts.reserve(where, who, started)
+            attempt, tally = await self.counts.reserve(where, who, started, since)
             try:
-                refusal = self._refusal(await self.counts.tally(where, who, since), trusted,
-                                        started, window_ms, mine=True)
+                refusal = self._refusal(tally, trusted, started, window_ms, mine=True)
                 if refusal is not None:
                     raise refusal
                 if trusted:
