@@ -21,9 +21,10 @@ from tests.conftest import Bus, fixture_source
 async def mesh_of(bus: Bus) -> ServerService:
     from mesh.plugin.discovery import discover
 
-    server = await bus.service("server")
+    sources = [*discover(), fixture_source("jobs")]  # the server knows its permissions
+    server = await bus.service("server", sources=sources)
     assert isinstance(server, ServerService)
-    await bus.service("worker", sources=[*discover(), fixture_source("jobs")], task_processes=1)
+    await bus.service("worker", sources=sources, task_processes=1)
     return server
 
 
@@ -58,7 +59,7 @@ async def refusal(jobs: JobsContract, work: Work | None = None, task: str = "gua
 
 async def test_a_task_runs_for_the_user_it_was_enqueued_for(memory_bus: Bus) -> None:
     server = await mesh_of(memory_bus)
-    digest, _ = await signed_in(server, "carla", ["tutorial/rows/change"])
+    digest, _ = await signed_in(server, "carla", ["jobs/work/run"])
     jobs = await jobs_as(memory_bus, "client", user="carla", session=digest)
     done = await (await jobs.guarded.enqueue(Work(note="hers"))).result(timeout=15)
     assert (done.note, done.user) == ("hers", "carla")
@@ -73,7 +74,7 @@ async def test_a_task_needs_the_permission_and_a_live_session(memory_bus: Bus) -
     mismatch = await refusal(await jobs_as(memory_bus, "client", user="admin", session=viewer))
     assert mismatch.code == "unauthenticated"
     # a session that ended before the task ran: the task is refused, not run on old rights
-    digest, token = await signed_in(server, "sam", ["tutorial/rows/change"])
+    digest, token = await signed_in(server, "sam", ["jobs/work/run"])
     jobs = await jobs_as(memory_bus, "client", user="sam", session=digest)
     assert (await (await jobs.guarded.enqueue(Work())).result(timeout=15)).user == "sam"
     await server.identity.provider().sign_out(token)
@@ -100,7 +101,7 @@ async def test_only_the_kinds_that_act_for_people_enqueue_for_a_user(memory_bus:
     """The agent names a live session of someone else's on a task open to every kind: refused,
     as its RPC calls would be; a worker passes on the user of the task it runs."""
     server = await mesh_of(memory_bus)
-    digest, _ = await signed_in(server, "ann", ["tutorial/rows/change"])
+    digest, _ = await signed_in(server, "ann", ["jobs/work/run"])
     forged = await jobs_as(memory_bus, "agent", user="ann", session=digest)
     assert (await refusal(forged, task="run")).code == "not_allowed"
     follow_up = await jobs_as(memory_bus, "worker", user="ann", session=digest)
@@ -119,7 +120,7 @@ async def test_a_task_enqueued_while_serving_a_user_is_enqueued_for_them(memory_
     from mesh.tasks.context import _current as current_task
 
     server = await mesh_of(memory_bus)
-    digest, _ = await signed_in(server, "dora", ["tutorial/rows/change"])
+    digest, _ = await signed_in(server, "dora", ["jobs/work/run"])
     jobs = await jobs_as(memory_bus, "client")
     token = current_rpc.set(CallInfo("tutorial.double_string_int", "client", None,
                                      time.monotonic() + 10, user="dora", session=digest))
