@@ -18,9 +18,9 @@ hash passwords faster than the machine can.
   of them is being checked, no other check starts.
 
 The counts are kept in the platform database (`DatabaseCounts`): every server counts the same
-attempts, and a restart forgets none. The pool is per server (it guards this process's CPU),
-and a refusal for being busy touches no database: while busy, a server lets past only the
-addresses it has itself seen the user sign in from (or found trusted) since it started.
+attempts, and a restart forgets none. The pool is per server (it guards this process's CPU).
+Each attempt costs one read; only an attempt within the limits and with room in the pool is
+written.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from mesh.platform.sign_in_counts import MemoryCounts, SignInCounts, Tally, now_
 
 T = TypeVar("T")
 TRUSTED_FOR = 30 * 24 * 3600.0  # how long an address a user signed in from stays theirs
-MAX_KNOWN = 100_000
 
 
 class SignInGuard:
@@ -53,9 +52,6 @@ class SignInGuard:
         self._trusted_active = 0  # known users signing in: untrusted checks wait for them
         self._trusted_done = asyncio.Event()
         self._trusted_done.set()
-        # (address, username) pairs this server saw sign in or found trusted: a busy server
-        # lets only these past without asking the database
-        self._known: dict[tuple[str, str], None] = {}
 
     async def attempt(self, address: str | None, username: str,
                       check: Callable[[], Awaitable[T]]) -> T:
@@ -64,26 +60,22 @@ class SignInGuard:
         where, who = (address or "?")[:100], username.casefold()[:200]
         started = now_ms()
         window_ms = int(self.window * 1000)
-        # Busy: refused at once, touching no database (a flood must cost next to nothing);
-        # only addresses this server knows as the user's get past here.
-        if self._waiting >= self._concurrency + self.queue and (where, who) not in self._known:
+        since = started - window_ms
+        # A read first: an attempt over a limit already is refused (held a second by the
+        # edge) without a write, and before it takes a place among the waiting.
+        trusted, tally = await self.counts.look(where, who, since,
+                                                started - int(TRUSTED_FOR * 1000))
+        refusal = self._refusal(tally, trusted, started, window_ms, mine=False)
+        if refusal is not None:
+            raise refusal
+        if not trusted and self._waiting >= self._concurrency + self.queue:
             raise _refusal("busy", 1)
-        self._waiting += 1
-        counted, trusted = True, False
+        if trusted:  # a lane of its own: not among the waiting
+            self._trusted_active += 1
+            self._trusted_done.clear()
+        else:
+            self._waiting += 1
         try:
-            since = started - window_ms
-            trusted, tally = await self.counts.look(where, who, since,
-                                                    started - int(TRUSTED_FOR * 1000))
-            if trusted:  # a lane of its own: not among the waiting
-                self._remember(where, who)
-                self._waiting -= 1
-                counted = False
-                self._trusted_active += 1
-                self._trusted_done.clear()
-            # read first: an attempt over the limit already is refused without a write
-            refusal = self._refusal(tally, trusted, started, window_ms, mine=False)
-            if refusal is not None:
-                raise refusal
             attempt, tally = await self.counts.reserve(where, who, started, since)
             try:
                 refusal = self._refusal(tally, trusted, started, window_ms, mine=True)
@@ -104,21 +96,14 @@ class SignInGuard:
                 await asyncio.shield(self.counts.release(attempt))
                 raise
         finally:
-            if counted:
-                self._waiting -= 1
-            elif trusted:
+            if trusted:
                 self._trusted_active -= 1
                 if not self._trusted_active:
                     self._trusted_done.set()
+            else:
+                self._waiting -= 1
         await self.counts.succeeded(attempt, where, who, now_ms())
-        self._remember(where, who)
         return result
-
-    def _remember(self, address: str, username: str) -> None:
-        self._known.pop((address, username), None)
-        if len(self._known) >= MAX_KNOWN:
-            del self._known[next(iter(self._known))]
-        self._known[(address, username)] = None
 
     def _refusal(self, tally: Tally, trusted: bool, now: int, window_ms: int, *, mine: bool
                  ) -> Throttled | None:
