@@ -44,6 +44,9 @@ TOKEN = "bench-admin-token-" + uuid.uuid4().hex
 PASSWORD = "bench admin password " + uuid.uuid4().hex[:8]
 
 
+ATTACKS = ("sign_in_flood", "churn", "big_body")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attackers", type=int, default=80,
                         help="bogus sign-ins kept in flight (default: %(default)s)")
@@ -52,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-mb", type=int, default=300, help="(default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=5,
                         help="timings per measurement; the median is reported (default: 5)")
+    parser.add_argument("--only", choices=ATTACKS, action="append",
+                        help="run only this attack (repeatable; default: all)")
 
 
 @contextlib.asynccontextmanager
@@ -213,10 +218,15 @@ async def big_body(admin_url: str, pid: int, megabytes: int) -> dict[str, Any]:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    only = set(args.only or ATTACKS)
+    report: dict[str, Any] = {}
     async with running_mesh(args.url) as (server, admin_url, ws_url):
-        report = {"sign_in_flood": await sign_in_flood(admin_url, args.attackers, args.repeat),
-                  "churn": await churn(admin_url, ws_url, args.selectors, args.repeat),
-                  "big_body": await big_body(admin_url, server.process.pid, args.body_mb)}
+        if "sign_in_flood" in only:
+            report["sign_in_flood"] = await sign_in_flood(admin_url, args.attackers, args.repeat)
+        if "churn" in only:
+            report["churn"] = await churn(admin_url, ws_url, args.selectors, args.repeat)
+        if "big_body" in only:
+            report["big_body"] = await big_body(admin_url, server.process.pid, args.body_mb)
     return report
 
 
@@ -225,14 +235,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    flood, churned, body = report["sign_in_flood"], report["churn"], report["big_body"]
-    print(f"real sign-in: {flood['alone_ms']:.1f} ms alone, {flood['attacked_ms']:.1f} ms under "
-          f"{flood['attackers']} bogus sign-ins ({flood['ratio']:.2f}x; goal <= 3x); bogus "
-          f"answers {flood['bogus_answers']}")
-    print(f"admin write: {churned['alone_ms']:.1f} ms alone, {churned['attacked_ms']:.1f} ms "
-          f"under churn of {churned['selectors_per_round']} selectors ({churned['ratio']:.2f}x;"
-          f" goal <= 3x); {churned['refused_subscribes']} subscribes refused, "
-          f"{churned['upstream_after']} selectors upstream after")
-    print(f"{body['megabytes']} MB unauthenticated body: {body['status']} in "
-          f"{body['seconds']} s, server grew {body['growth_mb']} MB (goal < 20 MB)")
+    if flood := report.get("sign_in_flood"):
+        print(f"real sign-in: {flood['alone_ms']:.1f} ms alone, {flood['attacked_ms']:.1f} ms "
+              f"under {flood['attackers']} bogus sign-ins ({flood['ratio']:.2f}x; goal <= 3x); "
+              f"bogus answers {flood['bogus_answers']}")
+    if churned := report.get("churn"):
+        print(f"admin write: {churned['alone_ms']:.1f} ms alone, {churned['attacked_ms']:.1f} ms"
+              f" under churn of {churned['selectors_per_round']} selectors "
+              f"({churned['ratio']:.2f}x; goal <= 3x); {churned['refused_subscribes']} "
+              f"subscribes refused, {churned['upstream_after']} selectors upstream after")
+    if body := report.get("big_body"):
+        print(f"{body['megabytes']} MB unauthenticated body: {body['status']} in "
+              f"{body['seconds']} s, server grew {body['growth_mb']} MB (goal < 20 MB)")
     return 0

@@ -46,7 +46,8 @@ class Caller:
                 idempotency_key: str | None = None, want_result: bool = True,
                 ) -> Awaitable[TaskHandle[OutT]]:
         return self.enqueuer.enqueue(task, input, idempotency_key=idempotency_key,
-                                  want_result=want_result)
+                                     want_result=want_result, user=self.user,
+                                     session=self.session)
 
     def handle(self, task: Task[Any, OutT], task_id: str) -> TaskHandle[OutT]:
         return self.enqueuer.handle(task, task_id)

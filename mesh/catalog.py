@@ -268,8 +268,9 @@ def _entries(plugin: str, contract: type[Contract]) -> list[AnyEntry]:
 def _task_entry(task: Task[Any, Any]) -> TaskEntry:
     return TaskEntry(
         plugin=task.plugin, name=task.name, qualname=f"{task.plugin}.{task.name}",
-        service="worker", routing_key=names.task_key(task.plugin, task.name), callers=None,
-        permission=None,
+        service="worker", routing_key=names.task_key(task.plugin, task.name),
+        callers=None if task.callers is None else sorted(task.callers),
+        permission=task.permission,
         devices=False, timeout=task.time_limit, errors=[], doc=task.doc,
         input=model_schema(task.input, what=f"{task.plugin}.{task.name} input"),
         result=model_schema(task.result, what=f"{task.plugin}.{task.name} result"),

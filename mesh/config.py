@@ -118,6 +118,11 @@ class MeshSettings(BaseSettings):
         default=30.0, ge=0,
         description="Seconds a client keeps a selector upstream after its last device left.",
     )
+    notify_concurrency: int = Field(
+        default=4, gt=0, le=1000,
+        description="Provider runs a server makes at once to refresh watched selectors after "
+        "notifies (all topics together); the notify itself returns at once.",
+    )
     admin_host: str = Field(default="127.0.0.1",
                             description="Where the server's admin API listens.")
     admin_port: int = Field(default=8010, ge=0, le=65535,

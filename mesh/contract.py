@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 
 from pydantic import BaseModel, ValidationError
 
-from mesh.errors import RpcError
+from mesh.errors import Forbidden, RpcError
 from mesh.names import SERVICE_KINDS
 from mesh.notification import Notification, notification  # noqa: F401  (re-exported for contracts)
 from mesh.permissions import check_address
@@ -62,6 +62,7 @@ class Rpc(Generic[ReqT, RepT]):
     doc: str = ""
     devices: bool = False
     permission: str | None = None
+    user_field: str | None = None  # a topic snapshot's: the selector field bound to the user
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
 
@@ -135,6 +136,7 @@ class Topic(Generic[SelT, PayT]):
     timeout: float = 10.0
     doc: str = ""
     permission: str | None = None
+    user_field: str | None = None
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
     snapshot: Rpc[SelT, TopicSnapshot[PayT]] = field(init=False)
@@ -145,7 +147,12 @@ class Topic(Generic[SelT, PayT]):
         # no user): its callers name the client, which lets it past the serving side's check.
         self.snapshot = Rpc(self.selector, TopicSnapshot[self.payload],  # type: ignore[name-defined]
                             "server", frozenset({"client"}), self.timeout, (), self.doc,
-                            permission=self.permission)
+                            permission=self.permission, user_field=self.user_field)
+
+    def for_user(self, selector: SelT, user: str) -> SelT:
+        """`selector` as `user` may watch it: with `user_field` unset (None), it is filled
+        with the user; set to someone else, Forbidden. Topics without `user_field` take any."""
+        return bound_to_user(self.user_field, selector, user, self.qualname)
 
     @property
     def qualname(self) -> str:
@@ -157,19 +164,52 @@ class Topic(Generic[SelT, PayT]):
         self.name = self.snapshot.name = name
 
 
+def bound_to_user(user_field: str | None, selector: SelT, user: str, what: str) -> SelT:
+    """The selector of a topic whose `user_field` is bound to the signed-in user: the field
+    filled with `user` when unset, Forbidden when it names someone else."""
+    if user_field is None:
+        return selector
+    named = getattr(selector, user_field, None)
+    if named is None:
+        return selector.model_copy(update={user_field: user})
+    if named != user:
+        raise Forbidden(f"{what} shows each user only their own data: its selector's "
+                        f"{user_field} must be {user!r}, the signed-in user",
+                        details={"field": user_field, "what": what})
+    return selector
+
+
+def _callers(callers: Iterable[str] | None) -> frozenset[str] | None:
+    allowed = None if callers is None else frozenset(callers)
+    if allowed is not None and not allowed <= CALLER_KINDS:
+        unknown = sorted(allowed - CALLER_KINDS)
+        raise ValueError(f"unknown caller kinds {unknown}; known: {sorted(CALLER_KINDS)}")
+    return allowed
+
+
 def _permission(permission: str | None) -> str | None:
     return None if permission is None else check_address(permission)
 
 
 def topic(
     selector: type[SelT], payload: type[PayT], *, timeout: float = 10.0, doc: str = "",
-    permission: str | None = None,
+    permission: str | None = None, user_field: str | None = None,
 ) -> Topic[SelT, PayT]:
     """Declare an observable topic, provided on the server. `permission` is what a device
-    needs to watch it (docs/identity.md)."""
+    needs to watch it (docs/identity.md). `user_field` names a selector field (a string,
+    optional) bound to the signed-in user: the gateway fills it in, and a device naming
+    another user there is refused with `forbidden`, at the gateway and where the snapshot is
+    served (docs/devices.md, "Topics of one user")."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    return Topic(selector, payload, timeout, doc, _permission(permission))
+    if user_field is not None:
+        declared = selector.model_fields.get(user_field)
+        if declared is None:
+            raise ValueError(f"user_field {user_field!r} is not a field of {selector.__name__}")
+        if declared.is_required():
+            raise ValueError(f"{selector.__name__}.{user_field} is bound to the signed-in "
+                             "user: give it a default (None), the gateway fills it in")
+    return Topic(selector, payload, timeout, doc, _permission(permission), user_field)
 
 
 def action(
@@ -211,10 +251,7 @@ def rpc(
     their boundary)."""
     if service not in SERVICES:
         raise ValueError(f"service must be one of {sorted(SERVICES)}, not {service!r}")
-    allowed = None if callers is None else frozenset(callers)
-    if allowed is not None and not allowed <= CALLER_KINDS:
-        unknown = sorted(allowed - CALLER_KINDS)
-        raise ValueError(f"unknown caller kinds {unknown}; known: {sorted(CALLER_KINDS)}")
+    allowed = _callers(callers)
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     return Rpc(request, reply, service, allowed, timeout, tuple(errors), doc, devices,
@@ -246,10 +283,15 @@ class Task(Generic[InT, OutT]):
     time_limit: float = 60.0
     cpu_bound: bool = False
     doc: str = ""
+    callers: frozenset[str] | None = None  # the kinds that may enqueue it; None: every kind
+    permission: str | None = None  # what the user it is enqueued for must hold when it runs
     plugin: str = field(default="", init=False)
     name: str = field(default="", init=False)
 
     service: ClassVar[str] = "worker"
+
+    def allows(self, caller: str) -> bool:
+        return self.callers is None or caller in self.callers
 
     @property
     def qualname(self) -> str:
@@ -323,6 +365,8 @@ def task(
     time_limit: float = 60.0,
     cpu_bound: bool = False,
     doc: str = "",
+    callers: Iterable[str] | None = None,
+    permission: str | None = None,
 ) -> Task[InT, OutT]:
     """Declare a task run by the worker service.
 
@@ -332,6 +376,9 @@ def task(
     process is killed).
     cpu_bound: run in the worker's process pool (the handler is a plain function) instead of
     on its event loop (the handler is a coroutine).
+    callers: the kinds that may enqueue it (None: every kind), checked by the worker.
+    permission: what the user a task is enqueued for must hold when it runs; a task enqueued
+    for no user runs only if `callers` names the enqueuing kind (docs/tasks.md, "For whom").
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -339,7 +386,8 @@ def task(
         raise ValueError("backoff must be positive and backoff_max at least backoff")
     if time_limit <= 0:
         raise ValueError("time_limit must be positive")
-    return Task(input, result, max_attempts, backoff, backoff_max, time_limit, cpu_bound, doc)
+    return Task(input, result, max_attempts, backoff, backoff_max, time_limit, cpu_bound, doc,
+                _callers(callers), _permission(permission))
 
 
 class Contract:

@@ -178,7 +178,8 @@ def contract_permissions(contract: type[Contract]) -> dict[str, str]:
     """The permission each entry of `contract` needs, by qualname (entries needing none are
     left out)."""
     found: dict[str, str] = {}
-    entries: list[Any] = [*contract.rpcs.values(), *contract.topics.values()]
+    entries: list[Any] = [*contract.rpcs.values(), *contract.topics.values(),
+                          *contract.tasks.values()]
     for entry in entries:
         if entry.permission is not None:
             found[entry.qualname] = entry.permission

@@ -1,5 +1,5 @@
 """Serving a plugin's topics on the server: a provider per topic, its snapshot RPC handed to
-the RPC binder, and `notify` for the plugin's context."""
+the RPC binder, and `notify` for the plugin's context (it queues the refresh and returns)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ class TopicBinder(Binder):
     async def close(self) -> None:
         for provider in self.providers.values():
             self.observables.remove(provider.topic)
+            await provider.close()
 
     async def notify(self, topic: Topic[Any, Any], selector: BaseModel | None) -> None:
         provider = self.providers.get(topic.name)

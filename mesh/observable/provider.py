@@ -4,8 +4,9 @@ Client services announce the selectors they watch (with a lease they renew) to e
 instance, so whichever instance handles a `notify` knows what to refresh. A refresh runs the
 provider once per watched selector, however many devices watch it, and publishes the payload
 with a version: the wall-clock time the provider run started, so a later run — which saw later
-data — always carries a higher version. Runs for one selector never overlap: notifies arriving
-during a run are folded into one more run after it.
+data — always carries a higher version. The runs happen after `notify` returns, a few at a time
+(the change that notified never waits for them); runs for one selector never overlap, and
+notifies arriving before or during a run are folded into one more run.
 """
 
 from __future__ import annotations
@@ -67,23 +68,44 @@ class WatchRegistry:
         return {key: entry.selector for key, entry in selectors.items()}
 
 
-@dataclass
-class _Refresh:
-    running: bool = False
-    next_run: asyncio.Future[None] | None = None
+class RefreshSlots:
+    """The provider runs for notifies one server instance makes at once, all topics together
+    (MESH_NOTIFY_CONCURRENCY): a burst of notifies queues, it does not crowd out the RPCs and
+    actions the instance serves meanwhile."""
+
+    def __init__(self, size: int = 4) -> None:
+        if size < 1:
+            raise ValueError("a server makes at least one provider run at a time")
+        self.size = size
+        self.semaphore = asyncio.Semaphore(size)
 
 
 class TopicProvider:
-    """One topic's provider on one server instance."""
+    """One topic's provider on one server instance.
+
+    `notify` queues refreshes and returns: the change that called it (an admin's write, an
+    action) never waits for the providers of every watched selector, which a device could
+    multiply by subscribing to many selectors. Background runners take the queued selectors
+    in order, at most `slots` provider runs at once on the server instance. A selector queued
+    again before its run starts is queued once (the run reads the data as it is then, after
+    every change that queued it); one notified during its run is run once more after it, so
+    the last payload published always saw the last change. Runs for one selector never
+    overlap, so its versions only grow."""
 
     def __init__(self, topic: Topic[Any, Any], provide: Provide, transport: Transport,
-                 registry: WatchRegistry) -> None:
+                 registry: WatchRegistry, slots: RefreshSlots | None = None) -> None:
         self.topic = topic
         self._provide = provide
         self.transport = transport
         self.registry = registry
         self.provider_calls = 0
-        self._refreshes: dict[str, _Refresh] = {}
+        self._slots = slots or RefreshSlots()
+        self._queued: dict[str, BaseModel] = {}  # selector key → selector, in notify order
+        self._running: set[str] = set()
+        self._again: dict[str, BaseModel] = {}  # notified during their run: once more after
+        self._runners: set[asyncio.Task[None]] = set()
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.log = log.bind(topic=topic.qualname)
 
     async def _payload(self, selector: BaseModel) -> tuple[int, BaseModel]:
@@ -99,8 +121,9 @@ class TopicProvider:
         return reply(version=version, payload=payload)
 
     async def notify(self, selector: BaseModel | None = None) -> None:
-        """Refresh the watchers of `selector`, or of every watched selector of the topic.
-        Returns once the new payloads are published."""
+        """Queue a refresh of the watchers of `selector`, or of every watched selector of the
+        topic, and return: the new payloads are published by the background runners
+        (`settled()` waits for them)."""
         watched = self.registry.watched(self.topic.plugin, self.topic.name)
         if selector is None:
             targets = {key: self.topic.selector.model_validate(raw)
@@ -109,32 +132,57 @@ class TopicProvider:
             selector = as_model(self.topic.selector, selector)
             key = selector_key(selector)
             targets = {key: selector} if key in watched else {}
-        if targets:
-            await asyncio.gather(*(self._refresh(k, s) for k, s in targets.items()))
+        for key, target in targets.items():
+            if key in self._running:
+                self._again[key] = target
+            else:
+                self._queued.setdefault(key, target)
+        if self._queued:
+            self._settled.clear()
+            wanted = min(len(self._queued), self._slots.size)
+            while len(self._runners) < wanted:
+                runner = asyncio.get_running_loop().create_task(self._run_queued())
+                self._runners.add(runner)
+                runner.add_done_callback(self._runner_done)
 
-    async def _refresh(self, key: str, selector: BaseModel) -> None:
-        state = self._refreshes.setdefault(key, _Refresh())
-        if state.running:  # a run is under way and may have read older data: wait for the next
-            if state.next_run is None:
-                state.next_run = asyncio.get_running_loop().create_future()
-            await asyncio.shield(state.next_run)
-            return
-        state.running = True
-        waiting: asyncio.Future[None] | None = None
-        try:
-            while True:
-                await self._publish(key, selector)
-                if waiting is not None:
-                    waiting.set_result(None)
-                waiting, state.next_run = state.next_run, None
-                if waiting is None:
-                    break
-        finally:
-            state.running = False
-            if waiting is not None and not waiting.done():
-                waiting.set_result(None)
-            if state.next_run is None:
-                self._refreshes.pop(key, None)
+    async def _run_queued(self) -> None:
+        while self._queued:
+            key = next(iter(self._queued))
+            selector = self._queued.pop(key)
+            self._running.add(key)
+            try:
+                async with self._slots.semaphore:
+                    await self._publish(key, selector)
+            finally:
+                self._running.discard(key)
+                again = self._again.pop(key, None)
+                if again is not None:
+                    self._queued[key] = again
+
+    def _runner_done(self, runner: asyncio.Task[None]) -> None:
+        self._runners.discard(runner)
+        if not runner.cancelled() and runner.exception() is not None:
+            self.log.error("observable.runner_failed", error=repr(runner.exception()))
+        if not self._runners:
+            self._settled.set()
+
+    @property
+    def pending(self) -> int:
+        """Selectors queued or running now."""
+        return len(self._queued) + len(self._running)
+
+    async def settled(self) -> None:
+        """Wait until every refresh queued so far (and any queued meanwhile) is published."""
+        await self._settled.wait()
+
+    async def close(self) -> None:
+        """Stop refreshing: queued refreshes are dropped, running ones cancelled."""
+        self._queued.clear()
+        self._again.clear()
+        runners = list(self._runners)
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
 
     async def _publish(self, key: str, selector: BaseModel) -> None:
         try:
@@ -156,10 +204,11 @@ class ObservableServer:
     """A server instance's part in observables: it hears watch announcements for every topic,
     and holds the providers its plugins registered."""
 
-    def __init__(self, transport: Transport, instance: str) -> None:
+    def __init__(self, transport: Transport, instance: str, *, concurrency: int = 4) -> None:
         self.transport = transport
         self.instance = instance
         self.registry = WatchRegistry()
+        self.slots = RefreshSlots(concurrency)
         self.providers: dict[str, TopicProvider] = {}
 
     async def start(self) -> None:
@@ -190,7 +239,7 @@ class ObservableServer:
 
     def new_provider(self, topic: Topic[Any, Any], provide: Provide) -> TopicProvider:
         """A provider for `topic` that hears this server's watches (attached when it starts)."""
-        return TopicProvider(topic, provide, self.transport, self.registry)
+        return TopicProvider(topic, provide, self.transport, self.registry, self.slots)
 
     def attach(self, provider: TopicProvider) -> None:
         self.providers[provider.topic.qualname] = provider

@@ -195,3 +195,30 @@ class PersonalSettingsRow(Base):
     plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
     values: Mapped[dict] = mapped_column(JSON)  # type: ignore[type-arg]
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SignInAttemptRow(Base):
+    """A sign-in attempt not known to have succeeded: in flight, or a wrong password
+    (mesh/platform/sign_in_counts.py). Every server counts the same rows, and they outlive a
+    restart; kept for the sign-in window. `pair_cleared`: the user signed in since from this
+    address, so it no longer counts against the (address, username) allowance."""
+
+    __tablename__ = "sign_in_attempt"
+    __table_args__ = (Index("ix_sign_in_attempt_username", "username", "at_ms"),
+                      Index("ix_sign_in_attempt_address", "address", "at_ms"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    address: Mapped[str] = mapped_column(String(100))
+    username: Mapped[str] = mapped_column(String(200))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    pair_cleared: Mapped[bool]
+
+
+class SignInTrustedRow(Base):
+    """An address a user signed in from, and when last: spared the ceilings."""
+
+    __tablename__ = "sign_in_trusted"
+
+    address: Mapped[str] = mapped_column(String(100), primary_key=True)
+    username: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)

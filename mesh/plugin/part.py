@@ -155,7 +155,8 @@ class PluginContext:
     async def notify(self, topic: Topic[Any, Any], selector: BaseModel | None = None) -> None:
         """Tell the watchers of `selector` (or of every selector of `topic`) that its data
         changed: the provider runs once per watched selector and the new payload is published.
-        Returns once it is."""
+        Returns once the refresh is queued; the runs follow in the background, a few at a time
+        (MESH_NOTIFY_CONCURRENCY), so a change never waits for every watcher's provider."""
         if topic.plugin != self.plugin:
             raise PluginError(f"{self.plugin} cannot notify {topic.qualname}: it is "
                               f"{topic.plugin}'s topic; ask {topic.plugin}'s API to")

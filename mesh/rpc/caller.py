@@ -17,7 +17,7 @@ from mesh.errors import InvalidReply, RpcTimeout, Unavailable
 from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import rpc_key
 from mesh.rpc import wire
-from mesh.rpc.context import current_call
+from mesh.rpc.context import acting_for, current_call
 from mesh.validation import coerce
 
 
@@ -68,8 +68,8 @@ class RpcCaller:
         parent = current_call()
         if parent is not None:
             budget = min(budget, parent.remaining())
-            if not user:
-                user, session = parent.user, parent.session
+        if not user:
+            user, session = acting_for()
         caller = caller or self.caller
         headers = {**(headers or {}), wire.HEADER_CALLER: caller,
                    wire.HEADER_TIMEOUT_MS: max(1, math.ceil(budget * 1000))}

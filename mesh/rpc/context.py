@@ -6,6 +6,8 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from mesh.tasks.context import current_task
+
 
 @dataclass(frozen=True, slots=True)
 class CallInfo:
@@ -35,3 +37,15 @@ def remaining_time() -> float | None:
     """Seconds left before the current call's deadline, or None outside a handler."""
     call = _current.get()
     return None if call is None else call.remaining()
+
+
+def acting_for() -> tuple[str | None, str | None]:
+    """The user (and session digest) the handler in progress works for: the RPC's, else the
+    task's (a task enqueued for a user); what calls and enqueues it makes pass on."""
+    call = _current.get()
+    if call is not None:
+        return call.user, call.session
+    task = current_task()
+    if task is not None:
+        return task.user, task.session
+    return None, None

@@ -252,11 +252,12 @@ class TaskBinder(Binder):
             attempt=meta.attempt, max_attempts=task.max_attempts,
             redelivered=message.redelivered, enqueued_by=meta.enqueued_by,
             enqueued_at_ms=meta.enqueued_at, reply=bool(message.reply_to),
+            user=meta.user, session=meta.session if meta.user else None,
         )
         invocation = Invocation(
             "task", task.qualname, task, self.plugin, self.runtime.service,
             self.runtime.instance, message, _decode_input, caller=meta.enqueued_by,
-            attempt=meta.attempt, max_attempts=task.max_attempts, info=info,
+            user=meta.user, attempt=meta.attempt, max_attempts=task.max_attempts, info=info,
         )
         started = time.monotonic()
         started_ms = wire.now_ms()
@@ -343,6 +344,9 @@ class TaskBinder(Binder):
         task = invocation.entry
         assert isinstance(task, Task)
         _, handler = self.handlers[task.name]
+        if not task.allows(invocation.caller or ""):
+            raise TaskRefused(f"{invocation.caller} may not enqueue {task.qualname} (allowed: "
+                              f"{', '.join(sorted(task.callers or ()))})", code="not_allowed")
         value = invocation.input()
         token = _current.set(invocation.info)
         try:

@@ -17,6 +17,8 @@ class TaskInfo:
     enqueued_by: str | None
     enqueued_at_ms: int | None
     reply: bool = True  # whether the enqueuer asked for the result
+    user: str | None = None  # the signed-in user it was enqueued for: calls it makes pass it on
+    session: str | None = None  # that user's session, by its token digest
 
     @property
     def last_attempt(self) -> bool:

@@ -24,6 +24,7 @@ from mesh.contract import InT, OutT, Task
 from mesh.errors import TaskUnavailable
 from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import task_key
+from mesh.rpc.context import acting_for
 from mesh.tasks import wire
 from mesh.tasks.handle import Ledger, TaskHandle
 from mesh.tasks.ledger import check_task_id
@@ -82,16 +83,21 @@ class TaskEnqueuer:
     async def enqueue(
         self, task: Task[InT, OutT], input: InT | dict[str, Any], *,
         idempotency_key: str | None = None, want_result: bool = True,
+        user: str | None = None, session: str | None = None,
     ) -> TaskHandle[OutT]:
         """Queue `task` with `input`; returns its handle once the broker has stored it.
 
         With `want_result=False` the task carries no reply address: the worker sends nothing
-        back, and the handle's `result()` raises at once."""
+        back, and the handle's `result()` raises at once. `user` (with `session`, its token
+        digest) enqueues it for a signed-in user; by default, a handler's RPC or task in
+        progress passes its own user on, as calls do (docs/tasks.md, "For whom")."""
         input = coerce(task.input, input, what=f"the input of {task.qualname}")
         if idempotency_key is not None and not (0 < len(idempotency_key) <= 200):
             raise ValueError("an idempotency key has 1 to 200 characters")
+        if not user:
+            user, session = acting_for()
         headers = wire.task_headers(task=task.qualname, caller=self.caller,
-                                    idempotency_key=idempotency_key)
+                                    idempotency_key=idempotency_key, user=user, session=session)
         outgoing = Outgoing("task", task, input, self.caller, headers, want_result=want_result)
         return cast(TaskHandle[OutT], await self._send(outgoing))
 

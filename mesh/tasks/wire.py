@@ -11,17 +11,20 @@ from mesh.bus.message import Message
 from mesh.errors import TaskError
 from mesh.rpc.wire import (
     CONTENT_TYPE,
+    HEADER_SESSION,
     HEADER_STATUS,
+    HEADER_USER,
     STATUS_ERROR,
     STATUS_OK,
     decode_outcome,
     is_json,
 )
 
-# Task messages and results share the RPC wire's content type, status header, JSON check and
-# the decoding of an outcome.
-__all__ = ["CONTENT_TYPE", "HEADER_STATUS", "STATUS_ERROR", "STATUS_OK", "decode_outcome",
-           "is_json"]
+# Task messages and results share the RPC wire's content type, status header, user claim
+# (x-mesh-user with x-mesh-session: the task was enqueued for that user), JSON check and the
+# decoding of an outcome.
+__all__ = ["CONTENT_TYPE", "HEADER_SESSION", "HEADER_STATUS", "HEADER_USER", "STATUS_ERROR",
+           "STATUS_OK", "decode_outcome", "is_json"]
 
 HEADER_TASK = "x-mesh-task"
 HEADER_KEY = "x-mesh-idempotency-key"
@@ -50,6 +53,8 @@ class TaskMeta:
     attempt: int
     enqueued_by: str | None
     enqueued_at: int | None
+    user: str | None = None  # the user it was enqueued for
+    session: str | None = None  # that user's session, by its token digest
 
     @classmethod
     def of(cls, message: Message) -> TaskMeta:
@@ -64,15 +69,23 @@ class TaskMeta:
             attempt=attempt if isinstance(attempt, int) and attempt >= 1 else 1,
             enqueued_by=message.header(HEADER_ENQUEUED_BY),
             enqueued_at=enqueued_at if isinstance(enqueued_at, int) else None,
+            user=message.header(HEADER_USER) or None,
+            session=message.header(HEADER_SESSION) or None,
         )
 
 
-def task_headers(*, task: str, caller: str, idempotency_key: str | None) -> dict[str, Any]:
-    """A new task message's headers (its idempotency key defaults to its id, set on publish)."""
+def task_headers(*, task: str, caller: str, idempotency_key: str | None,
+                 user: str | None = None, session: str | None = None) -> dict[str, Any]:
+    """A new task message's headers (its idempotency key defaults to its id, set on publish);
+    `user` and `session` when it is enqueued for a signed-in user."""
     headers: dict[str, Any] = {HEADER_TASK: task, HEADER_ATTEMPT: 1,
                                HEADER_ENQUEUED_BY: caller, HEADER_ENQUEUED_AT: now_ms()}
     if idempotency_key is not None:
         headers[HEADER_KEY] = idempotency_key
+    if user:
+        headers[HEADER_USER] = user
+        if session:
+            headers[HEADER_SESSION] = session
     return headers
 
 

@@ -28,7 +28,7 @@ from mesh.plugin.host import PluginState
 from mesh.plugin.part import PluginPart
 from mesh.rpc.caller import RpcCaller
 from mesh.service import Service
-from mesh.serving_acl import USER_KINDS
+from mesh.serving_acl import PEOPLE_KINDS
 from mesh.tasks.enqueuer import TaskEnqueuer
 from mesh.testing.bus import Bus, eventually
 from mesh.testing.devices import Device
@@ -220,7 +220,7 @@ class RunningMesh:
         token's user, as the admin API makes them, so entries that need a permission run;
         `as_admin=False` calls as a bare service does, which the serving side lets run only
         entries needing no permission or whose `callers` name `caller`."""
-        if as_admin and caller in USER_KINDS:
+        if as_admin and caller in PEOPLE_KINDS:
             server = self.service("server")
             assert isinstance(server, AdminSessionKeeper)
             return contract(self._caller.acting_as(caller, user=ADMIN_TOKEN_USER,

@@ -74,7 +74,8 @@ class ServerService(Service):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         assert self.database is not None
-        self.observables = ObservableServer(self.transport, self.instance)
+        self.observables = ObservableServer(self.transport, self.instance,
+                                            concurrency=self.settings.notify_concurrency)
         self.store = PlatformStore(self.database)
         self.directory = ServiceDirectory(self.transport, self.instance)
         self.ledger = TaskLedger(self.transport, self.database,

@@ -23,8 +23,9 @@ from mesh.identity import (
     token_digest,
 )
 from mesh.names import INVALIDATE_KEY
+from mesh.platform.sign_in_counts import DatabaseCounts
 from mesh.rpc.binder import RpcBinder
-from services.server.sign_in_guard import SignInGuard
+from services.server.sign_in_guard import TRUSTED_FOR, SignInGuard
 
 if TYPE_CHECKING:
     from services.server import ServerService
@@ -42,7 +43,9 @@ class IdentityGate:
         self.guard = SignInGuard(
             allowance=settings.sign_in_allowance, ceiling=settings.sign_in_ceiling,
             window=settings.sign_in_window_s, concurrency=settings.sign_in_concurrency,
-            queue=settings.sign_in_queue)
+            queue=settings.sign_in_queue,
+            counts=None if server.database is None else DatabaseCounts(
+                server.database, window=settings.sign_in_window_s, trusted_for=TRUSTED_FOR))
         # for providers that cannot look a session up by digest: the tokens seen, bounded
         self._seen: dict[str, str] = {}
 

@@ -144,11 +144,19 @@ async def _until_refused(client: RpcCaller, digest: str) -> None:
 async def test_a_user_claim_is_believed_only_from_the_kinds_that_act_for_people(
         bus: Bus) -> None:
     server = await server_of(bus)
-    for kind in ("agent", "worker"):
-        caller = await caller_of(bus, kind)
-        with pytest.raises(NotAllowed, match="may not act for a user"):
-            await caller.call(DELETE, StringIntId(id=1), user=ADMIN_TOKEN_USER,
-                              session=server.identity.admin_session)
+    agent = await caller_of(bus, "agent")
+    with pytest.raises(NotAllowed, match="may not act for a user"):
+        await agent.call(DELETE, StringIntId(id=1), user=ADMIN_TOKEN_USER,
+                         session=server.identity.admin_session)
+    # a worker passes on the user of the task it runs (enqueued for them: tests/mesh/tasks/
+    # test_task_acl.py), still only with that user's live session
+    worker = await caller_of(bus, "worker")
+    rows = await worker.call(TutorialContract.list_string_ints, {}, user=ADMIN_TOKEN_USER,
+                             session=server.identity.admin_session)
+    assert rows.items == []
+    with pytest.raises(Unauthenticated):
+        await worker.call(TutorialContract.list_string_ints, {}, user=ADMIN_TOKEN_USER,
+                          session=token_digest("made up"))
 
 
 async def test_concurrent_checks_of_one_session_ask_once() -> None:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from mesh import audit
+from mesh.errors import Forbidden
 from mesh.names import observable_key
 from mesh.observable.keys import selector_key
 from mesh.rpc import once
@@ -44,6 +46,14 @@ async def subscribe(connection: DeviceConnection, request_id: RequestId, frame: 
     connection.permit(identity, topic, "topic")
     selector = _validate(topic.selector, frame.get("selector"), "invalid_selector",
                          "the selector")
+    if topic.user_field is not None:
+        try:
+            selector = topic.for_user(selector, identity.user)
+        except Forbidden as exc:
+            audit.denied(who=identity.user, what=topic.qualname,
+                         permission=f"{topic.user_field}=self", where="devices", kind="topic",
+                         device=connection.address)
+            raise DeviceError("forbidden", exc.message, exc.details) from None
     known = _cached_version(frame.get("version"))
     subscriptions = connection.subscriptions
     cache = connection.gateway.cache

@@ -621,9 +621,19 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         (409 with its error if it failed for good, 504 if it is still running)."""
         declared = entry(plugin, name, "task")
         assert isinstance(declared, Task)
+        if not declared.allows(server.kind):  # what the worker would refuse
+            raise error(403, "not_allowed", f"{declared.qualname} may be enqueued only by "
+                        f"{', '.join(sorted(declared.callers or ()))}, not through the admin "
+                        "API", {"callers": sorted(declared.callers or ())})
         try:
+            identity.require(declared.permission, declared.qualname)
+        except Forbidden as exc:
+            raise forbidden(identity, exc, declared.qualname, http) from None
+        try:  # for the signed-in person: the worker checks their session and permission
             handle = await server.enqueuer.enqueue(declared, task_input,
-                                                   idempotency_key=idempotency_key)
+                                                   idempotency_key=idempotency_key,
+                                                   user=identity.user,
+                                                   session=http.state.session)
         except InvalidRequest as exc:
             raise error(422, "invalid_input", exc.message, exc.details) from None
         except TaskUnavailable as exc:

@@ -9,13 +9,16 @@ import pytest
 from mesh_tutorial.contract import (
     AddIntValue,
     StringCapToggle,
+    StringInt,
     StringIntFields,
+    StringIntList,
     StringIntSelector,
     TutorialContract,
 )
 
 from mesh.caller import Caller
 from mesh.identity import ADMIN_TOKEN_USER
+from mesh.observable.provider import TopicProvider
 from mesh.rpc.caller import RpcCaller
 from mesh.tasks.enqueuer import TaskEnqueuer
 from services.client import ClientService
@@ -179,6 +182,7 @@ async def test_notify_runs_coalesce(memory_bus: Bus, db_url: str) -> None:
     assert provider is not None
     before = provider.provider_calls
     await asyncio.gather(*(provider.notify() for _ in range(10)))
+    await provider.settled()
     assert 1 <= provider.provider_calls - before <= 2  # one run, and at most one more after it
 
 
@@ -236,3 +240,100 @@ async def test_a_change_made_while_the_client_is_cut_off_still_reaches_it(
     await tutorial.add_string_int(StringIntFields(string1="after the drop", int1=2))
     await eventually(lambda: "after the drop" in watcher.values[-1][1], timeout=10)
     await eventually(lambda: bool(server.observables.registry.watched("tutorial", "string_ints")))
+
+
+class Gated:
+    """A provider that holds each run until the test lets it go, counting runs at once."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.running = self.most = 0
+        self.data = "old"
+
+    async def __call__(self, selector: StringIntSelector) -> StringIntList:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            seen = self.data  # what a query made now would read
+            await self.gate.wait()
+            return StringIntList(items=[StringInt(id=1, string1=f"{selector.prefix}:{seen}",
+                                                  int1=0)])
+        finally:
+            self.running -= 1
+
+
+async def gated_provider(memory_bus: Bus, selectors: int, concurrency: int
+                         ) -> tuple[TopicProvider, Gated, dict[str, list[tuple[int, str]]]]:
+    """A provider of the tutorial's topic with `selectors` watched ones, and what it publishes
+    (selector key → [(version, body)])."""
+    from contracts.observable import Watch
+    from mesh.bus.message import Delivery, QueueSpec
+    from mesh.observable.keys import VERSION_HEADER, selector_key
+    from mesh.observable.provider import RefreshSlots, WatchRegistry
+
+    transport = await memory_bus.connected("server")
+    registry = WatchRegistry()
+    for n in range(selectors):
+        selector = StringIntSelector(prefix=f"p{n}")
+        registry.apply(Watch(plugin="tutorial", topic="string_ints", key=selector_key(selector),
+                             selector=selector.model_dump(), client="c1", lease_s=60))
+    published: dict[str, list[tuple[int, str]]] = {}
+
+    async def heard(delivery: Delivery) -> None:
+        key = delivery.message.routing_key.rsplit(".", 1)[-1]
+        published.setdefault(key, []).append(
+            (delivery.message.headers[VERSION_HEADER], delivery.message.body.decode()))
+
+    listener = await memory_bus.connected("listener")
+    await listener.declare_queue(QueueSpec("obs-test", ("obs.tutorial.string_ints.*",),
+                                           exclusive=True))
+    await listener.consume("obs-test", heard, prefetch=0, no_ack=True)
+    gated = Gated()
+    return (TopicProvider(TOPIC, gated, transport, registry, RefreshSlots(concurrency)), gated,
+            published)
+
+
+async def test_a_write_never_waits_for_the_watchers_providers(memory_bus: Bus) -> None:
+    """The churn attack's lever: a notify for many watched selectors returns at once, the
+    providers run afterwards, at most MESH_NOTIFY_CONCURRENCY at a time, and every watched
+    selector still gets its payload."""
+    provider, gated, published = await gated_provider(memory_bus, selectors=30, concurrency=3)
+    await asyncio.wait_for(provider.notify(), 0.5)  # every provider run is held at the gate
+    await eventually(lambda: gated.running == 3)
+    assert provider.pending == 30 and gated.most == 3
+    gated.gate.set()
+    await asyncio.wait_for(provider.settled(), 5)
+    await eventually(lambda: len(published) == 30)
+    assert gated.most == 3 and provider.provider_calls == 30
+    assert all(len(runs) == 1 for runs in published.values())
+
+
+async def test_background_refreshes_coalesce_and_end_on_the_latest_data(memory_bus: Bus) -> None:
+    """Notifies while runs are queued fold into them; one during a run adds exactly one run
+    after it, which saw the latest data; versions only grow."""
+    provider, gated, published = await gated_provider(memory_bus, selectors=4, concurrency=2)
+    await provider.notify()
+    await eventually(lambda: gated.running == 2)  # two run (on "old"), two wait their turn
+    gated.data = "new"
+    for _ in range(20):
+        await provider.notify()
+    assert provider.pending == 4
+    gated.gate.set()
+    await asyncio.wait_for(provider.settled(), 5)
+    # the two that were running ran once more; the two that waited ran once, on new data
+    assert provider.provider_calls == 6
+    await eventually(lambda: sum(len(runs) for runs in published.values()) == 6)
+    for runs in published.values():
+        versions = [version for version, _ in runs]
+        assert versions == sorted(set(versions))
+        assert ":new\"" in runs[-1][1] and all(":new\"" in body for _, body in runs[1:])
+
+
+async def test_a_stopped_provider_drops_its_queued_refreshes(memory_bus: Bus) -> None:
+    provider, gated, published = await gated_provider(memory_bus, selectors=5, concurrency=1)
+    await provider.notify()
+    await eventually(lambda: gated.running == 1)
+    await asyncio.wait_for(provider.close(), 1)
+    gated.gate.set()
+    await asyncio.sleep(0.05)
+    assert provider.pending == 0 and not published and gated.running == 0

@@ -135,3 +135,87 @@ async def test_forty_wrong_passwords_at_once_over_http(server: ServerService) ->
         signed = await real.post("/api/v1/sign-in", json={"username": "admin",
                                                           "password": password})
     assert signed.status_code == 200, signed.text
+
+
+# -- the counts in the platform database: shared by every server, kept over a restart -------
+
+@pytest.fixture
+async def database(db_url: str) -> AsyncIterator[Any]:
+    from mesh.platform.models import SCHEMA
+    from mesh.platform.store import platform_storage
+    from mesh.plugin.plugin_set import PluginSet
+    from mesh.storage.database import Database
+    from mesh.storage.migrations import Migrator
+
+    database = Database(db_url, shared=(SCHEMA,))
+    result = await Migrator.for_plugins(database, PluginSet([]),
+                                        first=[platform_storage()]).upgrade_all()
+    assert not result.failed
+    yield database
+    await database.close()
+
+
+def shared_guard(database: Any, **overrides: Any) -> SignInGuard:
+    from mesh.platform.sign_in_counts import DatabaseCounts
+    from services.server.sign_in_guard import TRUSTED_FOR
+
+    return guard(counts=DatabaseCounts(database, window=300.0, trusted_for=TRUSTED_FOR),
+                 **overrides)
+
+
+async def test_two_servers_share_the_allowance_and_a_restart_keeps_it(database: Any) -> None:
+    """A burst split over two servers gets the allowance once, not once per server; a
+    server started afresh (a new guard on the same database) still refuses; the real user
+    from elsewhere is let in by either, and their address is trusted by both."""
+    first, second, checked = shared_guard(database), shared_guard(database), []
+    burst = await asyncio.gather(*(
+        gate.attempt("10.0.0.1", "admin", wrong(checked))
+        for gate in (first, second) * 10), return_exceptions=True)
+    codes = [getattr(r, "code", repr(r)) for r in burst]
+    assert len(checked) <= 5 and codes.count("throttled") >= 15, codes
+    # a race may refuse more than needed (each counts the others' rows), never let more in;
+    # sent in turn, alternating servers, the rest of the allowance is used up, and no more
+    for n in range(10):
+        try:
+            await (first, second)[n % 2].attempt("10.0.0.1", "admin", wrong(checked))
+        except Unauthenticated:
+            pass
+        except Throttled:
+            break
+    assert len(checked) == 5
+    restarted = shared_guard(database)
+    with pytest.raises(Throttled) as refused:
+        await restarted.attempt("10.0.0.1", "Admin", wrong(checked))
+    assert refused.value.details["reason"] == "attempts"
+    assert 0 < refused.value.details["retry_after_s"] <= 300
+    assert await second.attempt("10.0.0.2", "admin", right(checked)) == "session"
+    # the ceiling spares an address the user signed in from, on another server too
+    tight = shared_guard(database, allowance=50, ceiling=3)
+    await outcomes(tight, "10.0.0.5", "admin", 3, checked)
+    with pytest.raises(Throttled):
+        await tight.attempt("10.0.0.6", "admin", wrong(checked))
+    assert await shared_guard(database, ceiling=3).attempt(
+        "10.0.0.2", "admin", right(checked)) == "session"
+
+
+async def test_shared_counts_forget_refusals_and_answers_that_are_not_wrong_passwords(
+        database: Any) -> None:
+    """Only wrong passwords (and attempts in flight) count: a refused attempt, a provider
+    error and a success leave nothing behind."""
+    from mesh.platform.sign_in_counts import now_ms
+
+    gate, checked = shared_guard(database, allowance=2), []
+
+    async def broken() -> str:
+        raise RuntimeError("the provider failed")
+
+    with pytest.raises(RuntimeError):
+        await gate.attempt("10.0.0.7", "bea", broken)
+    for _ in range(4):  # in turn: 2 checked, 2 refused
+        await asyncio.gather(gate.attempt("10.0.0.7", "bea", wrong(checked)),
+                             return_exceptions=True)
+    assert len(checked) == 2
+    tally = await gate.counts.tally("10.0.0.7", "bea", now_ms() - 300_000)
+    assert (tally.pair, tally.user, tally.address) == (2, 2, 2)
+    assert await gate.attempt("10.0.0.8", "bea", right(checked)) == "session"
+    assert (await gate.counts.tally("10.0.0.8", "bea", now_ms() - 300_000)).pair == 0
