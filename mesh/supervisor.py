@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -17,9 +19,14 @@ from mesh.names import SERVICE_KINDS
 from mesh.plugin.plugin_set import PluginSet
 
 
-def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: PluginSet) -> str:
+def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: PluginSet,
+                   users: dict[str, str] | None = None) -> str:
     lines = [f"mesh {__version__} — four processes on {redacted(settings.broker_url or '')} "
              f"(exchange {settings.exchange})"]
+    if users:
+        lines.append(f"  broker users: {', '.join(users.values())} (as `mesh broker acl`)")
+    else:
+        lines.append("  broker users: all four share the one above (MESH_BROKER_USERS=shared)")
     for kind in SERVICE_KINDS:
         loaded = ", ".join(plugins.for_service(kind)) or "no plugins"
         lines.append(f"  {kind:<7} pid {pids[kind]:<8} {loaded}")
@@ -60,8 +67,70 @@ class Supervised:
         return min(2.0 ** (self.quick_crashes - 1), MAX_BACKOFF_S)
 
 
-async def spawn(kind: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "mesh", "run", kind)
+async def spawn(kind: str, broker_url: str | None = None) -> asyncio.subprocess.Process:
+    env = None if broker_url is None else {**os.environ, "MESH_BROKER_URL": broker_url}
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "mesh", "run", kind,
+                                                env=env)
+
+
+class SetupFailed(Exception):
+    """`mesh up` could not make the services' broker users."""
+
+
+async def kind_broker_urls(settings: MeshSettings, plugins: PluginSet) -> dict[str, str]:
+    """Each service kind's own broker URL, its user made (or updated) with the permissions
+    of `mesh broker acl`; {} with MESH_BROKER_USERS=shared. The exchange is declared here,
+    as MESH_BROKER_URL's user, so that no service needs to be first."""
+    if settings.broker_users == "shared" or not settings.broker_url:
+        return {}
+    import aio_pika
+
+    from mesh.broker_acl import broker_acl
+    from mesh.broker_urls import split_broker_urls, vhost_of
+    from mesh.broker_users import (
+        BrokerUsersError,
+        definitions,
+        derived_password,
+        import_definitions,
+        kind_urls,
+        management_url_for,
+    )
+    from mesh.bus.rabbitmq import broker_login
+    from mesh.catalog import build_catalog
+    from mesh.names import SERVICE_KINDS
+
+    admin = settings.broker_url
+    first = split_broker_urls(admin)[0]
+    vhost, prefix = vhost_of(admin), settings.broker_user_prefix or settings.exchange
+    acls = [a for a in broker_acl(build_catalog(plugins), exchange=settings.exchange,
+                                  prefix=prefix) if a.kind in SERVICE_KINDS]
+    secret = f"{broker_login(first)}:{aio_pika.connection.URL(first).password or ''}"
+    passwords = {a.user: derived_password(secret, a.user) for a in acls}
+    management = settings.broker_management_url or (
+        None if shutil.which("rabbitmqctl") else management_url_for(admin))
+    try:
+        await asyncio.to_thread(import_definitions,
+                                definitions(acls, vhost, settings.exchange, passwords),
+                                admin_url=admin, management_url=management)
+    except BrokerUsersError as exc:
+        raise SetupFailed(f"cannot make the services' broker users: {exc} (or set "
+                          "MESH_BROKER_USERS=shared to run them all as one user)") from None
+    urls = kind_urls(admin, acls, vhost, passwords)
+    connection = await aio_pika.connect(first, timeout=settings.shutdown_timeout)
+    try:
+        channel = await connection.channel()
+        await channel.declare_exchange(settings.exchange, aio_pika.ExchangeType.TOPIC,
+                                       durable=True)
+    finally:
+        await connection.close()
+    for _ in range(100):  # an import may finish a moment after rabbitmqctl returns
+        try:
+            await (await aio_pika.connect(split_broker_urls(urls["server"])[0],
+                                          timeout=5)).close()
+            break
+        except aio_pika.exceptions.ProbableAuthenticationError:
+            await asyncio.sleep(0.1)
+    return urls
 
 
 def say(message: str) -> None:
@@ -74,11 +143,19 @@ async def supervise(settings: MeshSettings) -> int:
     Exits 0 after SIGINT/SIGTERM, 1 when a service keeps crashing or cannot be configured."""
     admin_token(settings)  # made before the server starts, so the banner shows the same one
     loop = asyncio.get_running_loop()
-    services = {kind: Supervised(kind, await spawn(kind), loop.time())
-                for kind in SERVICE_KINDS}
     plugins = PluginSet.installed(disabled=settings.disabled_plugins)
-    print(planned_banner(settings, {k: s.proc.pid for k, s in services.items()}, plugins),
-          flush=True)
+    try:
+        urls = await kind_broker_urls(settings, plugins)
+    except (SetupFailed, OSError) as exc:
+        say(str(exc))
+        return 1
+    services = {kind: Supervised(kind, await spawn(kind, urls.get(kind)), loop.time())
+                for kind in SERVICE_KINDS}
+    from mesh.bus.rabbitmq import broker_login
+
+    users = {kind: broker_login(url) for kind, url in urls.items()}
+    print(planned_banner(settings, {k: s.proc.pid for k, s in services.items()}, plugins,
+                         users), flush=True)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,7 +185,8 @@ async def supervise(settings: MeshSettings) -> int:
                 await asyncio.wait_for(asyncio.shield(stopper), delay)
             if stop.is_set():
                 break
-            service.proc, service.started = await spawn(service.kind), loop.time()
+            service.proc, service.started = (await spawn(service.kind, urls.get(service.kind)),
+                                             loop.time())
             say(f"the {service.kind} runs again as pid {service.proc.pid}")
             waits[asyncio.ensure_future(service.proc.wait())] = service
     for task in waits:
