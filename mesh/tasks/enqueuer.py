@@ -19,7 +19,7 @@ from typing import Any, cast
 import structlog
 
 from mesh.bus.message import Delivery
-from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
+from mesh.bus.transport import ChannelError, Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import InT, OutT, Task
 from mesh.errors import TaskUnavailable
 from mesh.invoke import Middleware, Outgoing, compose_send
@@ -125,6 +125,10 @@ class TaskEnqueuer:
         except TransportClosed as exc:
             self._handles.pop(task_id, None)
             raise TaskUnavailable(f"cannot reach the broker to queue {task.qualname}: {exc}"
+                                  ) from None
+        except ChannelError as exc:  # this broker user may not: the connection stays
+            self._handles.pop(task_id, None)
+            raise TaskUnavailable(f"the broker refused to queue {task.qualname}: {exc.text}"
                                   ) from None
         return handle
 

@@ -93,10 +93,15 @@ def vhost(mesh_broker_url: str) -> Iterator[tuple[str, str]]:
 @pytest.fixture
 async def mesh_under_acl(vhost: tuple[str, str], mesh_broker_url: str, tmp_path: Path
                          ) -> AsyncIterator[dict[str, Any]]:
-    """`mesh broker acl --apply`, then the four services, each as its own broker user."""
+    """`mesh broker acl --apply`, then the four services, each as its own broker user.
+
+    The ACL is made without the noop plugin, as if noop were uploaded after it: the services
+    run noop all the same (server → agent, agent → server, tasks on the worker), because the
+    permissions follow the shape of names, not the plugins installed when they were made."""
     name, prefix = vhost
     exchange = "mesh"
-    env = {**os.environ, "MESH_BROKER_URL": mesh_broker_url, "MESH_EXCHANGE": exchange}
+    env = {**os.environ, "MESH_BROKER_URL": mesh_broker_url, "MESH_EXCHANGE": exchange,
+           "MESH_DISABLED_PLUGINS": '["noop"]'}
     done = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "mesh", "broker", "acl", "--apply", "--json", "--vhost", name,
         "--prefix", prefix], capture_output=True, text=True, timeout=120, env=env)
@@ -207,6 +212,49 @@ async def test_the_mesh_runs_as_its_acl_users_and_the_broker_refuses_the_rest(
     assert "ACCESS_REFUSED" in await refused(agent_url, delete_exchange)
     # and the mesh is none the worse for it
     assert (await noop.echo(EchoRequest(text="still here"))).text == "still here"
+    await a_refused_publish_fails_alone(mesh_under_acl["urls"]["cli"], exchange)
+
+
+async def a_refused_publish_fails_alone(url: str, exchange: str) -> None:
+    """A publish the broker refuses fails alone, with a clear error: the calls in flight on
+    the same connection get their replies, and the connection stays."""
+    from mesh_noop.contract import EchoRequest, NoopContract, SlowRequest
+    from mesh_tutorial.contract import Ints, TutorialContract
+
+    from mesh.bus.message import Message
+    from mesh.bus.transport import ChannelError
+    from mesh.errors import NotAllowed
+    from mesh.rpc.caller import RpcCaller
+
+    transport = RabbitTransport(url, exchange, connection_name="acl-test-refused",
+                                connect_timeout=5, max_backoff=0.5)
+    await transport.connect()
+    try:
+        caller = RpcCaller(transport, "cli")
+        await caller.start()
+        noop = NoopContract(caller)
+        # each key's first publish goes on the probe channel, whose replies a refusal there
+        # would lose; published once, they go on the main channel
+        assert (await noop.echo(EchoRequest(text="proven"))).text == "proven"
+        assert (await noop.slow(SlowRequest(seconds=0))).slept == 0
+        in_flight = [asyncio.ensure_future(noop.slow(SlowRequest(seconds=1.5)))
+                     for _ in range(5)]
+        in_flight += [asyncio.ensure_future(noop.echo(EchoRequest(text=str(i))))
+                      for i in range(20)]
+        await asyncio.sleep(0.3)
+        with pytest.raises(ChannelError, match="ACCESS_REFUSED") as refusal:
+            await transport.publish(Message(b"{}", routing_key="control.plugin.noop"),
+                                    mandatory=True)
+        assert refusal.value.code == 403 and "control.plugin.noop" in refusal.value.text
+        # cli may not publish tutorial.add_ints (only agents call it): refused by the broker
+        with pytest.raises(NotAllowed, match="the broker refused to publish tutorial.add_ints"):
+            await caller.call(TutorialContract.add_ints, Ints(val1=1))
+        await transport.publish(Message(b"{}", routing_key="control.plugin.noop"))  # plain
+        done = await asyncio.gather(*in_flight)
+        assert len(done) == 25 and transport.reconnects == 0
+        assert (await noop.echo(EchoRequest(text="after"))).text == "after"
+    finally:
+        await transport.close()
 
 
 def test_the_printed_commands_name_every_user() -> None:
@@ -293,3 +341,41 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
     finally:
         await cli.close()
         await asyncio.to_thread(server.stop)
+
+
+async def test_mesh_up_starts_each_service_as_its_own_broker_user(
+    vhost: tuple[str, str], mesh_broker_url: str, tmp_path: Path,
+) -> None:
+    """The secure setup is the default: `mesh up`, given the operator's broker URL, makes the
+    four users with the permissions of `mesh broker acl` and starts each service as its own;
+    the operator's own user still calls as "cli" (`mesh call`)."""
+    from urllib.parse import urlsplit
+
+    from tests.processes import MeshProcess
+
+    name, prefix = vhost
+    operator = urlsplit(mesh_broker_url).username or "guest"
+    ctl("set_permissions", "-p", name, operator, ".*", ".*", ".*")
+    admin_url = mesh_broker_url.rstrip("/") + f"/{name}"
+    env = {"MESH_BROKER_URL": admin_url, "MESH_BROKER_USER_PREFIX": prefix,
+           "MESH_HEARTBEAT_INTERVAL": "0.5"}
+    up = MeshProcess(["up"], tmp_path, "up", env)
+    try:
+        await asyncio.to_thread(
+            up.wait_for, lambda p: sum(e.get("event") == "service.started"
+                                       for e in p.events()) == 4, 60, "four started services")
+        users = {e["service"]: e["broker_user"] for e in up.events()
+                 if e.get("event") == "service.started"}
+        assert users == {kind: f"{prefix}-{kind}" for kind in KINDS}
+        assert f"broker users: {prefix}-server, {prefix}-client" in up.text()
+        connected = json.loads(ctl("list_connections", "-q", "--formatter", "json", "vhost",
+                                   "user") or "[]")
+        assert {c["user"] for c in connected if c["vhost"] == name} == set(users.values())
+        called = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "mesh", "call", "noop.relay", '{"text": "as the operator"}'],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, **env, "MESH_DATA_DIR": str(tmp_path / "data")})
+        assert called.returncode == 0, called.stderr
+        assert json.loads(called.stdout)["text"] == "as the operator"
+    finally:
+        up.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -180,6 +181,9 @@ async def test_mesh_up_with_a_broker_runs_four_processes(rabbit_bus: Bus,
         assert sum(e.get("event") == "service.stopped" for e in up.events()) == 4
     finally:
         up.stop()
+        for kind in ("server", "client", "agent", "worker"):  # mesh up made them
+            subprocess.run(["rabbitmqctl", "delete_user", f"{rabbit_bus.exchange}-{kind}"],
+                           capture_output=True, timeout=60)
 
 
 async def test_mesh_up_embedded_without_a_broker(tmp_path: Path) -> None:
