@@ -149,13 +149,14 @@ class _RabbitConsumer(Consumer):
 
     def __init__(
         self, transport: RabbitTransport, queue: str, handler: DeliveryHandler,
-        prefetch: int, no_ack: bool,
+        prefetch: int, no_ack: bool, by_name: bool = False,
     ) -> None:
         self.transport = transport
         self.queue = queue
         self.handler = handler
         self.prefetch = prefetch
         self.no_ack = no_ack
+        self.by_name = by_name
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
@@ -174,6 +175,13 @@ class _RabbitConsumer(Consumer):
 
     async def _on_message(self, delivered: DeliveredMessage) -> None:
         tag = delivered.delivery.delivery_tag  # type: ignore[union-attr]
+        if not self.by_name and not delivered.exchange:  # published to the queue by name
+            self.transport.log.warning("bus.by_name_dropped", queue=self.queue,
+                                       user=delivered.header.properties.user_id)
+            if not self.no_ack:  # gone: not requeued, not dead-lettered
+                with contextlib.suppress(*_CHANNEL_ERRORS):
+                    await delivered.channel.basic_ack(tag or 0)
+            return
         self._running += 1
         try:
             await self.handler(_RabbitDelivery(_message(delivered), delivered.channel, tag or 0))
@@ -606,11 +614,12 @@ class RabbitTransport(Transport):
             await _close_channel(channel, self)
 
     async def consume(
-        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False,
+        by_name: bool = False,
     ) -> Consumer:
         await self._ready()
         assert self._connection is not None
-        consumer = _RabbitConsumer(self, queue, handler, prefetch, no_ack)
+        consumer = _RabbitConsumer(self, queue, handler, prefetch, no_ack, by_name)
         await consumer.open(self._connection)
         self._consumers.append(consumer)
         return consumer

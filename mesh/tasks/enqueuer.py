@@ -63,7 +63,7 @@ class TaskEnqueuer:
                 # Acked once taken: a result the broker sent just before the connection
                 # dropped is still in the queue after the reconnect, not lost on the wire.
                 self._consumer = await self.transport.consume(
-                    self.results_queue, self._on_result, prefetch=0)
+                    self.results_queue, self._on_result, prefetch=0, by_name=True)
             except BaseException as exc:
                 future, self._listening = self._listening, None
                 future.set_exception(exc)

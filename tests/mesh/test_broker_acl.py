@@ -306,18 +306,21 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
         row = await caller.call(TutorialContract.add_string_int,
                                 StringIntFields(string1="keep", int1=1), **admin)
 
-        async def forge(channel: Any, **properties: Any) -> dict[str, Any]:
+        async def forge(channel: Any, by_name: bool = False, **properties: Any
+                        ) -> dict[str, Any]:
             replies: asyncio.Queue[Any] = asyncio.Queue()
             reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
             await reply_queue.consume(replies.put, no_ack=True)
-            target = await channel.get_exchange(exchange, ensure=False)
+            target = (channel.default_exchange if by_name
+                      else await channel.get_exchange(exchange, ensure=False))
             await target.publish(aio_pika.Message(
                 json.dumps({"id": row.id}).encode(), reply_to="amq.rabbitmq.reply-to",
                 correlation_id="forged", content_type="application/json", **properties,
                 headers={"x-mesh-caller": "client", "x-mesh-user": ADMIN_TOKEN_USER,
                          "x-mesh-session": token_digest(token), "x-mesh-timeout-ms": 5000}),
-                routing_key="rpc.server.tutorial.delete_string_int")
-            reply = await asyncio.wait_for(replies.get(), 10)
+                routing_key=(f"{exchange}.rpc.server.tutorial" if by_name
+                             else "rpc.server.tutorial.delete_string_int"))
+            reply = await asyncio.wait_for(replies.get(), 2 if by_name else 10)
             answer: dict[str, Any] = json.loads(reply.body)
             return answer
 
@@ -327,6 +330,12 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
             unsigned = await forge(await connection.channel(publisher_confirms=True))
             signed = await forge(await connection.channel(publisher_confirms=True),
                                  user_id=f"{prefix}-agent")
+            # into the server's RPC queue by its name (the default exchange, which replies
+            # need): the broker lets it in, the server's consumer drops it unanswered
+            with pytest.raises(TimeoutError):
+                await forge(await connection.channel(publisher_confirms=True), by_name=True,
+                            user_id=f"{prefix}-agent")
+            await asyncio.to_thread(server.wait_for_event, "bus.by_name_dropped", 10)
         finally:
             await connection.close()
         assert unsigned["code"] == "not_allowed" and "broker user None" in unsigned["message"]

@@ -125,12 +125,12 @@ async def kept_queue(transport: Transport, kept: list[str], queue: str, *binding
 
 async def bound_inbox(
     transport: Transport, queue: str, *bindings: str, mode: Literal["ack", "hold", "leave"] = "ack",
-    prefetch: int = 10,
+    prefetch: int = 10, by_name: bool = False,
 ) -> Inbox:
     """An auto-delete queue with `bindings`, and a consumer on it."""
     await transport.declare_queue(QueueSpec(queue, bindings))
     inbox = Inbox(mode)
-    await transport.consume(queue, inbox, prefetch=prefetch)
+    await transport.consume(queue, inbox, prefetch=prefetch, by_name=by_name)
     return inbox
 
 
@@ -814,13 +814,29 @@ async def test_headers_exchange_routes_on_header_values(bus: Bus) -> None:
 async def test_default_exchange_routes_to_the_queue_named_by_the_key(bus: Bus) -> None:
     transport = await bus.connected()
     queue = name(bus, "direct")
-    inbox = await bound_inbox(transport, queue)
+    inbox = await bound_inbox(transport, queue, by_name=True)
     await transport.publish(Message(b"by-name", queue, persistent=True), exchange="",
                             mandatory=True)
     with pytest.raises(Unroutable):
         await transport.publish(Message(b"x", name(bus, "nobody")), exchange="", mandatory=True)
     await inbox.count(1)
     assert inbox.bodies == [b"by-name"]
+
+
+async def test_only_a_by_name_consumer_takes_what_is_published_to_its_queue_by_name(
+    bus: Bus,
+) -> None:
+    """The default exchange, which every broker user may write (replies travel on it),
+    reaches no service's work queue: its consumer drops such a message and takes the next."""
+    transport = await bus.connected()
+    queue = name(bus, "work")
+    inbox = await bound_inbox(transport, queue, "work.key", prefetch=1)
+    await transport.publish(Message(b"forged", queue), exchange="", mandatory=True)
+    await transport.publish(Message(b"routed", "work.key"), mandatory=True)
+    await inbox.count(1)
+    await asyncio.sleep(0.1)
+    assert inbox.bodies == [b"routed"]
+    assert await transport.queue_depth(queue) == 0  # dropped, not left or requeued
 
 
 async def test_expired_messages_are_dead_lettered_with_their_key_and_x_death(
