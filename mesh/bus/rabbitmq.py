@@ -636,6 +636,7 @@ class RabbitTransport(Transport):
         # not yet confirmed goes on the probe channel, which a refusal may close alone.
         confirmed = mandatory or message.reply_to == DIRECT_REPLY_TO
         proven = (target, message.routing_key)
+        channel: aiormq.Channel | None
         if not confirmed:
             channel = await self._side("plain")
         elif proven in self._proven:

@@ -237,8 +237,8 @@ async def a_refused_publish_fails_alone(url: str, exchange: str) -> None:
         # would lose; published once, they go on the main channel
         assert (await noop.echo(EchoRequest(text="proven"))).text == "proven"
         assert (await noop.slow(SlowRequest(seconds=0))).slept == 0
-        in_flight = [asyncio.ensure_future(noop.slow(SlowRequest(seconds=1.5)))
-                     for _ in range(5)]
+        in_flight: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(noop.slow(SlowRequest(seconds=1.5))) for _ in range(5)]
         in_flight += [asyncio.ensure_future(noop.echo(EchoRequest(text=str(i))))
                       for i in range(20)]
         await asyncio.sleep(0.3)
@@ -306,8 +306,8 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
         row = await caller.call(TutorialContract.add_string_int,
                                 StringIntFields(string1="keep", int1=1), **admin)
 
-        async def forge(channel: Any, by_name: bool = False, **properties: Any
-                        ) -> dict[str, Any]:
+        async def forge(channel: Any, by_name: bool = False, caller: str = "client",
+                        **properties: Any) -> dict[str, Any]:
             replies: asyncio.Queue[Any] = asyncio.Queue()
             reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
             await reply_queue.consume(replies.put, no_ack=True)
@@ -316,7 +316,7 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
             await target.publish(aio_pika.Message(
                 json.dumps({"id": row.id}).encode(), reply_to="amq.rabbitmq.reply-to",
                 correlation_id="forged", content_type="application/json", **properties,
-                headers={"x-mesh-caller": "client", "x-mesh-user": ADMIN_TOKEN_USER,
+                headers={"x-mesh-caller": caller, "x-mesh-user": ADMIN_TOKEN_USER,
                          "x-mesh-session": token_digest(token), "x-mesh-timeout-ms": 5000}),
                 routing_key=(f"{exchange}.rpc.server.tutorial" if by_name
                              else "rpc.server.tutorial.delete_string_int"))
@@ -330,6 +330,9 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
             unsigned = await forge(await connection.channel(publisher_confirms=True))
             signed = await forge(await connection.channel(publisher_confirms=True),
                                  user_id=f"{prefix}-agent")
+            # "cli" is believed from an operator's own broker user, never a service's
+            as_cli = await forge(await connection.channel(publisher_confirms=True),
+                                 caller="cli", user_id=f"{prefix}-agent")
             # into the server's RPC queue by its name (the default exchange, which replies
             # need): the broker lets it in, the server's consumer drops it unanswered
             with pytest.raises(TimeoutError):
@@ -340,6 +343,7 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
             await connection.close()
         assert unsigned["code"] == "not_allowed" and "broker user None" in unsigned["message"]
         assert signed["code"] == "not_allowed" and f"{prefix}-agent" in signed["message"]
+        assert as_cli["code"] == "not_allowed" and f"{prefix}-agent" in as_cli["message"]
 
         async def as_server(channel: Any) -> None:
             await forge(channel, user_id=f"{prefix}-server")
@@ -352,39 +356,49 @@ async def test_a_forged_caller_from_the_agents_broker_user_is_refused_by_a_serve
         await asyncio.to_thread(server.stop)
 
 
-async def test_mesh_up_starts_each_service_as_its_own_broker_user(
-    vhost: tuple[str, str], mesh_broker_url: str, tmp_path: Path,
-) -> None:
-    """The secure setup is the default: `mesh up`, given the operator's broker URL, makes the
-    four users with the permissions of `mesh broker acl` and starts each service as its own;
-    the operator's own user still calls as "cli" (`mesh call`)."""
-    from urllib.parse import urlsplit
+def test_the_permissions_follow_the_shape_of_names_not_the_plugins_installed() -> None:
+    """Made without noop (as if it were uploaded later), the ACL still lets each kind do what
+    noop needs; what it knew of installed plugins' `callers` it still refuses."""
+    from mesh.plugin.plugin_set import PluginSet
 
-    from tests.processes import MeshProcess
+    without = build_catalog(PluginSet.installed(disabled=["noop"]))
+    assert not [e for e in without.entries if e.plugin == "noop"]
+    acls = {a.kind: a for a in broker_acl(without, exchange="mesh", prefix="p")}
+    agent, server, worker = acls["agent"], acls["server"], acls["worker"]
+    assert re.match(agent.topic_write, "rpc.server.noop.report")
+    assert re.match(agent.topic_read, "rpc.agent.noop.*")
+    assert re.match(agent.read, "mesh.rpc.agent.noop")
+    assert not re.match(agent.read, "mesh.rpc.server.noop")
+    assert re.match(server.topic_write, "rpc.agent.noop.agent_echo")
+    assert re.match(worker.read, "mesh.task.noop.echo_later")
+    assert re.match(agent.topic_write, "task.noop.echo_later")
+    assert re.match(server.topic_write, "obs.noop.anything.00ff")
+    for refused in ("rpc.server.tutorial.add_int_value",  # callers: client only, known
+                    "rpc.server.mesh.sign_in", "rpc.server.mesh.not_yet_a_platform_rpc",
+                    "rpc.server.identity.put_user", "rpc.server.noop.report.x",
+                    "rpc.server.Noop.report", "rpc.nobody.noop.report"):
+        assert not re.match(agent.topic_write, refused), refused
 
-    name, prefix = vhost
-    operator = urlsplit(mesh_broker_url).username or "guest"
-    ctl("set_permissions", "-p", name, operator, ".*", ".*", ".*")
-    admin_url = mesh_broker_url.rstrip("/") + f"/{name}"
-    env = {"MESH_BROKER_URL": admin_url, "MESH_BROKER_USER_PREFIX": prefix,
-           "MESH_HEARTBEAT_INTERVAL": "0.5"}
-    up = MeshProcess(["up"], tmp_path, "up", env)
-    try:
-        await asyncio.to_thread(
-            up.wait_for, lambda p: sum(e.get("event") == "service.started"
-                                       for e in p.events()) == 4, 60, "four started services")
-        users = {e["service"]: e["broker_user"] for e in up.events()
-                 if e.get("event") == "service.started"}
-        assert users == {kind: f"{prefix}-{kind}" for kind in KINDS}
-        assert f"broker users: {prefix}-server, {prefix}-client" in up.text()
-        connected = json.loads(ctl("list_connections", "-q", "--formatter", "json", "vhost",
-                                   "user") or "[]")
-        assert {c["user"] for c in connected if c["vhost"] == name} == set(users.values())
-        called = await asyncio.to_thread(subprocess.run, [
-            sys.executable, "-m", "mesh", "call", "noop.relay", '{"text": "as the operator"}'],
-            capture_output=True, text=True, timeout=60,
-            env={**os.environ, **env, "MESH_DATA_DIR": str(tmp_path / "data")})
-        assert called.returncode == 0, called.stderr
-        assert json.loads(called.stdout)["text"] == "as the operator"
-    finally:
-        up.stop()
+
+def test_the_definitions_carry_a_password_only_for_users_given_one() -> None:
+    """One import makes or updates the users given a password and sets everyone's
+    permissions; the hash is RabbitMQ's (salted SHA-256; a real broker checks it in
+    tests/mesh/test_service_processes.py's mesh up test)."""
+    import base64
+    import hashlib
+
+    from mesh.broker_users import definitions, derived_password, password_hash
+
+    acls = broker_acl(build_catalog(PluginSet.installed()), exchange="ex", prefix="p")
+    document = definitions(acls, "vh", "ex", {"p-agent": "secret"})
+    assert [u["name"] for u in document["users"]] == ["p-agent"]
+    assert {p["user"] for p in document["permissions"]} == {a.user for a in acls}
+    assert {(t["vhost"], t["exchange"]) for t in document["topic_permissions"]} == {("vh", "ex")}
+    stored = base64.b64decode(password_hash("secret", b"salt"))
+    assert stored == b"salt" + hashlib.sha256(b"saltsecret").digest()
+    assert derived_password("guest:guest", "p-agent") == derived_password("guest:guest",
+                                                                          "p-agent")
+    assert derived_password("guest:guest", "p-agent") != derived_password("guest:other",
+                                                                          "p-agent")
+    assert derived_password("guest:guest", "p-agent") != derived_password("guest:guest",
+                                                                          "p-client")
