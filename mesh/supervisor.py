@@ -77,12 +77,20 @@ class SetupFailed(Exception):
     """`mesh up` could not make the services' broker users."""
 
 
+APPLIED_FILE = "broker-users.applied"  # what `mesh up` last imported, as a digest
+
+
 async def kind_broker_urls(settings: MeshSettings, plugins: PluginSet) -> dict[str, str]:
     """Each service kind's own broker URL, its user made (or updated) with the permissions
     of `mesh broker acl`; {} with MESH_BROKER_USERS=shared. The exchange is declared here,
-    as MESH_BROKER_URL's user, so that no service needs to be first."""
+    as MESH_BROKER_URL's user, so that no service needs to be first. The import is skipped
+    when the same one was made before (a digest in the data directory) and the server's
+    user still signs in: a restart costs no rabbitmqctl."""
     if settings.broker_users == "shared" or not settings.broker_url:
         return {}
+    import hashlib
+    import json
+
     import aio_pika
 
     from mesh.broker_acl import broker_acl
@@ -106,31 +114,52 @@ async def kind_broker_urls(settings: MeshSettings, plugins: PluginSet) -> dict[s
                                   prefix=prefix) if a.kind in SERVICE_KINDS]
     secret = f"{broker_login(first)}:{aio_pika.connection.URL(first).password or ''}"
     passwords = {a.user: derived_password(secret, a.user) for a in acls}
-    management = settings.broker_management_url or (
-        None if shutil.which("rabbitmqctl") else management_url_for(admin))
-    try:
-        await asyncio.to_thread(import_definitions,
-                                definitions(acls, vhost, settings.exchange, passwords),
-                                admin_url=admin, management_url=management)
-    except BrokerUsersError as exc:
-        raise SetupFailed(f"cannot make the services' broker users: {exc} (or set "
-                          "MESH_BROKER_USERS=shared to run them all as one user)") from None
     urls = kind_urls(admin, acls, vhost, passwords)
-    connection = await aio_pika.connect(first, timeout=settings.shutdown_timeout)
+    digest = hashlib.sha256(json.dumps(
+        [first, vhost, settings.exchange, passwords, [vars(a) for a in acls]],
+        sort_keys=True).encode()).hexdigest()
+    applied = settings.data_dir / APPLIED_FILE
+    known = applied.is_file() and applied.read_text().strip() == digest
+    if not (known and await _signs_in(urls["server"], tries=1)):
+        management = settings.broker_management_url or (
+            None if shutil.which("rabbitmqctl") else management_url_for(admin))
+        try:
+            await asyncio.to_thread(import_definitions,
+                                    definitions(acls, vhost, settings.exchange, passwords),
+                                    admin_url=admin, management_url=management)
+        except BrokerUsersError as exc:
+            raise SetupFailed(f"cannot make the services' broker users: {exc} (or set "
+                              "MESH_BROKER_USERS=shared to run them all as one user)") from None
+        # an import may finish a moment after rabbitmqctl returns
+        if not await _signs_in(urls["server"], tries=100):
+            raise SetupFailed(f"the broker user {acls[0].user} made by the import cannot "
+                              "sign in")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        applied.write_text(digest + "\n")
+    connection = await aio_pika.connect(first, timeout=settings.connect_timeout)
     try:
         channel = await connection.channel()
         await channel.declare_exchange(settings.exchange, aio_pika.ExchangeType.TOPIC,
                                        durable=True)
     finally:
         await connection.close()
-    for _ in range(100):  # an import may finish a moment after rabbitmqctl returns
-        try:
-            await (await aio_pika.connect(split_broker_urls(urls["server"])[0],
-                                          timeout=5)).close()
-            break
-        except aio_pika.exceptions.ProbableAuthenticationError:
-            await asyncio.sleep(0.1)
     return urls
+
+
+async def _signs_in(url: str, *, tries: int) -> bool:
+    """Whether the broker takes the URL's user and password (retried every 0.1 s)."""
+    import aio_pika
+
+    from mesh.broker_urls import split_broker_urls
+
+    for attempt in range(tries):
+        try:
+            await (await aio_pika.connect(split_broker_urls(url)[0], timeout=5)).close()
+            return True
+        except aio_pika.exceptions.ProbableAuthenticationError:
+            if attempt + 1 < tries:
+                await asyncio.sleep(0.1)
+    return False
 
 
 def say(message: str) -> None:

@@ -402,3 +402,38 @@ def test_the_definitions_carry_a_password_only_for_users_given_one() -> None:
                                                                           "p-agent")
     assert derived_password("guest:guest", "p-agent") != derived_password("guest:guest",
                                                                           "p-client")
+
+
+async def test_mesh_up_imports_the_users_again_only_when_something_changed(
+    vhost: tuple[str, str], mesh_broker_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart with the same plugins and credentials costs no import (the server's user
+    still signs in); a user gone from the broker, or other plugins, import again."""
+    import mesh.broker_users
+    from mesh.supervisor import kind_broker_urls
+
+    name, prefix = vhost
+    operator = mesh_broker_url.split("//", 1)[1].split(":", 1)[0] or "guest"
+    ctl("set_permissions", "-p", name, operator, ".*", ".*", ".*")
+    imports: list[str] = []
+    real = mesh.broker_users.import_definitions
+
+    def counted(document: dict[str, Any], **how: Any) -> str:
+        imports.append(document["users"][0]["name"])
+        return real(document, **how)
+
+    monkeypatch.setattr(mesh.broker_users, "import_definitions", counted)
+    settings = MeshSettings(broker_url=mesh_broker_url.rstrip("/") + f"/{name}",
+                            broker_user_prefix=prefix, data_dir=tmp_path)
+    urls = await kind_broker_urls(settings, PluginSet.installed())
+    assert len(imports) == 1 and set(urls) == set(KINDS)
+    assert await kind_broker_urls(settings, PluginSet.installed()) == urls
+    assert len(imports) == 1  # nothing changed: no import
+    ctl("delete_user", f"{prefix}-server")
+    assert await kind_broker_urls(settings, PluginSet.installed()) == urls
+    assert len(imports) == 2  # the server's user was gone: made again
+    await kind_broker_urls(settings, PluginSet.installed(disabled=["noop"]))
+    assert len(imports) == 3  # other plugins: other permissions
+    connection = await aio_pika.connect(urls["agent"], timeout=5)
+    await connection.close()
