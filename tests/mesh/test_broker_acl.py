@@ -437,3 +437,65 @@ async def test_mesh_up_imports_the_users_again_only_when_something_changed(
     assert len(imports) == 3  # other plugins: other permissions
     connection = await aio_pika.connect(urls["agent"], timeout=5)
     await connection.close()
+
+
+def test_apply_through_the_management_api_as_compose_runs_it(tmp_path: Path) -> None:
+    """docker-compose.yml's broker-users step: `mesh broker acl --apply` with
+    MESH_BROKER_MANAGEMENT_URL and each kind's password in MESH_BROKER_PASSWORD_<KIND>, as
+    the broker's administrator; one definitions import. A stand-in for the management API
+    records what it was sent (RabbitMQ here has no management plugin)."""
+    import base64
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str, str, bytes]] = []
+
+    class Api(BaseHTTPRequestHandler):
+        def answer(self, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200 if body is not None else 204)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data) if body is not None else 0))
+            self.end_headers()
+            if body is not None:
+                self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            seen.append(("GET", self.path, self.headers["Authorization"], b""))
+            self.answer([{"name": "prod"}] if self.path == "/api/vhosts"
+                        else [{"name": "acme-server"}])
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            seen.append(("POST", self.path, self.headers["Authorization"], body))
+            self.answer(None)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "MESH_BROKER_URL": "amqp://boss:b0ss@rabbitmq:5672/prod",
+               "MESH_BROKER_MANAGEMENT_URL": f"http://127.0.0.1:{server.server_port}",
+               "MESH_BROKER_PASSWORD_AGENT": "agent-pw", "MESH_DATA_DIR": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-m", "mesh", "broker", "acl", "--apply",
+                               "--prefix", "acme"], capture_output=True, text=True,
+                              timeout=60, env=env)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert [(method, path) for method, path, _, _ in seen] == [
+        ("GET", "/api/vhosts"), ("GET", "/api/users"), ("POST", "/api/definitions")]
+    assert {auth for _, _, auth, _ in seen} == {
+        "Basic " + base64.b64encode(b"boss:b0ss").decode()}
+    document = json.loads(seen[-1][3])
+    users = {u["name"]: u for u in document["users"]}
+    # acme-server existed and was given no password: kept; the others made or set
+    assert set(users) == {"acme-client", "acme-agent", "acme-worker", "acme-cli"}
+    stored = base64.b64decode(users["acme-agent"]["password_hash"])
+    assert stored[4:] == hashlib.sha256(stored[:4] + b"agent-pw").digest()
+    assert {p["user"] for p in document["permissions"]} == {*users, "acme-server"}
+    assert "agent: acme-agent set (its password from MESH_BROKER_PASSWORD_AGENT)" in done.stdout
+    assert "client: acme-client set; MESH_BROKER_URL=amqp://acme-client:" in done.stdout
