@@ -686,7 +686,7 @@ async def test_reply_to_a_gone_caller_is_dropped(bus: Bus) -> None:
 async def test_reply_to_a_queue_name_reaches_that_queue(bus: Bus) -> None:
     transport = await bus.connected()
     queue = name(bus, "replies")
-    inbox = await bound_inbox(transport, queue)  # no bindings: reachable by name only
+    inbox = await bound_inbox(transport, queue, by_name=True)  # reachable by name only
     await transport.send_reply(queue, Message(b"direct", correlation_id="c-1"))
     await inbox.count(1)
     assert (inbox.bodies, inbox.messages[0].correlation_id) == ([b"direct"], "c-1")
