@@ -420,8 +420,9 @@ class RabbitTransport(Transport):
     def _side_closed(self, which: str, exc: BaseException | None) -> None:
         """A refused publish closed the plain or probe channel: open that one again, and
         keep the connection with every call in flight on it."""
-        if self._usable() is None:
-            return  # the connection goes (or went): it brings every channel back
+        if self._usable() is None or not isinstance(exc, aiormq.exceptions.AMQPChannelError):
+            return  # the connection goes (or went): it brings every channel back; else
+            # the next publish finds the channel closed and opens it again (_side)
         self.log.warning("bus.channel_refused", channel=which, error=str(exc))
         self._reopen_soon(which)
 
