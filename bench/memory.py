@@ -139,7 +139,9 @@ async def resident_sizes(args: argparse.Namespace) -> dict[str, int]:
         env = {**os.environ, "MESH_BROKER_URL": args.url, "MESH_EXCHANGE": exchange,
                "MESH_DATA_DIR": str(data_dir), "MESH_ADMIN_PORT": str(free_port()),
                "MESH_CLIENT_PORT": str(free_port()), "MESH_LOG_FORMAT": "json",
-               "MESH_HEARTBEAT_INTERVAL": "1"}
+               "MESH_HEARTBEAT_INTERVAL": "1",
+               # no broker users made for a measurement (and none left on the broker)
+               "MESH_BROKER_USERS": "shared"}
         env.pop("MESH_DATABASE_URL", None)  # SQLite in the data directory
         if args.restarted:
             first = ServerProcess("mesh up", [sys.executable, "-m", "mesh", "up"], env, output)

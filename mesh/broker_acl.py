@@ -80,25 +80,55 @@ def _calls(catalog: Catalog) -> list[Call]:
     return found
 
 
+WORD = "[a-z][a-z0-9_]*"  # a plugin's or an entry's name (mesh.contract.NAME_PATTERN)
+KIND_WORDS = "(server|client|agent|worker)"
+
+
+def _platform_plugins() -> list[str]:
+    return sorted({r.plugin for c in PLATFORM_CONTRACTS for r in c.rpcs.values()})
+
+
+def _rpc_sends(kind: str, calls: list[Call]) -> list[str]:
+    """The RPC keys `kind` may publish: the platform's own, one by one, as their `callers`
+    say; any plugin's, except the entries of plugins installed now whose `callers` leave
+    `kind` out. So a plugin installed, upgraded or removed later needs no change here (the
+    serving side checks `callers` against the broker-stamped kind); an upgrade that opens an
+    entry to more kinds is refused by the broker until the ACL is applied again (fail
+    closed)."""
+    platform = set(_platform_plugins())
+    sends = [re.escape(c.key) for c in calls
+             if c.plugin in platform and (c.callers is None or kind in c.callers)]
+    denied = [re.escape(c.key) for c in calls
+              if c.plugin not in platform and c.callers is not None and kind not in c.callers]
+    not_platform = "|".join(re.escape(p) for p in sorted(platform))
+    guard = f"(?!rpc\\.{KIND_WORDS}\\.({not_platform})\\.)"
+    if denied:
+        guard += f"(?!({'|'.join(denied)})$)"
+    sends.append(f"{guard}rpc\\.{KIND_WORDS}\\.{WORD}\\.{WORD}")
+    return sends
+
+
 def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list[KindAcl]:
-    """One KindAcl per service kind, for the plugins in `catalog` on `exchange`."""
+    """One KindAcl per service kind, for the plugins in `catalog` on `exchange`.
+
+    Queues, bindings, tasks and topics are allowed by their shape, for any plugin, so that
+    installing, upgrading or uninstalling a plugin needs no change; RPC keys are allowed as
+    `_rpc_sends` says."""
     e = re.escape(exchange)
     calls = _calls(catalog)
-    tasks = [f"{re.escape(t.plugin)}\\.{re.escape(t.name)}" for t in [
-        *catalog.of_kind("task"), *(t for c in PLATFORM_CONTRACTS for t in c.tasks.values())]]
-    topics = [f"{re.escape(t.plugin)}\\.{re.escape(t.name)}" for t in catalog.of_kind("topic")]
-    task_queues = [f"{e}\\.task\\.{t}" for t in tasks] + [f"{e}\\.task-dead"]
-    task_bindings = [f"task\\.{t}" for t in tasks] + ["task-dead\\.\\#"]
+    task = f"{WORD}\\.{WORD}"
+    task_queues = [f"{e}\\.task\\.{task}", f"{e}\\.task-dead"]
+    task_bindings = [f"task\\.{task}", "task-dead\\.\\#"]
+    topic = f"{WORD}\\.{WORD}"
     acls = []
     for kind in (*SERVICE_KINDS, CLI):
         me = instance_word(kind)
-        served = sorted({c.plugin for c in calls if c.service == kind})
-        queues = [f"{e}\\.rpc\\.{kind}\\.{re.escape(p)}" for p in served]
+        queues = [f"{e}\\.rpc\\.{kind}\\.{WORD}"] if kind != CLI else []
         queues += [f"{e}\\.task-results\\.{me}", *task_queues]
-        bindings = [f"rpc\\.{kind}\\.{re.escape(p)}\\.\\*" for p in served]
+        bindings = [f"rpc\\.{kind}\\.{WORD}\\.\\*"] if kind != CLI else []
         bindings += task_bindings
-        sends = [re.escape(c.key) for c in calls if c.callers is None or kind in c.callers]
-        sends += [f"task\\.{t}" for t in tasks]
+        sends = _rpc_sends(kind, calls)
+        sends += [f"task\\.{task}"]
         if kind != CLI:  # a service: control messages, heartbeats
             queues.append(f"{e}\\.control\\.{me}")
             bindings.append("control\\.\\#")
@@ -109,16 +139,16 @@ def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list
             bindings += ["heartbeat\\.\\#", "obsctl\\.watch\\.\\#", "task-state\\.\\#"]
             sends += ["control\\.[a-z0-9_.-]+", "obsctl\\.hello"]
             # the admin API's invokes are "cli" calls made by the server for a signed-in person
-            sends += [re.escape(c.key) for c in calls if c.callers and CLI in c.callers]
-            sends += [f"obs\\.{t}\\.{HEX}" for t in topics]
+            sends += [s for s in _rpc_sends(CLI, calls) if s not in sends]
+            sends += [f"obs\\.{topic}\\.{HEX}"]
         if kind == "client":
             queues += [f"{e}\\.obs\\.{me}"]
-            bindings += ["obsctl\\.hello", *(f"obs\\.{t}\\.{HEX}" for t in topics)]
-            sends += [f"obsctl\\.watch\\.{t}" for t in topics]
+            bindings += ["obsctl\\.hello", f"obs\\.{topic}\\.{HEX}"]
+            sends += [f"obsctl\\.watch\\.{topic}"]
         if kind == "worker":
             queues += [f"{e}\\.task-delay\\.[0-9]+"]
             exchanges += [f"{e}\\.task-delay"]
-            sends += [f"task-dead\\.{t}" for t in tasks]
+            sends += [f"task-dead\\.{task}"]
             sends += [f"task-state\\.{me}"]  # the task ledger's reports: workers only
         configure = [*queues, *exchanges[1:]]
         if kind == "server":
@@ -129,6 +159,8 @@ def broker_acl(catalog: Catalog, *, exchange: str, prefix: str = "mesh") -> list
             write=_any([*exchanges, "amq\\.default", *queues]),
             read=_any([*exchanges, "amq\\.rabbitmq\\.reply-to", *queues]),
             topic_write=_any(sends), topic_read=_any(bindings),
-            publishes=sorted(s.replace("\\", "") for s in sends),
+            publishes=sorted([s.replace("\\", "") for s in sends if not s.startswith("(?!")]
+                             + [f"rpc.<service>.<plugin>.<name> of any plugin but those "
+                                f"whose callers leave {kind} out"]),
         ))
     return acls

@@ -41,6 +41,23 @@ class MeshSettings(BaseSettings):
         "MESH_BROKER_URL lists several nodes; set it when one address (a load balancer) fronts "
         "a cluster. Every service of a mesh must agree.",
     )
+    broker_users: Literal["kinds", "shared"] = Field(
+        default="kinds",
+        description="`mesh up` on a broker: `kinds` makes one broker user per service kind "
+        "(`<prefix>-server`, ...), with the permissions of `mesh broker acl`, and starts each "
+        "service as its own; `shared` runs them all as MESH_BROKER_URL's user.",
+    )
+    broker_user_prefix: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_\-]+$",
+        description="`mesh up`'s broker users are named `<prefix>-<kind>`. Unset: the "
+        "exchange's name.",
+    )
+    broker_management_url: str | None = Field(
+        default=None,
+        description="http(s):// URL of RabbitMQ's management API, through which `mesh up` "
+        "and `mesh broker acl --apply` make the broker users. Unset: `rabbitmqctl` on this "
+        "host, else the API on port 15672 of MESH_BROKER_URL's host.",
+    )
     exchange: str = Field(
         default="mesh",
         pattern=r"^[A-Za-z0-9_\-]+$",

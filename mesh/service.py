@@ -322,6 +322,7 @@ class Service:
         await self.started()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
         self.log.info("service.started", transport=self.transport.kind, pid=os.getpid(),
+                      broker_user=getattr(self.transport, "user", None),
                       loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
                       plugins={n: str(r.state) for n, r in self.host.records.items()})
 

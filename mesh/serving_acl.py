@@ -42,6 +42,7 @@ from mesh.contract import CALLER_KINDS, Rpc, Task
 from mesh.errors import Forbidden, NotAllowed, RpcError, TaskError, TaskRefused, Unauthenticated
 from mesh.identity import Identity, Invalidation
 from mesh.invoke import Invocation, Invoke, Middleware
+from mesh.names import SERVICE_KINDS
 from mesh.rpc import wire
 
 # The kinds whose user claims are believed: the client (devices), the server (its admin API
@@ -77,12 +78,14 @@ class ServingAcl(Middleware):
         self._generation = 0  # bumped by each invalidation: a load begun before is not kept
         # caller kind → the broker users that may claim it; None: kinds are not authenticated
         self._senders: dict[str, frozenset[str]] | None = None
+        self._services: frozenset[str] = frozenset()
 
     def authenticate_kinds(self, own_user: str | None, own_kind: str) -> None:
         """Believe a message's caller kind only from its broker user, when this service runs
         as one of a set of per-kind broker users (`<prefix>-<kind>`, as `mesh broker acl`
         makes them): then `x-mesh-caller: K` needs the `user_id` `<prefix>-K` (the admin
-        API's "cli" calls come from `<prefix>-server`). A service on a broker user that all
+        API's "cli" calls come from `<prefix>-server`, and an operator's own broker user,
+        one that is no service's, may call as "cli" too). A service on a broker user that all
         kinds share (guest, say) cannot tell kinds apart, and believes the header."""
         suffix = f"-{own_kind}"
         if not own_user or not own_user.endswith(suffix) or own_user == suffix[1:]:
@@ -92,6 +95,9 @@ class ServingAcl(Middleware):
         senders = {kind: frozenset({f"{prefix}-{kind}"}) for kind in CALLER_KINDS}
         senders["cli"] |= {f"{prefix}-server"}
         self._senders = senders
+        # a broker user that is no service kind's (the operator's own, whom `mesh up` or
+        # `mesh broker acl` ran as) may call as "cli": the broker stamps it, no service can
+        self._services = frozenset(f"{prefix}-{kind}" for kind in SERVICE_KINDS)
 
     def invoke(self, invocation: Invocation, call_next: Invoke) -> Any:  # type: ignore[override]
         # Not a coroutine: the common case (no user, no permission) hands back the next
@@ -105,8 +111,9 @@ class ServingAcl(Middleware):
             return call_next(invocation)
         caller = invocation.caller  # checked against `callers` where the chain ends
         senders = self._senders
-        if senders is not None and invocation.message.user_id not in senders.get(caller or "",
-                                                                                 ()):
+        sender = invocation.message.user_id
+        if senders is not None and sender not in senders.get(caller or "", ()) and not (
+                caller == "cli" and sender and sender not in self._services):
             return _refuse(NotAllowed(
                 f"the request claims the caller {caller!r} but was published by the broker "
                 f"user {invocation.message.user_id!r}"))

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -32,13 +33,19 @@ if TYPE_CHECKING:
 Banner = dict[str, Any]  # head, services (kind → its plugins), tail: JSON for the watcher
 
 
-def banner_parts(settings: MeshSettings, plugins: PluginSet) -> Banner:
-    """The banner but for the services' pids, which only the watcher knows."""
+def banner_parts(settings: MeshSettings, plugins: PluginSet,
+                 users: dict[str, str] | None = None) -> Banner:
+    """The banner but for the services' pids, which only the watcher knows; `users`: each
+    kind's broker user (none when they share MESH_BROKER_URL's)."""
     from mesh.admin_credentials import ADMIN_USER, PASSWORD_FILE, admin_token, masked
     from mesh.broker_urls import redacted
 
     head = (f"mesh {__version__} — four processes on {redacted(settings.broker_url or '')} "
-            f"(exchange {settings.exchange})")
+            f"(exchange {settings.exchange})\n")
+    if users:
+        head += f"  broker users: {', '.join(users.values())} (as `mesh broker acl`)"
+    else:
+        head += "  broker users: all four share the one above (MESH_BROKER_USERS=shared)"
     services = {kind: ", ".join(plugins.for_service(kind)) or "no plugins"
                 for kind in SERVICE_KINDS}
     scheme = settings.http_scheme
@@ -60,8 +67,9 @@ def render_banner(parts: Banner, pids: dict[str, int]) -> str:
     return "\n".join([*lines, *parts["tail"]])
 
 
-def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: PluginSet) -> str:
-    return render_banner(banner_parts(settings, plugins), pids)
+def planned_banner(settings: MeshSettings, pids: dict[str, int], plugins: PluginSet,
+                   users: dict[str, str] | None = None) -> str:
+    return render_banner(banner_parts(settings, plugins, users), pids)
 
 
 CONFIG_ERROR = 2  # `mesh run` exits so on bad configuration: restarting would fail again
@@ -89,8 +97,99 @@ class Supervised:
         return min(2.0 ** (self.quick_crashes - 1), MAX_BACKOFF_S)
 
 
-async def spawn(kind: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "mesh", "run", kind)
+async def spawn(kind: str, broker_url: str | None = None) -> asyncio.subprocess.Process:
+    env = None if broker_url is None else {**os.environ, "MESH_BROKER_URL": broker_url}
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "mesh", "run", kind,
+                                                env=env)
+
+
+class SetupFailed(Exception):
+    """`mesh up` could not make the services' broker users."""
+
+
+APPLIED_FILE = "broker-users.applied"  # what `mesh up` last imported, as a digest
+
+
+async def kind_broker_urls(settings: MeshSettings, plugins: PluginSet) -> dict[str, str]:
+    """Each service kind's own broker URL, its user made (or updated) with the permissions
+    of `mesh broker acl`; {} with MESH_BROKER_USERS=shared. The exchange is declared here,
+    as MESH_BROKER_URL's user, so that no service needs to be first. The import is skipped
+    when the same one was made before (a digest in the data directory) and the server's
+    user still signs in: a restart costs no rabbitmqctl."""
+    if settings.broker_users == "shared" or not settings.broker_url:
+        return {}
+    import hashlib
+    import json
+
+    import aio_pika
+
+    from mesh.broker_acl import broker_acl
+    from mesh.broker_urls import split_broker_urls, vhost_of
+    from mesh.broker_users import (
+        BrokerUsersError,
+        definitions,
+        derived_password,
+        import_definitions,
+        kind_urls,
+        management_url_for,
+    )
+    from mesh.bus.rabbitmq import broker_login
+    from mesh.catalog import build_catalog
+    from mesh.names import SERVICE_KINDS
+
+    admin = settings.broker_url
+    first = split_broker_urls(admin)[0]
+    vhost, prefix = vhost_of(admin), settings.broker_user_prefix or settings.exchange
+    acls = [a for a in broker_acl(build_catalog(plugins), exchange=settings.exchange,
+                                  prefix=prefix) if a.kind in SERVICE_KINDS]
+    secret = f"{broker_login(first)}:{aio_pika.connection.URL(first).password or ''}"
+    passwords = {a.user: derived_password(secret, a.user) for a in acls}
+    urls = kind_urls(admin, acls, vhost, passwords)
+    digest = hashlib.sha256(json.dumps(
+        [first, vhost, settings.exchange, passwords, [vars(a) for a in acls]],
+        sort_keys=True).encode()).hexdigest()
+    applied = settings.data_dir / APPLIED_FILE
+    known = applied.is_file() and applied.read_text().strip() == digest
+    if not (known and await _signs_in(urls["server"], tries=1)):
+        management = settings.broker_management_url or (
+            None if shutil.which("rabbitmqctl") else management_url_for(admin))
+        try:
+            await asyncio.to_thread(import_definitions,
+                                    definitions(acls, vhost, settings.exchange, passwords),
+                                    admin_url=admin, management_url=management)
+        except BrokerUsersError as exc:
+            raise SetupFailed(f"cannot make the services' broker users: {exc} (or set "
+                              "MESH_BROKER_USERS=shared to run them all as one user)") from None
+        # an import may finish a moment after rabbitmqctl returns
+        if not await _signs_in(urls["server"], tries=100):
+            raise SetupFailed(f"the broker user {acls[0].user} made by the import cannot "
+                              "sign in")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        applied.write_text(digest + "\n")
+    connection = await aio_pika.connect(first, timeout=settings.connect_timeout)
+    try:
+        channel = await connection.channel()
+        await channel.declare_exchange(settings.exchange, aio_pika.ExchangeType.TOPIC,
+                                       durable=True)
+    finally:
+        await connection.close()
+    return urls
+
+
+async def _signs_in(url: str, *, tries: int) -> bool:
+    """Whether the broker takes the URL's user and password (retried every 0.1 s)."""
+    import aio_pika
+
+    from mesh.broker_urls import split_broker_urls
+
+    for attempt in range(tries):
+        try:
+            await (await aio_pika.connect(split_broker_urls(url)[0], timeout=5)).close()
+            return True
+        except aio_pika.exceptions.ProbableAuthenticationError:
+            if attempt + 1 < tries:
+                await asyncio.sleep(0.1)
+    return False
 
 
 def say(message: str) -> None:
@@ -103,19 +202,28 @@ def start_supervisor(settings: MeshSettings) -> NoReturn:
 
     # the token is made before the server starts, so the banner shows the same one
     plugins = PluginSet.installed(disabled=settings.disabled_plugins, cache=settings.data_dir)
-    plan = {"banner": banner_parts(settings, plugins),
+    try:
+        urls = asyncio.run(kind_broker_urls(settings, plugins))
+    except (SetupFailed, OSError) as exc:
+        say(str(exc))
+        sys.exit(1)
+    from mesh.bus.rabbitmq import broker_login
+
+    users = {kind: broker_login(url) for kind, url in urls.items()}
+    plan = {"banner": banner_parts(settings, plugins, users), "urls": urls,
             "shutdown_timeout": settings.shutdown_timeout}
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "mesh.supervisor", json.dumps(plan)])
 
 
-async def supervise(banner: Banner, shutdown_timeout: float) -> int:
+async def supervise(banner: Banner, urls: dict[str, str], shutdown_timeout: float) -> int:
     """Run the four services; restart one that dies (with backoff) until it crash-loops.
 
+    `urls`: each kind's own MESH_BROKER_URL (kind_broker_urls), when they have their own.
     Exits 0 after SIGINT/SIGTERM, 1 when a service keeps crashing or cannot be configured."""
     loop = asyncio.get_running_loop()
-    services = {kind: Supervised(kind, await spawn(kind), loop.time())
+    services = {kind: Supervised(kind, await spawn(kind, urls.get(kind)), loop.time())
                 for kind in SERVICE_KINDS}
     print(render_banner(banner, {k: s.proc.pid for k, s in services.items()}), flush=True)
 
@@ -147,7 +255,8 @@ async def supervise(banner: Banner, shutdown_timeout: float) -> int:
                 await asyncio.wait_for(asyncio.shield(stopper), delay)
             if stop.is_set():
                 break
-            service.proc, service.started = await spawn(service.kind), loop.time()
+            service.proc, service.started = (await spawn(service.kind, urls.get(service.kind)),
+                                             loop.time())
             say(f"the {service.kind} runs again as pid {service.proc.pid}")
             waits[asyncio.ensure_future(service.proc.wait())] = service
     for task in waits:
@@ -173,7 +282,8 @@ async def stop_all(services: list[Supervised], timeout: float) -> None:
 def main(argv: list[str]) -> int:
     """The watcher, as `start_supervisor` runs it: `python -m mesh.supervisor PLAN`."""
     plan = json.loads(argv[0])
-    return asyncio.run(supervise(plan["banner"], float(plan["shutdown_timeout"])))
+    return asyncio.run(supervise(plan["banner"], plan.get("urls", {}),
+                                 float(plan["shutdown_timeout"])))
 
 
 if __name__ == "__main__":

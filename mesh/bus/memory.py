@@ -138,8 +138,9 @@ class _MemoryConsumer(Consumer):
 
     def __init__(
         self, queue: _Queue, handler: DeliveryHandler, prefetch: int, no_ack: bool,
-        owner: MemoryTransport,
+        owner: MemoryTransport, by_name: bool = False,
     ) -> None:
+        self.by_name = by_name
         self.queue = queue
         self.handler = handler
         self.prefetch = prefetch
@@ -154,6 +155,10 @@ class _MemoryConsumer(Consumer):
         return self.no_ack or self.prefetch <= 0 or len(self.unacked) < self.prefetch
 
     def deliver(self, entry: _Entry) -> None:
+        if not self.by_name and not entry.wire.exchange:  # published to the queue by name
+            log.warning("bus.by_name_dropped", queue=self.queue.spec.name,
+                        user=entry.wire.message.user_id)
+            return  # taken and gone, as an ack on the RabbitMQ transport
         count = entry.returns if self.queue.quorum and entry.returns else None
         message = entry.wire.decode(redelivered=entry.redelivered, delivery_count=count)
         delivery = _MemoryDelivery(message, entry, self)
@@ -585,14 +590,15 @@ class MemoryTransport(Transport):
         self._queue(queue).bindings.discard((self.exchange, pattern, ()))
 
     async def consume(
-        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False,
+        by_name: bool = False,
     ) -> Consumer:
         self._check()
         target = self.broker.queues.get(queue)
         if target is None:
             raise ChannelError(404, f"NOT_FOUND - no queue '{queue}'")
         target.check_access(self)
-        consumer = _MemoryConsumer(target, handler, prefetch, no_ack, self)
+        consumer = _MemoryConsumer(target, handler, prefetch, no_ack, self, by_name)
         self._consumers.append(consumer)
         target.add_consumer(consumer)
         return consumer

@@ -4,6 +4,11 @@ aio-pika opens the connection and channels; the hot path (publish, deliver, ack)
 channel underneath (aiormq) directly, so a message costs no wrapper objects. The transport
 remembers the queues and consumers it was asked for and, when the connection drops, reconnects
 with backoff and declares them again: callers above never see a reconnect, only a short wait.
+A publish the broker refuses (ACCESS_REFUSED, a missing exchange) costs only its channel, not
+the connection: a confirmed publish to a routing key this transport has not yet had confirmed
+goes on a channel of its own (the probe channel), so the refusal fails that publish alone
+(ChannelError) while calls in flight on the main channel keep their replies; the plain
+channel, refused, is opened again.
 Given the nodes of a cluster (several URLs), it connects to one, in an order shuffled per
 transport, and a reconnect tries the node after the lost one first, then the rest in turn.
 """
@@ -33,6 +38,9 @@ from mesh.bus.transport import ChannelError, Consumer, Transport, TransportClose
 log = structlog.get_logger("mesh.bus")
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+MAX_PROVEN_KEYS = 10_000  # routing keys known writable; forgotten all at once past this
+# What a refused publish raises: a refusal of that one message, not a lost connection.
+_REFUSALS = (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelNotFoundEntity)
 _CHANNEL_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
                    ConnectionError, RuntimeError)
 
@@ -150,13 +158,14 @@ class _RabbitConsumer(Consumer):
 
     def __init__(
         self, transport: RabbitTransport, queue: str, handler: DeliveryHandler,
-        prefetch: int, no_ack: bool,
+        prefetch: int, no_ack: bool, by_name: bool = False,
     ) -> None:
         self.transport = transport
         self.queue = queue
         self.handler = handler
         self.prefetch = prefetch
         self.no_ack = no_ack
+        self.by_name = by_name
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
@@ -175,6 +184,13 @@ class _RabbitConsumer(Consumer):
 
     async def _on_message(self, delivered: DeliveredMessage) -> None:
         tag = delivered.delivery.delivery_tag  # type: ignore[union-attr]
+        if not self.by_name and not delivered.exchange:  # published to the queue by name
+            self.transport.log.warning("bus.by_name_dropped", queue=self.queue,
+                                       user=delivered.header.properties.user_id)
+            if not self.no_ack:  # gone: not requeued, not dead-lettered
+                with contextlib.suppress(*_CHANNEL_ERRORS):
+                    await delivered.channel.basic_ack(tag or 0)
+            return
         self._running += 1
         try:
             await self.handler(_RabbitDelivery(_message(delivered), delivered.channel, tag or 0))
@@ -292,6 +308,9 @@ class RabbitTransport(Transport):
         self._connection: AbstractConnection | None = None
         self._confirm: aiormq.Channel | None = None
         self._plain: aiormq.Channel | None = None
+        self._probe: aiormq.Channel | None = None  # first publishes of a routing key
+        self._proven: set[tuple[str, str]] = set()  # (exchange, key) confirmed writable
+        self._reopening: dict[str, asyncio.Task[None]] = {}
         self._exchanges: dict[str, str] = {}
         self._queues: dict[str, QueueSpec] = {}
         self._consumers: list[_RabbitConsumer] = []
@@ -366,7 +385,7 @@ class RabbitTransport(Transport):
             # A node can take a connection and then stall on the topology (a queue whose
             # leader is being elected after its node was lost, say): give it up and try again.
             async with asyncio.timeout(self.connect_timeout):
-                confirm, plain = await self._replay(connection)
+                confirm, plain, probe = await self._replay(connection)
         except TimeoutError:
             await self._abandon(connection)
             raise TransportClosed(f"the broker did not set up the topology within "
@@ -375,6 +394,7 @@ class RabbitTransport(Transport):
             await self._abandon(connection)
             raise
         self._connection, self._confirm, self._plain = connection, confirm, plain
+        self._probe = probe
         connection.close_callbacks.add(self._on_connection_closed)
         self._connected.set()
 
@@ -387,14 +407,15 @@ class RabbitTransport(Transport):
         except TimeoutError:
             self.log.warning("bus.close_abandoned", node=self.broker)
 
-    async def _replay(self, connection: AbstractConnection) -> tuple[Any, Any]:
+    async def _replay(self, connection: AbstractConnection) -> tuple[Any, Any, Any]:
         """Channels, exchanges, queues, bindings and consumers on a new connection; its
-        confirm channel and plain channel."""
+        confirm channel, plain channel and probe channel."""
         confirm_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         plain_channel = await connection.channel(publisher_confirms=False)
         # The concrete aiormq channel: its basic_publish takes `wait`, the ABC's does not.
         confirm = cast(aiormq.Channel, await confirm_channel.get_underlay_channel())
         plain = cast(aiormq.Channel, await plain_channel.get_underlay_channel())
+        probe = await self._side_channel(connection, "probe")
         if not await self._exchange_exists(connection):
             await plain.exchange_declare(exchange=self.exchange, exchange_type="topic",
                                          durable=True)
@@ -406,9 +427,77 @@ class RabbitTransport(Transport):
             await confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         for consumer in list(self._consumers):
             await consumer.open(connection)
-        for channel in (confirm_channel, plain_channel):
-            channel.close_callbacks.add(self._on_channel_closed)
-        return confirm, plain
+        confirm_channel.close_callbacks.add(self._on_channel_closed)
+        plain_channel.close_callbacks.add(self._plain_closed)
+        return confirm, plain, probe
+
+    async def _side_channel(self, connection: AbstractConnection, which: str) -> aiormq.Channel:
+        """A new plain or probe channel: one the broker may close on a refused publish and
+        that is opened again alone. The probe channel takes replies as the main one does."""
+        probe = which == "probe"
+        channel = await connection.channel(publisher_confirms=probe, on_return_raises=probe)
+        raw = cast(aiormq.Channel, await channel.get_underlay_channel())
+        if probe:
+            if self._reply_handler is not None:
+                await raw.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            channel.close_callbacks.add(self._probe_closed)
+        return raw
+
+    def _plain_closed(self, channel: Any, exc: BaseException | None = None) -> None:
+        self._side_closed("plain", exc)
+
+    def _probe_closed(self, channel: Any, exc: BaseException | None = None) -> None:
+        self._side_closed("probe", exc)
+
+    def _side_closed(self, which: str, exc: BaseException | None) -> None:
+        """A refused publish closed the plain or probe channel: open that one again, and
+        keep the connection with every call in flight on it."""
+        if self._usable() is None or not isinstance(exc, aiormq.exceptions.AMQPChannelError):
+            return  # the connection goes (or went): it brings every channel back; else
+            # the next publish finds the channel closed and opens it again (_side)
+        self.log.warning("bus.channel_refused", channel=which, error=str(exc))
+        self._reopen_soon(which)
+
+    def _usable(self) -> AbstractConnection | None:
+        connection = self._connection
+        if self._closing or connection is None or connection.is_closed \
+                or not self._connected.is_set():
+            return None
+        return connection
+
+    def _reopen_soon(self, which: str) -> asyncio.Task[None] | None:
+        running = self._reopening.get(which)
+        if running is not None and not running.done():
+            return running
+        connection = self._usable()
+        if connection is None:
+            return None
+        self._reopening[which] = task = self.spawn(self._reopen(which, connection))
+        return task
+
+    async def _reopen(self, which: str, connection: AbstractConnection) -> None:
+        try:
+            raw = await self._side_channel(connection, which)
+        except (*_CHANNEL_ERRORS, TimeoutError) as exc:
+            self.log.warning("bus.channel_reopen_failed", channel=which, error=str(exc))
+            if not connection.is_closed:  # start over, as for any other lost channel
+                self.spawn(connection.close())
+            return
+        if self._connection is connection and not self._closing:
+            setattr(self, f"_{which}", raw)
+
+    async def _side(self, which: str) -> aiormq.Channel:
+        """The plain or probe channel; one the broker closed is opened again first (its
+        close callback may not have run yet when the refused publish fails)."""
+        channel: aiormq.Channel | None = getattr(self, f"_{which}")
+        if channel is None or channel.is_closed:
+            reopening = self._reopen_soon(which)
+            if reopening is not None:
+                await asyncio.shield(reopening)
+            channel = getattr(self, f"_{which}")
+        if channel is None or channel.is_closed:
+            raise TransportClosed("connection lost")
+        return channel
 
     async def _exchange_exists(self, connection: AbstractConnection) -> bool:
         """A passive declare, which needs no permission: services whose broker user may not
@@ -434,8 +523,8 @@ class RabbitTransport(Transport):
         if self._closing or not self._connected.is_set():
             return
         self._connected.clear()
-        lost = (self._confirm, self._plain)
-        self._confirm = self._plain = None
+        lost = (self._confirm, self._plain, self._probe)
+        self._confirm = self._plain = self._probe = None
         for task, channel in list(self._publishing.items()):
             if channel in lost:
                 self._failed_publishes.add(task)
@@ -564,11 +653,12 @@ class RabbitTransport(Transport):
             await _close_channel(channel, self)
 
     async def consume(
-        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False,
+        by_name: bool = False,
     ) -> Consumer:
         await self._ready()
         assert self._connection is not None
-        consumer = _RabbitConsumer(self, queue, handler, prefetch, no_ack)
+        consumer = _RabbitConsumer(self, queue, handler, prefetch, no_ack, by_name)
         await consumer.open(self._connection)
         self._consumers.append(consumer)
         return consumer
@@ -581,9 +671,17 @@ class RabbitTransport(Transport):
         properties = _properties(message, self.user)
         target = self.exchange if exchange is None else exchange
         await self._ready()
-        # Direct reply-to only works on the channel that consumes it: the confirm channel.
+        # Direct reply-to only works on a channel that consumes it: a confirm channel. A key
+        # not yet confirmed goes on the probe channel, which a refusal may close alone.
         confirmed = mandatory or message.reply_to == DIRECT_REPLY_TO
-        channel = self._confirm if confirmed else self._plain
+        proven = (target, message.routing_key)
+        channel: aiormq.Channel | None
+        if not confirmed:
+            channel = await self._side("plain")
+        elif proven in self._proven:
+            channel = self._confirm
+        else:
+            channel = await self._side("probe")
         if channel is None:
             raise TransportClosed("connection lost")
         if mandatory and message.message_id:
@@ -628,6 +726,8 @@ class RabbitTransport(Transport):
         except aiormq.exceptions.DeliveryError as exc:  # a nack
             self._nacked()
             raise TransportClosed(str(exc) or "the broker refused the message (nack)") from exc
+        except _REFUSALS as exc:  # the channel is gone, the connection stays
+            raise _channel_error(exc) from None
         except _CHANNEL_ERRORS as exc:
             raise TransportClosed(str(exc) or "connection lost") from exc
         except Exception as exc:
@@ -638,6 +738,10 @@ class RabbitTransport(Transport):
         if isinstance(result, spec.Basic.Nack):
             self._nacked()
             raise TransportClosed("the broker refused the message (nack)")
+        if confirmed and channel is not self._confirm:
+            if len(self._proven) >= MAX_PROVEN_KEYS:
+                self._proven.clear()
+            self._proven.add((exchange, message.routing_key))
 
     def _nacked(self) -> None:
         """A nack means a queue could not take the message. Nothing mesh declares refuses a
@@ -662,9 +766,7 @@ class RabbitTransport(Transport):
                 async with self._retrying:
                     await self._replies_retry.publish(reply_to, message)
             return
-        channel = self._plain
-        if channel is None:
-            raise TransportClosed("connection lost")
+        channel = await self._side("plain")
         try:
             await channel.basic_publish(  # fire and forget: the prefetch bounds replies
                 message.body, exchange="", routing_key=reply_to,
@@ -678,8 +780,10 @@ class RabbitTransport(Transport):
         await self._ready()
         first = self._reply_handler is None
         self._reply_handler = handler
-        if first and self._confirm is not None:
-            await self._confirm.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        if first:
+            for channel in (self._confirm, self._probe):
+                if channel is not None:
+                    await channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         return DIRECT_REPLY_TO
 
     async def _on_reply(self, delivered: DeliveredMessage) -> None:

@@ -103,8 +103,14 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def consume(
-        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False
-    ) -> Consumer: ...
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int, no_ack: bool = False,
+        by_name: bool = False,
+    ) -> Consumer:
+        """Deliver the queue's messages to `handler`. Only with `by_name` does it take a
+        message published to the queue by its name (the default exchange, which every broker
+        user may write because RPC replies travel there): other queues drop one, so no
+        service's work, control or topic queue takes what its routing keys' permissions
+        would refuse (docs/identity.md, threat model)."""
 
     @abc.abstractmethod
     async def publish(

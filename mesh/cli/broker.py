@@ -4,9 +4,10 @@ contracts; printed as rabbitmqctl commands, or applied with `--apply`."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
-import subprocess
+import shutil
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,24 +20,6 @@ if TYPE_CHECKING:
 broker_app = command_group("RabbitMQ users and permissions for the services.")
 
 
-def rabbitmqctl(*args: str, stdin: str | None = None) -> str:
-    try:
-        done = subprocess.run(["rabbitmqctl", *args], input=stdin, capture_output=True,
-                              text=True, timeout=60)
-    except FileNotFoundError:
-        raise fail("rabbitmqctl is not installed here: run `mesh broker acl` without "
-                   "--apply and run its commands on the broker's host", 1) from None
-    if done.returncode != 0:
-        raise fail(f"rabbitmqctl {args[0]} failed: {done.stderr.strip()}", 1)
-    return done.stdout
-
-
-def listed(what: str) -> set[str]:
-    """The names rabbitmqctl lists: users are under "user", vhosts under "name"."""
-    rows = json.loads(rabbitmqctl(what, "-q", "--formatter", "json") or "[]")
-    return {row.get("user", row.get("name")) for row in rows}
-
-
 @broker_app.command("acl")
 def acl(
     vhost: Annotated[str | None, typer.Option(
@@ -45,7 +28,9 @@ def acl(
         help="Users are named <prefix>-<kind>.")] = "mesh",
     apply: Annotated[bool, typer.Option(
         "--apply", help="Create the users that are missing (with generated passwords, "
-        "printed once) and set every user's permissions, through rabbitmqctl.")] = False,
+        "printed once, or MESH_BROKER_PASSWORD_<KIND> when set, which also changes an "
+        "existing user's) and set every user's permissions, in one definitions import "
+        "through MESH_BROKER_MANAGEMENT_URL or the local rabbitmqctl.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The permissions as JSON.")] = False,
 ) -> None:
     """Each service kind's broker user: what it may configure, write and read in the vhost,
@@ -66,26 +51,43 @@ def acl(
     if not apply:
         typer.echo(script(acls, host, settings.exchange))
         return
-    if host not in listed("list_vhosts"):
-        raise fail(f"the vhost {host!r} does not exist: create it first "
-                   f"(rabbitmqctl add_vhost {shlex.quote(host)})", 1)
-    users = listed("list_users")
-    created: dict[str, str] = {}
-    for entry in acls:
-        if entry.user not in users:
-            password = secrets.token_urlsafe(24)
-            rabbitmqctl("add_user", entry.user, stdin=password + "\n")
-            created[entry.kind] = with_user(settings.broker_url or "", entry.user, password,
-                                            host)
-        for command in entry.rabbitmqctl(host, settings.exchange):
-            rabbitmqctl(*command)
+    from mesh.broker_users import (
+        BrokerUsersError,
+        definitions,
+        import_definitions,
+        listed,
+        management_url_for,
+    )
+
+    admin = settings.broker_url or ""
+    management = settings.broker_management_url or (
+        None if shutil.which("rabbitmqctl") or not admin else management_url_for(admin))
+    try:
+        if host not in listed("vhosts", admin_url=admin, management_url=management):
+            raise fail(f"the vhost {host!r} does not exist: create it first "
+                       f"(rabbitmqctl add_vhost {shlex.quote(host)})", 1)
+        users = listed("users", admin_url=admin, management_url=management)
+        passwords: dict[str, str] = {}
+        created: dict[str, str] = {}
+        for entry in acls:
+            given = os.environ.get(f"MESH_BROKER_PASSWORD_{entry.kind.upper()}")
+            if given:
+                passwords[entry.user] = given
+            elif entry.user not in users:
+                passwords[entry.user] = secrets.token_urlsafe(24)
+                created[entry.kind] = with_user(admin, entry.user, passwords[entry.user], host)
+        import_definitions(definitions(acls, host, settings.exchange, passwords),
+                           admin_url=admin, management_url=management)
+    except BrokerUsersError as exc:
+        raise fail(str(exc), 1) from None
     if as_json:
         typer.echo(json.dumps({"vhost": host, "created": created}, indent=2))
         return
     for entry in acls:
         typer.echo(f"{entry.kind}: {entry.user} set" + (
             f"; MESH_BROKER_URL={created[entry.kind]}" if entry.kind in created
-            else " (it existed: its password is unchanged)"))
+            else " (its password from MESH_BROKER_PASSWORD_" + entry.kind.upper() + ")"
+            if entry.user in passwords else " (it existed: its password is unchanged)"))
     if created:
         typer.echo("The passwords are shown only now: give each service its own URL.")
 
@@ -94,7 +96,8 @@ def script(acls: list[KindAcl], vhost: str, exchange: str) -> str:
     lines = [f"# mesh broker users for vhost {vhost!r}, exchange {exchange!r}: run on the "
              "broker's host (or use --apply).",
              "# Create each user once: rabbitmqctl add_user <user> (it reads the password).",
-             "# Run again after installing or upgrading plugins: their contracts change this."]
+             "# Installing or removing a plugin needs no change; run again after an upgrade "
+             "that opens an RPC to more kinds."]
     for entry in acls:
         lines.append(f"\n# {entry.kind}: may publish {', '.join(entry.publishes)}")
         lines += ["rabbitmqctl " + shlex.join(c) for c in entry.rabbitmqctl(vhost, exchange)]

@@ -11,14 +11,16 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from mesh.bus.message import Message
-from mesh.bus.transport import Transport, TransportClosed, Unroutable
+from mesh.bus.transport import ChannelError, Transport, TransportClosed, Unroutable
 from mesh.contract import RepT, ReqT, Rpc
-from mesh.errors import InvalidReply, RpcTimeout, Unavailable
+from mesh.errors import InvalidReply, NotAllowed, RpcTimeout, Unavailable
 from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import rpc_key
 from mesh.rpc import wire
 from mesh.rpc.context import acting_for, current_call
 from mesh.validation import coerce
+
+ACCESS_REFUSED = 403  # AMQP's reply code for a permission the broker user lacks
 
 
 class RpcCaller:
@@ -117,6 +119,10 @@ class RpcCaller:
             raise Unavailable(f"no {rpc.service} instance serves {rpc.qualname}", **where) from None
         except TransportClosed as exc:
             raise Unavailable(f"cannot reach the broker: {exc}", **where) from None
+        except ChannelError as exc:  # this call alone: the connection and its calls stay
+            refused = NotAllowed if exc.code == ACCESS_REFUSED else Unavailable
+            raise refused(f"the broker refused to publish {rpc.qualname} "
+                          f"({message.routing_key}): {exc.text}", **where) from None
         finally:
             self._pending.pop(correlation_id, None)
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 import structlog
 
 from mesh.bus.message import Delivery
-from mesh.bus.transport import Consumer, Transport, TransportClosed, Unroutable
+from mesh.bus.transport import ChannelError, Consumer, Transport, TransportClosed, Unroutable
 from mesh.contract import InT, OutT, Task
 from mesh.errors import TaskUnavailable
 from mesh.invoke import Middleware, Outgoing, compose_send
@@ -64,7 +64,7 @@ class TaskEnqueuer:
                 # Acked once taken: a result the broker sent just before the connection
                 # dropped is still in the queue after the reconnect, not lost on the wire.
                 self._consumer = await self.transport.consume(
-                    self.results_queue, self._on_result, prefetch=0)
+                    self.results_queue, self._on_result, prefetch=0, by_name=True)
             except BaseException as exc:
                 future, self._listening = self._listening, None
                 future.set_exception(exc)
@@ -131,6 +131,10 @@ class TaskEnqueuer:
         except TransportClosed as exc:
             self._handles.pop(task_id, None)
             raise TaskUnavailable(f"cannot reach the broker to queue {task.qualname}: {exc}"
+                                  ) from None
+        except ChannelError as exc:  # this broker user may not: the connection stays
+            self._handles.pop(task_id, None)
+            raise TaskUnavailable(f"the broker refused to queue {task.qualname}: {exc.text}"
                                   ) from None
         return handle
 

@@ -35,12 +35,14 @@ from contracts.notifications import (
     WebhookContract,
     WebhookPost,
 )
+from mesh.errors import NotAllowed
 from mesh.names import NOTIFICATION_KEY, personal_key
 from mesh.notification import Notification
 from mesh.platform.channels import ChannelRegistry, NotificationChannel
 from mesh.platform.notifications import NotificationStore
 from mesh.platform.personal import PersonalStore, effective
 from mesh.rpc.binder import RpcBinder
+from mesh.rpc.context import current_call
 from mesh.validation import field_errors
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ class NotificationDesk:
         template = self.templates().get(request.template)
         if template is None:
             raise UnknownTemplate(f"no notification template {request.template!r}")
+        request = self._from_its_plugin(request, template)
         try:
             payload = template.payload.model_validate(request.payload).model_dump(mode="json")
         except ValidationError as exc:
@@ -135,6 +138,23 @@ class NotificationDesk:
         notification = delivery.notification
         return NotificationSent(id=notification.id, sent_ms=notification.sent_ms,
                                 delivered_live=-1 if delivery.everyone else len(delivery.users))
+
+    def _from_its_plugin(self, request: SendNotification,
+                         template: Notification[Any]) -> SendNotification:
+        """A service sends only the templates of plugins that run on its kind: the kind is
+        the broker's word (its `user_id`, checked by ServingAcl), so an agent cannot send a
+        server plugin's notification by calling the RPC itself, and `sent_by` says the
+        kind the bus vouches for, not what the request wrote. A person's own calls (`cli`,
+        the admin API) may send any template."""
+        call = current_call()
+        kind = call.caller if call is not None else "server"
+        if kind == "cli":
+            return request
+        if template.plugin not in self.server.plugins.for_service(kind):
+            raise NotAllowed(f"the {kind} may not send {template.qualname}: "
+                             f"{template.plugin} does not run on the {kind}",
+                             details={"template": template.qualname, "caller": kind})
+        return request.model_copy(update={"sent_by": f"{kind}/{template.plugin}"})
 
     async def listing(self, request: NotificationQuery) -> NotificationList:
         return await self.store.listing(request.identity, before=request.before,

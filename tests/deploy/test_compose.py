@@ -48,6 +48,7 @@ COMPOSE_V2 = BIN / "docker-compose-v2"
 COMPOSE_V1 = Path("/usr/bin/docker-compose")  # Debian's package
 HADOLINT = BIN / "hadolint"
 INFRASTRUCTURE = ("rabbitmq", "postgres")
+ONE_SHOT = "broker-users"  # `mesh broker acl --apply`, once, before the services
 IMAGE_PREFIX = "/opt/mesh"  # the image's virtualenv
 IMAGE_DATA_DIR = "/var/lib/mesh"
 
@@ -188,7 +189,7 @@ def test_the_broker_is_a_pinned_rabbitmq_4(config: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_every_mesh_service_runs_its_command_from_one_image(config: dict[str, Any]) -> None:
     services = config["services"]
-    assert set(services) == {*INFRASTRUCTURE, *SERVICE_KINDS}
+    assert set(services) == {*INFRASTRUCTURE, ONE_SHOT, *SERVICE_KINDS}
     images = set()
     for kind in SERVICE_KINDS:
         service = services[kind]
@@ -197,9 +198,11 @@ def test_every_mesh_service_runs_its_command_from_one_image(config: dict[str, An
         assert service["build"]["context"] == str(ROOT)
         assert service["init"] is True
         images.add(service["image"])
-    assert images == {f"mesh:{pyproject()['version']}"}
+    assert images == {f"mesh:{pyproject()['version']}"} == {services[ONE_SHOT]["image"]}
+    assert services[ONE_SHOT]["command"][:4] == ["mesh", "broker", "acl", "--apply"]
+    assert services[ONE_SHOT]["restart"] == "on-failure"  # it ends: done, not a crash
     for name, service in services.items():
-        assert "healthcheck" in service, name
+        assert name == ONE_SHOT or "healthcheck" in service, name
         assert "container_name" not in service, f"{name}: a fixed name cannot be scaled"
 
 
@@ -208,9 +211,11 @@ def test_start_order_waits_for_health(config: dict[str, Any]) -> None:
     services = config["services"]
     after = {name: {dep: spec["condition"] for dep, spec in s.get("depends_on", {}).items()}
              for name, s in services.items()}
-    assert after["server"] == {"rabbitmq": "service_healthy", "postgres": "service_healthy"}
+    done = "service_completed_successfully"
+    assert after[ONE_SHOT] == {"rabbitmq": "service_healthy"}
+    assert after["server"] == {ONE_SHOT: done, "postgres": "service_healthy"}
     for kind in ("client", "agent", "worker"):  # the server has migrated by then
-        assert after[kind] == {"server": "service_healthy"}
+        assert after[kind] == {"server": "service_healthy", ONE_SHOT: done}
     assert after["rabbitmq"] == after["postgres"] == {}
 
 
@@ -239,17 +244,30 @@ def test_ports_are_published_where_the_services_listen(config: dict[str, Any]) -
 
 
 def credentials(config: dict[str, Any]) -> dict[str, Any]:
+    """The compose file's credentials; each service kind joins as its own broker user, whose
+    password the broker-users step sets, and only that step holds the administrator's."""
     services = config["services"]
     rabbit, postgres = services["rabbitmq"]["environment"], services["postgres"]["environment"]
-    broker = {urlsplit(services[k]["environment"]["MESH_BROKER_URL"]) for k in SERVICE_KINDS}
+    step = services[ONE_SHOT]["environment"]
+    prefix = services[ONE_SHOT]["command"][-1]
+    kinds = {k: urlsplit(services[k]["environment"]["MESH_BROKER_URL"]) for k in SERVICE_KINDS}
+    for kind, url in kinds.items():
+        assert (url.username, url.password) == (
+            f"{prefix}-{kind}", step[f"MESH_BROKER_PASSWORD_{kind.upper()}"]), kind
+    assert step["MESH_BROKER_MANAGEMENT_URL"] == "http://rabbitmq:15672"
+    assert "MESH_BROKER_PASSWORD_CLI" in step
+    places = {(u.hostname, u.port, u.path) for u in kinds.values()}
     database = {urlsplit(services[k]["environment"]["MESH_DATABASE_URL"])
                 for k in ("server", "worker")}
-    assert len(broker) == len(database) == 1, "every service joins the same broker and database"
-    [amqp], [pg] = broker, database
+    amqp = urlsplit(step["MESH_BROKER_URL"])
+    assert places == {(amqp.hostname, amqp.port, amqp.path)}, "one broker, one vhost"
+    assert len(database) == 1, "every service joins the same database"
+    [pg] = database
     assert "MESH_DATABASE_URL" not in services["client"]["environment"]
     assert "MESH_DATABASE_URL" not in services["agent"]["environment"]
     return {
         "broker": (amqp.username, amqp.password, amqp.hostname, amqp.path.lstrip("/")),
+        "services": (prefix, *(kinds[k].password for k in SERVICE_KINDS)),
         "rabbitmq": (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"],
                      "rabbitmq", rabbit["RABBITMQ_DEFAULT_VHOST"]),
         "database": (pg.username, pg.password, pg.hostname, pg.path.lstrip("/")),
@@ -262,15 +280,19 @@ def credentials(config: dict[str, Any]) -> dict[str, Any]:
 def test_credentials_come_from_the_environment_with_defaults(config: dict[str, Any]) -> None:
     found = credentials(config)
     assert found["broker"] == found["rabbitmq"] == ("mesh", "mesh", "rabbitmq", "mesh")
+    assert found["services"] == ("mesh", *(f"mesh-{k}" for k in SERVICE_KINDS))
     assert found["database"] == found["postgres"] == ("mesh", "mesh", "postgres", "mesh")
     assert config["services"]["server"]["environment"]["MESH_ADMIN_TOKEN"] is None  # not passed
     chosen = compose_config({
         "RABBITMQ_USER": "ada", "RABBITMQ_PASSWORD": "s3cret", "RABBITMQ_VHOST": "prod",
         "POSTGRES_USER": "bob", "POSTGRES_PASSWORD": "pw", "POSTGRES_DB": "meshdb",
-        "MESH_ADMIN_TOKEN": "the-token",
+        "MESH_ADMIN_TOKEN": "the-token", "RABBITMQ_USER_PREFIX": "acme",
+        **{f"RABBITMQ_{k.upper()}_PASSWORD": f"pw-{k}" for k in (*SERVICE_KINDS, "cli")},
     })
     found = credentials(chosen)
     assert found["broker"] == found["rabbitmq"] == ("ada", "s3cret", "rabbitmq", "prod")
+    assert found["services"] == ("acme", *(f"pw-{k}" for k in SERVICE_KINDS))
+    assert chosen["services"][ONE_SHOT]["environment"]["MESH_BROKER_PASSWORD_CLI"] == "pw-cli"
     assert found["database"] == found["postgres"] == ("bob", "pw", "postgres", "meshdb")
     assert chosen["services"]["server"]["environment"]["MESH_ADMIN_TOKEN"] == "the-token"
 
@@ -436,6 +458,9 @@ def vhost(mesh_broker_url: str) -> Iterator[str]:
         rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
         yield name
     finally:
+        for kind in (*SERVICE_KINDS, "cli"):  # the broker-users step made them
+            subprocess.run(["rabbitmqctl", "delete_user", f"{name}-{kind}"],
+                           capture_output=True, timeout=60)
         rabbitmqctl("delete_vhost", name)
 
 
@@ -475,6 +500,8 @@ class Deployment:
             env[key] = value.replace("$PATH", os.environ["PATH"])
         for key, port in self.ports.get(service, {}).items():
             env[key] = str(port)  # the container port, here a free one
+        if service == ONE_SHOT:  # no management plugin here: rabbitmqctl on this host
+            env.pop("MESH_BROKER_MANAGEMENT_URL", None)
         return env
 
     def start(self, service: str, replicas: int = 1) -> list[MeshProcess]:
@@ -497,6 +524,10 @@ class Deployment:
                                       if not k.startswith("MESH_")}, **env})
 
     def wait_healthy(self, service: str, timeout: float = 60) -> None:
+        if service == ONE_SHOT:  # service_completed_successfully
+            [step] = self.processes[service]
+            assert step.wait(timeout) == 0, step.text()[-3000:]
+            return
         for replica, process in enumerate(self.processes.get(service, [None]), 1):
             deadline = time.monotonic() + timeout
             while (result := self.health_check(service, replica)).returncode != 0:
@@ -557,10 +588,10 @@ async def test_the_compose_services_come_up_and_work(
         "RABBITMQ_USER": broker.username or "guest", "RABBITMQ_PASSWORD": broker.password or "",
         "RABBITMQ_VHOST": vhost, "POSTGRES_USER": admin_db.username or "postgres",
         "POSTGRES_PASSWORD": admin_db.password or "unused",  # trust authentication here
-        "POSTGRES_DB": admin_db.path.lstrip("/"),
+        "POSTGRES_DB": admin_db.path.lstrip("/"), "RABBITMQ_USER_PREFIX": vhost,
     })
     order = start_order(config["services"])
-    assert order[:3] == ["postgres", "rabbitmq", "server"], order
+    assert order[:4] == ["postgres", "rabbitmq", ONE_SHOT, "server"], order
     here = Deployment(config, mesh_broker_url, database, tmp_path)
     replicas = {"worker": 3}  # docker compose up --scale worker=3
     try:
@@ -599,7 +630,7 @@ async def check_the_deployment(here: Deployment) -> None:
                                 connection_name="compose-test", connect_timeout=5)
     await transport.connect()
     try:
-        noop = NoopContract(TaskEnqueuer(transport, "client", "compose-test"))
+        noop = NoopContract(TaskEnqueuer(transport, "server", "server-compose-test"))
         handles = [await noop.echo_later.enqueue(EchoRequest(text=str(i))) for i in range(60)]
         results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
     finally:

@@ -35,6 +35,9 @@ RUN_BY_TEST_COMPOSE = {"compose-first-steps", "compose-health", "backup", "resto
                        "monitoring"}
 NOT_SETTINGS = {"MESH_CONFIG", "MESH_TEST_BROKER_URL", "MESH_TEST_DATABASE_URL",
                 "MESH_CHROMIUM", "MESH_CHROMEDRIVER"}  # the testing kit's, not a service's
+# `mesh broker acl --apply`'s passwords, one per kind (MESH_BROKER_PASSWORD_<KIND>)
+NOT_SETTINGS |= {"MESH_BROKER_PASSWORD", *(f"MESH_BROKER_PASSWORD_{kind.upper()}" for kind in (
+    "server", "client", "agent", "worker", "cli"))}
 
 
 def shown_default(field: FieldInfo) -> str:

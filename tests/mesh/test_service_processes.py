@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -161,6 +164,20 @@ async def test_mesh_up_with_a_broker_runs_four_processes(rabbit_bus: Bus,
         )
         started = {e["service"] for e in up.events() if e.get("event") == "service.started"}
         assert started == {"server", "client", "agent", "worker"}
+        # the secure setup is the default: each service joins as its own broker user, made
+        # with the permissions of `mesh broker acl`, named after the exchange
+        users = {e["service"]: e["broker_user"] for e in up.events()
+                 if e.get("event") == "service.started"}
+        assert users == {kind: f"{rabbit_bus.exchange}-{kind}" for kind in started}
+        assert f"broker users: {rabbit_bus.exchange}-server, " in up.text()
+        # and the operator's own broker user (the one mesh up was given) calls as "cli"
+        called = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "mesh", "call", "noop.relay", '{"text": "as the operator"}'],
+            capture_output=True, text=True, timeout=60, env={
+                **os.environ, "MESH_BROKER_URL": rabbit_bus.url or "",
+                "MESH_EXCHANGE": rabbit_bus.exchange, "MESH_DATA_DIR": str(tmp_path / "data")})
+        assert called.returncode == 0, called.stderr
+        assert json.loads(called.stdout)["text"] == "as the operator"
         loops = {e["loop"] for e in up.events() if e.get("event") == "service.started"}
         assert loops == {"uvloop"}  # MESH_EVENT_LOOP=auto, and uvloop is a dependency here
         assert "four processes on amqp://guest:***@" in up.text()
@@ -185,6 +202,9 @@ async def test_mesh_up_with_a_broker_runs_four_processes(rabbit_bus: Bus,
         assert sum(e.get("event") == "service.stopped" for e in up.events()) == 4
     finally:
         up.stop()
+        for kind in ("server", "client", "agent", "worker"):  # mesh up made them
+            subprocess.run(["rabbitmqctl", "delete_user", f"{rabbit_bus.exchange}-{kind}"],
+                           capture_output=True, timeout=60)
 
 
 async def test_mesh_up_embedded_without_a_broker(tmp_path: Path) -> None:

@@ -125,12 +125,12 @@ async def kept_queue(transport: Transport, kept: list[str], queue: str, *binding
 
 async def bound_inbox(
     transport: Transport, queue: str, *bindings: str, mode: Literal["ack", "hold", "leave"] = "ack",
-    prefetch: int = 10,
+    prefetch: int = 10, by_name: bool = False,
 ) -> Inbox:
     """An auto-delete queue with `bindings`, and a consumer on it."""
     await transport.declare_queue(QueueSpec(queue, bindings))
     inbox = Inbox(mode)
-    await transport.consume(queue, inbox, prefetch=prefetch)
+    await transport.consume(queue, inbox, prefetch=prefetch, by_name=by_name)
     return inbox
 
 
@@ -686,7 +686,7 @@ async def test_reply_to_a_gone_caller_is_dropped(bus: Bus) -> None:
 async def test_reply_to_a_queue_name_reaches_that_queue(bus: Bus) -> None:
     transport = await bus.connected()
     queue = name(bus, "replies")
-    inbox = await bound_inbox(transport, queue)  # no bindings: reachable by name only
+    inbox = await bound_inbox(transport, queue, by_name=True)  # reachable by name only
     await transport.send_reply(queue, Message(b"direct", correlation_id="c-1"))
     await inbox.count(1)
     assert (inbox.bodies, inbox.messages[0].correlation_id) == ([b"direct"], "c-1")
@@ -814,13 +814,29 @@ async def test_headers_exchange_routes_on_header_values(bus: Bus) -> None:
 async def test_default_exchange_routes_to_the_queue_named_by_the_key(bus: Bus) -> None:
     transport = await bus.connected()
     queue = name(bus, "direct")
-    inbox = await bound_inbox(transport, queue)
+    inbox = await bound_inbox(transport, queue, by_name=True)
     await transport.publish(Message(b"by-name", queue, persistent=True), exchange="",
                             mandatory=True)
     with pytest.raises(Unroutable):
         await transport.publish(Message(b"x", name(bus, "nobody")), exchange="", mandatory=True)
     await inbox.count(1)
     assert inbox.bodies == [b"by-name"]
+
+
+async def test_only_a_by_name_consumer_takes_what_is_published_to_its_queue_by_name(
+    bus: Bus,
+) -> None:
+    """The default exchange, which every broker user may write (replies travel on it),
+    reaches no service's work queue: its consumer drops such a message and takes the next."""
+    transport = await bus.connected()
+    queue = name(bus, "work")
+    inbox = await bound_inbox(transport, queue, "work.key", prefetch=1)
+    await transport.publish(Message(b"forged", queue), exchange="", mandatory=True)
+    await transport.publish(Message(b"routed", "work.key"), mandatory=True)
+    await inbox.count(1)
+    await asyncio.sleep(0.1)
+    assert inbox.bodies == [b"routed"]
+    assert await transport.queue_depth(queue) == 0  # dropped, not left or requeued
 
 
 async def test_expired_messages_are_dead_lettered_with_their_key_and_x_death(
@@ -1191,10 +1207,7 @@ async def test_a_confirm_failed_by_a_closing_connection_is_a_lost_connection(
                                 connection_name=f"bare-{rabbit_bus.exchange}")
     rabbit_bus.transports.append(transport)
     await transport.connect()
-    channel = transport._confirm
-    assert channel is not None
-
-    async def closing(*args: object, **kwargs: object) -> None:
+    async def closing(channel: aiormq.Channel, *args: object, **kwargs: object) -> None:
         await channel.close()  # as a connection closed under the publish would
         raise Exception()
 
@@ -1219,10 +1232,10 @@ async def test_a_publish_stuck_on_a_lost_connection_fails_with_it(
     rabbit_bus.transports.append(transport)
     await transport.connect()
     real = aiormq.Channel.basic_publish
-    stuck = transport._confirm
+    stuck = {transport._confirm, transport._probe, transport._plain}  # this connection's
 
     async def publish(channel: aiormq.Channel, *args: object, **kwargs: object) -> object:
-        if channel is stuck:
+        if channel in stuck:
             await asyncio.Event().wait()  # the write queue never drains
         return await real(channel, *args, **kwargs)  # type: ignore[arg-type]
 

@@ -281,3 +281,33 @@ async def test_notifications_past_the_retention_are_purged(gateway: Gateway) -> 
             assert left == 0, table
     listed = await answer(device, {"type": "notifications", "id": 2})
     assert [n["title"] for n in listed["items"]] == ["ping 2"]
+
+
+async def test_a_service_sends_only_the_templates_of_plugins_on_its_kind(
+    gateway: Gateway, bus: Any,
+) -> None:
+    """The sender's plugin comes from what the bus vouches for (the calling kind), not from
+    the request: an agent or a client calling `mesh.send_notification` itself cannot send
+    the devices plugin's notification, which runs on the server alone; `sent_by` is the
+    kind's own, whatever the request wrote."""
+    from mesh.rpc.caller import RpcCaller
+
+    request = SendNotification(template="devices.counted", payload={"name": "x", "value": 1},
+                               to=to_followers(), sent_by="server/devices")
+    for kind in ("agent", "client", "worker"):
+        caller = RpcCaller(await bus.connected(f"{kind}-forger"), kind)
+        await caller.start()
+        with pytest.raises(RpcError, match=f"the {kind} may not send devices.counted") as no:
+            await NotificationsContract(caller).send_notification(request)
+        assert no.value.code == "not_allowed"
+    here = await gateway.device()
+    sent = await NotificationsContract(gateway.server.rpc_caller).send_notification(
+        request.model_copy(update={"sent_by": "agent/tutorial"}))
+    pushed = (await here.expect(of("notification")))["notification"]
+    assert pushed["id"] == sent.id  # only the server's own went out
+    from mesh.platform.models import NotificationRow
+    from mesh.platform.notifications import SCHEMA
+
+    async with gateway.server.database.session(SCHEMA) as session:
+        row = await session.get(NotificationRow, sent.id)
+    assert row is not None and row.sent_by == "server/devices"  # not the request's word
