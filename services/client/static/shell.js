@@ -169,8 +169,9 @@ async function render() {
       if (run !== generation) return;
       screens = answer.screens;
       // the plugin versions listed now: the service worker drops the cached files of others
+      // ("/plugins/<name>/@<hash>/", each up to the "/" after its "/@")
       navigator.serviceWorker?.controller?.postMessage({type: "plugins", keep: screens.map(
-        (s) => s.module.slice(0, s.module.indexOf("/", s.module.indexOf("/@")) + 1))});
+        (s) => s.module.slice(0, s.module.indexOf("/", s.module.indexOf("/@") + 1) + 1))});
     }
     const {plugin, screen, params} = route();
     if (!plugin) {

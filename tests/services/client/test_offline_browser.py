@@ -325,6 +325,26 @@ def kept_on_device(page: Any) -> bool:
         done(!!(await keep.load()));"""))
 
 
+OLD = "/plugins/tutorial/@0ld/screen.js"
+CACHED = """
+    const [old, done] = arguments;
+    const [name] = (await caches.keys()).filter((n) => n.startsWith("mesh-shell-"));
+    const cache = await caches.open(name);
+    if (old) await cache.put(old, new Response("an older version's file"));
+    done((await cache.keys()).map((r) => new URL(r.url).pathname));"""
+
+
+def an_old_plugin_version_is_dropped(page: Any) -> None:
+    """The service worker keeps a file of an older version of the tutorial: once the shell
+    loads a catalog again (it lists the installed version), the worker drops it, and keeps the
+    current version's files."""
+    assert OLD in page.execute_async_script(CACHED, OLD)
+    page.refresh()
+    files = wait_for(page, lambda p: (f := p.execute_async_script(CACHED, None))
+                     and OLD not in f and f)
+    assert any(path.startswith("/plugins/tutorial/@") for path in files), files
+
+
 async def test_a_browser_restarted_offline_shows_the_kept_data_and_queue_then_replays(
         memory_bus: Bus, tmp_path: Any) -> None:
     port = free_port()
@@ -335,6 +355,7 @@ async def test_a_browser_restarted_offline_shows_the_kept_data_and_queue_then_re
     first = browser(console=True, profile=profile)
     try:
         await asyncio.to_thread(open_online, first, url, "admin", password)
+        await asyncio.to_thread(an_old_plugin_version_is_dropped, first)
         await memory_bus.services[-1].stop()  # the network is gone
 
         def queue_two() -> None:
@@ -418,15 +439,16 @@ async def test_two_tabs_of_one_user_replay_the_queue_once_in_order(
                 page.find_element(By.CSS_SELECTOR,
                                   "#rows tr[data-id] button[title='add one']").click()
         wait_on_shell(page, lambda p: pending(p) == 6)
+        for tab in (first, second):  # fresh pages retry soon: both reconnect at once
+            page.switch_to.window(tab)
+            page.refresh()
+            wait_on_shell(page, lambda p: pending(p) == 6)
 
     await asyncio.to_thread(queue_in_both)
-    calls = counted(server, 0.2)
+    calls = counted(server, 0.3)
     await memory_bus.service("client", client_port=port, sources=sources())
 
     def back() -> None:
-        for tab in (first, second):  # both reconnect at once
-            page.switch_to.window(tab)
-            page.refresh()
         for tab in (second, first):
             page.switch_to.window(tab)
             wait_on_shell(page, lambda p: pending(p) == 0 and cells(p) == [("field", "6")]
