@@ -345,6 +345,33 @@ def an_old_plugin_version_is_dropped(page: Any) -> None:
     assert any(path.startswith("/plugins/tutorial/@") for path in files), files
 
 
+def kept_sessions_taken_up(page: Any) -> list[Any]:
+    """A new device client with no tab session, on a device that keeps one that expired and
+    then one that has not: the user it takes up in each case, and whether the device still
+    keeps the session after."""
+    return list(page.execute_async_script("""
+        const done = arguments[0];
+        const {Mesh} = await import("/mesh.js");
+        const {DeviceKeep} = await import("/offline.js");
+        const keep = await DeviceKeep.open("kept-test");
+        const seen = [];
+        for (const expiresAt of [Date.now() / 1000 - 60, Date.now() / 1000 + 3600]) {
+          const identity = {user: "kim", permissions: [], expiresAt};
+          await keep.save("not-a-real-token", {"mesh-token-identity": JSON.stringify(identity)});
+          const tab = new Map();  // the tab's storage: empty, as after a browser restart
+          const storage = {getItem: (k) => tab.get(k) ?? null, setItem: (k, v) => tab.set(k, v),
+                           removeItem: (k) => tab.delete(k), key: (i) => [...tab.keys()][i],
+                           get length() { return tab.size; }};
+          const nowhere = `${location.origin.replace("http", "ws")}/not-the-gateway`;  // offline
+          const mesh = new Mesh(nowhere, {storage, offlinePrefix: "kept-test"});
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          seen.push([mesh.identity?.user ?? null, !!(await keep.load())]);
+          mesh.close();
+        }
+        await keep.clear();
+        done(seen);"""))
+
+
 async def test_a_browser_restarted_offline_shows_the_kept_data_and_queue_then_replays(
         memory_bus: Bus, tmp_path: Any) -> None:
     port = free_port()
@@ -389,6 +416,8 @@ async def test_a_browser_restarted_offline_shows_the_kept_data_and_queue_then_re
             again.find_element(By.ID, "signout").click()
             wait_on_shell(again, lambda p: p.find_element(By.ID, "signin").is_displayed())
             wait_for(again, lambda p: not kept_on_device(p))  # a shared device keeps nothing
+            # an expired kept session is not taken up, and is forgotten; a live one is
+            assert kept_sessions_taken_up(again) == [[None, False], ["kim", True]]
 
         await asyncio.to_thread(live_then_signed_out)
         assert policy_violations(again) == []
