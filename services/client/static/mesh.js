@@ -11,8 +11,9 @@
 // It reconnects by itself (with backoff), signs in again with its token and subscribes again
 // to everything it watched. The token is kept in sessionStorage (options.storage) so a reload
 // stays signed in, and on the device (IndexedDB, sealed; options.keepOnDevice) so that a
-// browser restart does too, offline as well, until sign-out or the gateway refuses it. Failed requests reject with a MeshError carrying the gateway's code,
-// message and details ("unauthenticated", "forbidden" with details.permission, ...).
+// browser restart does too, offline as well, until sign-out or the gateway refuses it.
+// Failed requests reject with a MeshError carrying the gateway's code, message and details
+// ("unauthenticated", "forbidden" with details.permission, ...).
 //
 // Offline (docs/devices.md, Offline): the latest value of each watched selector is kept in
 // IndexedDB for the signed-in user and shown at once on the next load, marked stale until the
@@ -475,6 +476,7 @@ export class Mesh {
 
   close() {
     this.#closed = true;
+    this.#tabs?.close();
     this.#socket?.close();
   }
 
