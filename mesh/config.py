@@ -102,8 +102,10 @@ class MeshSettings(BaseSettings):
         "ago is refused with `expired`.")
     action_clock_skew: float = Field(
         default=300.0, ge=0,
-        description="Seconds a device's clock may be ahead of the server's: an action made "
-        "further in the future is refused, and ids are kept this much longer.")
+        description="Seconds an action's `made_at` may be ahead of the server's clock: an "
+        "action made further in the future is refused, and ids are kept this much longer. An "
+        "action sent with `sent_at` (mesh.js) has its time put on the gateway's clock, whatever "
+        "the device's clock says ([devices.md](devices.md#offline)).")
     notification_retention: float = Field(
         default=30 * 86400.0, gt=0,
         description="Seconds the servers keep a notification after it was sent, read or not.")

@@ -1,15 +1,20 @@
 """Actions applied exactly once per (user, client-made id), kept by the servers.
 
-The id is written in the same transaction as the action's effect: the processor's own session
-commits it (mesh/storage/commit_hooks.py), so either both are in the database or neither is. A
-repeat of a recorded id is answered with the result stored once the processor returned, never
-run again; two pushes of one id at once both run, and the second's commit fails on the first's
-row and is rolled back, so its effect is undone and it is answered like a repeat. An action
-whose processor wrote nothing is recorded after it returns (there is no effect to join).
+The id and the result are written in the same transaction as the action's effect: the
+processor's sessions join a transaction held open until it returns (mesh/storage/held.py), and
+the record, with the result, commits in it. So either the effect and its result are both in the
+database or neither is, whenever the server stops. A repeat of a recorded id is answered with
+that result, never run again; two pushes of one id at once both run, and the second's record
+fails on the first's and its transaction is rolled back, so its effect is undone and it is
+answered like a repeat. An action whose processor wrote nothing is recorded after it returns
+(there is no effect to join). A processor that calls out (an RPC) after writing commits its
+effect, with the record, before the call; its result is then kept in a second transaction.
 
-Ids are kept `retention` + `skew` seconds; an action made (by the device's clock) more than
-`retention` seconds ago is refused with `expired`, and one made more than `skew` seconds in the
-future with `invalid_request`, so that no replay can outlive the record of its first push.
+Ids are kept `retention` + `skew` seconds; an action made more than `retention` seconds ago is
+refused with `expired`, and one made more than `skew` seconds in the future with
+`invalid_request`, so that no replay can outlive the record of its first push. The gateway puts
+the time an action was made on its own clock when the device sends its clock along
+(`sent_at`, docs/devices.md, Offline).
 """
 
 from __future__ import annotations
@@ -23,14 +28,14 @@ import structlog
 from pydantic import BaseModel
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from mesh.errors import AlreadyApplied, Expired, InvalidRequest
 from mesh.platform.models import SCHEMA, AppliedActionRow
 from mesh.rpc.context import remaining_time
 from mesh.rpc.once import ActionKey
-from mesh.storage.commit_hooks import joining_commits
 from mesh.storage.database import Database
+from mesh.storage.held import HeldTransaction, holding
 
 log = structlog.get_logger("mesh.platform.applied")
 
@@ -43,30 +48,6 @@ NO_RESULT = ""  # applied, but the processor failed after committing: no result 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class _Claim:
-    """The record of one push, written by the first commit of the processor's sessions."""
-
-    def __init__(self, key: ActionKey) -> None:
-        self.key = key
-        self.committed = False
-        self.taken = False  # the id was recorded already, by a push that ran at the same time
-
-    def before_commit(self, session: Session) -> None:
-        if self.committed:
-            return
-        key = self.key
-        try:
-            session.execute(insert(TABLE).values(
-                user=key.user, action_id=key.action_id, action=key.action,
-                applied_ms=_now_ms(), result=None))
-        except IntegrityError:
-            self.taken = True
-            raise
-
-    def after_commit(self) -> None:
-        self.committed = True
 
 
 class AppliedActions:
@@ -93,21 +74,40 @@ class AppliedActions:
         known = await self._read(key)
         if known is not None:
             return await self._repeat(key, known, reply)
-        claim = _Claim(key)
+
+        def record(result: str | None) -> Callable[[AsyncConnection], Awaitable[None]]:
+            async def write(connection: AsyncConnection) -> None:
+                await connection.execute(insert(TABLE).values(
+                    user=key.user, action_id=key.action_id, action=key.action,
+                    applied_ms=_now_ms(), result=result))
+            return write
+
+        held = HeldTransaction(record(None))
         try:
-            with joining_commits(claim):
-                result = await run()
-        except Exception:
-            if claim.taken:
-                return await self._repeat(key, await self._read(key), reply)
-            if claim.committed:  # applied, then the processor failed: a repeat must not run
-                await self._keep(key, NO_RESULT)
-            raise
-        if claim.committed:
-            await self._keep(key, result.model_dump_json())
-        elif not await self._record(key, result.model_dump_json()):
-            return await self._repeat(key, await self._read(key), reply)
-        return result
+            try:
+                with holding(held):
+                    result = await run()
+            except Exception:
+                if held.taken:
+                    await held.close()  # rolled back (and, on SQLite, its lock let go)
+                    return await self._repeat(key, await self._read(key), reply)
+                if held.released:  # applied, then the processor failed: a repeat must not run
+                    await self._keep(key, NO_RESULT)
+                raise
+            if held.released:  # the effect committed before the processor called out
+                await self._keep(key, result.model_dump_json())
+            elif not held.connections:  # nothing written: nothing to join
+                if not await self._record(key, result.model_dump_json()):
+                    return await self._repeat(key, await self._read(key), reply)
+            else:
+                try:
+                    await held.commit(record(result.model_dump_json()))
+                except IntegrityError:
+                    await held.close()
+                    return await self._repeat(key, await self._read(key), reply)
+            return result
+        finally:
+            await held.close()  # rolls back what did not commit (an error, the deadline)
 
     async def _read(self, key: ActionKey) -> Any:
         async with self.database.session(SCHEMA) as session:

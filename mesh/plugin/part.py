@@ -18,6 +18,7 @@ from mesh.errors import PluginError
 from mesh.notification import Notification, Recipients
 from mesh.platform.channels import NotificationChannel
 from mesh.rpc.binder import DefaultAction
+from mesh.storage.held import held_transaction
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -156,7 +157,9 @@ class PluginContext:
         """Tell the watchers of `selector` (or of every selector of `topic`) that its data
         changed: the provider runs once per watched selector and the new payload is published.
         Returns once the refresh is queued; the runs follow in the background, a few at a time
-        (MESH_NOTIFY_CONCURRENCY), so a change never waits for every watcher's provider."""
+        (MESH_NOTIFY_CONCURRENCY), so a change never waits for every watcher's provider. In the
+        processor of an action pushed with an id, the refresh is queued once the action's
+        effect commits (mesh/storage/held.py), after the processor returns."""
         if topic.plugin != self.plugin:
             raise PluginError(f"{self.plugin} cannot notify {topic.qualname}: it is "
                               f"{topic.plugin}'s topic; ask {topic.plugin}'s API to")
@@ -165,7 +168,9 @@ class PluginContext:
         binder = next((b for b in self._binders if isinstance(b, TopicBinder)), None)
         if binder is None or topic.name not in binder.providers:
             raise PluginError(f"{topic.qualname} has no provider on this {self.service}")
-        await binder.notify(topic, selector)
+        held = held_transaction()  # an action's processor: told once its effect commits
+        if held is None or not held.defer(lambda: binder.notify(topic, selector)):
+            await binder.notify(topic, selector)
 
     async def send_notification(self, template: Notification[PayT], payload: PayT, *,
                                 to: Recipients) -> NotificationSent:

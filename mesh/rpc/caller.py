@@ -16,7 +16,7 @@ from mesh.contract import RepT, ReqT, Rpc
 from mesh.errors import InvalidReply, NotAllowed, RpcTimeout, Unavailable
 from mesh.invoke import Middleware, Outgoing, compose_send
 from mesh.names import rpc_key
-from mesh.rpc import wire
+from mesh.rpc import once, wire
 from mesh.rpc.context import acting_for, current_call
 from mesh.validation import coerce
 
@@ -80,6 +80,7 @@ class RpcCaller:
             if session:
                 headers[wire.HEADER_SESSION] = session
         outgoing = Outgoing("rpc", rpc, request, caller, headers, time.monotonic() + budget)
+        await once.before_calling_out()  # an action's effect commits before it calls out
         return cast(RepT, await self._send(outgoing))
 
     async def _publish(self, outgoing: Outgoing) -> Any:

@@ -11,7 +11,9 @@ through; the server's store of ids is mesh/platform/applied.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,3 +77,25 @@ class AppliesOnce(Protocol):
         """`run()`'s result, recording `key` with its effect; for a key recorded already, the
         result it had (as `reply`), without running anything."""
         ...
+
+
+_calling_out: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "mesh_calling_out", default=None)
+
+
+@contextmanager
+def calling_out(hook: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """Run `hook` before each RPC the code inside the block calls: the server commits an
+    action's held transaction before its processor calls out (mesh/storage/held.py)."""
+    token = _calling_out.set(hook)
+    try:
+        yield
+    finally:
+        _calling_out.reset(token)
+
+
+async def before_calling_out() -> None:
+    """What must happen before an RPC leaves this process (see `calling_out`)."""
+    hook = _calling_out.get()
+    if hook is not None:
+        await hook()

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from mesh.config import MeshSettings
-from mesh.storage.commit_hooks import attach
+from mesh.storage.held import held_transaction
 
 MAIN_SQLITE_FILE = "mesh.sqlite"
 
@@ -157,9 +157,21 @@ class Database:
         if factory is None:
             factory = self._sessions[key] = async_sessionmaker(
                 self.engine(schema), expire_on_commit=False)
-        async with factory() as session:
-            attach(session)
-            yield session
+        held = held_transaction()
+        connection = await held.connection(self.engine(schema)) if held else None
+        if held is None or connection is None:
+            async with factory() as session:
+                yield session
+            return
+        # an action's processor: the session joins the transaction held for it, its commit
+        # only releases a savepoint (mesh/storage/held.py)
+        held.open_sessions += 1
+        try:
+            async with AsyncSession(bind=connection, join_transaction_mode="create_savepoint",
+                                    expire_on_commit=False) as session:
+                yield session
+        finally:
+            held.open_sessions -= 1
 
     async def close(self) -> None:
         for engine in self._engines.values():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,8 +53,10 @@ def available() -> str | None:
     return None
 
 
-def browser(*, console: bool = False) -> Chrome:
-    """Headless Chromium; `console`: keep the page's console (see `policy_violations`)."""
+def browser(*, console: bool = False, profile: Path | None = None) -> Chrome:
+    """Headless Chromium; `console`: keep the page's console (see `policy_violations`).
+    `profile`: the browser's user data directory, so that a second browser on it is the
+    first one restarted (its IndexedDB, its service workers); a new one each time if not."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -66,6 +69,8 @@ def browser(*, console: bool = False) -> Chrome:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for flag in FLAGS:
         options.add_argument(flag)
+    if profile is not None:
+        options.add_argument(f"--user-data-dir={profile}")
     return webdriver.Chrome(service=Service(driver), options=options)
 
 

@@ -4,6 +4,7 @@ request is checked against the permissions its user holds now."""
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -99,10 +100,15 @@ async def action(connection: DeviceConnection, request_id: RequestId, frame: Fra
 
 def action_headers(frame: Frame) -> dict[str, Any] | None:
     """An action frame's `action_id`, `made_at` and `base_version`, checked, as the headers
-    that carry them to the server (docs/devices.md, Offline)."""
+    that carry them to the server (docs/devices.md, Offline).
+
+    With `sent_at` (the device's clock when it sent the frame) the action's age is measured
+    on the device's clock alone, `sent_at - made_at`, and the time it was made is put on this
+    service's clock: a device clock hours off does not make a fresh action look expired or
+    from the future, nor an old one fresh."""
     action_id = frame.get("action_id")
     if action_id is None:
-        for field in ("made_at", "base_version"):
+        for field in ("made_at", "sent_at", "base_version"):
             if field in frame:
                 raise DeviceError("bad_frame", f"{field} goes with an action_id")
         return None
@@ -112,6 +118,13 @@ def action_headers(frame: Frame) -> dict[str, Any] | None:
     if not isinstance(made_at, int) or isinstance(made_at, bool) or made_at < 0:
         raise DeviceError("bad_frame", "an action_id needs made_at, the milliseconds since "
                           "the epoch when the device made the action")
+    sent_at = frame.get("sent_at")
+    if sent_at is not None:
+        if not _is_int(sent_at) or not made_at <= sent_at < INT64:
+            raise DeviceError("bad_frame", "sent_at is the milliseconds since the epoch when "
+                              "the device sent the action, by the clock that set made_at "
+                              "(not before it)")
+        made_at = int(time.time() * 1000) - (sent_at - made_at)
     base_version = frame.get("base_version")
     if base_version is not None and not _is_int(base_version):
         raise DeviceError("bad_frame", "base_version is an integer (a topic's version)")

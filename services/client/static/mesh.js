@@ -10,15 +10,17 @@
 //
 // It reconnects by itself (with backoff), signs in again with its token and subscribes again
 // to everything it watched. The token is kept in sessionStorage (options.storage) so a reload
-// stays signed in. Failed requests reject with a MeshError carrying the gateway's code,
-// message and details ("unauthenticated", "forbidden" with details.permission, ...).
+// stays signed in, and on the device (IndexedDB, sealed; options.keepOnDevice) so that a
+// browser restart does too, offline as well, until sign-out or the gateway refuses it.
+// Failed requests reject with a MeshError carrying the gateway's code, message and details
+// ("unauthenticated", "forbidden" with details.permission, ...).
 //
 // Offline (docs/devices.md, Offline): the latest value of each watched selector is kept in
 // IndexedDB for the signed-in user and shown at once on the next load, marked stale until the
 // gateway confirms it; actions pushed with {offline: true} are queued there and replayed in
 // order, one at a time, each applied exactly once (its action id).
 
-import { OfflineStore } from "/offline.js";
+import { DeviceKeep, OfflineStore } from "/offline.js";
 
 export class MeshError extends Error {
   constructor(code, message, details = null) {
@@ -58,14 +60,19 @@ export class Mesh {
   #catalogListeners = new Set();
   #actionListeners = new Set();
   #store = Promise.resolve(null); // the signed-in user's OfflineStore (or null)
+  #ready; // the kept session read (the constructor's work that may wait)
   #storeUser = null;
   #waiting = new Map(); // action id -> {resolve, reject}: queued actions of this page
   #draining = false;
   #sending = null; // the action id being pushed now
+  #sendingElsewhere = null; // ... by another tab of this user
   #persisted = false;
   #offlineActions = new Set(); // actions the catalog says to queue while offline
   #pushListeners = {notification: new Set(), personal_settings: new Set()};
+  #device = null; // the DeviceKeep: the session kept across browser restarts
+  #tabs = null; // BroadcastChannel to this user's other tabs: what their replay settled
   status = "connecting";
+  restoring = true; // until the session kept on the device (if any) is read
   identity = null; // {user, displayName, permissions, expiresAt} once signed in
 
   constructor(url = defaultUrl(), options = {}) {
@@ -73,16 +80,52 @@ export class Mesh {
     this.#options = {minBackoff: 250, maxBackoff: 5000, timeout: 15000,
                      storage: globalThis.sessionStorage ?? null, tokenKey: "mesh-token",
                      offlinePrefix: "mesh-offline", cacheLimit: 200, queueLimit: 500,
-                     ...options};
+                     keepOnDevice: true, ...options};
     this.#backoff = this.#options.minBackoff;
-    this.#offlineActions = new Set(JSON.parse(
-      this.#options.storage?.getItem(`${this.#options.tokenKey}-offline-actions`) ?? "[]"));
-    const kept = this.#token && this.#options.storage?.getItem(`${this.#options.tokenKey}-identity`);
-    if (kept) { // shown until the gateway confirms (or refuses) the token, offline too
-      this.identity = {...JSON.parse(kept), confirmed: false};
-      this.#useStore(this.identity.user);
+    this.#ready = this.#restore().catch((error) => console.warn("mesh: no kept session", error)).finally(() => {
+      this.restoring = false;
+      this.#offlineActions = new Set(JSON.parse(
+        this.#options.storage?.getItem(`${this.#options.tokenKey}-offline-actions`) ?? "[]"));
+      const kept = this.#token && this.#options.storage?.getItem(`${this.#options.tokenKey}-identity`);
+      if (kept) { // shown until the gateway confirms (or refuses) the token, offline too
+        this.identity = {...JSON.parse(kept), confirmed: false};
+        this.#useStore(this.identity.user);
+        for (const listener of this.#identityListeners) listener(this.identity);
+      }
+      if (!this.#closed) this.#connect();
+    });
+  }
+
+  /** A tab with no session of its own takes the one kept on the device (a browser restart):
+   * unless it expired by now, it is put in the tab's storage as if the tab had signed in. */
+  async #restore() {
+    const storage = this.#options.storage;
+    if (!this.#options.keepOnDevice || !storage) return;
+    this.#device = await DeviceKeep.open(this.#options.offlinePrefix);
+    if (!this.#device || this.#token) return;
+    const kept = await this.#device.load();
+    if (!kept) return;
+    const identity = JSON.parse(kept.entries[`${this.#options.tokenKey}-identity`] ?? "null");
+    if (!identity || (identity.expiresAt && identity.expiresAt * 1000 <= Date.now())) {
+      await this.#device.clear(); // over: sign in again (the queue stays, per user)
+      return;
     }
-    this.#connect();
+    for (const [key, value] of Object.entries(kept.entries)) storage.setItem(key, value);
+    storage.setItem(this.#options.tokenKey, kept.token);
+  }
+
+  /** Keep the tab's session on the device too (after a sign-in, a new catalog). */
+  #keep() {
+    const storage = this.#options.storage;
+    const token = this.#token;
+    if (!this.#device || !token) return;
+    const prefix = `${this.#options.tokenKey}-`;
+    const entries = {};
+    for (let i = 0; i < storage.length; i++) {
+      const key = storage.key(i);
+      if (key.startsWith(prefix)) entries[key] = storage.getItem(key);
+    }
+    this.#device.save(token, entries);
   }
 
   /** Sign in with a username and password; resolves with the identity, rejects with a
@@ -98,7 +141,7 @@ export class Mesh {
   /** Sign out: the token stops working everywhere, every subscription ends. */
   async signOut() {
     try { await this.#request({type: "sign_out"}); } finally {
-      const store = await this.#store; // the cached topics go; queued actions stay for later
+      const store = await this.#opened(); // the cached topics go; queued actions stay for later
       await store?.clearTopics();
       this.#forget("signed out");
     }
@@ -125,6 +168,7 @@ export class Mesh {
       this.#options.storage?.setItem(key, JSON.stringify(catalog));
       this.#options.storage?.setItem(`${this.#options.tokenKey}-offline-actions`,
                                      JSON.stringify(offline));
+      this.#keep();
       return catalog;
     } catch (error) { // offline: the last one this tab got
       const kept = error.code === "disconnected" && this.#options.storage?.getItem(key);
@@ -189,6 +233,7 @@ export class Mesh {
                      confirmed: true};
     this.#options.storage?.setItem(`${this.#options.tokenKey}-identity`,
                                    JSON.stringify(this.identity));
+    this.#keep();
     this.#useStore(this.identity.user);
     this.#drain();
     // what was refused before signing in (or never sent) is asked for again, once; what a
@@ -202,9 +247,24 @@ export class Mesh {
     for (const [id, sub] of this.#subscriptions) if (!sub.sent) this.#sendSubscribe(id);
   }
 
+  /** The signed-in user's OfflineStore (or null), once the kept session is read. */
+  #opened() { return this.#ready.then(() => this.#store); }
+
   #useStore(user) {
     if (this.#storeUser === user) return;
     this.#storeUser = user;
+    this.#tabs?.close();
+    this.#tabs = globalThis.BroadcastChannel ? new BroadcastChannel(`mesh-queue:${user}`) : null;
+    if (this.#tabs) {
+      this.#tabs.onmessage = ({data}) => {
+        if ("sending" in data) {
+          this.#sendingElsewhere = data.sending;
+          this.#changed(null);
+        } else {
+          this.#settledElsewhere(data.settled);
+        }
+      };
+    }
     const previous = this.#store;
     this.#store = previous.then((store) => {
       store?.close();
@@ -221,6 +281,7 @@ export class Mesh {
       if (key === this.#options.tokenKey || key.startsWith(`${this.#options.tokenKey}-`)) kept.push(key);
     }
     for (const key of kept) storage.removeItem(key);
+    this.#device?.clear(); // a shared device keeps nothing of a user who signed out
     for (const sub of this.#subscriptions.values()) sub.sent = false; // signing out ended them
     const was = this.identity;
     this.identity = null;
@@ -241,7 +302,7 @@ export class Mesh {
                  payload: undefined, at: 0, reading: cache};
     this.#subscriptions.set(id, sub);
     if (cache) {
-      this.#store.then((store) => store?.topic(key)).then((kept) => {
+      this.#opened().then((store) => store?.topic(key)).then((kept) => {
         if (kept && sub.version < 0 && this.#subscriptions.has(id)) {
           Object.assign(sub, {version: kept.version, exact: kept.exact, payload: kept.payload,
                               at: kept.at});
@@ -268,7 +329,7 @@ export class Mesh {
    * `conflict`). A full queue rejects with MeshError("queue_full"). */
   async action(name, payload = {}, {offline = this.#offlineActions.has(name), baseVersion} = {}) {
     if (!offline) return this.#request({type: "action", action: name, payload});
-    const store = await this.#store;
+    const store = await this.#opened();
     if (!store || !this.identity) throw new MeshError("unauthenticated", "sign in to queue actions");
     if (!this.#persisted) {
       this.#persisted = true;
@@ -282,36 +343,41 @@ export class Mesh {
     }
     const settled = new Promise((resolve, reject) => this.#waiting.set(entry.actionId, {resolve, reject}));
     this.#changed(null);
+    this.#tabs?.postMessage({settled: null});
     this.#drain();
     return settled;
   }
 
   /** The queued actions, oldest first: {actionId, action, payload, madeAt, sending}. */
   async pendingActions() {
-    const store = await this.#store;
+    const store = await this.#opened();
     const queued = store ? await store.queued() : [];
-    return queued.map((entry) => ({...entry, sending: entry.actionId === this.#sending}));
+    return queued.map((entry) => ({...entry, sending: [this.#sending, this.#sendingElsewhere]
+      .includes(entry.actionId)}));
   }
 
   /** The actions settled since they were queued (kept until forgotten), also those of an
    * earlier page: {actionId, action, payload, result} or {..., error: {code, message}}. */
   async settledActions() {
-    const store = await this.#store;
+    const store = await this.#opened();
     return store ? store.settled() : [];
   }
 
-  async forgetSettled(actionId) { await (await this.#store)?.forgetSettled(actionId); }
+  async forgetSettled(actionId) { await (await this.#opened())?.forgetSettled(actionId); }
 
   /** Take a queued action out before it is sent; MeshError("sending") if it is on its way. */
   async cancelAction(actionId) {
-    if (actionId === this.#sending) throw new MeshError("sending", "the action is being sent");
-    const store = await this.#store;
+    if (actionId === this.#sending || actionId === this.#sendingElsewhere) {
+      throw new MeshError("sending", "the action is being sent");
+    }
+    const store = await this.#opened();
     const entry = (await store?.queued() ?? []).find((e) => e.actionId === actionId);
     if (!entry) return false;
     await store.settle(entry, null);
     this.#waiting.get(actionId)?.reject(new MeshError("cancelled", "the action was cancelled"));
     this.#waiting.delete(actionId);
     this.#changed(null);
+    this.#tabs?.postMessage({settled: null});
     return true;
   }
 
@@ -323,20 +389,53 @@ export class Mesh {
 
   #changed(settled) { for (const listener of this.#actionListeners) listener(settled); }
 
-  /** Push the queue, in order, one at a time, while connected and signed in. */
+  /** Another tab of this user settled an action (or changed the queue: null). */
+  #settledElsewhere(settled) {
+    const waiting = settled && this.#waiting.get(settled.actionId);
+    if (settled?.actionId === this.#sendingElsewhere) this.#sendingElsewhere = null;
+    if (waiting) {
+      this.#waiting.delete(settled.actionId);
+      if (settled.error) {
+        waiting.reject(new MeshError(settled.error.code, settled.error.message, settled.error.details));
+      } else {
+        waiting.resolve(settled.result);
+      }
+    }
+    this.#changed(settled ?? null);
+  }
+
+  /** Push the queue, in order, one at a time, while connected and signed in. The user's tabs
+   * share the queue (one IndexedDB): the Web Lock `mesh-queue:<user>` lets one of them push
+   * at a time, and it tells the others what settled. */
   async #drain() {
     if (this.#draining) return;
     this.#draining = true;
     let retry = false;
     try {
-      const store = await this.#store;
+      const store = await this.#opened();
+      const user = this.#storeUser;
+      const push = () => this.#push(store);
+      retry = navigator.locks && user ? await navigator.locks.request(`mesh-queue:${user}`, push)
+        : await push();
+    } finally {
+      this.#sending = null;
+      this.#draining = false;
+    }
+    if (retry) setTimeout(() => this.#drain(), this.#backoff);
+  }
+
+  /** The replay itself (holding the queue's lock); true when to try again soon. */
+  async #push(store) {
+    let retry = false;
+    try {
       while (store && this.status === "open" && this.identity?.confirmed) {
         const [entry] = await store.queued();
         if (!entry) break;
         this.#sending = entry.actionId;
         this.#changed(null);
+        this.#tabs?.postMessage({sending: entry.actionId});
         const frame = {type: "action", action: entry.action, payload: entry.payload,
-                       action_id: entry.actionId, made_at: entry.madeAt};
+                       action_id: entry.actionId, made_at: entry.madeAt, sent_at: Date.now()};
         if (entry.baseVersion !== null) frame.base_version = entry.baseVersion;
         let outcome;
         try {
@@ -355,12 +454,12 @@ export class Mesh {
           waiting?.resolve(outcome.result);
         }
         this.#changed({...entry, ...outcome});
+        this.#tabs?.postMessage({settled: {...entry, ...outcome}});
       }
     } finally {
       this.#sending = null;
-      this.#draining = false;
     }
-    if (retry) setTimeout(() => this.#drain(), this.#backoff);
+    return retry;
   }
 
   /** Call an RPC that its contract opens to devices. */
@@ -377,6 +476,7 @@ export class Mesh {
 
   close() {
     this.#closed = true;
+    this.#tabs?.close();
     this.#socket?.close();
   }
 
@@ -468,7 +568,7 @@ export class Mesh {
                             at: Date.now()});
         if (sub.cache) {
           const {key, payload, version, exact, at} = sub;
-          this.#store.then((store) => store?.keepTopic({key, payload, version, exact, at},
+          this.#opened().then((store) => store?.keepTopic({key, payload, version, exact, at},
                                                         this.#options.cacheLimit))
             .catch((error) => console.warn("mesh: offline cache", error));
         }

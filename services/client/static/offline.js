@@ -117,3 +117,72 @@ export class OfflineStore {
     });
   }
 }
+
+/** What lets the shell open after a browser restart with no network: the signed-in identity,
+ * the last catalogs and the session token, kept in IndexedDB (`<prefix>-device`) until
+ * sign-out or until the gateway refuses the token. The token is sealed with an AES-GCM key
+ * the browser will not export (a non-extractable CryptoKey kept beside it): it is not in
+ * plain text where a copy of localStorage or a glance at the storage shows it, but any script
+ * of the page's origin can still use it (docs/devices.md, "Kept on the device"). */
+export class DeviceKeep {
+  #db;
+  #queue = Promise.resolve(); // saves and clears, in the order they were asked for
+
+  constructor(db) { this.#db = db; }
+
+  /** Null where the browser has no IndexedDB or no WebCrypto (not a secure context). */
+  static async open(prefix) {
+    if (!globalThis.indexedDB || !globalThis.crypto?.subtle) return null;
+    const opening = indexedDB.open(`${prefix}-device`, 1);
+    opening.onupgradeneeded = () => opening.result.createObjectStore("kept");
+    return new DeviceKeep(await request(opening));
+  }
+
+  #get(name) {
+    const tx = this.#db.transaction(["kept"], "readonly");
+    return request(tx.objectStore("kept").get(name));
+  }
+
+  #write(work) {
+    const tx = this.#db.transaction(["kept"], "readwrite");
+    work(tx.objectStore("kept"));
+    return finished(tx);
+  }
+
+  /** The kept session, {token, entries}, or null (none, or its key is gone). */
+  async load() {
+    await this.#queue;
+    const [sealed, key] = [await this.#get("session"), await this.#get("key")];
+    if (!sealed || !key) return null;
+    try {
+      const plain = await crypto.subtle.decrypt({name: "AES-GCM", iv: sealed.iv}, key, sealed.data);
+      return {token: new TextDecoder().decode(plain), entries: sealed.entries};
+    } catch {
+      return null;
+    }
+  }
+
+  /** Keep `token` (sealed) and `entries` (the identity, the catalogs: not secret). */
+  save(token, entries) {
+    this.#queue = this.#queue.then(async () => {
+      let key = await this.#get("key");
+      if (!key) {
+        key = await crypto.subtle.generateKey({name: "AES-GCM", length: 256}, false,
+                                              ["encrypt", "decrypt"]);
+        await this.#write((store) => store.put(key, "key"));
+      }
+      const iv = crypto.getRandomValues(new Uint8Array(12));
+      const data = await crypto.subtle.encrypt({name: "AES-GCM", iv}, key,
+                                               new TextEncoder().encode(token));
+      await this.#write((store) => store.put({iv, data, entries}, "session"));
+    }).catch((error) => console.warn("mesh: cannot keep the session", error));
+    return this.#queue;
+  }
+
+  /** Forget the session and its key (a copy of the sealed token made earlier opens no more). */
+  clear() {
+    this.#queue = this.#queue.then(() => this.#write((store) => store.clear()))
+      .catch((error) => console.warn("mesh: cannot forget the session", error));
+    return this.#queue;
+  }
+}

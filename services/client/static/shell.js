@@ -154,7 +154,9 @@ async function render() {
   const identity = mesh.identity;
   translateChrome();
   $("who").hidden = !identity;
-  const waiting = !identity && mesh.status !== "open" && sessionStorage.getItem("mesh-token");
+  // the kept session is being read, or its token is on its way to the gateway
+  const waiting = !identity && (mesh.restoring ||
+                                (mesh.status !== "open" && sessionStorage.getItem("mesh-token")));
   $("signin").hidden = $("hint").hidden = !!identity || !!waiting;
   if (!identity) {
     unmount();
@@ -167,8 +169,9 @@ async function render() {
       if (run !== generation) return;
       screens = answer.screens;
       // the plugin versions listed now: the service worker drops the cached files of others
+      // ("/plugins/<name>/@<hash>/", each up to the "/" after its "/@")
       navigator.serviceWorker?.controller?.postMessage({type: "plugins", keep: screens.map(
-        (s) => s.module.slice(0, s.module.indexOf("/", s.module.indexOf("/@")) + 1))});
+        (s) => s.module.slice(0, s.module.indexOf("/", s.module.indexOf("/@") + 1) + 1))});
     }
     const {plugin, screen, params} = route();
     if (!plugin) {
@@ -215,7 +218,7 @@ const centre = notificationCentre(mesh, {
 mesh.onStatus((state) => {
   $("status").textContent = state;
   $("status").className = state;
-  if (state === "open" && !mesh.identity) render();
+  if (!mesh.identity) render(); // the sign-in form once there is no session to wait for
   if (state === "open" && mesh.identity) centre.refresh(); // back online: what arrived meanwhile
 });
 mesh.onIdentity((identity, reason) => {

@@ -1,5 +1,6 @@
 """The platform's record of applied action ids (mesh/platform/applied.py, migration 0005) on
-SQLite and PostgreSQL: the id commits with the effect or not at all, per user."""
+SQLite and PostgreSQL: the id and the result commit with the effect or not at all, per
+user."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pydantic import BaseModel
 from sqlalchemy import func, insert, select
 
 from mesh.errors import AlreadyApplied, Expired, InvalidRequest
+from mesh.platform import applied as applied_module
 from mesh.platform.applied import TABLE, AppliedActions
 from mesh.platform.models import SCHEMA, PluginStateRow
 from mesh.platform.store import platform_storage
 from mesh.plugin.plugin_set import PluginSet
-from mesh.rpc.once import ActionKey
+from mesh.rpc.once import ActionKey, before_calling_out
 from mesh.storage.database import Database
 from mesh.storage.migrations import Migrator
 
@@ -57,8 +59,14 @@ async def won(database: Database, competitor: ActionKey) -> None:
         await other.commit()
 
 
+async def effects_elsewhere(database: Database) -> int:
+    """The effects another task sees: those committed."""
+    return await asyncio.create_task(effects(database), context=contextvars.Context())
+
+
 def processor(database: Database, runs: list[int], *, fail_after: bool = False,
-              competitor: ActionKey | None = None):  # type: ignore[no-untyped-def]
+              competitor: ActionKey | None = None,
+              call_out: list[int] | None = None):  # type: ignore[no-untyped-def]
     async def run() -> Done:
         runs.append(1)
         if competitor is not None:  # another push of the same id committed meanwhile
@@ -68,6 +76,9 @@ def processor(database: Database, runs: list[int], *, fail_after: bool = False,
                                        enabled=True, changed_at=datetime.now(UTC),
                                        changed_by="t"))
             await session.commit()
+        if call_out is not None:  # an RPC out of the processor: its effect commits first
+            await before_calling_out()
+            call_out.append(await effects_elsewhere(database))
         if fail_after:
             raise RuntimeError("failed after committing")
         return Done(n=len(runs))
@@ -105,9 +116,38 @@ async def test_failures_before_and_after_the_commit(database: Database) -> None:
     assert await applied.apply(key("id-refused"), processor(database, runs), Done) == Done(n=1)
     with pytest.raises(RuntimeError):
         await applied.apply(key("id-failing"), processor(database, runs, fail_after=True), Done)
+    assert await effects(database) == 1  # its effect was rolled back: the id is not recorded
+    assert await applied.apply(key("id-failing"), processor(database, runs), Done) == Done(n=3)
+    # a processor that called out had committed its effect (and the id) before the call
+    seen: list[int] = []
+    with pytest.raises(RuntimeError):
+        await applied.apply(key("id-out"), processor(database, runs, call_out=seen,
+                                                     fail_after=True), Done)
+    assert seen == [3]  # another task saw the effect before the processor went on
     with pytest.raises(AlreadyApplied):  # applied, so never run again, but no result to give
-        await applied.apply(key("id-failing"), processor(database, runs), Done)
-    assert len(runs) == 2
+        await applied.apply(key("id-out"), processor(database, runs), Done)
+    assert len(runs) == 4 and await effects(database) == 3
+
+
+async def test_the_result_commits_with_the_effect(database: Database,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is written after the processor's effect: a server that stopped right after it
+    commits still answers a repeat with the result."""
+    applied = AppliedActions(database, retention=60, skew=5)
+
+    async def server_stopped(*args: object) -> bool:
+        raise RuntimeError("the server stopped before writing the result")
+
+    monkeypatch.setattr(applied, "_keep", server_stopped)
+    monkeypatch.setattr(applied_module, "WAIT", 0.2)
+    runs: list[int] = []
+    first = await applied.apply(key("id-together"), processor(database, runs), Done)
+    again = await applied.apply(key("id-together"), processor(database, runs), Done)
+    assert first == again == Done(n=1) and len(runs) == 1
+    async with database.session(SCHEMA) as session:
+        stored = await session.scalar(select(TABLE.c.result).where(
+            TABLE.c.action_id == "id-together"))
+    assert stored == Done(n=1).model_dump_json()
 
 
 async def test_expired_future_reused_and_purged(database: Database) -> None:

@@ -109,6 +109,25 @@ async def test_expired_future_and_reused_ids_are_refused(offline: Gateway) -> No
     assert await int1(offline, row) == 1
 
 
+HOUR, DAY = 3600 * 1000, 24 * 3600 * 1000
+SKEWED = [  # (the device's clock off by, the action made that long ago, the answer)
+    (3 * HOUR, 60_000, "result"),    # 3 h ahead, made a minute ago: not "from the future"
+    (-3 * HOUR, 60_000, "result"),   # 3 h behind
+    (10 * DAY, 8 * DAY, "expired"),  # 10 days ahead, made 8 days ago (retention 7 days)
+]
+
+
+async def test_an_actions_age_is_measured_on_the_devices_clock_alone(gateway: Gateway) -> None:
+    device = await gateway.device()
+    row = await new_row(device)
+    for number, (skew_ms, age_ms, outcome) in enumerate(SKEWED):
+        sent = now_ms() + skew_ms  # the device's clock
+        answer = await device.answer(push(number, f"skewed-{number}-{skew_ms}", row,
+                                          made_at=sent - age_ms, sent_at=sent))
+        assert outcome in (answer["type"], answer.get("error", {}).get("code")), answer
+    assert await int1(gateway, row) == 2
+
+
 async def test_an_action_without_database_effect_is_recorded_after_it_returns(
         offline: Gateway) -> None:
     device = await offline.device()
@@ -143,6 +162,10 @@ BAD_KEYS: list[dict[str, Any]] = [
     {"action_id": "base-not-int", "made_at": 1, "base_version": "7"},
     {"made_at": 1},
     {"base_version": 3},
+    {"sent_at": 5},
+    {"action_id": "sent-before-made", "made_at": 10, "sent_at": 9},
+    {"action_id": "sent-at-text", "made_at": 10, "sent_at": "later"},
+    {"action_id": "sent-at-bool", "made_at": 10, "sent_at": True},
 ]
 
 

@@ -254,10 +254,10 @@ def opted_out_selectors_are_not_kept(page: Any, user: str) -> list[str]:
             this.addEventListener("message", (e) => seen.push(JSON.parse(e.data).type));
           }
         };
-        const again = new Mesh();
-        window.WebSocket = Real;
+        const again = new Mesh();  // it connects once it has read what the device keeps
         await new Promise((resolve) => again.subscribe("tutorial.string_ints", {prefix: "kept"},
           (p, v, {stale}) => { if (!stale) resolve(); }));
+        window.WebSocket = Real;
         // an action its contract declares offline=True is queued without asking
         await again.catalog();
         const bumped = await again.action("devices.bump", {name: "declared"});
@@ -314,3 +314,177 @@ async def test_a_session_revoked_while_offline_signs_in_again_and_keeps_the_queu
 
     await asyncio.to_thread(sign_in_again)
     assert await row_int1(server, row) == 2
+
+
+def kept_on_device(page: Any) -> bool:
+    """Whether the device keeps a session (the shell's DeviceKeep finds one)."""
+    return bool(page.execute_async_script("""
+        const done = arguments[0];
+        const {DeviceKeep} = await import("/offline.js");
+        const keep = await DeviceKeep.open("mesh-offline");
+        done(!!(await keep.load()));"""))
+
+
+OLD = "/plugins/tutorial/@0ld/screen.js"
+CACHED = """
+    const [old, done] = arguments;
+    const [name] = (await caches.keys()).filter((n) => n.startsWith("mesh-shell-"));
+    const cache = await caches.open(name);
+    if (old) await cache.put(old, new Response("an older version's file"));
+    done((await cache.keys()).map((r) => new URL(r.url).pathname));"""
+
+
+def an_old_plugin_version_is_dropped(page: Any) -> None:
+    """The service worker keeps a file of an older version of the tutorial: once the shell
+    loads a catalog again (it lists the installed version), the worker drops it, and keeps the
+    current version's files."""
+    assert OLD in page.execute_async_script(CACHED, OLD)
+    page.refresh()
+    files = wait_for(page, lambda p: (f := p.execute_async_script(CACHED, None))
+                     and OLD not in f and f)
+    assert any(path.startswith("/plugins/tutorial/@") for path in files), files
+
+
+def kept_sessions_taken_up(page: Any) -> list[Any]:
+    """A new device client with no tab session, on a device that keeps one that expired and
+    then one that has not: the user it takes up in each case, and whether the device still
+    keeps the session after."""
+    return list(page.execute_async_script("""
+        const done = arguments[0];
+        const {Mesh} = await import("/mesh.js");
+        const {DeviceKeep} = await import("/offline.js");
+        const keep = await DeviceKeep.open("kept-test");
+        const seen = [];
+        for (const expiresAt of [Date.now() / 1000 - 60, Date.now() / 1000 + 3600]) {
+          const identity = {user: "kim", permissions: [], expiresAt};
+          await keep.save("not-a-real-token", {"mesh-token-identity": JSON.stringify(identity)});
+          const tab = new Map();  // the tab's storage: empty, as after a browser restart
+          const storage = {getItem: (k) => tab.get(k) ?? null, setItem: (k, v) => tab.set(k, v),
+                           removeItem: (k) => tab.delete(k), key: (i) => [...tab.keys()][i],
+                           get length() { return tab.size; }};
+          const nowhere = `${location.origin.replace("http", "ws")}/not-the-gateway`;  // offline
+          const mesh = new Mesh(nowhere, {storage, offlinePrefix: "kept-test"});
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          seen.push([mesh.identity?.user ?? null, !!(await keep.load())]);
+          mesh.close();
+        }
+        await keep.clear();
+        done(seen);"""))
+
+
+async def test_a_browser_restarted_offline_shows_the_kept_data_and_queue_then_replays(
+        memory_bus: Bus, tmp_path: Any) -> None:
+    port = free_port()
+    server, row = await mesh_with_a_row(memory_bus, port)
+    password, _ = admin_password(server.settings)
+    url = f"http://127.0.0.1:{port}/#/tutorial/string_ints"
+    profile = tmp_path / "profile"
+    first = browser(console=True, profile=profile)
+    try:
+        await asyncio.to_thread(open_online, first, url, "admin", password)
+        await asyncio.to_thread(an_old_plugin_version_is_dropped, first)
+        await memory_bus.services[-1].stop()  # the network is gone
+
+        def queue_two() -> None:
+            wait_on_shell(first, lambda p: status(p) != "open")
+            for _ in range(2):
+                first.find_element(By.CSS_SELECTOR,
+                                   "#rows tr[data-id] button[title='add one']").click()
+            wait_on_shell(first, lambda p: pending(p) == 2)
+            assert kept_on_device(first)
+
+        await asyncio.to_thread(queue_two)
+    finally:
+        first.quit()
+    # the browser restarts with no network: no tab session, only what the device kept
+    again = browser(console=True, profile=profile)
+    try:
+        def offline() -> None:
+            again.get(url)
+            wait_on_shell(again, lambda p: cells(p) == [("field", "0")] and stale(p)
+                          and pending(p) == 2)
+            assert status(again) != "open"
+            assert not again.find_element(By.ID, "signin").is_displayed()
+
+        await asyncio.to_thread(offline)
+        assert await row_int1(server, row) == 0
+        await memory_bus.service("client", client_port=port, sources=sources())
+
+        def live_then_signed_out() -> None:
+            wait_on_shell(again, lambda p: pending(p) == 0 and status(p) == "open"
+                          and cells(p) == [("field", "2")] and not stale(p), 30)
+            again.find_element(By.ID, "signout").click()
+            wait_on_shell(again, lambda p: p.find_element(By.ID, "signin").is_displayed())
+            wait_for(again, lambda p: not kept_on_device(p))  # a shared device keeps nothing
+            # an expired kept session is not taken up, and is forgotten; a live one is
+            assert kept_sessions_taken_up(again) == [[None, False], ["kim", True]]
+
+        await asyncio.to_thread(live_then_signed_out)
+        assert policy_violations(again) == []
+    finally:
+        again.quit()
+    assert await row_int1(server, row) == 2
+
+
+def counted(server: ServerService, seconds: float) -> dict[str, int]:
+    """How often each action id reaches the server (each `seconds` slower: the tabs overlap)."""
+    calls: dict[str, int] = {}
+    applied = server.applied_actions
+    original = applied.apply
+
+    async def counting(key: ActionKey, run: Callable[[], Awaitable[BaseModel]],
+                       reply: type[BaseModel]) -> BaseModel:
+        calls[key.action_id] = calls.get(key.action_id, 0) + 1
+        await asyncio.sleep(seconds)
+        return await original(key, run, reply)
+
+    applied.apply = counting  # type: ignore[method-assign]
+    return calls
+
+
+async def test_two_tabs_of_one_user_replay_the_queue_once_in_order(
+        memory_bus: Bus, page: Any) -> None:
+    port = free_port()
+    server, row = await mesh_with_a_row(memory_bus, port)
+    password, _ = admin_password(server.settings)
+    url = f"http://127.0.0.1:{port}/#/tutorial/string_ints"
+    await asyncio.to_thread(open_online, page, url, "admin", password)
+    first = page.current_window_handle
+
+    def second_tab() -> str:
+        page.switch_to.new_window("tab")
+        page.get(url)
+        wait_on_shell(page, lambda p: cells(p) == [("field", "0")])
+        return str(page.current_window_handle)
+
+    second = await asyncio.to_thread(second_tab)
+    await memory_bus.services[-1].stop()
+
+    def queue_in_both() -> None:
+        for tab in (first, second, first):
+            page.switch_to.window(tab)
+            wait_on_shell(page, lambda p: status(p) != "open")
+            for _ in range(2):
+                page.find_element(By.CSS_SELECTOR,
+                                  "#rows tr[data-id] button[title='add one']").click()
+        wait_on_shell(page, lambda p: pending(p) == 6)
+        for tab in (first, second):  # fresh pages retry soon: both reconnect at once
+            page.switch_to.window(tab)
+            page.refresh()
+            wait_on_shell(page, lambda p: pending(p) == 6)
+
+    await asyncio.to_thread(queue_in_both)
+    calls = counted(server, 0.3)
+    await memory_bus.service("client", client_port=port, sources=sources())
+
+    def back() -> None:
+        for tab in (second, first):
+            page.switch_to.window(tab)
+            wait_on_shell(page, lambda p: pending(p) == 0 and cells(p) == [("field", "6")]
+                          and not stale(p), 30)
+        results = [entry["result"]["int1"] for entry in settled(page, "admin")]
+        assert results == list(range(1, 7))
+
+    await asyncio.to_thread(back)
+    assert sorted(calls.values()) == [1] * 6, calls  # one tab pushed each, once
+    assert await row_int1(server, row) == 6
