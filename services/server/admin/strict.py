@@ -34,14 +34,18 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
-def as_declared(annotation: Any, body: Any, code: str = "invalid_request") -> None:
-    """422 `code` unless `body` (parsed JSON) is what `annotation` takes, as the schema says."""
+def as_declared(annotation: Any, body: Any, code: str = "invalid_request",
+                loc: tuple[str, ...] = ()) -> None:
+    """422 `code` unless `body` (parsed JSON) is what `annotation` takes, as the schema says;
+    each error's `loc` starts with `loc`."""
     try:
         _adapter(annotation).validate_json(json.dumps(_integral(body)), strict=True)
     except (ValidationError, ValueError) as exc:
-        details = field_errors(exc) if isinstance(exc, ValidationError) else str(exc)
-        raise HTTPException(422, {"code": code, "message": "the body does not match its "
-                                  "schema", "details": details}) from None
+        details: Any = str(exc)
+        if isinstance(exc, ValidationError):
+            details = [{**e, "loc": [*loc, *e["loc"]]} for e in field_errors(exc)]
+        raise HTTPException(422, {"code": code, "message": "the request is invalid",
+                                  "details": details}) from None
 
 
 async def strict_body(request: Request) -> None:
@@ -55,4 +59,4 @@ async def strict_body(request: Request) -> None:
     except ValueError:
         return  # not JSON at all: FastAPI answers that
     if body is not None:
-        as_declared(field.field_info.annotation, body)
+        as_declared(field.field_info.annotation, body, loc=("body",))
