@@ -17,8 +17,6 @@ from mesh.admin_credentials import admin_token
 from services.server import ServerService
 from tests.conftest import Bus
 
-pytestmark = pytest.mark.slow  # a server with every plugin: about 3 s a test
-
 ROWS = "/api/v1/plugins/tutorial/admin/string_ints"
 
 
