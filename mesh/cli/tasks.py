@@ -203,6 +203,9 @@ def enqueue(
         if response.status_code >= 300:
             raise admin_error(response)
         answer = response.json()
+        if wait and response.status_code == 202:  # not finished within the wait
+            raise fail(f"{target} has not finished within {timeout:g} s; it still runs "
+                       f"({answer['task_id']})", 1)
         task_id, result = answer["task_id"], answer.get("result")
     if not wait:
         typer.echo(f"queued {target} {task_id}")

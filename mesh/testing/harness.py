@@ -249,7 +249,7 @@ class RunningMesh:
         `eventually`)."""
         server = self.service("server")
         assert isinstance(server, SettingsKeeper)
-        settings = await server.set_settings(plugin, values)
+        settings = await server.set_settings(plugin, values, by="test")
         hosts = [s.host for s in self.services.values() if plugin in s.host.records]
         await eventually(lambda: all(h.settings.get(plugin) == settings for h in hosts))
         return settings

@@ -353,9 +353,14 @@ class ServerService(Service):
         for plugin in plugins:
             await self.control.publish(switch_key(plugin),
                                        PluginSwitch(plugin=plugin, enabled=enabled, by=by))
+            audit.plugin_changed(who=by, action="enable" if enabled else "disable",
+                                 plugin=plugin, outcome="ok")
 
-    async def set_settings(self, plugin: str, values: dict[str, Any]) -> BaseModel:
-        """Validate (raises pydantic's ValidationError), persist, and push to every service."""
+    async def set_settings(self, plugin: str, values: dict[str, Any], by: str = "?"
+                           ) -> BaseModel:
+        """Validate (raises pydantic's ValidationError), persist, and push to every service;
+        written to the audit log with the fields set (not their values: a setting may be a
+        secret)."""
         contract = self.host.contract(plugin)
         model = contract.settings_model if contract else None
         if model is None:
@@ -365,6 +370,8 @@ class ServerService(Service):
         await self.store.put_settings(plugin, stored)
         await self.control.publish(settings_key(plugin),
                                    PluginSettingsChanged(plugin=plugin, values=stored))
+        audit.plugin_changed(who=by, action="settings", plugin=plugin, outcome="ok",
+                             fields=sorted(values))
         return settings
 
     async def grant_hooks(self, plugin: str, granted: bool, by: str) -> str | None:

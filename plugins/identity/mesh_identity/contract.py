@@ -2,12 +2,14 @@
 (`POST /api/v1/rpc/identity/<rpc>`) or `mesh call`. Sign-in and token checks are the
 platform's (`contracts.identity`), answered through the plugin's published IdentityApi."""
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field, field_validator
 
 from mesh.contract import Contract, Empty, rpc
 from mesh.errors import RpcError
 from mesh.identity import ADMIN_TOKEN_USER
-from mesh.permissions import check_grant
+from mesh.permissions import GRANT, check_grant
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$"
 ROLE = r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
@@ -81,7 +83,7 @@ class RoleName(BaseModel):
 
 class Role(RoleName):
     description: str = Field(default="", max_length=500)
-    permissions: list[str] = Field(
+    permissions: list[Annotated[str, Field(pattern=GRANT.pattern)]] = Field(
         default_factory=list,
         description="Permissions, or patterns of them: plugin/group/*, plugin/*, *.")
 

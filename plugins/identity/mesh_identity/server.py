@@ -3,7 +3,7 @@ checks, revocation) and serves the RPCs that manage users, roles and sessions.""
 
 import asyncio
 
-from mesh import Empty, PluginPart, handles
+from mesh import Empty, PluginPart, audit, handles
 from mesh_identity.contract import (
     DirectoryContract,
     PutUser,
@@ -41,11 +41,15 @@ class IdentityServer(PluginPart):
 
     @handles(DirectoryContract.put_user)
     async def put_user(self, request: PutUser) -> User:
-        return await self.directory.put_user(request)
+        with audit.changing("user_put", request.username, roles=request.roles,
+                            enabled=request.enabled,
+                            password_changed=request.password is not None):
+            return await self.directory.put_user(request)
 
     @handles(DirectoryContract.delete_user)
     async def delete_user(self, request: Username) -> Empty:
-        await self.directory.delete_user(request.username)
+        with audit.changing("user_deleted", request.username):
+            await self.directory.delete_user(request.username)
         return Empty()
 
     @handles(DirectoryContract.list_roles)
@@ -54,13 +58,16 @@ class IdentityServer(PluginPart):
 
     @handles(DirectoryContract.put_role)
     async def put_role(self, request: Role) -> Role:
-        return await self.directory.put_role(request)
+        with audit.changing("role_put", request.name, permissions=request.permissions):
+            return await self.directory.put_role(request)
 
     @handles(DirectoryContract.delete_role)
     async def delete_role(self, request: RoleName) -> Empty:
-        await self.directory.delete_role(request.name)
+        with audit.changing("role_deleted", request.name):
+            await self.directory.delete_role(request.name)
         return Empty()
 
     @handles(DirectoryContract.revoke_sessions)
     async def revoke_sessions(self, request: Username) -> Revoked:
-        return Revoked(sessions=await self.directory.revoke_sessions(request.username))
+        with audit.changing("sessions_revoked", request.username):
+            return Revoked(sessions=await self.directory.revoke_sessions(request.username))

@@ -1,9 +1,14 @@
 """The tutorial's contract: everything it offers on the bus, as data."""
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 from mesh.contract import Contract, Empty, action, notification, rpc, task, topic
 from mesh.errors import RpcError
+
+# A row's id: one every JSON reader holds exactly (below 2**53).
+RowId = Annotated[int, Field(ge=1, lt=2**53)]
 
 
 class StringIntFields(BaseModel):
@@ -16,11 +21,11 @@ class StringInt(StringIntFields):
 
 
 class StringIntId(BaseModel):
-    id: int
+    id: RowId
 
 
 class StringIntChange(BaseModel):
-    id: int
+    id: RowId
     string1: str | None = Field(default=None, min_length=1, max_length=50)
     int1: int | None = Field(default=None, ge=-(2**31), lt=2**31)
 

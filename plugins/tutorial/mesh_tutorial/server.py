@@ -5,7 +5,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -130,7 +130,7 @@ class TutorialServer(PluginPart):
     async def admin_list(self) -> StringIntList:
         return await self.list_string_ints(StringIntQuery())
 
-    async def admin_delete(self, string_int_id: int) -> None:
+    async def admin_delete(self, string_int_id: int = Path(ge=1, lt=2**53)) -> None:
         await self.delete_string_int(StringIntId(id=string_int_id))
 
     async def on_settings(self, settings: TutorialSettings) -> None:

@@ -4,7 +4,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from mesh import Empty, PluginPart, current_task, handles
-from mesh_tutorial.contract import NotFound, StringInt, StringIntId, TutorialContract
+from mesh_tutorial.contract import NotFound, OutOfRange, StringInt, StringIntId, TutorialContract
 from mesh_tutorial.models import AppliedTaskRow, StringIntRow
 
 
@@ -29,11 +29,14 @@ class TutorialWorker(PluginPart):
             except IntegrityError:
                 await session.rollback()  # applied already: report the row as it is
             else:
-                changed = await session.execute(
-                    update(StringIntRow).where(StringIntRow.id == request.id)
+                changed = await session.execute(  # only while twice int1 is still 32-bit
+                    update(StringIntRow).where(StringIntRow.id == request.id,
+                                               StringIntRow.int1.between(-(2**30), 2**30 - 1))
                     .values(int1=StringIntRow.int1 * 2))
                 if changed.rowcount == 0:  # type: ignore[attr-defined]
                     await session.rollback()
+                    if await session.get(StringIntRow, request.id) is not None:
+                        raise OutOfRange(f"twice int1 of {request.id} leaves the 32-bit range")
                     raise NotFound(f"no StringInt with id {request.id}")
                 await session.commit()  # the change and the key, together or not at all
             row = await session.get(StringIntRow, request.id, populate_existing=True)

@@ -39,3 +39,15 @@ async def test_a_device_doubles_a_row_through_the_client_and_a_worker(
         await mesh_device.call("tutorial.double_string_int", {"id": row.id + 1})
     assert missing.value.code == "tutorial.task_failed"
     assert "after 3 attempts" in str(missing.value)
+
+
+async def test_doubling_past_32_bits_is_refused_and_changes_nothing(mesh: RunningMesh) -> None:
+    from mesh.errors import TaskError
+
+    tutorial = mesh.stub(TutorialContract)
+    row = await tutorial.add_string_int(StringIntFields(string1="big", int1=2**30))
+    with pytest.raises(TaskError) as refused:
+        await (await tutorial.double_int.enqueue(StringIntId(id=row.id))).result(10)
+    assert "OutOfRange" in refused.value.message
+    listed = await tutorial.list_string_ints(StringIntQuery())  # still readable
+    assert [r.int1 for r in listed.items] == [2**30]

@@ -8,7 +8,7 @@ import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -36,13 +36,14 @@ from mesh.permissions import ADMIN_CALL, ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.discovery import PluginSource
 from mesh.plugin.hooks import describe, hook_digest, plan_hooks
 from mesh.plugin.upload import InstallFailed, UploadError, WheelRejected
-from mesh.tasks.ledger import UNKNOWN, TaskRecord
+from mesh.tasks.ledger import TASK_ID, UNKNOWN, TaskRecord
 from mesh.validation import field_errors
 
 if TYPE_CHECKING:
     from services.server import ServerService
 
 from services.server.admin.auth import AdminAuth, forbidden
+from services.server.admin.strict import as_declared
 from services.server.errors import LifecycleRefused, UploadFailed
 from services.server.lifecycle import Impact
 
@@ -152,7 +153,8 @@ class RollbackResult(BaseModel):
 class TaskQueued(BaseModel):
     task: str
     task_id: str = Field(description="Read its state with GET /api/v1/tasks/{task_id}.")
-    state: str = Field(description="queued, or succeeded when waited for")
+    state: str = Field(description="queued (not finished: with `wait`, not within it), or "
+                       "succeeded when waited for")
     result: Any = Field(default=None, description="Its result, when waited for.")
 
 
@@ -182,7 +184,8 @@ RPC_STATUS = {
 class SignInRequest(BaseModel):
     username: str = Field(min_length=1, max_length=200)
     password: str = Field(min_length=1, max_length=1000, repr=False)
-    lifetime_s: float | None = Field(default=None, gt=0,
+    lifetime_s: float | None = Field(default=None, gt=0, le=366 * 24 * 3600,
+                                     allow_inf_nan=False,
                                      description="A shorter session than the provider's own.")
 
 
@@ -320,27 +323,32 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
     async def get_plugin(name: str) -> PluginView:
         return await plugin_view(name, await migrations(), await server.store.disabled())
 
-    @api.post("/plugins/{name}/disable",
-              dependencies=operate, response_model=SwitchResult, tags=["plugins"],
+    @api.post("/plugins/{name}/disable", response_model=SwitchResult, tags=["plugins"],
               responses={409: {"model": ErrorBody,
-                               "description": "Others depend on it (details lists them)"}})
+                               "description": "Others depend on it (details lists them), or "
+                               "it (or a dependent) is the identity provider"}})
     async def disable(name: str, cascade: bool = Query(False, description=(
-            "Disable the plugins that depend on it too."))) -> SwitchResult:
+            "Disable the plugins that depend on it too.")),
+                      identity: Identity = operator) -> SwitchResult:
         """Stop the plugin on every service, now and after restarts."""
         known(name)
         needing = await dependents(name)
+        provider = server.settings.identity_provider
+        if provider in (name, *needing):
+            raise error(409, "identity_provider", f"{provider} is the identity provider "
+                        "(MESH_IDENTITY_PROVIDER): without it no one could sign in; choose "
+                        "another provider first")
         if needing and not cascade:
             raise error(409, "has_dependents",
                         f"{', '.join(needing)} depend on {name}: disable them first, or "
                         "pass cascade=true", details={"dependents": needing})
         changed = [*needing, name]
-        await server.set_enabled(changed, False, by="admin")
+        await server.set_enabled(changed, False, by=identity.user)
         return SwitchResult(changed=changed, enabled=False)
 
-    @api.post("/plugins/{name}/enable",
-              dependencies=operate, response_model=SwitchResult, tags=["plugins"],
+    @api.post("/plugins/{name}/enable", response_model=SwitchResult, tags=["plugins"],
               responses={409: {"model": ErrorBody, "description": "It cannot run"}})
-    async def enable(name: str) -> SwitchResult:
+    async def enable(name: str, identity: Identity = operator) -> SwitchResult:
         """Start the plugin on every service that runs it, now and after restarts."""
         known(name)
         plan = server.plugins.plan
@@ -355,7 +363,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
             raise error(409, "dependency_disabled",
                         f"{name} needs {', '.join(off)}, which an administrator disabled: "
                         "enable that first", details={"disabled": off})
-        await server.set_enabled([name], True, by="admin")
+        await server.set_enabled([name], True, by=identity.user)
         return SwitchResult(changed=[name], enabled=True)
 
     @api.get("/logging", dependencies=view, response_model=LoggingView, tags=["logging"])
@@ -395,15 +403,14 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         values = model.model_validate(stored).model_dump(mode="json")
         return SettingsView(plugin=name, values=values, json_schema=model.model_json_schema())
 
-    @api.put("/plugins/{name}/settings",
-              dependencies=operate, response_model=SettingsView, tags=["settings"],
+    @api.put("/plugins/{name}/settings", response_model=SettingsView, tags=["settings"],
              responses={422: {"model": ErrorBody, "description": "Field errors"}})
-    async def put_settings(name: str, values: dict[str, Any] = Body(...)  # noqa: B008
-                           ) -> SettingsView:
+    async def put_settings(name: str, values: dict[str, Any] = Body(...),  # noqa: B008
+                           identity: Identity = operator) -> SettingsView:
         """Validate, store and push new settings to every service running the plugin."""
         model = settings_model(name)
         try:
-            settings = await server.set_settings(name, values)
+            settings = await server.set_settings(name, values, by=identity.user)
         except ValidationError as exc:
             raise error(422, "invalid_settings", f"the settings do not match {model.__name__}",
                         field_errors(exc)) from None
@@ -423,7 +430,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                          413: {"model": ErrorBody, "description": "Over the size limit"},
                          422: {"model": ErrorBody, "description": "Not an acceptable wheel"}})
     async def upload(request: Request, filename: str = Query(
-            ..., description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl"),
+            ...,
+            description="The wheel's file name, e.g. mesh_x-1.0.0-py3-none-any.whl"),
                      allow_breaking: bool = Query(False, description=(
                          "Install an upgrade whose contract breaks the installed version's "
                          "callers (an entry removed, a model changed incompatibly).")),
@@ -453,14 +461,14 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
 
     lifecycle_errors: dict[int | str, dict[str, Any]] = {
         409: {"model": ErrorBody, "description": "Refused (not uploaded, has dependents, "
-              "nothing to roll back to), or failed and undone"},
-        422: {"model": ErrorBody, "description": "A bad version, or purge without confirm"},
+              "nothing to roll back to, purge without confirm), or failed and undone"},
+        422: {"model": ErrorBody, "description": "A bad version"},
         500: {"model": ErrorBody, "description": "Failed half way and not wholly undone "
               "(details.restored)"}}
 
     def lifecycle_error(exc: UploadError) -> HTTPException:
         if isinstance(exc, LifecycleRefused):
-            code = {"unknown_plugin": 404, "bad_version": 422, "confirm_purge": 422}.get(
+            code = {"unknown_plugin": 404, "bad_version": 422}.get(
                 exc.code, 409)
             return error(code, exc.code, exc.message, exc.details)
         restored = getattr(exc, "restored", True)
@@ -487,8 +495,8 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         """Stop an uploaded plugin on every service and take it out of every environment.
         Its data stays (schema, settings) unless purge=true with confirm=<name>; its wheels
         stay, so it can be uploaded again. Refused while other plugins need it."""
-        if purge and confirm != name:
-            raise error(422, "confirm_purge", f"purge drops the schema of {name} and all its "
+        if purge and confirm != name:  # 409: the request is well formed, but not meant
+            raise error(409, "confirm_purge", f"purge drops the schema of {name} and all its "
                         f"data: pass confirm={name} to say so")
         try:
             done = await server.lifecycle.uninstall(name, purge=purge, by=identity.user)
@@ -578,7 +586,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
 
     @api.get("/tasks/{task_id}", dependencies=view, response_model=TaskRecord, tags=["tasks"],
              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
-    async def get_task(task_id: str) -> TaskRecord:
+    async def get_task(task_id: str = Path(pattern=f"^{TASK_ID.pattern}$")) -> TaskRecord:
         """What the task ledger knows of a task: state, attempts, times, and its result or
         last error while kept (`mesh tasks show`). 404 when it knows nothing of it: not
         started yet, or no longer kept."""
@@ -591,9 +599,12 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                         "started yet, or no longer kept")
         return record
 
-    def entry(plugin: str, name: str, kind: str) -> Rpc[Any, Any] | Task[Any, Any]:
-        """A plugin's RPC or task by name, or 404 (unknown_plugin, unknown_rpc, unknown_task)."""
+    async def entry(plugin: str, name: str, kind: str) -> Rpc[Any, Any] | Task[Any, Any]:
+        """A plugin's RPC or task by name, or 404 (unknown_plugin, unknown_rpc, unknown_task);
+        409 `plugin_disabled` while it is switched off (nothing would answer)."""
         known(plugin)
+        if plugin in server.plugins.plan.disabled or plugin in await server.store.disabled():
+            raise error(409, "plugin_disabled", f"{plugin} is disabled")
         contract = server.host.contract(plugin)
         found = (contract.get_rpc(name) if kind == "rpc" else contract.get_task(name)
                  ) if contract else None
@@ -605,8 +616,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
     @api.post("/tasks/{plugin}/{name}", tags=["tasks"], response_model=TaskQueued,
               status_code=202,
               responses={200: {"model": TaskQueued, "description": "Waited for: its result"},
-                         **{code: {"model": ErrorBody} for code in (403, 404, 409, 422, 503,
-                                                                     504)}})
+                         **{code: {"model": ErrorBody} for code in (403, 404, 409, 422, 503)}})
     async def enqueue(plugin: str, name: str, http: Request,
                       task_input: dict[str, Any] = Body(  # noqa: B008
                           default_factory=dict, description="The task's input."),
@@ -618,13 +628,14 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                       ) -> Any:
         """Queue a task declared in a plugin's contract (as `mesh tasks enqueue` does), with
         the JSON body as its input: 202 with its task id, or with `wait`, 200 with its result
-        (409 with its error if it failed for good, 504 if it is still running)."""
-        declared = entry(plugin, name, "task")
+        (409 with its error if it failed for good; 202 if it has not finished by then)."""
+        declared = await entry(plugin, name, "task")
         assert isinstance(declared, Task)
         if not declared.allows(server.kind):  # what the worker would refuse
             raise error(403, "not_allowed", f"{declared.qualname} may be enqueued only by "
                         f"{', '.join(sorted(declared.callers or ()))}, not through the admin "
                         "API", {"callers": sorted(declared.callers or ())})
+        as_declared(declared.input, task_input, "invalid_input")
         try:
             identity.require(declared.permission, declared.qualname)
         except Forbidden as exc:
@@ -646,9 +657,7 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
         try:
             result = await handle.result(timeout=wait)
         except TaskResultTimeout:
-            raise error(504, "timeout", f"{declared.qualname} {handle.task_id} has not "
-                        f"finished within {wait:g} s; it still runs",
-                        {"task_id": handle.task_id}) from None
+            return JSONResponse(queued.model_dump(mode="json"), status_code=202)
         except TaskError as exc:
             raise error(409, exc.code, exc.message, exc.to_wire()) from None
         return JSONResponse(queued.model_copy(update={
@@ -664,8 +673,9 @@ def create_api(server: ServerService, auth: AdminAuth) -> APIRouter:
                      ) -> Any:
         """Call an RPC as the command line does ("cli"), on the signed-in user's behalf: the
         reply, or its typed error. The RPC's own permission is needed too."""
-        rpc = entry(plugin, name, "rpc")
+        rpc = await entry(plugin, name, "rpc")
         assert isinstance(rpc, Rpc)
+        as_declared(rpc.request, request, "invalid_request")
         if not rpc.allows("cli"):  # what the serving side (and the broker ACL) would refuse
             raise error(403, "not_allowed", f"{rpc.qualname} may be called only by "
                         f"{', '.join(sorted(rpc.callers or ()))}, not through the admin API",

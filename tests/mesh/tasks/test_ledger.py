@@ -265,7 +265,7 @@ async def test_the_admin_api_and_the_rpc_read_the_ledger(memory_bus: Bus) -> Non
         missing = await http.get(f"/api/v1/tasks/{uuid.uuid4().hex}", headers=auth)
         assert missing.status_code == 404 and missing.json()["code"] == "unknown_task"
         bad = await http.get("/api/v1/tasks/" + "x" * 200, headers=auth)
-        assert bad.status_code == 400 and bad.json()["code"] == "invalid_task_id"
+        assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"  # the pattern
         assert (await http.get(f"/api/v1/tasks/{handle.task_id}")).status_code == 401
         spec = (await http.get("/api/v1/openapi.json", headers=auth)).json()
         assert "/api/v1/tasks/{task_id}" in spec["paths"]

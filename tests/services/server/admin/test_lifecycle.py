@@ -93,8 +93,8 @@ async def test_impact_rollback_and_uninstall(
     # bundled plugins came with the environment: not the admin API's to remove
     ("post", "/api/v1/plugins/noop/uninstall", 409, "not_uploaded"),
     ("post", "/api/v1/plugins/noop/rollback", 409, "not_uploaded"),
-    ("post", "/api/v1/plugins/noop/uninstall?purge=true", 422, "confirm_purge"),
-    ("post", "/api/v1/plugins/noop/uninstall?purge=true&confirm=greeter", 422,
+    ("post", "/api/v1/plugins/noop/uninstall?purge=true", 409, "confirm_purge"),
+    ("post", "/api/v1/plugins/noop/uninstall?purge=true&confirm=greeter", 409,
      "confirm_purge"),
 ])
 async def test_refusals_change_nothing(
