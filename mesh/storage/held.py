@@ -28,13 +28,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+if TYPE_CHECKING:  # services without a database (client, agent) never load SQLAlchemy
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mesh.rpc import once
 
-Record = Callable[[AsyncConnection], Awaitable[None]]
+Record = Callable[["AsyncConnection"], Awaitable[None]]
 
 
 class HeldTransaction:
@@ -85,6 +86,8 @@ class HeldTransaction:
     async def commit(self, record: Record) -> None:
         """Write `record` in the held transaction and commit it (IntegrityError when the
         record exists: another push of the id came first; nothing is committed then)."""
+        from sqlalchemy.exc import IntegrityError
+
         self.released = True
         connections = list(self.connections.values())
         if connections:
