@@ -303,6 +303,7 @@ class RabbitTransport(Transport):
         self._replies_retry = _ReplyLink(self, "replies-retry") if self.cluster else None
         self._retrying = asyncio.Lock()  # lost replies are sent again one at a time
         self._last_nack_restart = -math.inf
+        self.nack_restart_interval = 1.0  # seconds between restarts after a nack
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
         self._connection: AbstractConnection | None = None
@@ -748,9 +749,12 @@ class RabbitTransport(Transport):
         message for good (no length limits on confirmed queues), so it is a quorum queue
         without a leader; on RabbitMQ 3.10 a channel that met one mid-election can go on
         being refused after the election is over, while a new one is not. Start over on a
-        fresh connection, at most once per connect timeout."""
+        fresh connection, at most once per `nack_restart_interval` (a storm of nacks costs
+        one reconnect a second, and a caller waits at most that long for a channel that
+        takes its publishes: once per connect timeout kept them failing for 5 s)."""
         now = time.monotonic()
-        if now - self._last_nack_restart < self.connect_timeout or not self._connected.is_set():
+        if now - self._last_nack_restart < self.nack_restart_interval \
+                or not self._connected.is_set():
             return
         self._last_nack_restart = now
         if self._connection is not None:

@@ -43,7 +43,8 @@ ContractT = TypeVar("ContractT", bound=Contract)
 class SettingsKeeper(Protocol):
     """The server's side of plugin settings, as the admin API uses it."""
 
-    async def set_settings(self, plugin: str, values: dict[str, Any]) -> BaseModel: ...
+    async def set_settings(self, plugin: str, values: dict[str, Any], by: str = "?"
+                           ) -> BaseModel: ...
 
     async def grant_hooks(self, plugin: str, granted: bool, by: str) -> str | None: ...
 

@@ -70,19 +70,20 @@ export function notificationCentre(mesh, {button, panel, getLocale, report}) {
   }
 
   async function renderPanel() {
+    // the groups first, then the whole panel at once: no moment without its checkboxes
+    const {groups: found} = await mesh.groups();
     const heading = el("h2", {id: `${panel.id}-title`, textContent: t("title")});
     panel.setAttribute("aria-labelledby", heading.id);
     const list = items.length ? el("ul", {className: "notification-list"}, ...items.map(entry))
       : el("p", {textContent: t("none")});
     const all = el("button", {type: "button", id: "mark-all-read", textContent: t("mark_all"),
                               disabled: unread === 0, onclick: () => markRead("all")});
-    const groups = el("fieldset", {className: "groups"}, el("legend", {textContent: t("groups")}));
+    const groups = el("fieldset", {className: "groups"}, el("legend", {textContent: t("groups")}),
+      ...found.map((g) => el("label", {},
+        el("input", {type: "checkbox", checked: g.following, dataset: {group: g.group},
+                     onchange: (event) => mesh.follow(g.group, event.target.checked).catch(report)}),
+        ` ${g.group}`)));
     panel.replaceChildren(heading, all, list, groups);
-    const {groups: found} = await mesh.groups();
-    groups.append(...found.map((g) => el("label", {},
-      el("input", {type: "checkbox", checked: g.following, dataset: {group: g.group},
-                   onchange: (event) => mesh.follow(g.group, event.target.checked).catch(report)}),
-      ` ${g.group}`)));
   }
 
   async function refresh() {

@@ -28,7 +28,7 @@ from mesh.errors import RpcError
 from mesh.permissions import ADMIN_OPERATE, ADMIN_VIEW
 from mesh.plugin.part import AdminRoutes
 from services.server.admin.api import RPC_STATUS, ErrorBody, create_api
-from services.server.admin.auth import AdminAuth
+from services.server.admin.auth import AdminAuth, unauthorized
 from services.server.admin.openapi import complete, with_entries
 from services.server.admin.screens import screen_routes
 from services.server.admin.strict import strict_body
@@ -162,6 +162,11 @@ def create_admin_app(server: ServerService, auth: AdminAuth) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if (exc.status_code == 404 and request.url.path.startswith("/api/v1/")
+                and not await auth.signed_in(request)):
+            # a caller with no working token learns nothing of which routes exist (a
+            # disabled plugin's admin routes, say): 401, as on the routes that do
+            exc = unauthorized()
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = allowed_methods(app, request.scope)

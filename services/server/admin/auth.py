@@ -60,6 +60,17 @@ class AdminAuth:
 
         self.who = who
 
+    async def signed_in(self, request: Request) -> bool:
+        """Whether the request carries a token that still works (no error either way)."""
+        credentials = await self.bearer(request)
+        if credentials is None or not credentials.credentials:
+            return False
+        try:
+            await self.gate.authenticate(credentials.credentials)
+        except (Unauthenticated, Unavailable):
+            return False
+        return True
+
     def require(self, permission: str):  # type: ignore[no-untyped-def]
         """A dependency: 403 `forbidden`, naming `permission`, unless the caller holds it."""
 

@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from mesh.admin_credentials import admin_token
+from mesh.testing.bus import eventually
 from services.server import ServerService
 from tests.conftest import Bus
 
@@ -144,3 +145,23 @@ async def test_switched_off_and_unstoppable(
     assert "/api/v1/rpc/tutorial_stats/summary" not in (await document(http))["paths"]
     purge = await http.post("/api/v1/plugins/noop/uninstall", params={"purge": "true"})
     assert purge.status_code == 409 and purge.json()["code"] == "confirm_purge"
+
+
+async def test_a_caller_without_a_token_learns_nothing_of_which_routes_exist(
+        admin: tuple[ServerService, httpx.AsyncClient]) -> None:
+    """Found by Schemathesis: a disabled plugin's admin routes are unmounted, and a request
+    with no token got 404 there and 401 on the routes that exist. Now 401 either way; a
+    signed-in caller still gets 404."""
+    server, http = admin
+    anonymous = {"Authorization": ""}
+    assert (await http.get(ROWS, headers=anonymous)).status_code == 401
+    await server.set_enabled(["tutorial"], False, by="admin")
+    await eventually(lambda: "tutorial" not in server.plugin_routes.mounted)
+    for path in (ROWS, "/api/v1/no-such-route"):
+        assert (await http.patch(path, json={})).status_code == 404  # no such route now
+        refused = await http.patch(path, headers=anonymous, json={})
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["code"] == "unauthorized"
+        assert refused.headers["www-authenticate"] == "Bearer"
+        forged = await http.patch(path, headers={"Authorization": "Bearer forged"}, json={})
+        assert forged.status_code == 401

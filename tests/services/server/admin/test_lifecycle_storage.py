@@ -143,7 +143,7 @@ async def test_upgrade_rollback_and_purge_of_a_plugin_with_storage(
 
         kept = await http.post(f"/api/v1/plugins/{PLUGIN}/uninstall",
                                params={"purge": "true", "confirm": "other"})
-        assert kept.status_code == 422 and await schema_exists(server)  # not confirmed
+        assert kept.status_code == 409 and await schema_exists(server)  # not confirmed
         gone = await http.post(f"/api/v1/plugins/{PLUGIN}/uninstall",
                                params={"purge": "true", "confirm": PLUGIN})
         assert gone.status_code == 200, gone.text
