@@ -1091,6 +1091,21 @@ async def test_a_reconnect_that_stalls_is_given_up_and_tried_again(
     await transport.publish(Message(b"{}", routing_key="after.x"), mandatory=True)
 
 
+async def cluster_server_and_caller(rabbit_bus: Bus, name: str
+                                    ) -> tuple[RabbitTransport, RabbitTransport]:
+    """A server transport in cluster mode (replies on their own link) and a plain caller,
+    both connected and closed with the bus."""
+    assert rabbit_bus.url is not None
+    server = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, cluster=True,
+                             connection_name=name, max_backoff=0.2)
+    caller = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange,
+                             connection_name=f"caller-{rabbit_bus.exchange}")
+    rabbit_bus.transports += [server, caller]
+    await server.connect()
+    await caller.connect()
+    return server, caller
+
+
 @pytest.mark.rabbitmq
 async def test_on_a_cluster_replies_go_on_a_connection_of_their_own(rabbit_bus: Bus) -> None:
     """RabbitMQ 3.10 closes the connection a reply to a caller on a lost node was sent on
@@ -1100,13 +1115,7 @@ async def test_on_a_cluster_replies_go_on_a_connection_of_their_own(rabbit_bus: 
 
     assert rabbit_bus.url is not None
     name = f"replies-{rabbit_bus.exchange}"
-    server = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, cluster=True,
-                             connection_name=name, max_backoff=0.2)
-    caller = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange,
-                             connection_name=f"caller-{rabbit_bus.exchange}")
-    rabbit_bus.transports += [server, caller]
-    await server.connect()
-    await caller.connect()
+    server, caller = await cluster_server_and_caller(rabbit_bus, name)
     lost: list[bool] = []
     server.on_connection_lost(lambda: lost.append(True))
     replies: list[Message] = []
@@ -1145,13 +1154,7 @@ async def test_on_a_cluster_a_reply_lost_with_its_connection_is_sent_again_alone
 
     assert rabbit_bus.url is not None
     name = f"retry-{rabbit_bus.exchange}"
-    server = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange, cluster=True,
-                             connection_name=name, max_backoff=0.2)
-    caller = RabbitTransport(rabbit_bus.url, rabbit_bus.exchange,
-                             connection_name=f"caller-{rabbit_bus.exchange}")
-    rabbit_bus.transports += [server, caller]
-    await server.connect()
-    await caller.connect()
+    server, caller = await cluster_server_and_caller(rabbit_bus, name)
     replies: list[Message] = []
     reply_to = await caller.listen_for_replies(replies.append)  # the broker rewrites it
     sent: list[tuple[str, bytes]] = []
